@@ -1,0 +1,5 @@
+"""Allow ``python -m emailtoken``."""
+
+from emailtoken.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,95 @@
+"""The ``emailtoken`` command: operator, demo, callback service and admin tools."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+from datetime import timedelta
+
+from emailtoken import __version__
+from emailtoken.settings import OperatorConfig
+from emailtoken.timefmt import parse_duration
+
+#: Subcommands contributed by other modules: each has ``register(subparsers)``.
+_PLUGINS = ("emailtoken.demo", "emailtoken.checkmail", "emailtoken.callback.cli", "emailtoken.authorize")
+
+
+def _add_run(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("run", help="run the operator against the current kubeconfig or in-cluster config")
+    scope = p.add_mutually_exclusive_group()
+    scope.add_argument("-n", "--namespace", action="append", default=[], metavar="NS",
+                       help="watch this namespace (repeatable); default: all namespaces")
+    scope.add_argument("-A", "--all-namespaces", action="store_true", help="watch all namespaces (the default)")
+    p.add_argument("--log-format", choices=("plain", "full", "json"), default="full")
+    p.add_argument("-v", "--verbose", action="store_true")
+    p.add_argument("--health-port", type=int, default=8080, help="liveness endpoint port (/healthz); 0 disables")
+    p.add_argument("--metrics-port", type=int, default=0, help="Prometheus /metrics port; 0 disables")
+    peer = p.add_mutually_exclusive_group()
+    peer.add_argument("--peering", metavar="NAME", help="kopf peering object name (needs the kopf.dev CRDs)")
+    peer.add_argument("--standalone", action="store_true", help="no peering (the default)")
+    p.add_argument("--ca-bundle", metavar="PATH", help="CA bundle for the identity providers (private CAs)")
+    p.add_argument("--redirect-base-url", metavar="URL",
+                   help="public base URL of the callback service; status.redirectUri is URL/callback")
+    p.add_argument("--concurrency", type=int, default=16, help="token refreshes in flight at once")
+    p.add_argument("--provider-timeout", type=float, default=20.0, help="seconds per provider request")
+    p.add_argument("--keepalive", default="3d", help="refresh idle grants at least this often (default 3d)")
+    p.set_defaults(func=_run)
+
+
+def config_from_args(args: argparse.Namespace) -> OperatorConfig:
+    """Command-line flags to an :class:`OperatorConfig`."""
+    keepalive: timedelta = parse_duration(args.keepalive)
+    return OperatorConfig(
+        namespaces=tuple(args.namespace),
+        all_namespaces=not args.namespace,
+        redirect_base_url=args.redirect_base_url,
+        ca_bundle=args.ca_bundle,
+        provider_timeout=args.provider_timeout,
+        concurrency=args.concurrency,
+        keepalive=keepalive,
+        health_port=args.health_port or None,
+        metrics_port=args.metrics_port or None,
+        peering=args.peering,
+        log_format=args.log_format,
+        verbose=args.verbose,
+    )
+
+
+def _run(args: argparse.Namespace) -> int:
+    from emailtoken.runner import run_operator
+
+    return run_operator(config_from_args(args))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full command-line parser."""
+    parser = argparse.ArgumentParser(prog="emailtoken", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"emailtoken {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_run(sub)
+    for name in _PLUGINS:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name and name.startswith(exc.name):
+                continue  # that part of the product is not installed
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``emailtoken`` console script."""
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        logging.getLogger("emailtoken").info("interrupted")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

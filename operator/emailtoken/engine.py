@@ -1,0 +1,498 @@
+"""The refresh engine: one ``step`` per EmailToken decides, acts and reports.
+
+A step reads the token's spec, decides whether a refresh is due, talks to the provider,
+writes the grant (compare-and-swap) before the consumer Secret, then writes status and
+Events only when something changed. It returns how long to wait before the next step.
+It imports neither kopf nor an HTTP library: the API and providers are injected.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+from emailtoken import conditions
+from emailtoken.conditions import Condition
+from emailtoken.kube import Conflict, KubeApi, KubeError
+from emailtoken.model import EmailTokenSpec, SpecError, TokenRef, parse_spec
+from emailtoken.outcomes import ErrorKind, ProviderError, TokenSet
+from emailtoken.providers.base import ClientCredentials, Provider
+from emailtoken.schedule import DEFAULT_KEEPALIVE, backoff, invalid_client_backoff, next_refresh
+from emailtoken.secretdata import LABEL_TOKEN, Grant, PublishedToken, consumer_secret, read_published
+from emailtoken.store import GrantStore, SecretMissing, publish, read_secret_key
+from emailtoken.timefmt import parse_rfc3339, rfc3339, utcnow
+
+log = logging.getLogger(__name__)
+
+ANNOTATION_REFRESH_NOW = "emailtoken.io/refresh-now"
+ANNOTATION_REAUTHORIZE = "emailtoken.io/reauthorize"
+#: While a spec is unusable nothing can succeed; look again now and then in case a watch was missed.
+BAD_CONFIG_RETRY = timedelta(minutes=10)
+
+Key = tuple[str, str]
+
+
+class EventSink(Protocol):
+    """Posts a Kubernetes Event about an EmailToken (kopf.event in production)."""
+
+    def __call__(self, body: Mapping[str, Any], *, type: str, reason: str, message: str) -> None: ...
+
+
+class ProviderSource(Protocol):
+    """Gives the provider implementation for ``spec.provider``."""
+
+    def for_spec(self, provider: str) -> Provider: ...
+
+
+@dataclass
+class EngineConfig:
+    """Operator-wide settings that shape every step."""
+
+    redirect_base_url: str | None = None
+    keepalive: timedelta = DEFAULT_KEEPALIVE
+    bad_config_retry: timedelta = BAD_CONFIG_RETRY
+
+
+@dataclass
+class TokenState:
+    """What the engine remembers about one token between steps (lost on restart by design)."""
+
+    loaded: bool = False
+    published: PublishedToken | None = None
+    refresh_at: datetime | None = None
+    next_attempt: datetime | None = None
+    fingerprint: str | None = None
+    failures: int = 0
+    error: ProviderError | None = None
+    last_warning: tuple[str, str] | None = None
+    pending_grant: Grant | None = field(default=None, repr=False)
+    refs: frozenset[str] = frozenset()
+    planned_hint: datetime | None = None
+    consumer: str = ""
+
+
+@dataclass(frozen=True)
+class StepResult:
+    """When to step again: seconds, or None to wait for a change to the object or its Secrets."""
+
+    delay: float | None
+    refreshed: bool = False
+
+
+class _Report:
+    """What a step found out, turned into status and Events at the end."""
+
+    def __init__(self) -> None:
+        self.ready: Condition | None = None
+        self.authorized: Condition | None = None
+        self.events: list[tuple[str, str, str]] = []
+        self.fields: dict[str, Any] = {}
+
+
+class Engine:
+    """Keeps every EmailToken's consumer Secret fresh."""
+
+    def __init__(
+        self,
+        api: KubeApi,
+        providers: ProviderSource,
+        *,
+        events: EventSink,
+        config: EngineConfig | None = None,
+        clock: Callable[[], datetime] = utcnow,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.api = api
+        self.providers = providers
+        self.events = events
+        self.config = config or EngineConfig()
+        self.clock = clock
+        self.rng = rng or random.Random()
+        self.grants = GrantStore(api)
+        self.states: dict[Key, TokenState] = {}
+
+    # -- bookkeeping used by the handlers -------------------------------------------------
+
+    def forget(self, key: Key) -> None:
+        """The object is gone: drop everything remembered about it."""
+        self.states.pop(key, None)
+
+    def referencing(self, namespace: str, secret_name: str) -> list[Key]:
+        """Tokens whose step reads this Secret (client secret, key, grant, consumer)."""
+        return [k for k, st in self.states.items() if k[0] == namespace and secret_name in st.refs]
+
+    def secret_deleted(self, key: Key, name: str) -> None:
+        """Someone deleted the consumer Secret: publish again at the next step."""
+        st = self.states.get(key)
+        if st is not None and name == st.consumer:
+            st.loaded = False
+            st.published = None
+            st.fingerprint = None
+
+    def nudge(self, key: Key) -> None:
+        """A referenced Secret changed: a failing or waiting token should try again now."""
+        st = self.states.get(key)
+        if st is not None and (st.failures or st.error or st.next_attempt is None):
+            st.next_attempt = self.clock()
+
+    # -- the step ----------------------------------------------------------------------------
+
+    async def step(self, body: Mapping[str, Any]) -> StepResult:
+        """Bring one token up to date and report; never raises for a token's own problems."""
+        meta = body.get("metadata") or {}
+        token = TokenRef(meta.get("namespace", ""), meta["name"], meta.get("uid", ""))
+        key = (token.namespace, token.name)
+        st = self.states.setdefault(key, TokenState())
+        now = self.clock()
+        report = _Report()
+        status_in: Mapping[str, Any] = body.get("status") or {}
+        handled = dict(status_in.get("handledAnnotations") or {})
+        refreshed = False
+
+        try:
+            spec = parse_spec(body.get("spec") or {}, token.name)
+        except SpecError as exc:
+            st.error = ProviderError(ErrorKind.BAD_CONFIG, str(exc), reason="InvalidSpec")
+            st.fingerprint = None
+            self._failure_report(report, st, body, token_valid=self._valid(st, now))
+            await self._finish(body, token, None, st, report, handled, now)
+            return StepResult(delay=None)
+
+        st.refs = frozenset(
+            r.name for r in (spec.client_secret_ref, spec.service_account_key_ref) if r is not None
+        ) | {token.grant_secret_name, spec.secret_name}
+        st.consumer = spec.secret_name
+
+        if not st.loaded or st.published is None:
+            try:
+                await self._load_published(token, spec, st)
+                self._remember_plan(st, status_in)
+            except SecretMissing as exc:
+                st.error = ProviderError(ErrorKind.BAD_CONFIG, str(exc), reason="SecretConflict")
+                self._failure_report(report, st, body, token_valid=False)
+                await self._finish(body, token, spec, st, report, handled, now)
+                return StepResult(delay=self.config.bad_config_retry.total_seconds())
+
+        annotations = meta.get("annotations") or {}
+        reauth = annotations.get(ANNOTATION_REAUTHORIZE)
+        if reauth and reauth != handled.get("reauthorize"):
+            handled["reauthorize"] = reauth
+            if spec.interactive:
+                await self.grants.drop(token)
+                st.pending_grant = None
+                st.next_attempt = now
+                report.events.append(("Normal", "GrantDropped", "the grant was dropped on request; sign in again"))
+        force = bool(annotations.get(ANNOTATION_REFRESH_NOW)) and annotations.get(
+            ANNOTATION_REFRESH_NOW
+        ) != handled.get("refreshNow")
+        if force:
+            handled["refreshNow"] = annotations[ANNOTATION_REFRESH_NOW]
+
+        fingerprint = spec.fingerprint()
+        published_current = (
+            st.published is not None and st.published.has_token and st.published.spec_hash == fingerprint
+        )
+        if st.fingerprint != fingerprint:
+            st.fingerprint = fingerprint
+            st.failures, st.error = 0, None
+            if not published_current:
+                st.planned_hint = None
+            st.next_attempt = self._planned(st, spec, now) if published_current else now
+        due = force or (st.next_attempt is not None and now >= st.next_attempt)
+
+        if due:
+            refreshed = await self._attempt(token, spec, st, report, now)
+        else:
+            self._steady_report(report, st, spec, now)
+
+        await self._finish(body, token, spec, st, report, handled, now)
+        return StepResult(delay=self._delay(st, now), refreshed=refreshed)
+
+    # -- pieces of a step --------------------------------------------------------------------
+
+    async def _load_published(self, token: TokenRef, spec: EmailTokenSpec, st: TokenState) -> None:
+        secret = await self.api.get_secret(token.namespace, spec.secret_name)
+        if secret is not None:
+            labels = (secret.get("metadata") or {}).get("labels") or {}
+            if labels.get(LABEL_TOKEN) != token.name:
+                raise SecretMissing(
+                    f"Secret {token.namespace}/{spec.secret_name} exists and is not managed by this EmailToken; "
+                    "delete it or choose another spec.secretName"
+                )
+        st.published = read_published(secret)
+        st.loaded = True
+
+    def _remember_plan(self, st: TokenState, status_in: Mapping[str, Any]) -> None:
+        """After a restart, keep the refresh time already in status (no status writes, no storm)."""
+        text = status_in.get("nextRefreshTime")
+        if not text or st.published is None:
+            return
+        try:
+            planned = parse_rfc3339(text)
+        except ValueError:
+            return
+        if planned <= st.published.expires_at:
+            st.planned_hint = planned
+
+    def _planned(self, st: TokenState, spec: EmailTokenSpec, now: datetime) -> datetime:
+        pub = st.published
+        if pub is None:
+            return now
+        if st.planned_hint is not None:
+            st.refresh_at, st.planned_hint = st.planned_hint, None
+            return st.refresh_at
+        obtained = pub.obtained_at or (pub.expires_at - timedelta(hours=1))
+        st.refresh_at = next_refresh(
+            obtained, pub.expires_at, spec.refresh_before, keepalive=self.config.keepalive, rng=self.rng
+        )
+        return st.refresh_at
+
+    def _valid(self, st: TokenState, now: datetime) -> bool:
+        return st.published is not None and st.published.has_token and st.published.expires_at > now
+
+    async def _credentials(self, token: TokenRef, spec: EmailTokenSpec) -> ClientCredentials:
+        import json
+
+        secret = None
+        if spec.client_secret_ref is not None:
+            secret = await read_secret_key(self.api, token.namespace, spec.client_secret_ref)
+        info = None
+        if spec.service_account_key_ref is not None:
+            raw = await read_secret_key(self.api, token.namespace, spec.service_account_key_ref)
+            try:
+                info = json.loads(raw)
+            except ValueError:
+                raise SecretMissing(
+                    f"Secret {token.namespace}/{spec.service_account_key_ref.name} key "
+                    f"{spec.service_account_key_ref.key!r} is not a JSON service account key"
+                ) from None
+        return ClientCredentials(client_secret=secret, service_account_info=info)
+
+    async def _attempt(
+        self, token: TokenRef, spec: EmailTokenSpec, st: TokenState, report: _Report, now: datetime
+    ) -> bool:
+        provider = self.providers.for_spec(spec.provider)
+        try:
+            creds = await self._credentials(token, spec)
+        except SecretMissing as exc:
+            self._fail(st, ProviderError(ErrorKind.BAD_CONFIG, str(exc), reason="SecretNotFound"), report, now)
+            return False
+        except KubeError as exc:
+            self._fail(st, ProviderError(ErrorKind.TRANSIENT, f"API error reading Secrets ({exc.status})",
+                                         reason="APIUnavailable"), report, now)
+            return False
+
+        grant: Grant | None = None
+        try:
+            if spec.interactive:
+                grant = st.pending_grant or await self.grants.load(token)
+                if grant is None:
+                    self._awaiting(token, spec, st, report, now)
+                    return False
+                if spec.email_address and grant.account and grant.account.lower() != spec.email_address.lower():
+                    raise ProviderError(
+                        ErrorKind.REAUTHORIZE,
+                        f"the grant belongs to {grant.account}, not {spec.email_address}; sign in as the mailbox",
+                        reason="AccountMismatch",
+                    )
+                if st.pending_grant is not None:
+                    await self._save_grant(token, st, st.pending_grant)
+                    grant = st.pending_grant
+                    st.pending_grant = None
+                result = await asyncio.to_thread(provider.refresh, spec, creds, grant.refresh_token)
+                if result.refresh_token and result.refresh_token != grant.refresh_token:
+                    rotated = Grant(
+                        refresh_token=result.refresh_token,
+                        account=grant.account or (result.account or ""),
+                        scope=result.scope or grant.scope,
+                        obtained_at=grant.obtained_at,
+                        updated_at=rfc3339(now),
+                        resource_version=grant.resource_version,
+                    )
+                    st.pending_grant = rotated
+                    await self._save_grant(token, st, rotated)
+                    st.pending_grant = None
+            else:
+                result = await asyncio.to_thread(provider.acquire_app_token, spec, creds)
+        except ProviderError as exc:
+            self._fail(st, exc, report, now)
+            return False
+        except Conflict:
+            # Someone else (a new sign-in) replaced the grant: theirs wins; step again with it.
+            st.pending_grant = None
+            st.next_attempt = now
+            self._steady_report(report, st, spec, now)
+            return False
+        except KubeError as exc:
+            self._fail(st, ProviderError(ErrorKind.TRANSIENT, f"API error writing the grant ({exc.status}); "
+                                         "the new refresh token is kept in memory and the write retried",
+                                         reason="APIUnavailable"), report, now)
+            return False
+
+        username = spec.email_address or (grant.account if grant else "") or (result.account or "")
+        try:
+            await self._publish(token, spec, result, username, now)
+        except KubeError as exc:
+            self._fail(st, ProviderError(ErrorKind.TRANSIENT, f"API error writing the consumer Secret ({exc.status})",
+                                         reason="APIUnavailable"), report, now)
+            return False
+        was_authorized = st.error is None and st.failures == 0 and st.published is not None
+        st.published = PublishedToken(
+            expires_at=result.expires_at, obtained_at=now, username=username,
+            scope=result.scope or spec.scope_string, spec_hash=spec.fingerprint(),
+        )
+        st.failures, st.error, st.last_warning = 0, None, None
+        st.next_attempt = self._planned(st, spec, now)
+        if not was_authorized:
+            who = username or "the application"
+            report.events.append(("Normal", "Authorized", f"{spec.provider} accepted the credentials for {who}"))
+        report.events.append(
+            ("Normal", "Refreshed",
+             f"access token refreshed; valid until {rfc3339(result.expires_at)}, "
+             f"next refresh at {rfc3339(st.next_attempt)}")
+        )
+        self._steady_report(report, st, spec, now)
+        report.fields["lastRefreshTime"] = rfc3339(now)
+        return True
+
+    async def _save_grant(self, token: TokenRef, st: TokenState, grant: Grant) -> None:
+        saved = await self.grants.save(token, grant, expected_version=grant.resource_version)
+        st.pending_grant = None
+        del saved
+
+    async def _publish(
+        self, token: TokenRef, spec: EmailTokenSpec, result: TokenSet, username: str, now: datetime
+    ) -> None:
+        body = consumer_secret(
+            token,
+            spec.secret_name,
+            access_token=result.access_token,
+            token_type=result.token_type or "Bearer",
+            expires_at=result.expires_at,
+            obtained_at=now,
+            username=username,
+            scope=result.scope or spec.scope_string,
+            spec_hash=spec.fingerprint(),
+        )
+        await publish(self.api, token.namespace, body)
+
+    def _awaiting(self, token: TokenRef, spec: EmailTokenSpec, st: TokenState, report: _Report,
+                  now: datetime) -> None:
+        how = f"run `emailtoken authorize {token}` or use the callback service's admin page"
+        if spec.flow == "DeviceCode":
+            how = "the device-code sign-in has not started yet"
+        st.error = ProviderError(ErrorKind.REAUTHORIZE, f"no grant yet: {how}", reason="AwaitingAuthorization")
+        st.next_attempt = None
+        st.failures = 0
+        self._failure_report(report, st, None, token_valid=self._valid(st, now))
+        if st.last_warning != ("AwaitingAuthorization", st.error.message):
+            st.last_warning = ("AwaitingAuthorization", st.error.message)
+            report.events.append(("Normal", "AwaitingAuthorization", st.error.message))
+
+    def _fail(self, st: TokenState, exc: ProviderError, report: _Report, now: datetime) -> None:
+        st.failures += 1
+        st.error = exc
+        if exc.kind is ErrorKind.TRANSIENT:
+            st.next_attempt = now + backoff(st.failures, retry_after=exc.retry_after, rng=self.rng)
+        elif exc.kind is ErrorKind.INVALID_CLIENT:
+            st.next_attempt = now + invalid_client_backoff(st.failures, rng=self.rng)
+        elif exc.kind is ErrorKind.BAD_CONFIG:
+            st.next_attempt = now + self.config.bad_config_retry
+        else:
+            st.next_attempt = None  # a person must act; the grant Secret's change wakes us
+        self._failure_report(report, st, None, token_valid=self._valid(st, now))
+        warning = (exc.reason, exc.message)
+        if warning != st.last_warning or (st.failures & (st.failures - 1)) == 0:
+            st.last_warning = warning
+            reason = "ReauthorizationRequired" if exc.kind is ErrorKind.REAUTHORIZE else "RefreshFailed"
+            report.events.append(("Warning", reason, f"{exc.reason}: {exc.message}"))
+
+    def _failure_report(self, report: _Report, st: TokenState, body: Any, *, token_valid: bool) -> None:
+        exc = st.error
+        assert exc is not None
+        pub = st.published
+        until = rfc3339(pub.expires_at) if pub is not None else ""
+        if token_valid:
+            report.ready = Condition(conditions.READY, True, "TokenValid",
+                                     f"the access token stays valid until {until}; {exc.message}")
+        else:
+            report.ready = Condition(conditions.READY, False, exc.reason, exc.message)
+        if exc.kind is not ErrorKind.TRANSIENT:
+            report.authorized = Condition(conditions.AUTHORIZED, False, exc.reason, exc.message)
+
+    def _steady_report(self, report: _Report, st: TokenState, spec: EmailTokenSpec, now: datetime) -> None:
+        if st.error is not None:
+            self._failure_report(report, st, None, token_valid=self._valid(st, now))
+            return
+        pub = st.published
+        if pub is None or not self._valid(st, now):
+            report.ready = Condition(conditions.READY, False, "Pending", "no access token has been issued yet")
+            return
+        report.ready = Condition(conditions.READY, True, "TokenValid",
+                                 f"access token valid until {rfc3339(pub.expires_at)}")
+        who = pub.username or "the application"
+        report.authorized = Condition(conditions.AUTHORIZED, True, "Authorized",
+                                      f"{spec.provider} issues tokens for {who}")
+
+    def _delay(self, st: TokenState, now: datetime) -> float | None:
+        candidates = []
+        if st.next_attempt is not None:
+            candidates.append((st.next_attempt - now).total_seconds())
+        if st.published is not None and st.published.expires_at > now and st.error is not None:
+            candidates.append((st.published.expires_at - now).total_seconds())  # Ready flips at expiry
+        return max(0.0, min(candidates)) if candidates else None
+
+    async def _finish(
+        self,
+        body: Mapping[str, Any],
+        token: TokenRef,
+        spec: EmailTokenSpec | None,
+        st: TokenState,
+        report: _Report,
+        handled: dict[str, str],
+        now: datetime,
+    ) -> None:
+        status_in: Mapping[str, Any] = body.get("status") or {}
+        generation = (body.get("metadata") or {}).get("generation")
+        updates = [c for c in (report.ready, report.authorized) if c is not None]
+        conds = conditions.merge(status_in.get("conditions"), updates, now=now, generation=generation)
+        status: dict[str, Any] = {"conditions": conds}
+        ready = conditions.get(conds, conditions.READY)
+        authorized = conditions.get(conds, conditions.AUTHORIZED)
+        phase = "Ready"
+        if authorized is not None and authorized.get("status") == "False":
+            phase = authorized.get("reason", "Error")
+        elif ready is None or ready.get("status") != "True":
+            phase = (ready or {}).get("reason", "Pending")
+        status["phase"] = phase
+        pub = st.published
+        if spec is not None:
+            status["secretName"] = spec.secret_name
+            if spec.interactive and self.config.redirect_base_url:
+                status["redirectUri"] = self.config.redirect_base_url.rstrip("/") + "/callback"
+        if pub is not None:
+            status["expiresAt"] = rfc3339(pub.expires_at)
+            if pub.username:
+                status["account"] = pub.username
+            if pub.obtained_at is not None:
+                status["lastRefreshTime"] = rfc3339(pub.obtained_at)
+        status["nextRefreshTime"] = rfc3339(st.next_attempt) if st.next_attempt is not None else None
+        status["refreshFailures"] = st.failures
+        if generation is not None:
+            status["observedGeneration"] = generation
+        if handled:
+            status["handledAnnotations"] = handled
+        status.update(report.fields)
+        changed = {k: v for k, v in status.items() if status_in.get(k) != v}
+        if changed:
+            try:
+                await self.api.patch_token_status(token.namespace, token.name, changed)
+            except KubeError as exc:
+                log.warning("could not write status of %s: HTTP %s", token, exc.status)
+        for type_, reason, message in report.events:
+            self.events(body, type=type_, reason=reason, message=message)

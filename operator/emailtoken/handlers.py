@@ -1,0 +1,129 @@
+"""kopf handlers: translate watch events into scheduler and engine calls, nothing more.
+
+Importing this module registers the handlers in kopf's default registry. The
+operator-wide objects (engine, scheduler) live in kopf's ``memo``, built at startup
+from the :class:`~emailtoken.settings.OperatorConfig` that the command line put there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import kopf
+
+from emailtoken import GROUP, PLURAL, VERSION
+from emailtoken.engine import ANNOTATION_REAUTHORIZE, ANNOTATION_REFRESH_NOW, Engine, EngineConfig
+from emailtoken.kube import KubernetesApi, load_config
+from emailtoken.providers import Providers
+from emailtoken.scheduler import Scheduler
+from emailtoken.settings import OperatorConfig
+
+log = logging.getLogger("emailtoken")
+_WATCHED_ANNOTATIONS = (ANNOTATION_REFRESH_NOW, ANNOTATION_REAUTHORIZE)
+
+
+def post_event(body: Mapping[str, Any], *, type: str, reason: str, message: str) -> None:
+    """Events through kopf's poster (batched, retried, attached to the object)."""
+    kopf.event(dict(body), type=type, reason=reason, message=message)
+
+
+@kopf.on.startup()
+async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    """Build the engine and start the scheduler."""
+    config: OperatorConfig = memo.get("config") or OperatorConfig()
+    # Only explicit kopf.event() calls become Events; log lines stay logs.
+    settings.posting.level = logging.CRITICAL + 1
+    settings.watching.server_timeout = config.watch_timeout
+    settings.watching.client_timeout = config.watch_timeout + 30
+    settings.networking.request_timeout = 60
+    settings.batching.error_delays = [1, 2, 5, 10, 30]
+    load_config()
+    api = KubernetesApi()
+    providers = Providers(ca_bundle=config.ca_bundle, timeout=config.provider_timeout)
+    engine = Engine(
+        api,
+        providers,
+        events=post_event,
+        config=EngineConfig(redirect_base_url=config.redirect_base_url, keepalive=config.keepalive),
+    )
+
+    async def step(body: Mapping[str, Any]) -> float | None:
+        return (await engine.step(body)).delay
+
+    scheduler = Scheduler(step, concurrency=config.concurrency)
+    memo["engine"] = engine
+    memo["scheduler"] = scheduler
+    memo["scheduler_task"] = None  # started by the first watch event, inside kopf's full context
+    if memo.get("on_ready") is not None:
+        memo["on_ready"](engine, scheduler)
+    log.info("emailtoken operator started (concurrency %d)", config.concurrency)
+
+
+@kopf.on.cleanup()
+async def stop(memo: kopf.Memo, **_: Any) -> None:
+    """Stop the scheduler; in-flight steps are cancelled (nothing half-written: see store)."""
+    task = memo.get("scheduler_task")
+    if task is not None:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+def _ensure_running(memo: kopf.Memo, scheduler: Scheduler) -> None:
+    """Start the scheduler from a handler: kopf's event poster is only reachable from there."""
+    if memo.get("scheduler_task") is None:
+        memo["scheduler_task"] = asyncio.create_task(scheduler.run(), name="emailtoken-scheduler")
+
+
+def _interesting(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> bool:
+    """Did the user change something that needs a step (spec or a control annotation)?"""
+    if old is None:
+        return True
+    if old.get("spec") != new.get("spec"):
+        return True
+    old_ann = (old.get("metadata") or {}).get("annotations") or {}
+    new_ann = (new.get("metadata") or {}).get("annotations") or {}
+    return any(old_ann.get(a) != new_ann.get(a) for a in _WATCHED_ANNOTATIONS)
+
+
+@kopf.on.event(GROUP, VERSION, PLURAL)
+async def token_event(event: Mapping[str, Any], body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    """Keep the scheduler's copy of every EmailToken current."""
+    scheduler: Scheduler | None = memo.get("scheduler")
+    engine: Engine | None = memo.get("engine")
+    if scheduler is None or engine is None:
+        return
+    _ensure_running(memo, scheduler)
+    key = (body.metadata.namespace or "", body.metadata.name or "")
+    if event.get("type") == "DELETED" or body.metadata.get("deletionTimestamp"):
+        scheduler.remove(key)
+        engine.forget(key)
+        return
+    latest = dict(body)
+    previous = memo.setdefault("seen", {}).get(key)
+    memo["seen"][key] = {"spec": latest.get("spec"), "metadata": {"annotations": dict(body.metadata.annotations)}}
+    scheduler.upsert(key, latest, wake=_interesting(previous, latest))
+
+
+@kopf.on.event("", "v1", "secrets")
+async def secret_event(event: Mapping[str, Any], body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    """A Secret a token reads (client secret, key, grant) changed: let failing tokens retry now."""
+    engine: Engine | None = memo.get("engine")
+    scheduler: Scheduler | None = memo.get("scheduler")
+    if engine is None or scheduler is None:
+        return
+    namespace, name = body.metadata.namespace or "", body.metadata.name or ""
+    for key in engine.referencing(namespace, name):
+        if event.get("type") == "DELETED":
+            engine.secret_deleted(key, name)
+        engine.nudge(key)
+        scheduler.wake(key)
+
+
+@kopf.on.probe(id="tokens")
+async def probe_tokens(memo: kopf.Memo, **_: Any) -> int:
+    """Liveness detail: how many tokens are scheduled."""
+    scheduler: Scheduler | None = memo.get("scheduler")
+    return len(scheduler) if scheduler is not None else 0

@@ -1,0 +1,148 @@
+"""The Kubernetes API calls the operator makes, and nothing else.
+
+Every call goes through the official ``kubernetes`` client in a worker thread and
+returns plain dicts. Keeping the list here (and mirrored in :mod:`emailtoken.rbac`)
+is what lets RBAC stay least-privilege. Optimistic concurrency uses
+``metadata.resourceVersion`` preconditions: the API server answers 409 when stale.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any, Protocol
+
+import kubernetes
+from kubernetes.client.exceptions import ApiException
+
+from emailtoken import GROUP, PLURAL, VERSION
+
+MERGE_PATCH = "application/merge-patch+json"
+
+
+class KubeError(Exception):
+    """An API call failed in a way the caller may want to tell apart."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(f"HTTP {status}: {message}")
+        self.status = status
+
+
+class Conflict(KubeError):
+    """409: someone else changed the object (resourceVersion precondition failed)."""
+
+
+class NotFound(KubeError):
+    """404: no such object."""
+
+
+class KubeApi(Protocol):
+    """What the engine and the stores need from the API server."""
+
+    async def get_secret(self, namespace: str, name: str) -> dict[str, Any] | None: ...
+
+    async def create_secret(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]: ...
+
+    async def patch_secret(
+        self, namespace: str, name: str, patch: dict[str, Any], *, resource_version: str | None = None
+    ) -> dict[str, Any]: ...
+
+    async def delete_secret(self, namespace: str, name: str) -> None: ...
+
+    async def get_token(self, namespace: str, name: str) -> dict[str, Any] | None: ...
+
+    async def patch_token_status(self, namespace: str, name: str, status: dict[str, Any]) -> None: ...
+
+
+def load_config() -> None:
+    """In-cluster config when running in a pod, else the current kubeconfig."""
+    try:
+        kubernetes.config.load_incluster_config()
+    except kubernetes.config.ConfigException:
+        kubernetes.config.load_kube_config()
+
+
+def _raise(exc: ApiException) -> None:
+    reason = ""
+    try:
+        reason = json.loads(exc.body or "{}").get("message", "")
+    except (ValueError, AttributeError):
+        reason = str(exc.reason or "")
+    if exc.status == 409:
+        raise Conflict(409, reason or "conflict") from None
+    if exc.status == 404:
+        raise NotFound(404, reason or "not found") from None
+    raise KubeError(exc.status or 0, reason or str(exc.reason)) from None
+
+
+def _json(response: Any) -> dict[str, Any]:
+    data = response.data if hasattr(response, "data") else response
+    return json.loads(data) if data else {}
+
+
+class KubernetesApi:
+    """:class:`KubeApi` over the official client (blocking calls in threads)."""
+
+    def __init__(self, api_client: kubernetes.client.ApiClient | None = None) -> None:
+        self.client = api_client or kubernetes.client.ApiClient()
+        self.core = kubernetes.client.CoreV1Api(self.client)
+        self.custom = kubernetes.client.CustomObjectsApi(self.client)
+
+    async def _run(self, fn: Any, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        def call() -> dict[str, Any]:
+            try:
+                return _json(fn(*args, _preload_content=False, **kwargs))
+            except ApiException as exc:
+                _raise(exc)
+                raise
+
+        return await asyncio.to_thread(call)
+
+    async def get_secret(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """The Secret, or None."""
+        try:
+            return await self._run(self.core.read_namespaced_secret, name, namespace)
+        except NotFound:
+            return None
+
+    async def create_secret(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
+        """Create; Conflict when it exists already."""
+        return await self._run(self.core.create_namespaced_secret, namespace, body)
+
+    async def patch_secret(
+        self, namespace: str, name: str, patch: dict[str, Any], *, resource_version: str | None = None
+    ) -> dict[str, Any]:
+        """Merge-patch; with ``resource_version`` the write only lands on that version."""
+        body = json.loads(json.dumps(patch))
+        if resource_version is not None:
+            body.setdefault("metadata", {})["resourceVersion"] = resource_version
+        return await self._run(
+            self.core.patch_namespaced_secret, name, namespace, body, _content_type=MERGE_PATCH
+        )
+
+    async def delete_secret(self, namespace: str, name: str) -> None:
+        """Delete; a missing Secret is fine."""
+        try:
+            await self._run(self.core.delete_namespaced_secret, name, namespace)
+        except NotFound:
+            return
+
+    async def get_token(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """The EmailToken, or None."""
+        try:
+            return await self._run(self.custom.get_namespaced_custom_object, GROUP, VERSION, namespace, PLURAL, name)
+        except NotFound:
+            return None
+
+    async def patch_token_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+        """Merge-patch the status subresource (never spec)."""
+        await self._run(
+            self.custom.patch_namespaced_custom_object_status,
+            GROUP,
+            VERSION,
+            namespace,
+            PLURAL,
+            name,
+            {"status": status},
+            _content_type=MERGE_PATCH,
+        )

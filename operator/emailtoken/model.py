@@ -1,0 +1,193 @@
+"""The EmailToken spec as a typed value, with defaults and readable validation.
+
+The CRD's schema and CEL rules reject most bad input at apply time; this module
+re-checks so that objects created before a rule existed (or on API servers without
+CEL) still get a clear condition instead of an exception.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from emailtoken import scopes as scopes_mod
+from emailtoken.timefmt import parse_duration
+
+PROVIDERS = ("Microsoft", "Google")
+FLOWS = ("AuthorizationCode", "DeviceCode", "ClientCredentials", "ServiceAccount")
+INTERACTIVE_FLOWS = ("AuthorizationCode", "DeviceCode")
+MICROSOFT_AUTHORITY = "https://login.microsoftonline.com/{tenant}"
+MICROSOFT_TOKEN_SUFFIX = "/oauth2/v2.0/token"
+GOOGLE_AUTHORIZATION_URL = "https://accounts.google.com/o/oauth2/v2/auth"
+GOOGLE_TOKEN_URL = "https://oauth2.googleapis.com/token"
+DEFAULT_CLIENT_SECRET_KEY = "client_secret"
+DEFAULT_SA_KEY = "key.json"
+GRANT_SECRET_PREFIX = "emailtoken-grant-"
+_DNS1123 = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+
+
+class SpecError(ValueError):
+    """The spec cannot be used as written; the message says what to change."""
+
+
+@dataclass(frozen=True)
+class SecretKeyRef:
+    """A key of a Secret in the token's namespace."""
+
+    name: str
+    key: str
+
+
+@dataclass(frozen=True)
+class TokenRef:
+    """Identity of one EmailToken object."""
+
+    namespace: str
+    name: str
+    uid: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+    @property
+    def grant_secret_name(self) -> str:
+        """Name of the operator-only Secret holding the refresh token."""
+        return f"{GRANT_SECRET_PREFIX}{self.name}"
+
+
+@dataclass(frozen=True)
+class EmailTokenSpec:
+    """A validated spec with every default applied."""
+
+    provider: str
+    flow: str
+    email_address: str | None
+    tenant_id: str | None
+    client_id: str | None
+    client_secret_ref: SecretKeyRef | None
+    service_account_key_ref: SecretKeyRef | None
+    scopes: tuple[str, ...]
+    authorization_url: str
+    token_url: str
+    secret_name: str
+    refresh_before: timedelta | None
+    raw: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def interactive(self) -> bool:
+        """True when a person must sign in once (a grant is needed)."""
+        return self.flow in INTERACTIVE_FLOWS
+
+    @property
+    def authority(self) -> str:
+        """msal authority derived from the token URL (Microsoft only)."""
+        return self.token_url[: -len(MICROSOFT_TOKEN_SUFFIX)]
+
+    @property
+    def scope_string(self) -> str:
+        """Scopes as a space-separated string, as OAuth writes them."""
+        return " ".join(self.scopes)
+
+    def fingerprint(self) -> str:
+        """Hash of what shapes the token: a change means the current token is stale."""
+        material = json.dumps(
+            [
+                self.provider,
+                self.flow,
+                self.email_address,
+                self.tenant_id,
+                self.client_id,
+                list(self.scopes),
+                self.token_url,
+            ],
+            sort_keys=True,
+        )
+        return hashlib.sha256(material.encode()).hexdigest()[:16]
+
+
+def _ref(value: Any, what: str, default_key: str) -> SecretKeyRef | None:
+    if value is None:
+        return None
+    if not isinstance(value, Mapping) or not value.get("name"):
+        raise SpecError(f"{what}.name is required")
+    return SecretKeyRef(name=str(value["name"]), key=str(value.get("key") or default_key))
+
+
+def _https(url: str, what: str) -> str:
+    if not url.startswith("https://"):
+        raise SpecError(f"{what} must be an https:// URL")
+    return url
+
+
+def parse_spec(spec: Mapping[str, Any], name: str) -> EmailTokenSpec:
+    """Turn a raw spec into an :class:`EmailTokenSpec` or raise :class:`SpecError`."""
+    provider = spec.get("provider")
+    if provider not in PROVIDERS:
+        raise SpecError(f"provider must be one of {', '.join(PROVIDERS)}")
+    flow = spec.get("flow") or "AuthorizationCode"
+    if flow not in FLOWS:
+        raise SpecError(f"flow must be one of {', '.join(FLOWS)}")
+    if provider == "Google" and flow in ("DeviceCode", "ClientCredentials"):
+        raise SpecError(f"flow {flow} is only available for Microsoft")
+    if provider == "Microsoft" and flow == "ServiceAccount":
+        raise SpecError("flow ServiceAccount is only available for Google")
+    tenant_id = spec.get("tenantId")
+    if provider == "Microsoft" and not tenant_id:
+        raise SpecError("tenantId is required for Microsoft")
+    client_id = spec.get("clientId")
+    if flow != "ServiceAccount" and not client_id:
+        raise SpecError("clientId is required")
+    client_secret_ref = _ref(spec.get("clientSecretRef"), "clientSecretRef", DEFAULT_CLIENT_SECRET_KEY)
+    if flow in ("AuthorizationCode", "ClientCredentials") and client_secret_ref is None:
+        raise SpecError(f"clientSecretRef is required for flow {flow}")
+    sa_ref = _ref(spec.get("serviceAccountKeyRef"), "serviceAccountKeyRef", DEFAULT_SA_KEY)
+    email = spec.get("emailAddress") or None
+    if flow == "ClientCredentials" and not email:
+        raise SpecError("flow ClientCredentials needs emailAddress: an app-only token has no signed-in user to log in as")
+    if flow == "ServiceAccount" and (sa_ref is None or not email):
+        raise SpecError("flow ServiceAccount needs serviceAccountKeyRef and emailAddress (the mailbox to act as)")
+    try:
+        expanded = scopes_mod.expand(provider, flow, spec.get("services") or (), spec.get("scopes") or ())
+    except ValueError as exc:
+        raise SpecError(str(exc)) from None
+    if not [s for s in expanded if s not in scopes_mod.MICROSOFT_RESERVED | set(scopes_mod.GOOGLE_IDENTITY_SCOPES)]:
+        raise SpecError("set services (e.g. IMAP, SMTP or Gmail) or scopes: no mail scope is requested")
+    if provider == "Microsoft":
+        authority = MICROSOFT_AUTHORITY.format(tenant=tenant_id)
+        token_url = _https(spec.get("tokenUrl") or authority + MICROSOFT_TOKEN_SUFFIX, "tokenUrl")
+        if not token_url.endswith(MICROSOFT_TOKEN_SUFFIX):
+            raise SpecError(f"tokenUrl for Microsoft must end with {MICROSOFT_TOKEN_SUFFIX}")
+        default_auth = token_url[: -len("/token")] + "/authorize"
+        authorization_url = _https(spec.get("authorizationUrl") or default_auth, "authorizationUrl")
+    else:
+        token_url = _https(spec.get("tokenUrl") or GOOGLE_TOKEN_URL, "tokenUrl")
+        authorization_url = _https(spec.get("authorizationUrl") or GOOGLE_AUTHORIZATION_URL, "authorizationUrl")
+    secret_name = spec.get("secretName") or name
+    if not _DNS1123.match(secret_name) or len(secret_name) > 253:
+        raise SpecError("secretName must be a DNS-1123 subdomain (lower case letters, digits, '-' and '.')")
+    refresh_before = None
+    if spec.get("refreshBefore"):
+        try:
+            refresh_before = parse_duration(str(spec["refreshBefore"]))
+        except ValueError as exc:
+            raise SpecError(f"refreshBefore: {exc}") from None
+    return EmailTokenSpec(
+        provider=provider,
+        flow=flow,
+        email_address=email,
+        tenant_id=tenant_id,
+        client_id=client_id,
+        client_secret_ref=client_secret_ref,
+        service_account_key_ref=sa_ref,
+        scopes=tuple(expanded),
+        authorization_url=authorization_url,
+        token_url=token_url,
+        secret_name=secret_name,
+        refresh_before=refresh_before,
+        raw=dict(spec),
+    )

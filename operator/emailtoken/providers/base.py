@@ -1,0 +1,54 @@
+"""What every provider offers the engine, and the inputs it needs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+
+from emailtoken.model import EmailTokenSpec
+from emailtoken.outcomes import TokenSet
+
+
+@dataclass(frozen=True)
+class ClientCredentials:
+    """Secret material read from the referenced Secrets (never logged)."""
+
+    client_secret: str | None = field(default=None, repr=False)
+    service_account_info: dict[str, Any] | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True)
+class DeviceFlow:
+    """A started device-code sign-in."""
+
+    user_code: str
+    verification_uri: str
+    expires_at: datetime
+    interval: float
+    message: str
+    state: dict[str, Any] = field(repr=False, default_factory=dict)
+
+
+class Provider(Protocol):
+    """Blocking calls to one identity provider; run them in a worker thread."""
+
+    def acquire_app_token(self, spec: EmailTokenSpec, creds: ClientCredentials) -> TokenSet:
+        """App-only token (client credentials / service account)."""
+        ...
+
+    def refresh(self, spec: EmailTokenSpec, creds: ClientCredentials, refresh_token: str) -> TokenSet:
+        """New access token from a refresh token; the result may carry a rotated refresh token."""
+        ...
+
+    def authorization_url(
+        self, spec: EmailTokenSpec, *, redirect_uri: str, state: str, code_challenge: str, login_hint: str | None
+    ) -> str:
+        """Where to send the browser for an interactive sign-in (PKCE S256)."""
+        ...
+
+    def exchange_code(
+        self, spec: EmailTokenSpec, creds: ClientCredentials, *, code: str, redirect_uri: str, code_verifier: str
+    ) -> TokenSet:
+        """Redeem an authorization code; the result carries the refresh token and account."""
+        ...

@@ -1,0 +1,214 @@
+"""Microsoft Entra ID (v2.0 endpoints) through msal.
+
+msal owns the protocol; this module picks the application type, keeps msal's
+discovery cache but none of its POST throttling (the engine owns retry policy), and
+turns msal's error dicts into :class:`ProviderError` with plain-words messages.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from datetime import timedelta
+from typing import Any
+
+import msal
+import requests
+
+from emailtoken import scopes as scopes_mod
+from emailtoken.model import EmailTokenSpec
+from emailtoken.outcomes import ErrorKind, ProviderError, TokenSet
+from emailtoken.providers.base import ClientCredentials
+from emailtoken.providers.http import ProviderSession
+from emailtoken.redact import redact
+from emailtoken.timefmt import utcnow
+
+#: AADSTS codes that mean "the grant is gone: a person must sign in again".
+REAUTH_CODES: dict[int, str] = {
+    70008: "the refresh token expired after a period of inactivity",
+    700082: "the refresh token expired after 90 days of inactivity",
+    50173: "the grant was revoked (password changed or sessions revoked by an administrator)",
+    70043: "the refresh token expired under a Conditional Access sign-in frequency policy",
+    54005: "the authorization code was already redeemed",
+    65001: "the user or an administrator has not consented to the application",
+    50076: "multi-factor authentication is required",
+    50078: "multi-factor authentication has expired",
+    50126: "the user name or password is invalid",
+    9002313: "the request was malformed or invalid",
+}
+INVALID_CLIENT_CODES: dict[int, str] = {
+    7000215: "the client secret is wrong",
+    7000222: "the client secret has expired",
+    700016: "the application (client id) was not found in the tenant",
+    7000218: "a client secret is required for this application",
+}
+
+
+class _DiscoveryOnlyCache(dict[str, Any]):
+    """msal http_cache that keeps discovery GETs but drops throttled POST answers.
+
+    msal otherwise replays a 400 for 60 s and a 5xx until Retry-After, which would
+    hide a fixed client secret and make call counting meaningless.
+    """
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        if isinstance(key, str) and key.startswith("POST "):
+            return
+        super().__setitem__(key, value)
+
+
+def _digest(secret: str | None) -> str:
+    return hashlib.sha256((secret or "").encode()).hexdigest()
+
+
+class MicrosoftProvider:
+    """Entra ID token calls for one operator process."""
+
+    def __init__(self, session: ProviderSession | None = None) -> None:
+        self.session = session or ProviderSession()
+        self._discovery: dict[str, _DiscoveryOnlyCache] = {}
+        self._lock = threading.Lock()
+
+    def _app(self, spec: EmailTokenSpec, creds: ClientCredentials) -> msal.ClientApplication:
+        """A fresh msal app (empty token cache) sharing discovery per authority."""
+        with self._lock:
+            cache = self._discovery.setdefault(spec.authority, _DiscoveryOnlyCache())
+        common: dict[str, Any] = {
+            "authority": spec.authority,
+            "instance_discovery": False,
+            "http_client": self.session,
+            "http_cache": cache,
+        }
+        try:
+            if creds.client_secret:
+                return msal.ConfidentialClientApplication(
+                    spec.client_id, client_credential=creds.client_secret, **common
+                )
+            return msal.PublicClientApplication(spec.client_id, **common)
+        except ValueError as exc:
+            # msal raises ValueError when discovery fails (bad tenant, unreachable authority).
+            raise ProviderError(
+                ErrorKind.TRANSIENT,
+                f"could not read the OpenID configuration of {spec.authority}: "
+                + redact(str(exc), creds.client_secret),
+            ) from None
+        except requests.RequestException as exc:
+            raise _network_error(exc, spec) from None
+
+    def acquire_app_token(self, spec: EmailTokenSpec, creds: ClientCredentials) -> TokenSet:
+        """Client-credentials token for IMAP.AccessAsApp / POP.AccessAsApp / SMTP.SendAsApp."""
+        app = self._app(spec, creds)
+        if not isinstance(app, msal.ConfidentialClientApplication):
+            raise ProviderError(ErrorKind.BAD_CONFIG, "flow ClientCredentials needs a client secret")
+        result = self._call(spec, lambda: app.acquire_token_for_client(scopes=list(spec.scopes)), creds)
+        return self._token_set(result, account=spec.email_address or "")
+
+    def refresh(self, spec: EmailTokenSpec, creds: ClientCredentials, refresh_token: str) -> TokenSet:
+        """Redeem a refresh token; Entra rotates it, so the new one is in the result."""
+        app = self._app(spec, creds)
+        scopes = scopes_mod.for_request("Microsoft", spec.scopes)
+        result = self._call(
+            spec, lambda: app.acquire_token_by_refresh_token(refresh_token, scopes=scopes), creds, refresh_token
+        )
+        return self._token_set(result, account=None)
+
+    def authorization_url(
+        self, spec: EmailTokenSpec, *, redirect_uri: str, state: str, code_challenge: str, login_hint: str | None
+    ) -> str:
+        """Sign-in URL with PKCE; msal adds openid, profile and offline_access."""
+        app = self._app(spec, ClientCredentials(client_secret="unused-for-url"))
+        return app.get_authorization_request_url(
+            scopes_mod.for_request("Microsoft", spec.scopes),
+            state=state,
+            redirect_uri=redirect_uri,
+            login_hint=login_hint,
+            prompt="select_account",
+            code_challenge=code_challenge,
+            code_challenge_method="S256",
+        )
+
+    def exchange_code(
+        self, spec: EmailTokenSpec, creds: ClientCredentials, *, code: str, redirect_uri: str, code_verifier: str
+    ) -> TokenSet:
+        """Redeem an authorization code (PKCE verifier included)."""
+        app = self._app(spec, creds)
+        scopes = scopes_mod.for_request("Microsoft", spec.scopes)
+        result = self._call(
+            spec,
+            lambda: app.acquire_token_by_authorization_code(
+                code, scopes=scopes, redirect_uri=redirect_uri, data={"code_verifier": code_verifier}
+            ),
+            creds,
+            code,
+            code_verifier,
+        )
+        return self._token_set(result, account=None)
+
+    def _call(self, spec: EmailTokenSpec, fn: Any, creds: ClientCredentials, *secrets: str) -> dict[str, Any]:
+        try:
+            result = fn()
+        except requests.RequestException as exc:
+            raise _network_error(exc, spec) from None
+        except ValueError as exc:
+            raise ProviderError(
+                ErrorKind.TRANSIENT,
+                "unexpected answer from the token endpoint: " + redact(str(exc), creds.client_secret, *secrets),
+            ) from None
+        if not isinstance(result, dict) or "access_token" not in result:
+            raise classify(
+                result or {}, retry_after=self.session.last_retry_after, secrets=(creds.client_secret, *secrets)
+            )
+        return result
+
+    @staticmethod
+    def _token_set(result: dict[str, Any], account: str | None) -> TokenSet:
+        claims = result.get("id_token_claims") or {}
+        who = account or claims.get("preferred_username") or claims.get("email") or claims.get("upn") or ""
+        return TokenSet(
+            access_token=result["access_token"],
+            token_type=result.get("token_type", "Bearer"),
+            expires_at=utcnow() + timedelta(seconds=int(result.get("expires_in", 3600))),
+            scope=result.get("scope", "")
+            if isinstance(result.get("scope"), str)
+            else " ".join(result.get("scope", [])),
+            refresh_token=result.get("refresh_token"),
+            account=who,
+        )
+
+
+def _network_error(exc: requests.RequestException, spec: EmailTokenSpec) -> ProviderError:
+    what = "timed out" if isinstance(exc, requests.Timeout) else "could not be reached"
+    return ProviderError(ErrorKind.TRANSIENT, f"the Microsoft token endpoint {what} ({type(exc).__name__})")
+
+
+def classify(
+    result: dict[str, Any], *, retry_after: float | None = None, secrets: tuple[str | None, ...] = ()
+) -> ProviderError:
+    """Turn an msal error dict into a typed, safe ProviderError."""
+    error = str(result.get("error") or "unknown_error")
+    codes = [int(c) for c in result.get("error_codes") or [] if str(c).isdigit()]
+    description = redact(str(result.get("error_description") or ""), *secrets).split("\r\n")[0]
+    code_text = f"AADSTS{codes[0]}" if codes else error
+    for code in codes:
+        if code in INVALID_CLIENT_CODES:
+            return ProviderError(
+                ErrorKind.INVALID_CLIENT, f"{INVALID_CLIENT_CODES[code]} ({code_text})", code=code_text
+            )
+        if code in REAUTH_CODES:
+            return ProviderError(ErrorKind.REAUTHORIZE, f"{REAUTH_CODES[code]} ({code_text})", code=code_text)
+    if error in ("invalid_client", "unauthorized_client"):
+        return ProviderError(
+            ErrorKind.INVALID_CLIENT, f"the client was rejected: {description or error}", code=code_text
+        )
+    if error in ("invalid_grant", "interaction_required", "consent_required", "login_required"):
+        return ProviderError(
+            ErrorKind.REAUTHORIZE, f"the grant is no longer valid: {description or error}", code=code_text
+        )
+    if error in ("invalid_scope", "invalid_request", "unsupported_grant_type", "invalid_resource"):
+        return ProviderError(ErrorKind.BAD_CONFIG, f"the request was rejected: {description or error}", code=code_text)
+    return ProviderError(
+        ErrorKind.TRANSIENT,
+        f"the token endpoint failed: {description or error}",
+        code=code_text,
+        retry_after=retry_after,
+    )

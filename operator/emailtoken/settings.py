@@ -1,0 +1,27 @@
+"""Operator-wide settings chosen on the command line."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+from emailtoken.schedule import DEFAULT_KEEPALIVE
+
+
+@dataclass(frozen=True)
+class OperatorConfig:
+    """What ``emailtoken run`` was asked to do."""
+
+    namespaces: tuple[str, ...] = ()
+    all_namespaces: bool = True
+    redirect_base_url: str | None = None
+    ca_bundle: str | None = None
+    provider_timeout: float = 20.0
+    concurrency: int = 16
+    keepalive: timedelta = DEFAULT_KEEPALIVE
+    watch_timeout: int = 300
+    health_port: int | None = 8080
+    metrics_port: int | None = None
+    peering: str | None = None
+    log_format: str = "plain"
+    verbose: bool = False

@@ -1,0 +1,1 @@
+"""Shared test support: harnesses for kmock, the operator process and mail servers."""

@@ -1,0 +1,220 @@
+"""A real Kubernetes API double (kmock) on a loopback port, and a small HTTP client for tests.
+
+The operator under test talks to it over HTTP exactly as it would to an API server;
+tests read and write objects through :class:`ApiClient` (plain requests, no mocks).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import requests
+
+CRD_RESOURCE = "emailtoken.io/v1alpha1/emailtokens"
+
+
+class KmockThread:
+    """kmock's KubernetesEmulator served on 127.0.0.1 from a background thread."""
+
+    def __init__(self, workdir: Path, port: int = 0) -> None:
+        self.workdir = workdir
+        self.port = port
+        self.url = ""
+        self.kubeconfig = workdir / "kubeconfig"
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._main, name="kmock", daemon=True)
+        self._error: BaseException | None = None
+
+    def start(self) -> KmockThread:
+        """Start serving and write a kubeconfig pointing at it."""
+        self._thread.start()
+        if not self._ready.wait(20) or self._error:
+            raise RuntimeError(f"kmock did not start: {self._error!r}")
+        self.kubeconfig.write_text(kubeconfig_for(self.url))
+        return self
+
+    def stop(self) -> None:
+        """Stop serving."""
+        if self._loop and self._stop:
+            self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(10)
+
+    def _main(self) -> None:
+        try:
+            asyncio.run(self._serve())
+        except BaseException as exc:
+            self._error = exc
+            self._ready.set()
+
+    async def _serve(self) -> None:
+        import kmock
+
+        self._loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        async with (
+            _Emulator() as emulator,
+            kmock.Server(emulator, host="127.0.0.1", port=self.port or None) as server,
+        ):
+            emulator.resources.load_bundled()
+            emulator.resources[CRD_RESOURCE] = kmock.ResourceInfo(
+                kind="EmailToken",
+                singular="emailtoken",
+                namespaced=True,
+                shortnames={"et"},
+                verbs={"get", "list", "watch", "create", "update", "patch", "delete"},
+                subresources={"status"},
+            )
+            self.url = str(server.url).rstrip("/")
+            self._ready.set()
+            await self._stop.wait()
+
+
+def _emulator_class() -> type:
+    """kmock's emulator plus ``generateName``, which kopf uses for every Event it posts."""
+    import kmock
+    from kmock._internal import enums
+
+    class Emulator(kmock.KubernetesEmulator):  # type: ignore[misc]
+        async def _handle(self, request: Any) -> Any:
+            if request.action == enums.action.CREATE and isinstance(request.data, dict):
+                meta = request.data.setdefault("metadata", {})
+                if not meta.get("name") and meta.get("generateName"):
+                    meta["name"] = meta["generateName"] + uuid.uuid4().hex[:8]
+                meta.setdefault("creationTimestamp", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+            return await super()._handle(request)
+
+    return Emulator
+
+
+def _Emulator() -> Any:  # noqa: N802  (reads like the class it builds)
+    return _emulator_class()()
+
+
+def kubeconfig_for(url: str) -> str:
+    """A kubeconfig for an unauthenticated local API server."""
+    return json.dumps(
+        {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [{"name": "kmock", "cluster": {"server": url}}],
+            "users": [{"name": "tester", "user": {}}],
+            "contexts": [{"name": "kmock", "context": {"cluster": "kmock", "user": "tester"}}],
+            "current-context": "kmock",
+        }
+    )
+
+
+def _path(kind: str, namespace: str, name: str | None = None) -> str:
+    base = {
+        "emailtokens": f"/apis/emailtoken.io/v1alpha1/namespaces/{namespace}/emailtokens",
+        "secrets": f"/api/v1/namespaces/{namespace}/secrets",
+        "events": f"/api/v1/namespaces/{namespace}/events",
+    }[kind]
+    return f"{base}/{name}" if name else base
+
+
+class ApiClient:
+    """Just enough of the Kubernetes REST API for tests, over HTTP."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.http = requests.Session()
+        self.http.trust_env = False
+
+    def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        r = self.http.get(self.url + _path(kind, namespace, name), timeout=10)
+        if r.status_code == 404:
+            return None
+        r.raise_for_status()
+        return r.json()
+
+    def list(self, kind: str, namespace: str) -> list[dict[str, Any]]:
+        r = self.http.get(self.url + _path(kind, namespace), timeout=10)
+        r.raise_for_status()
+        return r.json().get("items") or []
+
+    def create(self, kind: str, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
+        body = json.loads(json.dumps(body))
+        meta = body.setdefault("metadata", {})
+        meta.setdefault("namespace", namespace)
+        meta.setdefault("uid", str(uuid.uuid4()))
+        meta.setdefault("resourceVersion", "1")  # kmock assigns none; kopf's patches need one
+        meta.setdefault("generation", 1)
+        r = self.http.post(self.url + _path(kind, namespace), json=body, timeout=10)
+        r.raise_for_status()
+        return r.json()
+
+    def patch(self, kind: str, namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any]:
+        r = self.http.patch(
+            self.url + _path(kind, namespace, name),
+            data=json.dumps(patch),
+            headers={"Content-Type": "application/merge-patch+json"},
+            timeout=10,
+        )
+        r.raise_for_status()
+        return r.json()
+
+    def delete(self, kind: str, namespace: str, name: str) -> None:
+        r = self.http.delete(self.url + _path(kind, namespace, name), timeout=10)
+        if r.status_code != 404:
+            r.raise_for_status()
+
+    def secret_data(self, namespace: str, name: str) -> dict[str, str] | None:
+        secret = self.get("secrets", namespace, name)
+        if secret is None:
+            return None
+        out = {k: base64.b64decode(v).decode() for k, v in (secret.get("data") or {}).items()}
+        out.update(secret.get("stringData") or {})
+        return out
+
+    def create_secret(self, namespace: str, name: str, data: dict[str, str], **meta: Any) -> dict[str, Any]:
+        return self.create(
+            "secrets",
+            namespace,
+            {
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "metadata": {"name": name, **meta},
+                "data": {k: base64.b64encode(v.encode()).decode() for k, v in data.items()},
+            },
+        )
+
+    def events_for(self, namespace: str, name: str) -> list[dict[str, Any]]:
+        return [e for e in self.list("events", namespace) if (e.get("involvedObject") or {}).get("name") == name]
+
+    def condition(self, namespace: str, name: str, type_: str) -> dict[str, Any] | None:
+        obj = self.get("emailtokens", namespace, name) or {}
+        for cond in (obj.get("status") or {}).get("conditions") or []:
+            if cond.get("type") == type_:
+                return cond
+        return None
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 30.0, interval: float = 0.1, what: str = "") -> Any:
+    """Poll until ``predicate`` returns something truthy; fail with a description otherwise."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate!r}; last value: {last!r}")
+
+
+def free_env() -> dict[str, str]:
+    """The environment for child processes, minus variables that would redirect TLS trust."""
+    env = dict(os.environ)
+    env.pop("REQUESTS_CA_BUNDLE", None)
+    return env
