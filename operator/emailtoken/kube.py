@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from typing import Any, Protocol
 
 import kubernetes
@@ -59,7 +60,8 @@ def load_config() -> None:
     try:
         kubernetes.config.load_incluster_config()
     except kubernetes.config.ConfigException:
-        kubernetes.config.load_kube_config()
+        # Read $KUBECONFIG now: the client only looks at it when first imported.
+        kubernetes.config.load_kube_config(config_file=os.environ.get("KUBECONFIG") or None)
 
 
 def _raise(exc: ApiException) -> None:

@@ -148,7 +148,7 @@ def parse_spec(spec: Mapping[str, Any], name: str) -> EmailTokenSpec:
     sa_ref = _ref(spec.get("serviceAccountKeyRef"), "serviceAccountKeyRef", DEFAULT_SA_KEY)
     email = spec.get("emailAddress") or None
     if flow == "ClientCredentials" and not email:
-        raise SpecError("flow ClientCredentials needs emailAddress: an app-only token has no signed-in user to log in as")
+        raise SpecError("flow ClientCredentials needs emailAddress: an app-only token has no user to log in as")
     if flow == "ServiceAccount" and (sa_ref is None or not email):
         raise SpecError("flow ServiceAccount needs serviceAccountKeyRef and emailAddress (the mailbox to act as)")
     try:

@@ -6,113 +6,23 @@ tests read and write objects through :class:`ApiClient` (plain requests, no mock
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
 import os
-import threading
 import time
 import uuid
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import requests
 
+from emailtoken.localapi import LocalKubernetesThread
+
 CRD_RESOURCE = "emailtoken.io/v1alpha1/emailtokens"
 
 
-class KmockThread:
-    """kmock's KubernetesEmulator served on 127.0.0.1 from a background thread."""
-
-    def __init__(self, workdir: Path, port: int = 0) -> None:
-        self.workdir = workdir
-        self.port = port
-        self.url = ""
-        self.kubeconfig = workdir / "kubeconfig"
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stop: asyncio.Event | None = None
-        self._ready = threading.Event()
-        self._thread = threading.Thread(target=self._main, name="kmock", daemon=True)
-        self._error: BaseException | None = None
-
-    def start(self) -> KmockThread:
-        """Start serving and write a kubeconfig pointing at it."""
-        self._thread.start()
-        if not self._ready.wait(20) or self._error:
-            raise RuntimeError(f"kmock did not start: {self._error!r}")
-        self.kubeconfig.write_text(kubeconfig_for(self.url))
-        return self
-
-    def stop(self) -> None:
-        """Stop serving."""
-        if self._loop and self._stop:
-            self._loop.call_soon_threadsafe(self._stop.set)
-        self._thread.join(10)
-
-    def _main(self) -> None:
-        try:
-            asyncio.run(self._serve())
-        except BaseException as exc:
-            self._error = exc
-            self._ready.set()
-
-    async def _serve(self) -> None:
-        import kmock
-
-        self._loop = asyncio.get_running_loop()
-        self._stop = asyncio.Event()
-        async with (
-            _Emulator() as emulator,
-            kmock.Server(emulator, host="127.0.0.1", port=self.port or None) as server,
-        ):
-            emulator.resources.load_bundled()
-            emulator.resources[CRD_RESOURCE] = kmock.ResourceInfo(
-                kind="EmailToken",
-                singular="emailtoken",
-                namespaced=True,
-                shortnames={"et"},
-                verbs={"get", "list", "watch", "create", "update", "patch", "delete"},
-                subresources={"status"},
-            )
-            self.url = str(server.url).rstrip("/")
-            self._ready.set()
-            await self._stop.wait()
-
-
-def _emulator_class() -> type:
-    """kmock's emulator plus ``generateName``, which kopf uses for every Event it posts."""
-    import kmock
-    from kmock._internal import enums
-
-    class Emulator(kmock.KubernetesEmulator):  # type: ignore[misc]
-        async def _handle(self, request: Any) -> Any:
-            if request.action == enums.action.CREATE and isinstance(request.data, dict):
-                meta = request.data.setdefault("metadata", {})
-                if not meta.get("name") and meta.get("generateName"):
-                    meta["name"] = meta["generateName"] + uuid.uuid4().hex[:8]
-                meta.setdefault("creationTimestamp", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
-            return await super()._handle(request)
-
-    return Emulator
-
-
-def _Emulator() -> Any:  # noqa: N802  (reads like the class it builds)
-    return _emulator_class()()
-
-
-def kubeconfig_for(url: str) -> str:
-    """A kubeconfig for an unauthenticated local API server."""
-    return json.dumps(
-        {
-            "apiVersion": "v1",
-            "kind": "Config",
-            "clusters": [{"name": "kmock", "cluster": {"server": url}}],
-            "users": [{"name": "tester", "user": {}}],
-            "contexts": [{"name": "kmock", "context": {"cluster": "kmock", "user": "tester"}}],
-            "current-context": "kmock",
-        }
-    )
+class KmockThread(LocalKubernetesThread):
+    """kmock's API served on 127.0.0.1 from a background thread (see :mod:`emailtoken.localapi`)."""
 
 
 def _path(kind: str, namespace: str, name: str | None = None) -> str:

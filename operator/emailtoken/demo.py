@@ -1,0 +1,183 @@
+"""``emailtoken demo``: the whole product on one laptop, no cluster and no cloud account.
+
+Starts an embedded Kubernetes API (kmock), the built-in demo provider (speaks the
+Entra ID protocol over HTTPS with its own CA), the operator itself, and applies an
+app-only EmailToken with short-lived tokens; then shows the tokens the way
+``kubectl get emailtokens -w`` would, so you can watch them become Ready and refresh.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import contextlib
+import hashlib
+import json
+import os
+import signal
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+DEMO_NAMESPACE = "demo"
+DEMO_CLIENT = "demo-app"
+DEMO_SECRET = "demo-client-secret"  # a local demo value, not a credential anywhere
+DEMO_MAILBOX = "shared-mailbox@demo.example"
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Add the ``demo`` subcommand."""
+    p = sub.add_parser("demo", help="run the operator on an embedded Kubernetes API with a built-in demo provider")
+    p.add_argument("--lifetime", type=int, default=60, help="access token lifetime in seconds (default 60)")
+    p.add_argument("--api-port", type=int, default=0, help="port of the embedded Kubernetes API (default: any)")
+    p.add_argument("--duration", type=float, default=0, help="stop after this many seconds (default: until Ctrl-C)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Blocking entry point; Ctrl-C stops everything cleanly."""
+    try:
+        import kmock  # noqa: F401
+    except ImportError:
+        print("the demo needs the demo extra: pip install 'emailtoken-operator[demo]'", file=sys.stderr)
+        return 2
+    try:
+        return asyncio.run(_demo(args))
+    except KeyboardInterrupt:
+        return 0
+
+
+def _row(obj: dict[str, Any], fingerprint: str) -> str:
+    status = obj.get("status") or {}
+    spec = obj.get("spec") or {}
+    ready = next((c.get("status", "") for c in status.get("conditions") or [] if c.get("type") == "Ready"), "")
+    return (
+        f"{obj['metadata']['name']:<16} {spec.get('provider', ''):<10} {spec.get('emailAddress', ''):<28} "
+        f"{ready:<6} {status.get('expiresAt', ''):<21} {status.get('lastRefreshTime', ''):<21} "
+        f"{status.get('phase', ''):<22} {fingerprint}"
+    )
+
+
+HEADER = (
+    f"{'NAME':<16} {'PROVIDER':<10} {'EMAIL':<28} {'READY':<6} {'EXPIRES':<21} {'LAST REFRESH':<21} "
+    f"{'PHASE':<22} TOKEN (sha256 prefix)"
+)
+
+
+async def _demo(args: argparse.Namespace) -> int:
+    from emailtoken.devprovider import DevProvider
+    from emailtoken.localapi import LocalKubernetes
+
+    workdir = Path(tempfile.mkdtemp(prefix="emailtoken-demo-"))
+    kubeconfig = workdir / "kubeconfig"
+    async with DevProvider(token_lifetime=args.lifetime) as provider, LocalKubernetes(port=args.api_port) as local:
+        provider.add_client(DEMO_CLIENT, DEMO_SECRET, mailboxes=[DEMO_MAILBOX])
+        emulator = local.emulator
+        url = local.url
+        local.write_kubeconfig(kubeconfig, DEMO_NAMESPACE)
+        os.environ["KUBECONFIG"] = str(kubeconfig)
+        print(f"embedded Kubernetes API: {url}   (KUBECONFIG={kubeconfig})")
+        print(f"demo provider (Entra ID protocol): {provider.url}   tokens live {args.lifetime}s")
+        operator = asyncio.create_task(_operator(provider.ca_pem_path, url))
+        await _apply_examples(emulator, provider)
+        print(f"applied Secret {DEMO_NAMESPACE}/demo-app-secret and EmailToken {DEMO_NAMESPACE}/shared-mailbox\n")
+        print(HEADER)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError):
+                loop.add_signal_handler(sig, stop.set)
+        if args.duration:
+            loop.call_later(args.duration, stop.set)
+        watcher = asyncio.create_task(_watch(emulator, stop))
+        await stop.wait()
+        print("\nstopping…")
+        operator.cancel()
+        watcher.cancel()
+        await asyncio.gather(operator, watcher, return_exceptions=True)
+    return 0
+
+
+async def _operator(ca_bundle: str | None, url: str) -> None:
+    import kopf
+
+    from emailtoken.runner import configure_logging, operator_kwargs
+    from emailtoken.settings import OperatorConfig
+
+    config = OperatorConfig(ca_bundle=ca_bundle, health_port=None, log_format="plain")
+    configure_logging(config)
+    import logging
+
+    logging.getLogger().setLevel(logging.WARNING)  # the table is the demo's output
+
+    @kopf.on.login()
+    def demo_login(**_: Any) -> kopf.ConnectionInfo:
+        return kopf.ConnectionInfo(server=url, insecure=True)
+
+    await kopf.operator(**operator_kwargs(config))
+
+
+async def _apply_examples(emulator: Any, provider: Any) -> None:
+    secret = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": "demo-app-secret", "namespace": DEMO_NAMESPACE, "resourceVersion": "1"},
+        "data": {"client_secret": base64.b64encode(DEMO_SECRET.encode()).decode()},
+    }
+    token = {
+        "apiVersion": "emailtoken.io/v1alpha1",
+        "kind": "EmailToken",
+        "metadata": {
+            "name": "shared-mailbox",
+            "namespace": DEMO_NAMESPACE,
+            "uid": "demo-0001",
+            "resourceVersion": "1",
+            "generation": 1,
+        },
+        "spec": {
+            "provider": "Microsoft",
+            "flow": "ClientCredentials",
+            "tenantId": "demo",
+            "clientId": DEMO_CLIENT,
+            "clientSecretRef": {"name": "demo-app-secret"},
+            "emailAddress": DEMO_MAILBOX,
+            "services": ["IMAP", "SMTP"],
+            "tokenUrl": provider.microsoft_token_url("demo"),
+        },
+    }
+    await _post(emulator, "/api/v1/namespaces/demo/secrets", secret)
+    await _post(emulator, "/apis/emailtoken.io/v1alpha1/namespaces/demo/emailtokens", token)
+
+
+async def _post(emulator: Any, path: str, body: dict[str, Any]) -> None:
+    import aiohttp
+
+    url = os.environ["KUBECONFIG"]
+    server = json.loads(Path(url).read_text())["clusters"][0]["cluster"]["server"]
+    async with aiohttp.ClientSession() as session, session.post(server + path, json=body) as response:
+        response.raise_for_status()
+
+
+async def _watch(emulator: Any, stop: asyncio.Event) -> None:
+    import aiohttp
+
+    server = json.loads(Path(os.environ["KUBECONFIG"]).read_text())["clusters"][0]["cluster"]["server"]
+    last: dict[str, str] = {}
+    async with aiohttp.ClientSession() as session:
+        while not stop.is_set():
+            async with session.get(f"{server}/apis/emailtoken.io/v1alpha1/emailtokens") as r:
+                items = (await r.json()).get("items") or []
+            for obj in items:
+                name = obj["metadata"]["name"]
+                async with session.get(f"{server}/api/v1/namespaces/{DEMO_NAMESPACE}/secrets/{name}") as r:
+                    secret = await r.json() if r.status == 200 else {}
+                token = base64.b64decode((secret.get("data") or {}).get("access_token", "")).decode()
+                fingerprint = hashlib.sha256(token.encode()).hexdigest()[:12] if token else "-"
+                row = _row(obj, fingerprint)
+                if last.get(name) != row:
+                    last[name] = row
+                    print(row, flush=True)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=1.0)
