@@ -36,6 +36,8 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     config: OperatorConfig = memo.get("config") or OperatorConfig()
     # Only explicit kopf.event() calls become Events; log lines stay logs.
     settings.posting.level = logging.CRITICAL + 1
+    # No cluster-wide CRD/namespace scanning: RBAC does not grant it (see rbac.py).
+    settings.scanning.disabled = True
     settings.watching.server_timeout = config.watch_timeout
     settings.watching.client_timeout = config.watch_timeout + 30
     settings.networking.request_timeout = 60

@@ -1,0 +1,233 @@
+"""The Kubernetes API permissions each component may use: the single source of truth.
+
+Every API call the operator or the callback service makes must be covered by a row of
+this table; anything not listed is a bug in the code, not a missing permission. The Helm
+chart does not spell rules out by hand: ``deploy/generate.py`` writes this table to
+``charts/emailtoken-operator/files/rbac.yaml`` and the RBAC templates render exactly
+those rules (``tests/unit/test_chart.py`` checks both the file and the rendered Roles).
+
+Scopes
+------
+``NAMESPACED`` rows are granted by a Role (+RoleBinding) in each watched namespace when
+the chart's ``watchNamespaces`` is set, or by a ClusterRole when all namespaces are
+watched. ``PEERING_*`` rows are granted only with ``operator.peering.enabled``: kopf's
+``--peering NAME`` uses the namespaced ``kopfpeerings`` in namespace mode and the
+cluster-scoped ``clusterkopfpeerings`` in ``--all-namespaces`` mode.
+
+Why the operator may list/watch Secrets: ``handlers.secret_event`` watches the Secrets
+of the served namespaces so that a token whose client secret, key or grant Secret
+changed (e.g. the callback just wrote a grant) retries at once. The price: the watch
+streams every Secret of those namespaces (of the whole cluster with ``--all-namespaces``,
+Helm release Secrets included) into the operator. Serve few namespaces in production
+(chart value ``watchNamespaces``); RBAC cannot narrow a watch by label.
+
+Deliberately not granted (the code must not need them):
+
+- ``patch``/``update`` on ``emailtokens``: the operator's kopf handlers are
+  ``kopf.on.event`` only, so kopf adds no finalizer and no progress annotations; the
+  operator writes nothing but ``status`` (through ``/status``). GitOps sees no drift.
+- ``emailtokens/finalizers``: the Secrets' ownerReferences set
+  ``blockOwnerDeletion: false`` (``secretdata.owner_reference``), which admission
+  (OwnerReferencesPermissionEnforcement) allows without that permission. The callback
+  must do the same.
+- ``update`` (PUT) on anything: writes are PATCHes; the grant Secret's optimistic
+  concurrency is a merge patch that carries ``metadata.resourceVersion`` (the API server
+  answers 409 when it is stale), so ``update`` adds nothing.
+- ``customresourcedefinitions`` list/watch and ``namespaces`` list/watch: kopf uses them
+  only to notice CRDs and namespaces appearing at run time; they are cluster-wide reads
+  that a namespace-scoped install must not need. Without them kopf logs one warning at
+  start and carries on (it scans API discovery once, which every authenticated client
+  may read, and treats ``--namespace`` values as exact names); setting kopf's
+  ``settings.scanning.disabled = True`` at startup silences that warning.
+- ``coordination.k8s.io/leases``: single-writer safety comes from one replica with the
+  ``Recreate`` strategy, optional kopf peering and resourceVersion preconditions on the
+  grant Secret; a future Lease-based leader election adds its row here first.
+- ``events.k8s.io``: kopf posts core ``v1`` Events (POST only, never PATCH).
+- Any API access for mail-task pods: they mount the consumer Secret.
+"""
+
+from __future__ import annotations
+
+import enum
+import sys
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from emailtoken import GROUP, PLURAL
+
+KOPF_GROUP = "kopf.dev"
+
+
+class Component(enum.StrEnum):
+    """A process with its own ServiceAccount."""
+
+    OPERATOR = "operator"
+    CALLBACK = "callback"
+
+
+class Scope(enum.StrEnum):
+    """Where a permission is granted (see the module docstring)."""
+
+    NAMESPACED = "namespaced"
+    PEERING_NAMESPACED = "peeringNamespaced"
+    PEERING_CLUSTER = "peeringCluster"
+
+
+@dataclass(frozen=True)
+class Permission:
+    """One RBAC rule: verbs on one resource of one API group, with the reason it exists."""
+
+    api_group: str
+    resource: str
+    verbs: tuple[str, ...]
+    scope: Scope
+    why: str
+
+    def rule(self) -> dict[str, list[str]]:
+        """The Kubernetes PolicyRule for this permission."""
+        return {"apiGroups": [self.api_group], "resources": [self.resource], "verbs": list(self.verbs)}
+
+
+PERMISSIONS: dict[Component, tuple[Permission, ...]] = {
+    Component.OPERATOR: (
+        Permission(
+            api_group=GROUP,
+            resource=PLURAL,
+            verbs=("get", "list", "watch"),
+            scope=Scope.NAMESPACED,
+            why="kopf.on.event watches every EmailToken of the served namespaces "
+            "(handlers.token_event); KubernetesApi.get_token reads one",
+        ),
+        Permission(
+            api_group=GROUP,
+            resource=f"{PLURAL}/status",
+            verbs=("patch",),
+            scope=Scope.NAMESPACED,
+            why="conditions, expiry, redirect URI and device code (kube.patch_token_status)",
+        ),
+        Permission(
+            api_group="",
+            resource="secrets",
+            verbs=("get", "list", "watch", "create", "patch", "delete"),
+            scope=Scope.NAMESPACED,
+            why="read client secrets, keys and grants; write consumer and grant Secrets (merge "
+            "PATCH with a resourceVersion precondition, store); watch Secrets so a changed "
+            "client secret or a new grant retries at once (handlers.secret_event); delete "
+            "the grant Secret on emailtoken.io/reauthorize (store)",
+        ),
+        Permission(
+            api_group="",
+            resource="events",
+            verbs=("create",),
+            scope=Scope.NAMESPACED,
+            why="kopf.event / kopf.info|warn post core v1 Events (Authorized, Refreshed, "
+            "RefreshFailed, ReauthorizationRequired)",
+        ),
+        Permission(
+            api_group=KOPF_GROUP,
+            resource="kopfpeerings",
+            verbs=("get", "list", "watch", "patch"),
+            scope=Scope.PEERING_NAMESPACED,
+            why="kopf peering in namespace mode: watch the peers, patch our keep-alive into status",
+        ),
+        Permission(
+            api_group=KOPF_GROUP,
+            resource="clusterkopfpeerings",
+            verbs=("get", "list", "watch", "patch"),
+            scope=Scope.PEERING_CLUSTER,
+            why="kopf peering in --all-namespaces mode: watch the peers, patch our keep-alive",
+        ),
+    ),
+    Component.CALLBACK: (
+        Permission(
+            api_group=GROUP,
+            resource=PLURAL,
+            verbs=("get", "list", "watch"),
+            scope=Scope.NAMESPACED,
+            why="the admin page lists the tokens; /callback reads the token being authorized",
+        ),
+        Permission(
+            api_group="",
+            resource="secrets",
+            verbs=("get", "create", "patch"),
+            scope=Scope.NAMESPACED,
+            why="read the token's client secret for the code exchange and write its grant Secret; "
+            "RBAC cannot restrict create by name and grant names follow token names created "
+            "later, so this covers every Secret of the namespaces served (serve few namespaces)",
+        ),
+    ),
+}
+
+
+def permissions(component: Component | str, *, all_namespaces: bool, peering: bool) -> list[Permission]:
+    """The permissions a component holds in the given deployment mode, table order."""
+    wanted = {Scope.NAMESPACED}
+    if peering and Component(component) is Component.OPERATOR:
+        wanted.add(Scope.PEERING_CLUSTER if all_namespaces else Scope.PEERING_NAMESPACED)
+    return [p for p in PERMISSIONS[Component(component)] if p.scope in wanted]
+
+
+def rules(component: Component | str, *, all_namespaces: bool, peering: bool) -> list[dict[str, list[str]]]:
+    """The PolicyRules of a component's ClusterRole (all namespaces) or per-namespace Role."""
+    return [p.rule() for p in permissions(component, all_namespaces=all_namespaces, peering=peering)]
+
+
+def is_allowed(
+    component: Component | str,
+    verb: str,
+    resource: str,
+    api_group: str = "",
+    *,
+    all_namespaces: bool = True,
+    peering: bool = False,
+) -> bool:
+    """True when the table lets ``component`` use ``verb`` on ``api_group/resource``.
+
+    Meant for tests that record the API calls a component really makes (``resource``
+    includes a subresource, e.g. ``emailtokens/status``).
+    """
+    return any(
+        p.api_group == api_group and p.resource == resource and verb in p.verbs
+        for p in permissions(component, all_namespaces=all_namespaces, peering=peering)
+    )
+
+
+def chart_table() -> dict[str, dict[str, list[dict[str, list[str]]]]]:
+    """The table in the shape the chart's RBAC templates read (``files/rbac.yaml``)."""
+    table: dict[str, dict[str, list[dict[str, list[str]]]]] = {}
+    for component, perms in PERMISSIONS.items():
+        by_scope: dict[str, list[dict[str, list[str]]]] = {scope.value: [] for scope in Scope}
+        for perm in perms:
+            by_scope[perm.scope.value].append(perm.rule())
+        table[component.value] = by_scope
+    return table
+
+
+def render_chart_file() -> str:
+    """Text of ``charts/emailtoken-operator/files/rbac.yaml`` (generated, never edited)."""
+    import yaml  # a runtime dependency already; imported here to keep the table import-light
+
+    header = (
+        "# GENERATED from operator/emailtoken/rbac.py by deploy/generate.py: do not edit.\n"
+        "# component -> scope -> PolicyRules; scopes are explained in that module.\n"
+    )
+    body: Any = chart_table()
+    return header + yaml.safe_dump(body, sort_keys=False, default_flow_style=None, width=1000)
+
+
+def describe(perms: Iterable[Permission]) -> str:
+    """A readable table (for docs and reviews)."""
+    lines = [f"{'group':<14} {'resource':<22} {'verbs':<42} scope"]
+    for p in perms:
+        lines.append(f"{p.api_group or 'core':<14} {p.resource:<22} {','.join(p.verbs):<42} {p.scope.value}")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    """Print the chart file (``python -m emailtoken.rbac``)."""
+    sys.stdout.write(render_chart_file())
+
+
+if __name__ == "__main__":
+    main()

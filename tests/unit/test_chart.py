@@ -1,0 +1,764 @@
+"""The Helm chart and the generated kustomize manifests, checked offline.
+
+The chart is rendered and linted with helm-python-sdk (Helm's own Go code, no cluster),
+every rendered built-in object is validated against the Kubernetes 1.32 OpenAPI schema
+(kubernetes-validate, strict: unknown fields fail), and the rules that matter for this
+operator are asserted on the objects: restricted pod security on every container, one
+operator replica with Recreate, RBAC rules equal to operator/emailtoken/rbac.py, the
+callback's Secret access confined to the namespaces it serves, only /callback public.
+The kustomize base and overlays must be what deploy/generate.py would write now, and
+`kubectl kustomize` of them must equal a fresh render of the chart.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+import subprocess
+import sys
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import helm_python
+import kubernetes_validate
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+CHART_DIR = ROOT / "charts" / "emailtoken-operator"
+CRDS_DIR = ROOT / "crds"
+KUBE_VERSION = "1.32.0"
+RELEASE = "emailtoken-operator"
+NAMESPACE = "emailtoken-system"
+
+try:
+    from emailtoken import rbac
+except ImportError:  # the package is not installed: use the source root
+    sys.path.insert(0, str(ROOT / "operator"))
+    from emailtoken import rbac
+
+try:
+    from tests.support.system import need_binary
+except ImportError:
+    sys.path.insert(0, str(ROOT))
+    from tests.support.system import need_binary
+
+Obj = dict[str, Any]
+
+STATE_KEY = {"stateKeySecret": {"name": "callback-state-key", "key": "state-key"}}
+PUBLIC_URL = "https://mail-auth.example.com"
+SCENARIOS: dict[str, dict[str, Any]] = {
+    "defaults": {},
+    "ingress": {
+        "callback": {
+            "redirectBaseUrl": PUBLIC_URL,
+            "ingress": {
+                "enabled": True,
+                "className": "nginx",
+                "tlsSecretName": "mail-auth-tls",
+                "annotations": {"cert-manager.io/cluster-issuer": "letsencrypt"},
+            },
+        }
+    },
+    "networkPolicy": {
+        "networkPolicy": {
+            "enabled": True,
+            "metricsFrom": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}],
+        }
+    },
+    "networkPolicyNoPeers": {"networkPolicy": {"enabled": True, "callbackFrom": []}},
+    "serviceMonitor": {"operator": {"serviceMonitor": {"enabled": True, "labels": {"release": "prometheus"}}}},
+    "watchNamespaces": {"watchNamespaces": ["mail", "billing"]},
+    "peering": {"operator": {"peering": {"enabled": True}}},
+    "peeringNamespaced": {
+        "watchNamespaces": ["mail"],
+        "operator": {"peering": {"enabled": True, "name": "mail-tokens"}},
+    },
+    "pdb": {"callback": {"replicaCount": 2, "pdb": {"enabled": True}, **STATE_KEY}},
+    "pdbOneReplica": {"callback": {"pdb": {"enabled": True}}},
+    "callbackDisabled": {"callback": {"enabled": False}},
+    "scheduling": {
+        "imagePullSecrets": [{"name": "regcred"}],
+        "image": {"digest": "sha256:" + "a" * 64},
+        "operator": {
+            "nodeSelector": {"kubernetes.io/os": "linux"},
+            "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "mail", "effect": "NoSchedule"}],
+            "affinity": {
+                "nodeAffinity": {
+                    "requiredDuringSchedulingIgnoredDuringExecution": {
+                        "nodeSelectorTerms": [
+                            {"matchExpressions": [{"key": "kubernetes.io/arch", "operator": "In", "values": ["amd64"]}]}
+                        ]
+                    }
+                }
+            },
+            "podAnnotations": {"example.com/team": "mail"},
+            "podLabels": {"team": "mail"},
+            "priorityClassName": "system-cluster-critical",
+            "extraEnv": [{"name": "HTTPS_PROXY", "value": "http://proxy:3128"}],
+            "extraArgs": ["--ca-bundle", "/etc/ca/ca.crt"],
+            "extraVolumes": [{"name": "ca", "configMap": {"name": "corp-ca"}}],
+            "extraVolumeMounts": [{"name": "ca", "mountPath": "/etc/ca", "readOnly": True}],
+        },
+        "callback": {"nodeSelector": {"kubernetes.io/os": "linux"}, "podAnnotations": {"example.com/team": "mail"}},
+    },
+}
+
+
+def _merge(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(dict(a))
+    for key, value in b.items():
+        out[key] = (
+            _merge(out[key], value) if isinstance(value, Mapping) and isinstance(out.get(key), Mapping) else value
+        )
+    return out
+
+
+EVERYTHING: dict[str, Any] = {}
+for _name in ("ingress", "networkPolicy", "serviceMonitor", "peeringNamespaced", "pdb", "scheduling"):
+    EVERYTHING = _merge(EVERYTHING, SCENARIOS[_name])
+EVERYTHING["watchNamespaces"] = ["mail", "billing"]
+SCENARIOS["everything"] = EVERYTHING
+
+CRD_KINDS = {"ServiceMonitor", "KopfPeering", "ClusterKopfPeering"}
+RESTRICTED_USER = 65532
+
+
+@pytest.fixture(scope="module")
+def chart() -> helm_python.Chart:
+    return helm_python.Chart.load(CHART_DIR)
+
+
+def render(chart: helm_python.Chart, values: Mapping[str, Any]) -> tuple[list[Obj], str]:
+    """Objects of the rendered templates, and NOTES.txt."""
+    rendered = chart.render(copy.deepcopy(dict(values)), name=RELEASE, namespace=NAMESPACE)
+    objects: list[Obj] = []
+    notes = ""
+    for path, text in sorted(rendered.items()):
+        if path.endswith("NOTES.txt"):
+            notes = text
+            continue
+        objects.extend(doc for doc in yaml.safe_load_all(text) if doc)
+    return objects, notes
+
+
+@pytest.fixture(scope="module", params=sorted(SCENARIOS))
+def scenario(request: pytest.FixtureRequest, chart: helm_python.Chart) -> tuple[str, dict[str, Any], list[Obj]]:
+    values = SCENARIOS[request.param]
+    objects, _ = render(chart, values)
+    return request.param, values, objects
+
+
+def of_kind(objects: list[Obj], kind: str) -> list[Obj]:
+    return [o for o in objects if o["kind"] == kind]
+
+
+def component(obj: Obj) -> str:
+    return obj["metadata"]["labels"]["app.kubernetes.io/component"]
+
+
+def one(objects: list[Obj], kind: str, comp: str) -> Obj:
+    found = [o for o in of_kind(objects, kind) if component(o) == comp]
+    assert len(found) == 1, f"expected one {kind} of {comp}, got {len(found)}"
+    return found[0]
+
+
+def containers(pod_spec: Obj) -> Iterator[Obj]:
+    yield from pod_spec.get("initContainers") or []
+    yield from pod_spec["containers"]
+
+
+def merged(values: Mapping[str, Any], chart: helm_python.Chart) -> dict[str, Any]:
+    return chart.merge_values(copy.deepcopy(dict(values)))
+
+
+# --------------------------------------------------------------------------- lint & schema
+
+
+@pytest.mark.parametrize("name", sorted(SCENARIOS))
+def test_lint_strict_is_clean(name: str) -> None:
+    report = helm_python.lint(CHART_DIR, SCENARIOS[name], strict=True, kube_version=f"v{KUBE_VERSION}")
+    assert report["errors"] == []
+    problems = [m for m in report["messages"] if m["severity"] >= 2]
+    assert problems == []
+
+
+def test_chart_metadata(chart: helm_python.Chart) -> None:
+    meta = chart.metadata
+    assert meta["apiVersion"] == "v2"
+    assert meta["appVersion"] == "0.1.0"
+    assert meta["kubeVersion"].startswith(">=1.27")
+    assert chart.schema is not None and chart.schema["additionalProperties"] is False
+
+
+def test_every_scenario_satisfies_the_schema(chart: helm_python.Chart) -> None:
+    for values in SCENARIOS.values():
+        chart.validate_schema(copy.deepcopy(values))
+
+
+@pytest.mark.parametrize(
+    ("values", "needle"),
+    [
+        ({"unknownKey": 1}, "unknownKey"),
+        ({"operator": {"replicas": 2}}, "replicas"),
+        ({"image": {"tag": "latest"}}, "tag"),
+        ({"callback": {"redirectBaseUrl": "https://mail-auth.example.com/callback"}}, "redirectBaseUrl"),
+        ({"watchNamespaces": ["Mail_Apps"]}, "watchNamespaces"),
+        ({"operator": {"logFormat": "xml"}}, "logFormat"),
+    ],
+)
+def test_schema_rejects_bad_values(chart: helm_python.Chart, values: dict[str, Any], needle: str) -> None:
+    with pytest.raises(helm_python.HelmError, match=needle):
+        chart.validate_schema(values)
+    with pytest.raises(helm_python.HelmError):
+        chart.render(values, name=RELEASE, namespace=NAMESPACE)
+
+
+@pytest.mark.parametrize(
+    ("values", "needle"),
+    [
+        ({"callback": {"ingress": {"enabled": True}}}, "https://"),
+        ({"callback": {"replicaCount": 2}}, "stateKeySecret"),
+        ({"callback": {"adminPort": 8080}}, "must differ"),
+    ],
+)
+def test_template_rejects_unsafe_combinations(chart: helm_python.Chart, values: dict[str, Any], needle: str) -> None:
+    with pytest.raises(helm_python.HelmError, match=needle):
+        chart.render(values, name=RELEASE, namespace=NAMESPACE)
+
+
+# ------------------------------------------------------------------ validity of the objects
+
+
+def check_crd_object_shape(obj: Obj) -> None:
+    """Objects of kinds kubernetes-validate has no schema for: the parts we rely on."""
+    assert set(obj) <= {"apiVersion", "kind", "metadata", "spec"}
+    assert obj["metadata"]["name"]
+    if obj["kind"] == "ServiceMonitor":
+        assert obj["apiVersion"] == "monitoring.coreos.com/v1"
+        spec = obj["spec"]
+        assert set(spec) == {"selector", "namespaceSelector", "endpoints"}
+        assert spec["selector"]["matchLabels"]
+        assert spec["namespaceSelector"] == {"matchNames": [NAMESPACE]}
+        for endpoint in spec["endpoints"]:
+            assert set(endpoint) <= {"port", "path", "scheme", "interval", "scrapeTimeout"}
+            assert endpoint["port"] == "metrics" and endpoint["path"] == "/metrics"
+            assert endpoint["interval"].endswith("s") and endpoint["scrapeTimeout"].endswith("s")
+    else:
+        assert obj["apiVersion"] == "kopf.dev/v1"
+        assert (obj["kind"] == "KopfPeering") == ("namespace" in obj["metadata"])
+
+
+def test_every_object_is_valid(scenario: tuple[str, dict[str, Any], list[Obj]]) -> None:
+    _, _, objects = scenario
+    assert objects
+    for obj in objects:
+        if obj["kind"] in CRD_KINDS:
+            check_crd_object_shape(obj)
+        else:
+            kubernetes_validate.validate(obj, KUBE_VERSION, strict=True)
+
+
+def test_names_are_unique_and_namespaced_correctly(scenario: tuple[str, dict[str, Any], list[Obj]]) -> None:
+    _, values, objects = scenario
+    keys = [(o["apiVersion"], o["kind"], o["metadata"].get("namespace"), o["metadata"]["name"]) for o in objects]
+    assert len(keys) == len(set(keys))
+    watched = set(values.get("watchNamespaces") or [])
+    for obj in objects:
+        ns = obj["metadata"].get("namespace")
+        if obj["kind"] in {"ClusterRole", "ClusterRoleBinding", "ClusterKopfPeering"}:
+            assert ns is None
+        elif obj["kind"] in {"Role", "RoleBinding", "KopfPeering"}:
+            assert ns in watched
+        else:
+            assert ns == NAMESPACE
+
+
+def test_standard_labels(scenario: tuple[str, dict[str, Any], list[Obj]]) -> None:
+    _, _, objects = scenario
+    for obj in objects:
+        labels = obj["metadata"]["labels"]
+        assert labels["app.kubernetes.io/name"] == "emailtoken-operator"
+        assert labels["app.kubernetes.io/instance"] == RELEASE
+        assert labels["app.kubernetes.io/version"] == "0.1.0"
+        assert labels["app.kubernetes.io/component"] in {"operator", "callback"}
+        assert labels["app.kubernetes.io/managed-by"] == "Helm"
+        assert labels["helm.sh/chart"] == "emailtoken-operator-0.1.0"
+
+
+def test_chart_crds_equal_the_repository_crds(chart: helm_python.Chart) -> None:
+    repo = {p.name: p.read_bytes() for p in sorted(CRDS_DIR.glob("*.yaml"))}
+    assert repo, "crds/ is empty"
+    in_chart = {p.name: p.read_bytes() for p in sorted((CHART_DIR / "crds").glob("*"))}
+    assert in_chart == repo  # byte for byte: run deploy/generate.py after changing crds/
+    loaded = {Path(c["filename"]).name: c["data"].encode() for c in chart.crds}
+    assert loaded == repo
+    for text in repo.values():
+        for crd in yaml.safe_load_all(text):
+            kubernetes_validate.validate(crd, KUBE_VERSION, strict=True)
+
+
+# --------------------------------------------------------------------------- pod security
+
+
+def test_restricted_pod_security_everywhere(scenario: tuple[str, dict[str, Any], list[Obj]]) -> None:
+    _, _, objects = scenario
+    deployments = of_kind(objects, "Deployment")
+    assert deployments
+    for deployment in deployments:
+        pod = deployment["spec"]["template"]["spec"]
+        assert pod["securityContext"]["runAsNonRoot"] is True
+        assert pod["securityContext"]["runAsUser"] == RESTRICTED_USER
+        assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+        assert not pod.get("hostNetwork") and not pod.get("hostPID") and not pod.get("hostIPC")
+        tmp_volumes = [v["name"] for v in pod["volumes"] if "emptyDir" in v]
+        for container in containers(pod):
+            sc = container["securityContext"]
+            assert sc["runAsNonRoot"] is True
+            assert sc["runAsUser"] == RESTRICTED_USER
+            assert sc["allowPrivilegeEscalation"] is False
+            assert sc.get("privileged", False) is False
+            assert sc["readOnlyRootFilesystem"] is True
+            assert sc["capabilities"] == {"drop": ["ALL"]}
+            assert sc["seccompProfile"] == {"type": "RuntimeDefault"}
+            mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+            assert mounts.get("/tmp") in tmp_volumes, "read-only root needs a writable /tmp"
+            assert container["resources"]["requests"] and container["resources"]["limits"]
+            assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+            assert container["readinessProbe"]["httpGet"]["path"] == "/healthz"
+            assert not container["image"].endswith(":latest")
+
+
+def test_images_default_to_the_app_version(chart: helm_python.Chart) -> None:
+    objects, _ = render(chart, {})
+    images = {c["image"] for d in of_kind(objects, "Deployment") for c in d["spec"]["template"]["spec"]["containers"]}
+    assert images == {"ghcr.io/emailtoken-operator/emailtoken-operator:0.1.0"}
+    objects, _ = render(chart, SCENARIOS["scheduling"])
+    images = {c["image"] for d in of_kind(objects, "Deployment") for c in d["spec"]["template"]["spec"]["containers"]}
+    assert images == {"ghcr.io/emailtoken-operator/emailtoken-operator@sha256:" + "a" * 64}
+
+
+# ------------------------------------------------------------------------------ operator
+
+
+def test_operator_is_a_single_writer(scenario: tuple[str, dict[str, Any], list[Obj]]) -> None:
+    _, _, objects = scenario
+    operator = one(objects, "Deployment", "operator")
+    assert operator["spec"]["replicas"] == 1
+    assert operator["spec"]["strategy"] == {"type": "Recreate"}
+    assert not [p for p in of_kind(objects, "PodDisruptionBudget") if component(p) == "operator"]
+
+
+def args_of(deployment: Obj) -> list[str]:
+    return deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+
+
+def option_values(args: list[str], option: str) -> list[str]:
+    return [args[i + 1] for i, arg in enumerate(args) if arg == option]
+
+
+def test_operator_command_line(scenario: tuple[str, dict[str, Any], list[Obj]], chart: helm_python.Chart) -> None:
+    _, values, objects = scenario
+    v = merged(values, chart)
+    args = args_of(one(objects, "Deployment", "operator"))
+    assert args[0] == "run"
+    if v["watchNamespaces"]:
+        assert "--all-namespaces" not in args
+        assert option_values(args, "--namespace") == v["watchNamespaces"]
+    else:
+        assert "--all-namespaces" in args and "--namespace" not in args
+    assert option_values(args, "--health-port") == ["8080"]
+    assert option_values(args, "--metrics-port") == ["9090"]
+    assert option_values(args, "--log-format") == ["json"]
+    if v["operator"]["peering"]["enabled"]:
+        assert option_values(args, "--peering") == [v["operator"]["peering"]["name"]] and "--standalone" not in args
+    else:
+        assert "--standalone" in args and "--peering" not in args
+    expected_redirect = [v["callback"]["redirectBaseUrl"]] if v["callback"]["enabled"] else []
+    assert option_values(args, "--redirect-base-url") == expected_redirect
+    pod = one(objects, "Deployment", "operator")["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports == {"health": 8080, "metrics": 9090}
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
+    assert {"name": "POD_ID", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}} in container["env"]
+
+
+def test_metrics_service_and_servicemonitor(chart: helm_python.Chart) -> None:
+    objects, _ = render(chart, SCENARIOS["serviceMonitor"])
+    service = one(objects, "Service", "operator")
+    assert service["spec"]["ports"] == [{"name": "metrics", "port": 9090, "targetPort": "metrics", "protocol": "TCP"}]
+    monitor = one(objects, "ServiceMonitor", "operator")
+    assert monitor["metadata"]["labels"]["release"] == "prometheus"
+    selector = monitor["spec"]["selector"]["matchLabels"]
+    assert selector.items() <= service["metadata"]["labels"].items()
+    assert selector == service["spec"]["selector"]
+    callback_service = one(objects, "Service", "callback")
+    assert not selector.items() <= callback_service["metadata"]["labels"].items()
+    objects, _ = render(chart, {})
+    assert not of_kind(objects, "ServiceMonitor")
+
+
+def test_peering_objects(chart: helm_python.Chart) -> None:
+    objects, _ = render(chart, SCENARIOS["peering"])
+    assert [(o["kind"], o["metadata"]["name"]) for o in objects if o["apiVersion"] == "kopf.dev/v1"] == [
+        ("ClusterKopfPeering", "emailtoken-operator")
+    ]
+    objects, _ = render(chart, SCENARIOS["peeringNamespaced"])
+    assert [
+        (o["kind"], o["metadata"]["namespace"], o["metadata"]["name"])
+        for o in objects
+        if o["apiVersion"] == "kopf.dev/v1"
+    ] == [("KopfPeering", "mail", "mail-tokens")]
+    objects, _ = render(chart, _merge(SCENARIOS["peering"], {"operator": {"peering": {"createObjects": False}}}))
+    assert not [o for o in objects if o["apiVersion"] == "kopf.dev/v1"]
+    objects, _ = render(chart, {})
+    assert not [o for o in objects if o["apiVersion"] == "kopf.dev/v1"]
+
+
+def test_scheduling_and_extras_reach_the_pod(chart: helm_python.Chart) -> None:
+    objects, _ = render(chart, SCENARIOS["scheduling"])
+    template = one(objects, "Deployment", "operator")["spec"]["template"]
+    pod = template["spec"]
+    operator_values = SCENARIOS["scheduling"]["operator"]
+    assert pod["nodeSelector"] == operator_values["nodeSelector"]
+    assert pod["tolerations"] == operator_values["tolerations"]
+    assert pod["affinity"] == operator_values["affinity"]
+    assert pod["imagePullSecrets"] == [{"name": "regcred"}]
+    assert pod["priorityClassName"] == "system-cluster-critical"
+    assert template["metadata"]["annotations"] == {"example.com/team": "mail"}
+    assert template["metadata"]["labels"]["team"] == "mail"
+    assert args_of(one(objects, "Deployment", "operator"))[-2:] == ["--ca-bundle", "/etc/ca/ca.crt"]
+    assert {"name": "HTTPS_PROXY", "value": "http://proxy:3128"} in pod["containers"][0]["env"]
+    callback_pod = one(objects, "Deployment", "callback")["spec"]["template"]["spec"]
+    assert callback_pod["imagePullSecrets"] == [{"name": "regcred"}]
+    assert callback_pod["nodeSelector"] == {"kubernetes.io/os": "linux"}
+
+
+# ------------------------------------------------------------------------------ callback
+
+
+def test_callback_command_line_and_ports(
+    scenario: tuple[str, dict[str, Any], list[Obj]], chart: helm_python.Chart
+) -> None:
+    _, values, objects = scenario
+    v = merged(values, chart)
+    if not v["callback"]["enabled"]:
+        assert not [o for o in objects if component(o) == "callback"]
+        return
+    deployment = one(objects, "Deployment", "callback")
+    args = args_of(deployment)
+    assert args[0] == "callback"
+    assert option_values(args, "--public-port") == ["8080"]
+    assert option_values(args, "--admin-port") == ["8081"]
+    assert option_values(args, "--redirect-base-url") == [v["callback"]["redirectBaseUrl"]]
+    assert option_values(args, "--namespace") == v["watchNamespaces"]
+    assert deployment["spec"]["replicas"] == v["callback"]["replicaCount"]
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert {p["name"]: p["containerPort"] for p in container["ports"]} == {"http": 8080, "admin": 8081}
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
+    if v["callback"]["stateKeySecret"]["name"]:
+        assert option_values(args, "--state-key-file") == ["/etc/emailtoken/state-key/state-key"]
+    # The admin page is never part of the Service: only `kubectl port-forward` reaches it.
+    service = one(objects, "Service", "callback")
+    assert service["spec"]["ports"] == [{"name": "http", "port": 8080, "targetPort": "http", "protocol": "TCP"}]
+
+
+def test_ingress_exposes_only_the_callback_path(chart: helm_python.Chart) -> None:
+    objects, _ = render(chart, {})
+    assert not of_kind(objects, "Ingress")
+    objects, _ = render(chart, SCENARIOS["ingress"])
+    ingress = one(objects, "Ingress", "callback")
+    spec = ingress["spec"]
+    assert spec["ingressClassName"] == "nginx"
+    assert spec["tls"] == [{"hosts": ["mail-auth.example.com"], "secretName": "mail-auth-tls"}]
+    assert ingress["metadata"]["annotations"] == {"cert-manager.io/cluster-issuer": "letsencrypt"}
+    assert "defaultBackend" not in spec
+    (rule,) = spec["rules"]
+    assert rule["host"] == "mail-auth.example.com"
+    service = one(objects, "Service", "callback")
+    assert rule["http"]["paths"] == [
+        {
+            "path": "/callback",
+            "pathType": "Exact",
+            "backend": {"service": {"name": service["metadata"]["name"], "port": {"name": "http"}}},
+        }
+    ]
+    for deployment in of_kind(objects, "Deployment"):
+        assert option_values(args_of(deployment), "--redirect-base-url") == [PUBLIC_URL]
+
+
+def test_pdb_only_where_it_helps(chart: helm_python.Chart) -> None:
+    objects, _ = render(chart, SCENARIOS["pdb"])
+    (pdb,) = of_kind(objects, "PodDisruptionBudget")
+    assert component(pdb) == "callback"
+    assert pdb["spec"]["minAvailable"] == 1
+    assert (
+        pdb["spec"]["selector"]["matchLabels"]
+        == one(objects, "Deployment", "callback")["spec"]["selector"]["matchLabels"]
+    )
+    for name in ("pdbOneReplica", "defaults"):
+        objects, _ = render(chart, SCENARIOS[name])
+        assert not of_kind(objects, "PodDisruptionBudget")
+
+
+def test_network_policies(chart: helm_python.Chart) -> None:
+    objects, _ = render(chart, {})
+    assert not of_kind(objects, "NetworkPolicy")
+    objects, _ = render(chart, SCENARIOS["networkPolicy"])
+    operator_np = one(objects, "NetworkPolicy", "operator")
+    callback_np = one(objects, "NetworkPolicy", "callback")
+    for np, comp in ((operator_np, "operator"), (callback_np, "callback")):
+        spec = np["spec"]
+        assert spec["policyTypes"] == ["Ingress", "Egress"]
+        assert spec["podSelector"]["matchLabels"] == one(objects, "Deployment", comp)["spec"]["selector"]["matchLabels"]
+        egress_ports = {(p["port"], p["protocol"]) for rule in spec["egress"] for p in rule["ports"]}
+        assert egress_ports == {(53, "UDP"), (53, "TCP"), (443, "TCP"), (6443, "TCP")}
+    # Callback: the public port from the ingress controller only, the admin port from nobody.
+    (rule,) = callback_np["spec"]["ingress"]
+    assert rule["ports"] == [{"port": "http", "protocol": "TCP"}]
+    assert rule["from"] == [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress-nginx"}}}]
+    # Operator: metrics from the monitoring namespace only.
+    (rule,) = operator_np["spec"]["ingress"]
+    assert rule["ports"] == [{"port": "metrics", "protocol": "TCP"}]
+    # No peers configured: no rule at all (an empty `from` would admit everybody).
+    objects, _ = render(chart, SCENARIOS["networkPolicyNoPeers"])
+    assert one(objects, "NetworkPolicy", "callback")["spec"]["ingress"] == []
+    assert one(objects, "NetworkPolicy", "operator")["spec"]["ingress"] == []
+
+
+def test_notes_tell_the_next_steps(chart: helm_python.Chart) -> None:
+    _, notes = render(chart, {})
+    assert "http://localhost:8080/callback" in notes
+    assert f"kubectl -n {NAMESPACE} port-forward deploy/emailtoken-operator-callback 8081:8081 8080:8080" in notes
+    assert "kubectl get emailtokens -A -w" in notes
+    assert "examples/" in notes
+    _, notes = render(chart, SCENARIOS["ingress"])
+    assert f"{PUBLIC_URL}/callback" in notes
+    assert "port-forward deploy/emailtoken-operator-callback 8081:8081\n" in notes
+    _, notes = render(chart, SCENARIOS["callbackDisabled"])
+    assert "emailtoken authorize NAMESPACE/NAME" in notes and "port-forward" not in notes
+
+
+# ---------------------------------------------------------------------------------- RBAC
+
+
+def test_rbac_file_is_generated_from_the_table() -> None:
+    assert (CHART_DIR / "files" / "rbac.yaml").read_text(encoding="utf-8") == rbac.render_chart_file()
+
+
+def test_rendered_rules_equal_the_table(
+    scenario: tuple[str, dict[str, Any], list[Obj]], chart: helm_python.Chart
+) -> None:
+    _, values, objects = scenario
+    v = merged(values, chart)
+    all_namespaces = not v["watchNamespaces"]
+    peering = v["operator"]["peering"]["enabled"]
+    role_kind = "ClusterRole" if all_namespaces else "Role"
+    components = ["operator", "callback"] if v["callback"]["enabled"] else ["operator"]
+    roles = of_kind(objects, "ClusterRole") + of_kind(objects, "Role")
+    assert {o["kind"] for o in roles} == {role_kind}
+    assert sorted(component(r) for r in roles) == sorted(
+        components * (1 if all_namespaces else len(v["watchNamespaces"]))
+    )
+    for role in roles:
+        expected = rbac.rules(component(role), all_namespaces=all_namespaces, peering=peering)
+        assert role["rules"] == expected
+        for rule in role["rules"]:
+            assert "*" not in rule["verbs"] and "*" not in rule["resources"] and "*" not in rule["apiGroups"]
+            assert "resourceNames" not in rule
+    if not all_namespaces:
+        assert not of_kind(objects, "ClusterRole") and not of_kind(objects, "ClusterRoleBinding")
+        for comp in components:
+            assert sorted(r["metadata"]["namespace"] for r in roles if component(r) == comp) == sorted(
+                v["watchNamespaces"]
+            )
+
+
+def grants(objects: list[Obj], service_account: str, verb: str, resource: str, group: str = "") -> set[str]:
+    """Namespaces ("*" = all) in which the ServiceAccount may `verb` the resource."""
+    roles = {
+        (o["kind"], o["metadata"].get("namespace"), o["metadata"]["name"]): o
+        for o in objects
+        if o["kind"] in {"Role", "ClusterRole"}
+    }
+    found: set[str] = set()
+    for binding in objects:
+        if binding["kind"] not in {"RoleBinding", "ClusterRoleBinding"}:
+            continue
+        if {"kind": "ServiceAccount", "name": service_account, "namespace": NAMESPACE} not in binding["subjects"]:
+            continue
+        ns = binding["metadata"].get("namespace")
+        ref = binding["roleRef"]
+        role = roles[(ref["kind"], ns if ref["kind"] == "Role" else None, ref["name"])]
+        for rule in role["rules"]:
+            if group in rule["apiGroups"] and resource in rule["resources"] and verb in rule["verbs"]:
+                found.add(ns if binding["kind"] == "RoleBinding" else "*")
+    return found
+
+
+def service_account_of(objects: list[Obj], comp: str) -> str:
+    name = one(objects, "Deployment", comp)["spec"]["template"]["spec"]["serviceAccountName"]
+    (sa,) = [o for o in of_kind(objects, "ServiceAccount") if o["metadata"]["name"] == name]
+    assert sa["automountServiceAccountToken"] is False
+    return name
+
+
+def test_secret_access_is_confined_to_the_served_namespaces(chart: helm_python.Chart) -> None:
+    objects, _ = render(chart, SCENARIOS["watchNamespaces"])
+    callback_sa = service_account_of(objects, "callback")
+    operator_sa = service_account_of(objects, "operator")
+    served = {"mail", "billing"}
+    for verb in ("get", "create", "patch"):
+        assert grants(objects, callback_sa, verb, "secrets") == served
+    for verb in ("list", "watch", "delete", "update"):
+        assert grants(objects, callback_sa, verb, "secrets") == set()
+    for verb in ("get", "list", "watch", "create", "patch", "delete"):
+        assert grants(objects, operator_sa, verb, "secrets") == served
+    assert NAMESPACE not in grants(objects, callback_sa, "get", "secrets")
+    objects, _ = render(chart, {})
+    assert grants(objects, service_account_of(objects, "callback"), "get", "secrets") == {"*"}
+    objects, _ = render(chart, SCENARIOS["callbackDisabled"])
+    assert not [o for o in objects if o["kind"] in {"ClusterRole", "Role"} and component(o) == "callback"]
+
+
+def test_peering_permissions_follow_the_mode(chart: helm_python.Chart) -> None:
+    objects, _ = render(chart, SCENARIOS["peering"])
+    sa = service_account_of(objects, "operator")
+    assert grants(objects, sa, "patch", "clusterkopfpeerings", "kopf.dev") == {"*"}
+    assert grants(objects, sa, "patch", "kopfpeerings", "kopf.dev") == set()
+    objects, _ = render(chart, SCENARIOS["peeringNamespaced"])
+    assert grants(objects, sa, "patch", "kopfpeerings", "kopf.dev") == {"mail"}
+    assert grants(objects, sa, "patch", "clusterkopfpeerings", "kopf.dev") == set()
+    objects, _ = render(chart, {})
+    assert grants(objects, sa, "watch", "kopfpeerings", "kopf.dev") == set()
+    assert grants(objects, sa, "watch", "clusterkopfpeerings", "kopf.dev") == set()
+
+
+def test_rbac_can_be_left_to_the_cluster_admin(chart: helm_python.Chart) -> None:
+    objects, _ = render(chart, {"rbac": {"create": False}})
+    assert not [o for o in objects if o["apiVersion"].startswith("rbac.authorization.k8s.io/")]
+
+
+# -------------------------------------------------------------------- generated manifests
+
+
+def load_generator() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("emailtoken_deploy_generate", ROOT / "deploy" / "generate.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def generator() -> ModuleType:
+    return load_generator()
+
+
+def test_generated_files_are_up_to_date(generator: ModuleType) -> None:
+    expected = {**generator.expected_files(), **generator.kustomize_files()}
+    stale = [
+        str(p.relative_to(ROOT))
+        for p, text in expected.items()
+        if not p.is_file() or p.read_text(encoding="utf-8") != text
+    ]
+    assert stale == [], "run: .venv/bin/python deploy/generate.py"
+    on_disk = {p for p in (ROOT / "deploy" / "kustomize").rglob("*") if p.is_file()}
+    assert on_disk == {p for p in expected if p.is_relative_to(ROOT / "deploy" / "kustomize")}
+
+
+def by_key(objects: list[Obj]) -> dict[tuple[str, str, str, str], Obj]:
+    out: dict[tuple[str, str, str, str], Obj] = {}
+    for obj in objects:
+        key = (obj["apiVersion"], obj["kind"], obj["metadata"].get("namespace") or "", obj["metadata"]["name"])
+        assert key not in out
+        out[key] = obj
+    return out
+
+
+def kustomize(path: Path) -> list[Obj]:
+    kubectl = need_binary("kubectl")
+    result = subprocess.run([kubectl, "kustomize", str(path)], capture_output=True, text=True, check=False, timeout=120)
+    assert result.returncode == 0, result.stderr
+    return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+
+
+def expected_plain(chart: helm_python.Chart, generator: ModuleType, values: Mapping[str, Any]) -> list[Obj]:
+    objects, _ = render(chart, values)
+    crds = [crd for c in chart.crds for crd in yaml.safe_load_all(c["data"]) if crd]
+    return [generator.namespace_object(), *crds, *(generator.normalize(o) for o in objects)]
+
+
+def test_kustomize_base_equals_the_chart_default_render(chart: helm_python.Chart, generator: ModuleType) -> None:
+    built = by_key(kustomize(ROOT / "deploy" / "kustomize" / "base"))
+    assert built == by_key(expected_plain(chart, generator, {}))
+
+
+@pytest.mark.parametrize("overlay", sorted(load_generator().OVERLAYS))
+def test_kustomize_overlay_equals_the_chart_render(
+    chart: helm_python.Chart, generator: ModuleType, overlay: str
+) -> None:
+    values = generator.OVERLAYS[overlay]
+    built = by_key(kustomize(ROOT / "deploy" / "kustomize" / "overlays" / overlay))
+    assert built == by_key(expected_plain(chart, generator, values))
+
+
+def test_generated_objects_drop_only_the_helm_labels(chart: helm_python.Chart, generator: ModuleType) -> None:
+    objects, _ = render(chart, {})
+    for obj in objects:
+        plain = generator.normalize(copy.deepcopy(obj))
+        dropped = set(obj["metadata"]["labels"]) - set(plain["metadata"]["labels"])
+        assert dropped == {"helm.sh/chart", "app.kubernetes.io/managed-by"}
+    namespace = generator.namespace_object()
+    assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+    kubernetes_validate.validate(namespace, KUBE_VERSION, strict=True)
+
+
+def test_json_patch_generator_round_trips(generator: ModuleType) -> None:
+    old = {"a": {"b": [1, 2], "c/d": "x", "gone": 1}, "l": [{"k": 1}, {"k": 2}]}
+    new = {"a": {"b": [1, 2, 3], "c/d": "y", "added": True}, "l": [{"k": 1}, {"k": 3}]}
+    ops = generator.json_patch(old, new)
+    assert {"op": "replace", "path": "/a/c~1d", "value": "y"} in ops
+    assert {"op": "replace", "path": "/l/1/k", "value": 3} in ops
+    assert generator.json_patch(old, old) == []
+
+
+# ------------------------------------------------------------ the chart and the real CLI
+
+
+def subcommands(parser: Any) -> dict[str, Any]:
+    import argparse
+
+    (action,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    return dict(action.choices)
+
+
+@pytest.mark.parametrize("name", ["defaults", "everything", "peering", "callbackDisabled"])
+def test_operator_args_parse_with_the_real_command_line(chart: helm_python.Chart, name: str) -> None:
+    cli = pytest.importorskip("emailtoken.cli")
+    values = merged(SCENARIOS[name], chart)
+    objects, _ = render(chart, SCENARIOS[name])
+    config = cli.config_from_args(cli.build_parser().parse_args(args_of(one(objects, "Deployment", "operator"))))
+    assert config.all_namespaces == (not values["watchNamespaces"])
+    assert list(config.namespaces) == values["watchNamespaces"]
+    assert (config.health_port, config.metrics_port) == (8080, 9090)
+    assert config.log_format == "json"
+    assert config.peering == (
+        values["operator"]["peering"]["name"] if values["operator"]["peering"]["enabled"] else None
+    )
+    expected = values["callback"]["redirectBaseUrl"] if values["callback"]["enabled"] else None
+    assert config.redirect_base_url == expected
+
+
+@pytest.mark.parametrize("name", ["defaults", "everything"])
+def test_callback_args_parse_with_the_real_command_line(chart: helm_python.Chart, name: str) -> None:
+    cli = pytest.importorskip("emailtoken.cli")
+    parser = cli.build_parser()
+    if "callback" not in subcommands(parser):
+        pytest.skip("the callback subcommand is not part of the package yet")
+    objects, _ = render(chart, SCENARIOS[name])
+    parsed = parser.parse_args(args_of(one(objects, "Deployment", "callback")))
+    assert parsed.command == "callback"

@@ -1,0 +1,215 @@
+"""The permission table in emailtoken.rbac, and the kopf handlers that must respect it.
+
+The chart renders its Roles from the table (tests/unit/test_chart.py checks that); this
+module checks the table itself and that every resource a kopf handler of the operator
+watches is covered by it: the handler modules are imported in a separate interpreter with
+a fresh kopf registry, and each handler's resource selector is matched against the
+resources the table names.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+PACKAGE_DIR = ROOT / "operator" / "emailtoken"
+
+try:
+    from emailtoken import rbac
+except ImportError:  # the package is not installed: use the source root
+    sys.path.insert(0, str(ROOT / "operator"))
+    from emailtoken import rbac
+
+READ_ONLY = {"get", "list", "watch"}
+KNOWN_VERBS = {"get", "list", "watch", "create", "patch", "update", "delete", "deletecollection"}
+
+
+def test_every_row_is_explained_and_well_formed() -> None:
+    for component, permissions in rbac.PERMISSIONS.items():
+        seen: set[tuple[str, str]] = set()
+        for p in permissions:
+            assert p.why.strip(), p
+            assert p.verbs and set(p.verbs) <= KNOWN_VERBS, p
+            assert len(set(p.verbs)) == len(p.verbs), p
+            assert "*" not in (p.api_group, p.resource), p
+            assert (p.api_group, p.resource) not in seen, f"{component}: duplicate row {p}"
+            seen.add((p.api_group, p.resource))
+
+
+def test_least_privilege_decisions() -> None:
+    allowed = rbac.is_allowed
+    for component in rbac.Component:
+        for mode in (True, False):
+            # Nobody PUTs anything, touches Leases, or writes an EmailToken's spec/metadata.
+            for resource, group in (
+                ("secrets", ""),
+                ("emailtokens", "emailtoken.io"),
+                ("emailtokens/status", "emailtoken.io"),
+            ):
+                assert not allowed(component, "update", resource, group, all_namespaces=mode, peering=True)
+                assert not allowed(component, "deletecollection", resource, group, all_namespaces=mode)
+            assert not allowed(component, "patch", "emailtokens", "emailtoken.io", all_namespaces=mode)
+            assert not allowed(component, "update", "emailtokens/finalizers", "emailtoken.io", all_namespaces=mode)
+            assert not allowed(component, "create", "leases", "coordination.k8s.io", all_namespaces=mode)
+            assert not allowed(component, "list", "customresourcedefinitions", "apiextensions.k8s.io")
+            assert not allowed(component, "list", "namespaces")
+    # The callback reads tokens and writes grants, nothing else: no Secret listing either.
+    callback = rbac.permissions(rbac.Component.CALLBACK, all_namespaces=True, peering=True)
+    assert {(p.api_group, p.resource): set(p.verbs) for p in callback} == {
+        ("emailtoken.io", "emailtokens"): READ_ONLY,
+        ("", "secrets"): {"get", "create", "patch"},
+    }
+    # The operator: status through /status only, core v1 Events, Secrets as the code uses them.
+    operator = rbac.permissions(rbac.Component.OPERATOR, all_namespaces=True, peering=False)
+    assert {(p.api_group, p.resource): set(p.verbs) for p in operator} == {
+        ("emailtoken.io", "emailtokens"): READ_ONLY,
+        ("emailtoken.io", "emailtokens/status"): {"patch"},
+        ("", "secrets"): {"get", "list", "watch", "create", "patch", "delete"},
+        ("", "events"): {"create"},
+    }
+    assert not allowed("operator", "create", "events", "events.k8s.io")
+
+
+def test_peering_rows_follow_the_mode() -> None:
+    def resources(all_namespaces: bool, peering: bool) -> set[str]:
+        return {p.resource for p in rbac.permissions("operator", all_namespaces=all_namespaces, peering=peering)}
+
+    assert "clusterkopfpeerings" in resources(True, True)
+    assert "kopfpeerings" not in resources(True, True)
+    assert "kopfpeerings" in resources(False, True)
+    assert "clusterkopfpeerings" not in resources(False, True)
+    assert not {"kopfpeerings", "clusterkopfpeerings"} & resources(True, False)
+    assert rbac.rules("callback", all_namespaces=True, peering=True) == rbac.rules(
+        "callback", all_namespaces=True, peering=False
+    )
+
+
+def test_chart_table_shape() -> None:
+    table = rbac.chart_table()
+    assert set(table) == {"operator", "callback"}
+    for component, scopes in table.items():
+        assert set(scopes) == {s.value for s in rbac.Scope}
+        flattened = [rule for rules in scopes.values() for rule in rules]
+        assert flattened == [p.rule() for p in rbac.PERMISSIONS[rbac.Component(component)]]
+    text = rbac.render_chart_file()
+    assert text.startswith("# GENERATED")
+
+
+PROBE = r"""
+import importlib, json, sys
+import kopf
+from kopf._core.intents import registries
+from kopf._cogs.structs import references
+
+registry = registries.OperatorRegistry()
+registries.set_default_registry(registry)
+for name in sys.argv[1:]:
+    importlib.import_module(name)
+
+catalogue = [references.Resource(group, version, plural, kind=kind, singular=plural[:-1], namespaced=namespaced)
+             for group, version, plural, kind, namespaced in json.loads(sys.stdin.read())]
+found = []
+for kind, reg in (("changing", registry._changing), ("spawning", registry._spawning),
+                  ("watching", registry._watching), ("indexing", registry._indexing),
+                  ("webhooks", registry._webhooks)):
+    for handler in reg.get_all_handlers():
+        matches = sorted(f"{r.group}/{r.plural}" for r in catalogue if handler.selector.check(r))
+        found.append({"registry": kind, "handler": handler.id, "resources": matches})
+print(json.dumps(found))
+"""
+
+# Resources a handler could plausibly watch; a selector that matches none of them fails.
+CATALOGUE = [
+    ("emailtoken.io", "v1alpha1", "emailtokens", "EmailToken", True),
+    ("", "v1", "secrets", "Secret", True),
+    ("", "v1", "events", "Event", True),
+    ("", "v1", "configmaps", "ConfigMap", True),
+    ("", "v1", "namespaces", "Namespace", False),
+    ("", "v1", "pods", "Pod", True),
+    ("coordination.k8s.io", "v1", "leases", "Lease", True),
+]
+
+
+def handler_modules() -> list[str]:
+    """Modules of the package that register kopf handlers."""
+    names = []
+    for path in sorted(PACKAGE_DIR.rglob("*.py")):
+        text = path.read_text(encoding="utf-8")
+        if "@kopf.on." in text or "@kopf.timer" in text or "@kopf.daemon" in text or "@kopf.index" in text:
+            rel = path.relative_to(PACKAGE_DIR.parent).with_suffix("")
+            names.append(".".join(rel.parts).removesuffix(".__init__"))
+    return names
+
+
+def test_kopf_handlers_stay_within_the_table() -> None:
+    modules = handler_modules()
+    if not modules:
+        pytest.skip("no kopf handler module in operator/emailtoken yet")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "operator"), os.environ.get("PYTHONPATH", "")])}
+    result = subprocess.run(
+        [sys.executable, "-c", PROBE, *modules],
+        input=json.dumps(CATALOGUE),
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    handlers = json.loads(result.stdout.strip().splitlines()[-1])
+    assert handlers, f"{modules} registered no resource handler"
+    for handler in handlers:
+        assert handler["registry"] != "webhooks", "admission webhooks need permissions the table does not grant"
+        assert handler["resources"], f"{handler['handler']} watches a resource outside the catalogue"
+        needed = {"list", "watch"} | ({"patch"} if handler["registry"] in {"changing", "spawning"} else set())
+        for resource in handler["resources"]:
+            group, _, plural = resource.partition("/")
+            for verb in needed:
+                for mode in (True, False):
+                    assert rbac.is_allowed("operator", verb, plural, group, all_namespaces=mode), (
+                        f"{handler['handler']} ({handler['registry']}) needs {verb} on {resource}: "
+                        "add it to emailtoken/rbac.py (and regenerate) or change the handler"
+                    )
+
+
+# kubernetes-client method prefix -> RBAC verb
+_VERBS = {
+    "read": "get",
+    "get": "get",
+    "list": "list",
+    "create": "create",
+    "patch": "patch",
+    "replace": "update",
+    "delete": "delete",
+}
+# kubernetes-client method suffix -> (API group, resource); custom objects here are EmailTokens
+_RESOURCES = {
+    "namespaced_secret": ("", "secrets"),
+    "namespaced_custom_object": ("emailtoken.io", "emailtokens"),
+    "namespaced_custom_object_status": ("emailtoken.io", "emailtokens/status"),
+    "namespaced_event": ("", "events"),
+}
+
+
+def test_operator_api_client_calls_are_in_the_table() -> None:
+    """Every kubernetes-client call of the operator's API adapter (kube.py) is permitted."""
+    source = (PACKAGE_DIR / "kube.py").read_text(encoding="utf-8")
+    calls = sorted(set(re.findall(r"self\.(?:core|custom)\.(\w+)", source)))
+    assert calls, "kube.py no longer calls the kubernetes client through self.core/self.custom"
+    for call in calls:
+        verb_word, _, rest = call.partition("_")
+        assert verb_word in _VERBS, f"unknown client method {call}"
+        assert rest in _RESOURCES, f"{call}: add its resource to this test's map"
+        group, resource = _RESOURCES[rest]
+        verb = _VERBS[verb_word]
+        for mode in (True, False):
+            assert rbac.is_allowed("operator", verb, resource, group, all_namespaces=mode), (
+                f"kube.py calls {call} ({verb} {resource}) but emailtoken/rbac.py does not grant it"
+            )
