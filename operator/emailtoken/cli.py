@@ -33,6 +33,9 @@ def _add_run(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--ca-bundle", metavar="PATH", help="CA bundle for the identity providers (private CAs)")
     p.add_argument("--redirect-base-url", metavar="URL",
                    help="public base URL of the callback service; status.redirectUri is URL/callback")
+    p.add_argument("--admin-url", metavar="URL",
+                   help="where admins reach the callback admin page (e.g. http://localhost:8081 via port-forward); "
+                   "status.authorizeUrl links there")
     p.add_argument("--concurrency", type=int, default=16, help="token refreshes in flight at once")
     p.add_argument("--provider-timeout", type=float, default=20.0, help="seconds per provider request")
     p.add_argument("--keepalive", default="3d", help="refresh idle grants at least this often (default 3d)")
@@ -46,6 +49,7 @@ def config_from_args(args: argparse.Namespace) -> OperatorConfig:
         namespaces=tuple(args.namespace),
         all_namespaces=not args.namespace,
         redirect_base_url=args.redirect_base_url,
+        admin_url=args.admin_url,
         ca_bundle=args.ca_bundle,
         provider_timeout=args.provider_timeout,
         concurrency=args.concurrency,

@@ -18,10 +18,10 @@ from typing import Any, Protocol
 
 from emailtoken import conditions
 from emailtoken.conditions import Condition
-from emailtoken.kube import Conflict, KubeApi, KubeError
+from emailtoken.kube import Conflict, KubeApi, KubeError, NotFound
 from emailtoken.model import EmailTokenSpec, SpecError, TokenRef, parse_spec
 from emailtoken.outcomes import ErrorKind, ProviderError, TokenSet
-from emailtoken.providers.base import ClientCredentials, Provider
+from emailtoken.providers.base import ClientCredentials, DeviceCodeProvider, DeviceFlow, Provider
 from emailtoken.schedule import DEFAULT_KEEPALIVE, backoff, invalid_client_backoff, next_refresh
 from emailtoken.secretdata import LABEL_TOKEN, Grant, PublishedToken, consumer_secret, read_published
 from emailtoken.store import GrantStore, SecretMissing, publish, read_secret_key
@@ -54,6 +54,7 @@ class EngineConfig:
     """Operator-wide settings that shape every step."""
 
     redirect_base_url: str | None = None
+    admin_url: str | None = None
     keepalive: timedelta = DEFAULT_KEEPALIVE
     bad_config_retry: timedelta = BAD_CONFIG_RETRY
 
@@ -71,9 +72,11 @@ class TokenState:
     error: ProviderError | None = None
     last_warning: tuple[str, str] | None = None
     pending_grant: Grant | None = field(default=None, repr=False)
+    pending_result: TokenSet | None = field(default=None, repr=False)  # came with pending_grant
     refs: frozenset[str] = frozenset()
     planned_hint: datetime | None = None
     consumer: str = ""
+    device: DeviceFlow | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
@@ -185,6 +188,7 @@ class Engine:
             if spec.interactive:
                 await self.grants.drop(token)
                 st.pending_grant = None
+                st.device, st.error = None, None
                 st.next_attempt = now
                 report.events.append(("Normal", "GrantDropped", "the grant was dropped on request; sign in again"))
         force = bool(annotations.get(ANNOTATION_REFRESH_NOW)) and annotations.get(
@@ -291,20 +295,32 @@ class Engine:
         try:
             if spec.interactive:
                 grant = st.pending_grant or await self.grants.load(token)
-                if grant is None:
+                if grant is None and spec.flow == "DeviceCode":
+                    device_result = await self._device(token, spec, st, creds, provider, report, now)
+                    if device_result is None:
+                        return False
+                    grant, result = device_result
+                elif grant is None:
                     self._awaiting(token, spec, st, report, now)
                     return False
+                else:
+                    result = None
                 if spec.email_address and grant.account and grant.account.lower() != spec.email_address.lower():
                     raise ProviderError(
                         ErrorKind.REAUTHORIZE,
                         f"the grant belongs to {grant.account}, not {spec.email_address}; sign in as the mailbox",
                         reason="AccountMismatch",
                     )
-                if st.pending_grant is not None:
-                    await self._save_grant(token, st, st.pending_grant)
-                    grant = st.pending_grant
-                    st.pending_grant = None
-                result = await asyncio.to_thread(provider.refresh, spec, creds, grant.refresh_token)
+                kept: TokenSet | None = None
+                if result is not None:
+                    kept = result  # fresh from the device flow
+                elif st.pending_grant is not None:
+                    kept = st.pending_result
+                    grant = await self._save_grant(token, st, st.pending_grant)
+                if kept is not None and kept.expires_at > now:
+                    result = kept  # the token that came with the rotated refresh token: do not spend it again
+                else:
+                    result = await asyncio.to_thread(provider.refresh, spec, creds, grant.refresh_token)
                 if result.refresh_token and result.refresh_token != grant.refresh_token:
                     rotated = Grant(
                         refresh_token=result.refresh_token,
@@ -314,7 +330,7 @@ class Engine:
                         updated_at=rfc3339(now),
                         resource_version=grant.resource_version,
                     )
-                    st.pending_grant = rotated
+                    st.pending_grant, st.pending_result = rotated, result
                     await self._save_grant(token, st, rotated)
                     st.pending_grant = None
             else:
@@ -322,9 +338,10 @@ class Engine:
         except ProviderError as exc:
             self._fail(st, exc, report, now)
             return False
-        except Conflict:
-            # Someone else (a new sign-in) replaced the grant: theirs wins; step again with it.
-            st.pending_grant = None
+        except (Conflict, NotFound):
+            # Someone else (a new sign-in, a re-authorization) replaced or removed the grant:
+            # theirs wins; step again with what is there now.
+            st.pending_grant, st.pending_result = None, None
             st.next_attempt = now
             self._steady_report(report, st, spec, now)
             return False
@@ -360,10 +377,70 @@ class Engine:
         report.fields["lastRefreshTime"] = rfc3339(now)
         return True
 
-    async def _save_grant(self, token: TokenRef, st: TokenState, grant: Grant) -> None:
+    async def _device(
+        self,
+        token: TokenRef,
+        spec: EmailTokenSpec,
+        st: TokenState,
+        creds: ClientCredentials,
+        provider: Provider,
+        report: _Report,
+        now: datetime,
+    ) -> tuple[Grant, TokenSet] | None:
+        """Drive the device authorization grant one poll at a time (status and an Event show the code)."""
+        device_provider: DeviceCodeProvider = provider  # type: ignore[assignment]
+        if st.device is not None and st.error is not None and st.error.reason in ("AuthorizationDeclined",
+                                                                                  "DeviceCodeExpired",
+                                                                                  "AccountMismatch"):
+            self._failure_report(report, st, None, token_valid=self._valid(st, now))
+            st.next_attempt = None  # finished without a grant: the reauthorize annotation starts over
+            return None
+        if st.device is None:
+            flow = await asyncio.to_thread(device_provider.start_device_flow, spec, creds)
+            st.device = flow
+            message = (
+                f"to sign in, open {flow.verification_uri} and enter the code {flow.user_code} "
+                f"(expires at {rfc3339(flow.expires_at)})"
+            )
+            st.error = ProviderError(ErrorKind.REAUTHORIZE, message, reason="AwaitingAuthorization")
+            st.failures = 0
+            report.events.append(("Normal", "DeviceCodeIssued", message))
+            st.last_warning = ("AwaitingAuthorization", message)
+            st.next_attempt = now + timedelta(seconds=flow.interval)
+            self._failure_report(report, st, None, token_valid=self._valid(st, now))
+            return None
+        if now >= st.device.expires_at:
+            raise ProviderError(ErrorKind.REAUTHORIZE, "the device code expired before anyone signed in; set the "
+                                "emailtoken.io/reauthorize annotation to a new value for a new code",
+                                reason="DeviceCodeExpired")
+        result = await asyncio.to_thread(device_provider.poll_device_flow, spec, creds, st.device)
+        if result is None:
+            st.next_attempt = now + timedelta(seconds=st.device.interval)
+            st.failures = 0
+            self._failure_report(report, st, None, token_valid=self._valid(st, now))
+            return None
+        account = result.account or ""
+        if spec.email_address and account and account.lower() != spec.email_address.lower():
+            raise ProviderError(
+                ErrorKind.REAUTHORIZE,
+                f"signed in as {account}, not {spec.email_address}; nothing was stored. Set the "
+                "emailtoken.io/reauthorize annotation to a new value and sign in as the mailbox",
+                reason="AccountMismatch",
+            )
+        if not result.refresh_token:
+            raise ProviderError(ErrorKind.BAD_CONFIG, "the provider issued no refresh token (offline_access "
+                                "was not granted)", reason="NoRefreshToken")
+        grant = Grant(refresh_token=result.refresh_token, account=account or (spec.email_address or ""),
+                      scope=result.scope, obtained_at=rfc3339(now), updated_at=rfc3339(now))
+        saved = await self.grants.save(token, grant, expected_version=None)
+        st.device, st.error = None, None
+        report.events.append(("Normal", "DeviceCodeApproved", f"signed in as {grant.account} with the device code"))
+        return saved, result
+
+    async def _save_grant(self, token: TokenRef, st: TokenState, grant: Grant) -> Grant:
         saved = await self.grants.save(token, grant, expected_version=grant.resource_version)
-        st.pending_grant = None
-        del saved
+        st.pending_grant, st.pending_result = None, None
+        return saved  # carries the new resourceVersion for a later write in the same step
 
     async def _publish(
         self, token: TokenRef, spec: EmailTokenSpec, result: TokenSet, username: str, now: datetime
@@ -475,6 +552,8 @@ class Engine:
             status["secretName"] = spec.secret_name
             if spec.interactive and self.config.redirect_base_url:
                 status["redirectUri"] = self.config.redirect_base_url.rstrip("/") + "/callback"
+            if spec.flow == "AuthorizationCode" and self.config.admin_url:
+                status["authorizeUrl"] = f"{self.config.admin_url.rstrip('/')}/authorize/{token.namespace}/{token.name}"
         if pub is not None:
             status["expiresAt"] = rfc3339(pub.expires_at)
             if pub.username:
@@ -482,6 +561,15 @@ class Engine:
             if pub.obtained_at is not None:
                 status["lastRefreshTime"] = rfc3339(pub.obtained_at)
         status["nextRefreshTime"] = rfc3339(st.next_attempt) if st.next_attempt is not None else None
+        device = st.device
+        if device is not None and st.error is not None and st.error.reason == "AwaitingAuthorization":
+            status["deviceCode"] = {
+                "userCode": device.user_code,
+                "verificationUri": device.verification_uri,
+                "expiresAt": rfc3339(device.expires_at),
+            }
+        else:
+            status["deviceCode"] = None
         status["refreshFailures"] = st.failures
         if generation is not None:
             status["observedGeneration"] = generation

@@ -49,7 +49,9 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
         api,
         providers,
         events=post_event,
-        config=EngineConfig(redirect_base_url=config.redirect_base_url, keepalive=config.keepalive),
+        config=EngineConfig(
+            redirect_base_url=config.redirect_base_url, admin_url=config.admin_url, keepalive=config.keepalive
+        ),
     )
 
     async def step(body: Mapping[str, Any]) -> float | None:

@@ -15,6 +15,7 @@ class OperatorConfig:
     namespaces: tuple[str, ...] = ()
     all_namespaces: bool = True
     redirect_base_url: str | None = None
+    admin_url: str | None = None
     ca_bundle: str | None = None
     provider_timeout: float = 20.0
     concurrency: int = 16

@@ -52,3 +52,15 @@ class Provider(Protocol):
     ) -> TokenSet:
         """Redeem an authorization code; the result carries the refresh token and account."""
         ...
+
+
+class DeviceCodeProvider(Protocol):
+    """Providers that support the device authorization grant (Microsoft)."""
+
+    def start_device_flow(self, spec: EmailTokenSpec, creds: ClientCredentials) -> DeviceFlow:
+        """Start a device-code sign-in."""
+        ...
+
+    def poll_device_flow(self, spec: EmailTokenSpec, creds: ClientCredentials, flow: DeviceFlow) -> TokenSet | None:
+        """Poll once: TokenSet when approved, None while pending."""
+        ...

@@ -18,7 +18,7 @@ import requests
 from emailtoken import scopes as scopes_mod
 from emailtoken.model import EmailTokenSpec
 from emailtoken.outcomes import ErrorKind, ProviderError, TokenSet
-from emailtoken.providers.base import ClientCredentials
+from emailtoken.providers.base import ClientCredentials, DeviceFlow
 from emailtoken.providers.http import ProviderSession
 from emailtoken.redact import redact
 from emailtoken.timefmt import utcnow
@@ -144,6 +144,61 @@ class MicrosoftProvider:
         )
         return self._token_set(result, account=None)
 
+    def start_device_flow(self, spec: EmailTokenSpec, creds: ClientCredentials) -> DeviceFlow:
+        """Ask Entra for a user code (RFC 8628); the person enters it at ``verification_uri``."""
+        app = self._app(spec, creds)
+        scopes = [*scopes_mod.for_request("Microsoft", spec.scopes), *sorted(scopes_mod.MICROSOFT_RESERVED)]
+        try:
+            flow = app.client.initiate_device_flow(scope=scopes)
+        except requests.RequestException as exc:
+            raise _network_error(exc, spec) from None
+        except ValueError as exc:
+            raise ProviderError(ErrorKind.BAD_CONFIG, f"device code flow unavailable: {exc}") from None
+        if "user_code" not in flow:
+            raise classify(flow, retry_after=self.session.last_retry_after, secrets=(creds.client_secret,))
+        expires_in = int(flow.get("expires_in", 900))
+        return DeviceFlow(
+            user_code=flow["user_code"],
+            verification_uri=flow.get("verification_uri") or flow.get("verification_url", ""),
+            expires_at=utcnow() + timedelta(seconds=expires_in),
+            interval=float(flow.get("interval", 5)),
+            message=flow.get("message", ""),
+            state=flow,
+        )
+
+    def poll_device_flow(self, spec: EmailTokenSpec, creds: ClientCredentials, flow: DeviceFlow) -> TokenSet | None:
+        """One poll: a TokenSet once approved, None while pending; ProviderError when declined/expired."""
+        app = self._app(spec, creds)
+        state = dict(flow.state)
+        try:
+            result = app.client.obtain_token_by_device_flow(
+                state, exit_condition=lambda _flow: True, data={"code": state.get("device_code", "")}
+            )
+        except requests.RequestException as exc:
+            raise _network_error(exc, spec) from None
+        error = result.get("error")
+        if error in ("authorization_pending", "slow_down"):
+            return None
+        if error == "authorization_declined":
+            raise ProviderError(
+                ErrorKind.REAUTHORIZE,
+                "the sign-in was declined at the device login page",
+                reason="AuthorizationDeclined",
+                code=error,
+            )
+        if error in ("expired_token", "bad_verification_code", "code_expired"):
+            raise ProviderError(
+                ErrorKind.REAUTHORIZE,
+                "the device code expired before anyone signed in",
+                reason="DeviceCodeExpired",
+                code=error,
+            )
+        if "access_token" not in result:
+            raise classify(result, retry_after=self.session.last_retry_after, secrets=(creds.client_secret,))
+        if "id_token_claims" not in result and result.get("id_token"):
+            result["id_token_claims"] = _claims(result["id_token"])
+        return self._token_set(result, account=None)
+
     def _call(self, spec: EmailTokenSpec, fn: Any, creds: ClientCredentials, *secrets: str) -> dict[str, Any]:
         try:
             result = fn()
@@ -212,3 +267,15 @@ def classify(
         code=code_text,
         retry_after=retry_after,
     )
+
+
+def _claims(id_token: str) -> dict[str, Any]:
+    """Claims of an id_token received directly from the token endpoint over TLS (OIDC Core 3.1.3.7)."""
+    import base64
+    import json
+
+    try:
+        payload = id_token.split(".")[1]
+        return dict(json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))))
+    except (IndexError, ValueError):
+        return {}

@@ -1,0 +1,878 @@
+"""emailtoken.engine: one step per token, against the in-memory API and a scripted provider.
+
+The provider is a plain class (no mocks) that hands out numbered tokens or raises the
+ProviderErrors a test queues; the clock is a fixed value the test advances.
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import json
+import logging
+import random
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from emailtoken import conditions
+from emailtoken.engine import Engine, EngineConfig
+from emailtoken.kube import KubeError
+from emailtoken.model import EmailTokenSpec, TokenRef, parse_spec
+from emailtoken.outcomes import ErrorKind, ProviderError, TokenSet
+from emailtoken.providers.base import ClientCredentials
+from emailtoken.schedule import DEFAULT_KEEPALIVE, next_refresh
+from emailtoken.secretdata import Grant, decode_data
+from emailtoken.store import WRITE_RETRIES, GrantStore
+from emailtoken.timefmt import parse_rfc3339, rfc3339
+from tests.support.fakeapi import InMemoryApi
+
+NS, NAME = "mail", "box"
+KEY = (NS, NAME)
+TOKEN = TokenRef(NS, NAME, "uid-1")
+GRANT = "emailtoken-grant-box"
+T0 = datetime(2026, 3, 1, 8, 0, 0, tzinfo=UTC)
+SEED = 1234
+MAILBOX = "box@contoso.example"
+CLIENT_SECRET = "client-secret-value-Zq8~abc.def"
+INITIAL_RT = "initial-refresh-token-value-0000"
+SCOPE = "https://outlook.office365.com/.default"
+
+APP_SPEC: dict[str, Any] = {
+    "provider": "Microsoft",
+    "flow": "ClientCredentials",
+    "tenantId": "contoso",
+    "clientId": "app-id",
+    "clientSecretRef": {"name": "app-secret"},
+    "emailAddress": MAILBOX,
+    "services": ["IMAP", "SMTP"],
+}
+DELEGATED_SPEC: dict[str, Any] = {**APP_SPEC, "flow": "AuthorizationCode"}
+
+
+def b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
+
+
+class Clock:
+    """A fixed clock the test moves by hand."""
+
+    def __init__(self, start: datetime) -> None:
+        self.now = start
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, **kwargs: float) -> None:
+        self.now += timedelta(**kwargs)
+
+    def set(self, moment: datetime) -> None:
+        self.now = moment
+
+
+Scripted = TokenSet | ProviderError | Callable[[], TokenSet]
+
+
+class ScriptedProvider:
+    """Issues numbered tokens valid for an hour, or the outcomes queued in ``script``."""
+
+    def __init__(self, clock: Clock, *, rotate: bool = True) -> None:
+        self.clock = clock
+        self.rotate = rotate
+        self.script: list[Scripted] = []
+        self.app_calls = 0
+        self.refreshed_with: list[str] = []
+        self.creds: list[ClientCredentials] = []
+        self.issued: list[TokenSet] = []
+
+    def for_spec(self, provider: str) -> ScriptedProvider:
+        return self
+
+    @property
+    def calls(self) -> int:
+        return self.app_calls + len(self.refreshed_with)
+
+    def _next(self, account: str | None) -> TokenSet:
+        if self.script:
+            item = self.script.pop(0)
+            if isinstance(item, ProviderError):
+                raise item
+            result = item() if callable(item) else item
+        else:
+            n = len(self.issued) + 1
+            result = TokenSet(
+                access_token=f"access-token-value-{n:04d}-xyz",
+                expires_at=self.clock() + timedelta(hours=1),
+                scope=SCOPE,
+                refresh_token=f"rotated-refresh-token-value-{n:04d}" if self.rotate else None,
+                account=account,
+            )
+        self.issued.append(result)
+        return result
+
+    def acquire_app_token(self, spec: EmailTokenSpec, creds: ClientCredentials) -> TokenSet:
+        self.app_calls += 1
+        self.creds.append(creds)
+        return self._next(spec.email_address)
+
+    def refresh(self, spec: EmailTokenSpec, creds: ClientCredentials, refresh_token: str) -> TokenSet:
+        self.refreshed_with.append(refresh_token)
+        self.creds.append(creds)
+        return self._next(None)
+
+
+class RecordingApi(InMemoryApi):
+    """Remembers every status patch, and what the grant held whenever the consumer Secret was written."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.status_patches: list[dict[str, Any]] = []
+        self.grant_at_publish: list[str | None] = []
+
+    def _note_publish(self, namespace: str, name: str) -> None:
+        if name == NAME:
+            grant = self.secrets.get((namespace, GRANT))
+            self.grant_at_publish.append(decode_data(grant)["refresh_token"] if grant else None)
+
+    async def create_secret(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
+        result = await super().create_secret(namespace, body)
+        self._note_publish(namespace, body["metadata"]["name"])
+        return result
+
+    async def patch_secret(
+        self, namespace: str, name: str, patch: dict[str, Any], *, resource_version: str | None = None
+    ) -> dict[str, Any]:
+        result = await super().patch_secret(namespace, name, patch, resource_version=resource_version)
+        self._note_publish(namespace, name)
+        return result
+
+    async def patch_token_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+        await super().patch_token_status(namespace, name, status)
+        self.status_patches.append(copy.deepcopy(status))
+
+
+class Harness:
+    """An engine, its API, provider, clock and event list, plus the token's body as kopf would pass it."""
+
+    def __init__(self, spec: dict[str, Any], *, redirect_base_url: str | None = None, rotate: bool = True) -> None:
+        self.api = RecordingApi()
+        self.clock = Clock(T0)
+        self.provider = ScriptedProvider(self.clock, rotate=rotate)
+        self.events: list[tuple[str, str, str]] = []
+        self.config = EngineConfig(redirect_base_url=redirect_base_url)
+        self.spec = copy.deepcopy(spec)
+        self.annotations: dict[str, str] = {}
+        self.engine = self.new_engine()
+
+    def new_engine(self, seed: int = SEED) -> Engine:
+        return Engine(
+            self.api, self.provider, events=self.sink, config=self.config, clock=self.clock, rng=random.Random(seed)
+        )
+
+    def sink(self, body: Any, *, type: str, reason: str, message: str) -> None:
+        self.events.append((type, reason, message))
+
+    async def add_client_secret(self) -> None:
+        await self.api.create_secret(
+            NS, {"metadata": {"name": "app-secret", "namespace": NS}, "data": {"client_secret": b64(CLIENT_SECRET)}}
+        )
+
+    async def add_grant(self, refresh_token: str = INITIAL_RT) -> Grant:
+        grant = Grant(refresh_token, MAILBOX, "scope", rfc3339(T0), rfc3339(T0))
+        return await GrantStore(self.api).save(TOKEN, grant, expected_version=None)
+
+    def body(self) -> dict[str, Any]:
+        stored = self.api.tokens.get(KEY) or {}
+        return {
+            "metadata": {
+                "namespace": NS,
+                "name": NAME,
+                "uid": "uid-1",
+                "generation": 1,
+                "annotations": dict(self.annotations),
+            },
+            "spec": copy.deepcopy(self.spec),
+            "status": copy.deepcopy(stored.get("status") or {}),
+        }
+
+    async def step(self, engine: Engine | None = None) -> Any:
+        return await (engine or self.engine).step(self.body())
+
+    @property
+    def status(self) -> dict[str, Any]:
+        return self.api.tokens[KEY]["status"]
+
+    def cond(self, type_: str) -> dict[str, Any]:
+        found = conditions.get(self.status["conditions"], type_)
+        assert found is not None, f"no {type_} condition"
+        return dict(found)
+
+    def due_time(self) -> datetime:
+        """Just past nextRefreshTime (status keeps whole seconds, the plan in memory does not)."""
+        return parse_rfc3339(self.status["nextRefreshTime"]) + timedelta(seconds=1)
+
+    def consumer(self) -> dict[str, str]:
+        return decode_data(self.api.secrets[(NS, NAME)])
+
+    def grant_rt(self) -> str | None:
+        grant = self.api.secrets.get((NS, GRANT))
+        return decode_data(grant)["refresh_token"] if grant else None
+
+    def secret_values(self) -> list[str]:
+        values = [CLIENT_SECRET, INITIAL_RT]
+        for issued in self.provider.issued:
+            values.append(issued.access_token)
+            if issued.refresh_token:
+                values.append(issued.refresh_token)
+        return values
+
+
+def expected_first_refresh(seed: int = SEED) -> datetime:
+    """What the engine plans after a token obtained at T0 for an hour (same rng seed)."""
+    return next_refresh(T0, T0 + timedelta(hours=1), None, keepalive=DEFAULT_KEEPALIVE, rng=random.Random(seed))
+
+
+async def app_harness(**kwargs: Any) -> Harness:
+    h = Harness(APP_SPEC, **kwargs)
+    await h.add_client_secret()
+    h.api.writes.clear()
+    return h
+
+
+async def delegated_harness(*, grant: bool = True, **kwargs: Any) -> Harness:
+    h = Harness(DELEGATED_SPEC, **kwargs)
+    await h.add_client_secret()
+    if grant:
+        await h.add_grant()
+    h.api.writes.clear()
+    return h
+
+
+# --------------------------------------------------------------------------- app-only happy path
+
+
+async def test_app_only_token_is_published_with_every_key_and_status() -> None:
+    """The first step acquires a token, publishes the full contract and reports Ready/Authorized."""
+    h = await app_harness()
+    result = await h.step()
+
+    assert h.provider.app_calls == 1
+    assert h.provider.creds[0].client_secret == CLIENT_SECRET
+    token = h.provider.issued[0]
+    data = h.consumer()
+    assert data == {
+        "access_token": token.access_token,
+        "token_type": "Bearer",
+        "expires_at": "2026-03-01T09:00:00Z",
+        "username": MAILBOX,
+        "xoauth2": b64(f"user={MAILBOX}\x01auth=Bearer {token.access_token}\x01\x01"),
+        "scope": SCOPE,
+    }
+    meta = h.api.secrets[(NS, NAME)]["metadata"]
+    assert meta["labels"]["emailtoken.io/token"] == NAME
+    assert meta["ownerReferences"][0]["uid"] == "uid-1"
+
+    planned = expected_first_refresh()
+    assert result.refreshed is True
+    assert result.delay == pytest.approx((planned - T0).total_seconds())
+    assert 38 * 60 <= result.delay <= 40 * 60
+
+    status = h.status
+    assert status["phase"] == "Ready"
+    assert status["secretName"] == NAME
+    assert status["account"] == MAILBOX
+    assert status["expiresAt"] == "2026-03-01T09:00:00Z"
+    assert status["lastRefreshTime"] == "2026-03-01T08:00:00Z"
+    assert status["nextRefreshTime"] == rfc3339(planned)
+    assert status["refreshFailures"] == 0
+    assert status["observedGeneration"] == 1
+    assert "redirectUri" not in status
+    ready, authorized = h.cond("Ready"), h.cond("Authorized")
+    assert (ready["status"], ready["reason"]) == ("True", "TokenValid")
+    assert (authorized["status"], authorized["reason"]) == ("True", "Authorized")
+    assert ready["observedGeneration"] == 1
+    assert [c["type"] for c in status["conditions"]] == ["Ready", "Authorized"]
+
+    assert [(t, r) for t, r, _ in h.events] == [("Normal", "Authorized"), ("Normal", "Refreshed")]
+    assert h.api.writes == [("create", "secret", NAME), ("patch", "status", NAME)]
+
+
+async def test_step_before_due_makes_no_writes_and_no_provider_call() -> None:
+    """A token that is not due costs nothing: no API writes, no provider call, no Event."""
+    h = await app_harness()
+    await h.step()
+    writes, events = list(h.api.writes), list(h.events)
+    h.clock.advance(minutes=10)
+    result = await h.step()
+    assert h.provider.app_calls == 1
+    assert h.api.writes == writes
+    assert h.events == events
+    assert result.refreshed is False
+    assert result.delay == pytest.approx((expected_first_refresh() - h.clock.now).total_seconds())
+
+
+async def test_refreshes_once_after_next_refresh_time() -> None:
+    """Past nextRefreshTime exactly one refresh happens, then the token is quiet again."""
+    h = await app_harness()
+    await h.step()
+    h.clock.set(h.due_time())
+    result = await h.step()
+    assert result.refreshed is True
+    assert h.provider.app_calls == 2
+    assert h.consumer()["access_token"] == h.provider.issued[1].access_token
+    assert h.status["lastRefreshTime"] == rfc3339(h.clock.now)
+    assert parse_rfc3339(h.status["nextRefreshTime"]) > h.clock.now + timedelta(minutes=30)
+    await h.step()
+    assert h.provider.app_calls == 2
+    assert [r for _, r, _ in h.events] == ["Authorized", "Refreshed", "Refreshed"]  # Authorized only once
+
+
+async def test_spec_change_refreshes_at_once() -> None:
+    """A different client makes the published token stale, even far before its refresh time."""
+    h = await app_harness()
+    await h.step()
+    h.spec["clientId"] = "another-app"
+    h.clock.advance(minutes=1)
+    await h.step()
+    assert h.provider.app_calls == 2
+    annotations = h.api.secrets[(NS, NAME)]["metadata"]["annotations"]
+    assert annotations["emailtoken.io/spec-hash"] == parse_spec(h.spec, NAME).fingerprint()
+    assert annotations["emailtoken.io/spec-hash"] != parse_spec(APP_SPEC, NAME).fingerprint()
+    h.clock.advance(minutes=1)
+    await h.step()
+    assert h.provider.app_calls == 2
+
+
+async def test_deleted_consumer_secret_is_published_again() -> None:
+    """Someone deleting the Secret gets it back at the next step."""
+    h = await app_harness()
+    await h.step()
+    await h.api.delete_secret(NS, NAME)
+    h.engine.secret_deleted(KEY, NAME)
+    h.clock.advance(minutes=1)
+    await h.step()
+    assert h.provider.app_calls == 2
+    assert h.consumer()["access_token"] == h.provider.issued[1].access_token
+
+
+async def test_invalid_spec_reports_without_calling_the_provider() -> None:
+    """A spec the engine cannot use becomes a condition, not an exception."""
+    h = Harness({**APP_SPEC, "tenantId": None})
+    result = await h.step()
+    assert result.delay is None
+    assert h.provider.calls == 0
+    ready = h.cond("Ready")
+    assert (ready["status"], ready["reason"]) == ("False", "InvalidSpec")
+    assert ready["message"] == "tenantId is required for Microsoft"
+    assert h.cond("Authorized")["reason"] == "InvalidSpec"
+    assert h.status["phase"] == "InvalidSpec"
+
+
+# --------------------------------------------------------------------------- transient failures
+
+
+async def test_transient_error_keeps_ready_while_token_valid_then_flips_at_expiry() -> None:
+    """The last good token stays usable; Ready only goes False when it has expired."""
+    h = await app_harness()
+    await h.step()
+    consumer_before = h.consumer()
+    h.clock.set(T0 + timedelta(minutes=59))
+    h.provider.script.append(ProviderError(ErrorKind.TRANSIENT, "the token endpoint failed: busy", retry_after=600))
+    result = await h.step()
+    assert result.refreshed is False
+    assert result.delay == pytest.approx(60.0)  # Ready flips at expiry, before the Retry-After
+    assert h.consumer() == consumer_before
+    ready = h.cond("Ready")
+    assert (ready["status"], ready["reason"]) == ("True", "TokenValid")
+    assert "stays valid until 2026-03-01T09:00:00Z" in ready["message"]
+    assert "busy" in ready["message"]
+    assert h.cond("Authorized")["status"] == "True"
+    assert h.status["refreshFailures"] == 1
+    assert h.status["phase"] == "Ready"
+    assert h.events[-1] == ("Warning", "RefreshFailed", "ProviderUnavailable: the token endpoint failed: busy")
+
+    h.clock.set(T0 + timedelta(hours=1))
+    result = await h.step()
+    assert h.provider.app_calls == 2  # not due yet (Retry-After), only the condition moved
+    ready = h.cond("Ready")
+    assert (ready["status"], ready["reason"]) == ("False", "ProviderUnavailable")
+    assert ready["lastTransitionTime"] == "2026-03-01T09:00:00Z"
+    assert h.status["phase"] == "ProviderUnavailable"
+    assert result.delay == pytest.approx(540.0)
+
+
+async def test_transient_backoff_grows_and_recovery_resets() -> None:
+    """Backoff delays grow with failures; a success clears the failure count."""
+    h = await app_harness()
+    await h.step()
+    h.clock.set(h.due_time())
+    delays = []
+    for _ in range(4):
+        h.provider.script.append(ProviderError(ErrorKind.TRANSIENT, "the token endpoint failed: 503"))
+        result = await h.step()
+        delays.append(result.delay)
+        h.clock.advance(seconds=result.delay)
+    assert 2.5 <= delays[0] <= 5
+    assert 5 <= delays[1] <= 10
+    assert 10 <= delays[2] <= 20
+    assert 20 <= delays[3] <= 40
+    assert h.status["refreshFailures"] == 4
+    # Events at failures 1, 2 and 4 only (no storm on identical repeats).
+    assert [r for _, r, _ in h.events].count("RefreshFailed") == 3
+    result = await h.step()
+    assert result.refreshed is True
+    assert h.status["refreshFailures"] == 0
+    assert h.cond("Ready")["message"].startswith("access token valid until")
+
+
+async def test_retry_after_is_honoured() -> None:
+    """A provider asking for two minutes gets at least two minutes."""
+    h = await app_harness()
+    h.provider.script.append(ProviderError(ErrorKind.TRANSIENT, "throttled", retry_after=120))
+    result = await h.step()
+    assert result.delay == pytest.approx(120.0)
+    assert h.cond("Ready")["reason"] == "ProviderUnavailable"  # nothing was ever published
+    h.clock.advance(seconds=119)
+    await h.step()
+    assert h.provider.app_calls == 1
+
+
+async def test_invalid_client_retries_slowly() -> None:
+    """A wrong client secret is retried in minutes, not seconds, and says InvalidClient."""
+    h = await app_harness()
+    h.provider.script.append(ProviderError(ErrorKind.INVALID_CLIENT, "the client secret is wrong (AADSTS7000215)"))
+    result = await h.step()
+    assert 30 <= result.delay <= 60
+    assert h.cond("Authorized")["reason"] == "InvalidClient"
+    assert h.status["phase"] == "InvalidClient"
+
+
+# --------------------------------------------------------------------------- re-authorization
+
+
+async def test_reauthorize_error_stops_and_warns_once() -> None:
+    """A dead grant is reported once and not retried until a person acts."""
+    h = await delegated_harness()
+    h.provider.script.append(
+        ProviderError(
+            ErrorKind.REAUTHORIZE,
+            "the refresh token expired after 90 days of inactivity (AADSTS700082)",
+            code="AADSTS700082",
+        )
+    )
+    result = await h.step()
+    assert result.delay is None
+    authorized, ready = h.cond("Authorized"), h.cond("Ready")
+    assert (authorized["status"], authorized["reason"]) == ("False", "ReauthorizationRequired")
+    assert authorized["message"] == "the refresh token expired after 90 days of inactivity (AADSTS700082)"
+    assert (ready["status"], ready["reason"]) == ("False", "ReauthorizationRequired")
+    assert h.status["phase"] == "ReauthorizationRequired"
+    warnings = [e for e in h.events if e[0] == "Warning"]
+    assert warnings == [
+        (
+            "Warning",
+            "ReauthorizationRequired",
+            "ReauthorizationRequired: the refresh token expired after 90 days of inactivity (AADSTS700082)",
+        )
+    ]
+    writes = list(h.api.writes)
+    for _ in range(5):
+        h.clock.advance(hours=6)
+        assert (await h.step()).delay is None
+    assert len(h.provider.refreshed_with) == 1
+    assert len([e for e in h.events if e[0] == "Warning"]) == 1
+    assert h.api.writes == writes
+
+
+async def test_reauthorize_keeps_last_token_until_expiry() -> None:
+    """After invalid_grant the published token stays; the next step is at its expiry, for Ready."""
+    h = await delegated_harness()
+    await h.step()
+    h.clock.set(T0 + timedelta(minutes=45))
+    h.provider.script.append(ProviderError(ErrorKind.REAUTHORIZE, "the grant was revoked (AADSTS50173)"))
+    result = await h.step()
+    assert result.delay == pytest.approx(15 * 60)
+    assert h.cond("Ready")["status"] == "True"
+    assert h.cond("Authorized")["reason"] == "ReauthorizationRequired"
+    assert h.status["phase"] == "ReauthorizationRequired"
+    h.clock.set(T0 + timedelta(hours=1))
+    result = await h.step()
+    assert result.delay is None
+    assert (h.cond("Ready")["status"], h.cond("Ready")["reason"]) == ("False", "ReauthorizationRequired")
+    assert len(h.provider.refreshed_with) == 2
+
+
+async def test_new_grant_after_reauthorize_recovers() -> None:
+    """A new sign-in (grant Secret replaced) and a nudge bring the token back."""
+    h = await delegated_harness()
+    h.provider.script.append(ProviderError(ErrorKind.REAUTHORIZE, "revoked"))
+    await h.step()
+    await GrantStore(h.api).drop(TOKEN)
+    await h.add_grant("refresh-token-from-new-sign-in")
+    h.engine.nudge(KEY)
+    await h.step()
+    assert h.provider.refreshed_with == [INITIAL_RT, "refresh-token-from-new-sign-in"]
+    assert h.cond("Authorized")["status"] == "True"
+    assert h.cond("Ready")["status"] == "True"
+
+
+async def test_account_mismatch_is_reported() -> None:
+    """A grant signed in as another mailbox is not used."""
+    h = await delegated_harness(grant=False)
+    await GrantStore(h.api).save(TOKEN, Grant(INITIAL_RT, "someone@else.example"), expected_version=None)
+    await h.step()
+    assert h.provider.calls == 0
+    assert h.cond("Authorized")["reason"] == "AccountMismatch"
+    assert "someone@else.example" in h.cond("Authorized")["message"]
+
+
+# --------------------------------------------------------------------------- missing Secrets
+
+
+async def test_missing_client_secret_then_nudge_recovers() -> None:
+    """SecretNotFound until the Secret exists; a nudge retries at once instead of in ten minutes."""
+    h = Harness(APP_SPEC)
+    result = await h.step()
+    assert result.delay == pytest.approx(600.0)
+    assert h.provider.calls == 0
+    ready, authorized = h.cond("Ready"), h.cond("Authorized")
+    assert (ready["status"], ready["reason"]) == ("False", "SecretNotFound")
+    assert ready["message"] == "Secret mail/app-secret does not exist"
+    assert (authorized["status"], authorized["reason"]) == ("False", "SecretNotFound")
+    assert ("Warning", "RefreshFailed", "SecretNotFound: Secret mail/app-secret does not exist") in h.events
+    assert h.engine.referencing(NS, "app-secret") == [KEY]
+
+    await h.add_client_secret()
+    h.clock.advance(seconds=5)
+    await h.step()
+    assert h.provider.calls == 0  # not due without the nudge
+    h.engine.nudge(KEY)
+    result = await h.step()
+    assert result.refreshed is True
+    assert h.provider.app_calls == 1
+    assert h.cond("Ready")["status"] == "True"
+    assert h.cond("Authorized")["status"] == "True"
+    assert h.status["refreshFailures"] == 0
+
+
+async def test_nudge_does_not_disturb_a_healthy_token() -> None:
+    """Our own writes to watched Secrets nudge too: a healthy token must not refresh because of them."""
+    h = await app_harness()
+    await h.step()
+    h.engine.nudge(KEY)
+    await h.step()
+    assert h.provider.app_calls == 1
+
+
+async def test_foreign_consumer_secret_is_not_overwritten() -> None:
+    """A Secret of the same name that we do not manage is a conflict, left untouched."""
+    h = await app_harness()
+    foreign = {"metadata": {"name": NAME, "namespace": NS, "labels": {"app": "other"}}, "data": {"x": b64("y")}}
+    await h.api.create_secret(NS, foreign)
+    before = copy.deepcopy(h.api.secrets[(NS, NAME)])
+    h.api.writes.clear()
+    result = await h.step()
+    assert result.delay == pytest.approx(600.0)
+    assert h.provider.calls == 0
+    assert h.api.secrets[(NS, NAME)] == before
+    assert h.api.writes == [("patch", "status", NAME)]
+    ready = h.cond("Ready")
+    assert (ready["status"], ready["reason"]) == ("False", "SecretConflict")
+    assert "is not managed by this EmailToken" in ready["message"]
+    assert h.status["phase"] == "SecretConflict"
+
+
+async def test_secret_owned_by_another_token_is_a_conflict() -> None:
+    """The token label must name this token, not just exist."""
+    h = await app_harness()
+    await h.api.create_secret(
+        NS, {"metadata": {"name": NAME, "labels": {"emailtoken.io/token": "other-token"}}, "data": {}}
+    )
+    await h.step()
+    assert h.provider.calls == 0
+    assert h.cond("Ready")["reason"] == "SecretConflict"
+
+
+# --------------------------------------------------------------------------- interactive flows
+
+
+async def test_interactive_without_grant_awaits_authorization() -> None:
+    """No grant yet: say how to sign in, show the redirect URI, tell once, wait for a change."""
+    h = await delegated_harness(grant=False, redirect_base_url="https://emailtoken.example.com/")
+    result = await h.step()
+    assert result.delay is None
+    assert h.provider.calls == 0
+    assert h.status["redirectUri"] == "https://emailtoken.example.com/callback"
+    ready, authorized = h.cond("Ready"), h.cond("Authorized")
+    assert (ready["status"], ready["reason"]) == ("False", "AwaitingAuthorization")
+    assert (authorized["status"], authorized["reason"]) == ("False", "AwaitingAuthorization")
+    assert "emailtoken authorize mail/box" in authorized["message"]
+    assert h.status["phase"] == "AwaitingAuthorization"
+    assert h.events == [("Normal", "AwaitingAuthorization", authorized["message"])]
+    h.engine.nudge(KEY)
+    await h.step()
+    assert len(h.events) == 1
+
+
+async def test_no_redirect_uri_without_base_url() -> None:
+    """Without a callback service there is no redirect URI to show."""
+    h = await delegated_harness(grant=False)
+    await h.step()
+    assert "redirectUri" not in h.status
+
+
+async def test_rotated_refresh_token_is_saved_before_the_access_token_is_published() -> None:
+    """If the operator dies between the two writes, the grant is never behind the consumer Secret."""
+    h = await delegated_harness()
+    result = await h.step()
+    assert result.refreshed is True
+    assert h.provider.refreshed_with == [INITIAL_RT]
+    rotated = h.provider.issued[0].refresh_token
+    assert h.grant_rt() == rotated
+    assert h.api.grant_at_publish == [rotated]
+    assert h.api.writes.index(("patch", "secret", GRANT)) < h.api.writes.index(("create", "secret", NAME))
+    grant = await GrantStore(h.api).load(TOKEN)
+    assert grant is not None
+    assert grant.account == MAILBOX
+    assert grant.updated_at == rfc3339(T0)
+    assert h.consumer()["username"] == MAILBOX
+    h.clock.set(h.due_time())
+    await h.step()
+    assert h.provider.refreshed_with == [INITIAL_RT, rotated]
+
+
+async def test_no_grant_write_without_rotation() -> None:
+    """Google usually keeps the refresh token: then the grant Secret is not rewritten."""
+    h = await delegated_harness(rotate=False)
+    await h.step()
+    assert h.grant_rt() == INITIAL_RT
+    assert ("patch", "secret", GRANT) not in h.api.writes
+
+
+@pytest.mark.looptime
+async def test_grant_write_failure_keeps_rotated_token_and_retries_the_write_only() -> None:
+    """The provider has already spent the old refresh token: the new one must not be lost or re-spent."""
+    h = await delegated_harness()
+    h.api.fail_next = [KubeError(500, "etcd timeout") for _ in range(WRITE_RETRIES)]
+    result = await h.step()
+    rotated = h.provider.issued[0].refresh_token
+    assert h.provider.refreshed_with == [INITIAL_RT]
+    assert h.grant_rt() == INITIAL_RT  # the write did not land
+    assert (NS, NAME) not in h.api.secrets  # nothing published ahead of the grant
+    assert h.cond("Ready")["reason"] == "APIUnavailable"
+    assert h.status["refreshFailures"] == 1
+    assert result.delay is not None and result.delay <= 5
+
+    h.clock.advance(seconds=result.delay)
+    result = await h.step()
+    assert h.provider.refreshed_with == [INITIAL_RT]  # the write was retried, not the refresh
+    assert h.grant_rt() == rotated
+    assert h.consumer()["access_token"] == h.provider.issued[0].access_token
+    assert h.api.grant_at_publish == [rotated]
+    assert h.cond("Ready")["status"] == "True"
+    assert h.status["refreshFailures"] == 0
+
+    h.clock.set(h.due_time())
+    await h.step()
+    assert h.provider.refreshed_with == [INITIAL_RT, rotated]
+    assert h.grant_rt() == h.provider.issued[1].refresh_token
+
+
+@pytest.mark.looptime
+async def test_pending_grant_with_expired_access_token_refreshes_with_the_new_token() -> None:
+    """If the kept access token expired meanwhile, the retry refreshes with the saved rotated token."""
+    h = await delegated_harness()
+    h.api.fail_next = [KubeError(500, "etcd timeout") for _ in range(WRITE_RETRIES)]
+    await h.step()
+    rotated = h.provider.issued[0].refresh_token
+    h.clock.advance(hours=2)
+    await h.step()
+    assert h.provider.refreshed_with == [INITIAL_RT, rotated]
+    assert h.grant_rt() == h.provider.issued[1].refresh_token  # the second rotation landed too
+    assert h.consumer()["access_token"] == h.provider.issued[1].access_token
+    assert h.cond("Ready")["status"] == "True"
+
+
+async def test_conflict_on_grant_write_does_not_publish() -> None:
+    """A new sign-in landing during our refresh wins; our rotated token is discarded, nothing published."""
+    h = await delegated_harness()
+
+    def sign_in_meanwhile() -> TokenSet:
+        stored = h.api.secrets[(NS, GRANT)]
+        stored["data"]["refresh_token"] = b64("refresh-token-from-new-sign-in")
+        stored["metadata"]["resourceVersion"] = "999"
+        return TokenSet(
+            access_token="access-token-value-raced",
+            expires_at=h.clock() + timedelta(hours=1),
+            refresh_token="rotated-refresh-token-value-raced",
+        )
+
+    h.provider.script.append(sign_in_meanwhile)
+    result = await h.step()
+    assert result.refreshed is False
+    assert (NS, NAME) not in h.api.secrets
+    assert h.grant_rt() == "refresh-token-from-new-sign-in"
+    assert result.delay == 0
+    await h.step()
+    assert h.provider.refreshed_with == [INITIAL_RT, "refresh-token-from-new-sign-in"]
+    assert h.consumer()["access_token"] == h.provider.issued[1].access_token
+
+
+async def test_grant_deleted_during_refresh_is_not_retried_forever() -> None:
+    """A grant deleted meanwhile (re-authorization elsewhere) is gone: wait for a sign-in, no retry loop."""
+    h = await delegated_harness()
+
+    def deleted_meanwhile() -> TokenSet:
+        del h.api.secrets[(NS, GRANT)]
+        return TokenSet(
+            access_token="access-token-value-orphan",
+            expires_at=h.clock() + timedelta(hours=1),
+            refresh_token="rotated-refresh-token-value-orphan",
+        )
+
+    h.provider.script.append(deleted_meanwhile)
+    await h.step()
+    assert (NS, NAME) not in h.api.secrets
+    await h.step()
+    assert h.cond("Authorized")["reason"] == "AwaitingAuthorization"
+    assert len(h.provider.refreshed_with) == 1
+
+
+# --------------------------------------------------------------------------- annotations
+
+
+async def test_refresh_now_annotation_refreshes_exactly_once_per_value() -> None:
+    """Any new value refreshes once; the handled value is remembered in status, not in memory."""
+    h = await app_harness()
+    await h.step()
+    h.clock.advance(minutes=5)
+    h.annotations["emailtoken.io/refresh-now"] = "2026-03-01T08:05"
+    result = await h.step()
+    assert result.refreshed is True
+    assert h.provider.app_calls == 2
+    assert h.status["handledAnnotations"] == {"refreshNow": "2026-03-01T08:05"}
+    writes = list(h.api.writes)
+    h.clock.advance(minutes=1)
+    await h.step()
+    await h.new_engine(seed=5).step(h.body())  # a restarted operator does not redo it either
+    assert h.provider.app_calls == 2
+    assert h.api.writes == writes
+    h.annotations["emailtoken.io/refresh-now"] = "again"
+    await h.step()
+    assert h.provider.app_calls == 3
+    assert h.status["handledAnnotations"] == {"refreshNow": "again"}
+
+
+async def test_reauthorize_annotation_drops_the_grant_once() -> None:
+    """The grant is deleted, a new sign-in is awaited; the old token stays valid meanwhile."""
+    h = await delegated_harness()
+    await h.step()
+    h.annotations["emailtoken.io/reauthorize"] = "ticket-42"
+    h.clock.advance(minutes=1)
+    result = await h.step()
+    assert result.delay is not None  # Ready flips when the old token expires
+    assert (NS, GRANT) not in h.api.secrets
+    assert h.status["handledAnnotations"] == {"reauthorize": "ticket-42"}
+    assert h.cond("Authorized")["reason"] == "AwaitingAuthorization"
+    assert h.cond("Ready")["status"] == "True"
+    assert ("Normal", "GrantDropped", "the grant was dropped on request; sign in again") in h.events
+    assert len(h.provider.refreshed_with) == 1
+
+    await h.add_grant("refresh-token-from-new-sign-in")
+    h.engine.nudge(KEY)
+    await h.step()
+    assert h.grant_rt() is not None  # not dropped a second time
+    assert h.provider.refreshed_with[-1] == "refresh-token-from-new-sign-in"
+    assert h.cond("Authorized")["status"] == "True"
+
+
+# --------------------------------------------------------------------------- restart
+
+
+async def test_restart_does_not_refresh_a_token_that_is_not_due() -> None:
+    """A new engine (same API, body with the old status) resumes the plan without writing anything."""
+    h = await app_harness()
+    await h.step()
+    planned = parse_rfc3339(h.status["nextRefreshTime"])
+    writes, events = list(h.api.writes), list(h.events)
+    h.clock.advance(minutes=10)
+    restarted = h.new_engine(seed=999)
+    result = await h.step(restarted)
+    assert h.provider.app_calls == 1
+    assert h.api.writes == writes
+    assert h.events == events
+    assert result.delay == pytest.approx((planned - h.clock.now).total_seconds())
+    h.clock.set(planned)
+    result = await h.step(restarted)
+    assert result.refreshed is True
+    assert h.provider.app_calls == 2
+
+
+async def test_restart_with_rotated_grant_uses_the_saved_refresh_token() -> None:
+    """Nothing is lost across a restart: the next refresh uses the latest rotated token."""
+    h = await delegated_harness()
+    await h.step()
+    rotated = h.provider.issued[0].refresh_token
+    restarted = h.new_engine(seed=3)
+    h.clock.set(h.due_time())
+    await h.step(restarted)
+    assert h.provider.refreshed_with == [INITIAL_RT, rotated]
+
+
+# --------------------------------------------------------------------------- secrecy
+
+
+async def test_no_secret_value_in_status_events_or_logs(caplog: pytest.LogCaptureFixture) -> None:
+    """Access tokens, refresh tokens and the client secret appear only in the two Secrets."""
+    caplog.set_level(logging.DEBUG)
+    h = await delegated_harness(redirect_base_url="https://cb.example")
+    await h.step()  # rotation + publish
+    h.clock.set(h.due_time())
+    h.provider.script.append(ProviderError(ErrorKind.TRANSIENT, "the token endpoint failed: busy"))
+    h.api.fail_next = [KubeError(500, "status write failed")]  # the only write of this step: logged
+    await h.step()
+    assert "could not write status of mail/box: HTTP 500" in caplog.text
+    h.clock.advance(minutes=1)
+    await h.step()  # recovers: rotation + publish
+    assert len(h.provider.issued) == 2
+    h.clock.set(h.due_time())
+    h.provider.script.append(ProviderError(ErrorKind.REAUTHORIZE, "the grant is no longer valid: invalid_grant"))
+    await h.step()
+    h.annotations["emailtoken.io/reauthorize"] = "1"
+    await h.step()
+
+    app = await app_harness()
+    await app.step()
+    app.clock.advance(hours=1)
+    app.api.fail_next = [KubeError(500, "down")]  # the publish fails after a successful acquire
+    await app.step()
+
+    secrets = h.secret_values() + app.secret_values()
+    assert len(secrets) > 6
+    texts = [
+        json.dumps(h.api.status_patches),
+        json.dumps(app.api.status_patches),
+        json.dumps(h.events),
+        json.dumps(app.events),
+        caplog.text,
+        json.dumps([r.getMessage() for r in caplog.records]),
+    ]
+    for text in texts:
+        for secret in secrets:
+            assert secret not in text
+    # The Secrets do hold them: the check above is not vacuous.
+    assert app.consumer()["access_token"] in secrets
+
+
+async def test_referencing_and_forget() -> None:
+    """Secret events find the tokens that read a Secret; a deleted token is forgotten entirely."""
+    h = await delegated_harness()
+    await h.step()
+    for name in ("app-secret", GRANT, NAME):
+        assert h.engine.referencing(NS, name) == [KEY]
+    assert h.engine.referencing("other-ns", "app-secret") == []
+    assert h.engine.referencing(NS, "unrelated") == []
+    h.engine.forget(KEY)
+    assert h.engine.referencing(NS, "app-secret") == []

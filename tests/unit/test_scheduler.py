@@ -1,0 +1,268 @@
+"""emailtoken.scheduler: due times, wake-ups, errors and concurrency over simulated hours (looptime)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager
+from typing import Any
+
+import pytest
+
+from emailtoken.scheduler import Key, Scheduler
+
+pytestmark = pytest.mark.looptime
+
+A: Key = ("ns", "a")
+B: Key = ("ns", "b")
+
+
+def body(key: Key, **extra: Any) -> dict[str, Any]:
+    return {"metadata": {"namespace": key[0], "name": key[1]}, **extra}
+
+
+def key_of(b: Mapping[str, Any]) -> Key:
+    return (b["metadata"]["namespace"], b["metadata"]["name"])
+
+
+def now() -> float:
+    return asyncio.get_running_loop().time()
+
+
+@asynccontextmanager
+async def running(scheduler: Scheduler) -> AsyncIterator[asyncio.Task[None]]:
+    """Run the dispatcher for the duration of the block, then cancel it as kopf's cleanup does."""
+    task = asyncio.create_task(scheduler.run())
+    try:
+        yield task
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+class Log:
+    """Records (key, loop time) of every step; the step's answer comes from ``answer``."""
+
+    def __init__(self, answer: Callable[[Key, int], Awaitable[float | None] | float | None]) -> None:
+        self.answer = answer
+        self.calls: list[tuple[Key, float]] = []
+
+    async def __call__(self, b: Mapping[str, Any]) -> float | None:
+        key = key_of(b)
+        self.calls.append((key, now()))
+        result = self.answer(key, len(self.times(key)))
+        if asyncio.iscoroutine(result):
+            result = await result
+        return result  # type: ignore[return-value]
+
+    def times(self, key: Key) -> list[float]:
+        return [t for k, t in self.calls if k == key]
+
+
+async def test_steps_run_at_their_due_times_over_hours() -> None:
+    """Each token is stepped again after the delay its step returned, for hours on end."""
+    log = Log(lambda key, n: 3600.0 if key == A else 1800.0)
+    scheduler = Scheduler(log)
+    start = now()
+    async with running(scheduler):
+        scheduler.upsert(A, body(A))
+        scheduler.upsert(B, body(B))
+        await asyncio.sleep(5 * 3600 + 10)
+    assert [t - start for t in log.times(A)] == pytest.approx([0, 3600, 7200, 10800, 14400, 18000])
+    assert [t - start for t in log.times(B)] == pytest.approx([1800.0 * i for i in range(11)])
+    assert scheduler.steps == 17
+
+
+async def test_due_in_reports_the_next_step() -> None:
+    """Metrics and tests can see when a token is next due."""
+    scheduler = Scheduler(Log(lambda key, n: 600.0))
+    async with running(scheduler):
+        scheduler.upsert(A, body(A))
+        await asyncio.sleep(100)
+        assert scheduler.due_in(A) == pytest.approx(500.0)
+    assert scheduler.due_in(B) is None
+
+
+async def test_wake_runs_at_once_and_replaces_the_old_due_time() -> None:
+    """A Secret change wakes the token now; the old due time does not cause an extra step."""
+    log = Log(lambda key, n: 3600.0)
+    scheduler = Scheduler(log)
+    start = now()
+    async with running(scheduler):
+        scheduler.upsert(A, body(A))
+        await asyncio.sleep(100)
+        scheduler.wake(A)
+        await asyncio.sleep(2 * 3600)
+    assert [t - start for t in log.times(A)] == pytest.approx([0, 100, 3700])
+
+
+async def test_wake_during_a_running_step_steps_again_right_after() -> None:
+    """A change seen mid-step is not lost: the token is stepped once more when the step ends."""
+
+    async def slow(key: Key, n: int) -> float:
+        await asyncio.sleep(10)
+        return 3600.0
+
+    log = Log(slow)
+    scheduler = Scheduler(log)
+    start = now()
+    async with running(scheduler):
+        scheduler.upsert(A, body(A))
+        await asyncio.sleep(5)
+        scheduler.wake(A)
+        scheduler.wake(A)  # twice is still once more
+        await asyncio.sleep(60)
+    assert [t - start for t in log.times(A)] == pytest.approx([0, 10])
+
+
+async def test_upsert_keeps_the_latest_body_and_wakes_only_when_asked() -> None:
+    """The next step sees the newest body; wake=False does not step early."""
+    seen: list[Any] = []
+
+    async def step(b: Mapping[str, Any]) -> float:
+        seen.append((b["v"], now()))
+        return 1000.0
+
+    scheduler = Scheduler(step)
+    start = now()
+    async with running(scheduler):
+        scheduler.upsert(A, body(A, v=1))
+        await asyncio.sleep(10)
+        scheduler.upsert(A, body(A, v=2))
+        await asyncio.sleep(10)
+        assert [v for v, _ in seen] == [1]
+        scheduler.upsert(A, body(A, v=3), wake=True)
+        await asyncio.sleep(1)
+    assert [(v, t - start) for v, t in seen] == [(1, pytest.approx(0)), (3, pytest.approx(20))]
+
+
+async def test_step_returning_none_waits_for_a_wake() -> None:
+    """None means: nothing to do until something changes."""
+    log = Log(lambda key, n: None)
+    scheduler = Scheduler(log)
+    start = now()
+    async with running(scheduler):
+        scheduler.upsert(A, body(A))
+        await asyncio.sleep(24 * 3600)
+        assert len(log.times(A)) == 1
+        scheduler.wake(A)
+        await asyncio.sleep(1)
+    assert [t - start for t in log.times(A)] == pytest.approx([0, 24 * 3600])
+
+
+async def test_raising_step_is_retried_after_error_retry(caplog: pytest.LogCaptureFixture) -> None:
+    """A bug in one token's step is logged and retried later, not fatal to the dispatcher."""
+
+    def answer(key: Key, n: int) -> float:
+        if key == A and n == 1:
+            raise RuntimeError("boom")
+        return 3600.0
+
+    log = Log(answer)
+    scheduler = Scheduler(log, error_retry=30.0)
+    start = now()
+    async with running(scheduler) as task:
+        scheduler.upsert(A, body(A))
+        scheduler.upsert(B, body(B))
+        await asyncio.sleep(100)
+        assert not task.done()
+    assert [t - start for t in log.times(A)] == pytest.approx([0, 30])
+    assert [t - start for t in log.times(B)] == pytest.approx([0])
+    assert "step of ns/a failed unexpectedly; retrying in 30s" in caplog.text
+
+
+async def test_remove_stops_rescheduling() -> None:
+    """A deleted token is never stepped again."""
+    log = Log(lambda key, n: 60.0)
+    scheduler = Scheduler(log)
+    async with running(scheduler):
+        scheduler.upsert(A, body(A))
+        scheduler.upsert(B, body(B))
+        await asyncio.sleep(90)
+        scheduler.remove(A)
+        scheduler.remove(("ns", "never-added"))
+        await asyncio.sleep(3600)
+    assert len(log.times(A)) == 2
+    assert len(log.times(B)) == 62
+    assert len(scheduler) == 1
+
+
+async def test_remove_while_running_is_not_rescheduled() -> None:
+    """A step in flight finishes, but its delay is ignored once the token is gone."""
+
+    async def slow(key: Key, n: int) -> float:
+        await asyncio.sleep(10)
+        return 1.0
+
+    log = Log(slow)
+    scheduler = Scheduler(log)
+    async with running(scheduler):
+        scheduler.upsert(A, body(A))
+        await asyncio.sleep(5)
+        scheduler.remove(A)
+        scheduler.wake(A)  # a wake for a removed token is ignored
+        await asyncio.sleep(100)
+    assert len(log.times(A)) == 1
+    assert scheduler.steps == 1
+    assert len(scheduler) == 0
+
+
+async def test_concurrency_bound_is_respected() -> None:
+    """At most ``concurrency`` steps run at once; the rest queue and all get their turn."""
+    active = 0
+    peak = 0
+
+    async def step(b: Mapping[str, Any]) -> None:
+        nonlocal active, peak
+        active += 1
+        peak = max(peak, active)
+        await asyncio.sleep(10)
+        active -= 1
+        return None
+
+    scheduler = Scheduler(step, concurrency=4)
+    start = now()
+    async with running(scheduler):
+        for i in range(20):
+            scheduler.upsert(("ns", f"t{i}"), body(("ns", f"t{i}")))
+        await asyncio.sleep(49)
+        assert scheduler.steps == 16
+        await asyncio.sleep(2)
+        assert scheduler.steps == 20
+    assert peak == 4
+    assert now() - start == pytest.approx(51)
+
+
+async def test_a_thousand_tokens_are_all_dispatched() -> None:
+    """Thousands of tokens on one loop: each is stepped, none twice, within the concurrency budget."""
+    log = Log(lambda key, n: asyncio.sleep(1, result=None))
+    scheduler = Scheduler(log, concurrency=16)
+    keys = [("ns", f"token-{i:04d}") for i in range(1000)]
+    start = now()
+    async with running(scheduler):
+        for key in keys:
+            scheduler.upsert(key, body(key))
+        await asyncio.sleep(1000 / 16 + 2)
+    assert len(scheduler) == 1000
+    assert scheduler.steps == 1000
+    assert sorted(k for k, _ in log.calls) == keys
+    assert max(t for _, t in log.calls) - start == pytest.approx(62, abs=1)
+
+
+async def test_cancelling_run_cancels_steps_in_flight() -> None:
+    """kopf's cleanup cancels the dispatcher; in-flight steps are cancelled with it."""
+    cancelled = asyncio.Event()
+
+    async def step(b: Mapping[str, Any]) -> float:
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+        return 1.0
+
+    scheduler = Scheduler(step)
+    async with running(scheduler):
+        scheduler.upsert(A, body(A))
+        await asyncio.sleep(1)
+    assert cancelled.is_set()

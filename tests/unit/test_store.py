@@ -1,0 +1,200 @@
+"""emailtoken.store: the grant is written compare-and-swap; the consumer Secret with one call."""
+
+from __future__ import annotations
+
+import base64
+from datetime import UTC, datetime
+
+import pytest
+
+from emailtoken.kube import Conflict, KubeError, NotFound
+from emailtoken.model import SecretKeyRef, TokenRef
+from emailtoken.secretdata import Grant, consumer_secret, decode_data, grant_secret
+from emailtoken.store import WRITE_RETRIES, GrantStore, SecretMissing, publish, read_secret_key
+from emailtoken.timefmt import parse_rfc3339
+from tests.support.fakeapi import InMemoryApi
+
+TOKEN = TokenRef("mail", "box", "uid-1")
+GRANT_NAME = "emailtoken-grant-box"
+
+
+def b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
+
+
+def stored_refresh_token(api: InMemoryApi) -> str:
+    return decode_data(api.secrets[("mail", GRANT_NAME)])["refresh_token"]
+
+
+async def test_save_creates_when_there_was_no_grant() -> None:
+    """expected_version=None creates the Secret and returns the grant with its new version."""
+    api = InMemoryApi()
+    saved = await GrantStore(api).save(TOKEN, Grant("rt-1", "box@x"), expected_version=None)
+    assert api.writes == [("create", "secret", GRANT_NAME)]
+    assert stored_refresh_token(api) == "rt-1"
+    assert saved.resource_version == api.secrets[("mail", GRANT_NAME)]["metadata"]["resourceVersion"]
+    loaded = await GrantStore(api).load(TOKEN)
+    assert loaded == Grant("rt-1", "box@x")
+    assert loaded is not None and loaded.resource_version == saved.resource_version
+
+
+async def test_save_create_conflicts_when_a_grant_appeared_meanwhile() -> None:
+    """A sign-in that landed first wins; ours is not written over it."""
+    api = InMemoryApi()
+    store = GrantStore(api)
+    await store.save(TOKEN, Grant("theirs", "a"), expected_version=None)
+    with pytest.raises(Conflict):
+        await store.save(TOKEN, Grant("ours", "a"), expected_version=None)
+    assert stored_refresh_token(api) == "theirs"
+
+
+async def test_save_patches_on_the_expected_version() -> None:
+    """A rotation is written over the version it was read at."""
+    api = InMemoryApi()
+    store = GrantStore(api)
+    first = await store.save(TOKEN, Grant("rt-1", "a"), expected_version=None)
+    second = await store.save(TOKEN, Grant("rt-2", "a"), expected_version=first.resource_version)
+    assert stored_refresh_token(api) == "rt-2"
+    assert second.resource_version != first.resource_version
+    assert api.writes[-1] == ("patch", "secret", GRANT_NAME)
+    assert api.secrets[("mail", GRANT_NAME)]["type"] == "emailtoken.io/grant"
+    assert api.secrets[("mail", GRANT_NAME)]["metadata"]["labels"]["emailtoken.io/grant-for"] == "box"
+
+
+async def test_save_conflicts_on_a_stale_version() -> None:
+    """Two replicas never both land a rotated refresh token: the stale writer loses."""
+    api = InMemoryApi()
+    store = GrantStore(api)
+    first = await store.save(TOKEN, Grant("rt-1", "a"), expected_version=None)
+    await store.save(TOKEN, Grant("rt-2", "a"), expected_version=first.resource_version)
+    writes = len(api.writes)
+    with pytest.raises(Conflict):
+        await store.save(TOKEN, Grant("rt-stale", "a"), expected_version=first.resource_version)
+    assert stored_refresh_token(api) == "rt-2"
+    assert len(api.writes) == writes
+
+
+async def test_save_not_found_when_the_grant_was_deleted() -> None:
+    """A patch on a deleted grant is not retried: it can never succeed."""
+    api = InMemoryApi()
+    with pytest.raises(NotFound):
+        await GrantStore(api).save(TOKEN, Grant("rt", "a"), expected_version="123")
+    assert api.fail_next == []
+
+
+@pytest.mark.looptime
+async def test_save_retries_transient_errors_then_succeeds(looptime: float) -> None:
+    """A rotated refresh token is not lost for want of a second attempt."""
+    api = InMemoryApi()
+    store = GrantStore(api)
+    first = await store.save(TOKEN, Grant("rt-1", "a"), expected_version=None)
+    api.fail_next = [KubeError(500, "etcd"), KubeError(503, "busy")]
+    saved = await store.save(TOKEN, Grant("rt-2", "a"), expected_version=first.resource_version)
+    assert stored_refresh_token(api) == "rt-2"
+    assert saved.resource_version == api.secrets[("mail", GRANT_NAME)]["metadata"]["resourceVersion"]
+    assert api.fail_next == []
+    assert looptime == pytest.approx(0.2 + 0.4)  # backed off between attempts
+
+
+@pytest.mark.looptime
+async def test_save_gives_up_after_retries() -> None:
+    """A persistent API failure surfaces (the engine keeps the grant in memory)."""
+    api = InMemoryApi()
+    api.fail_next = [KubeError(500, "down") for _ in range(WRITE_RETRIES + 1)]
+    with pytest.raises(KubeError) as info:
+        await GrantStore(api).save(TOKEN, Grant("rt", "a"), expected_version=None)
+    assert info.value.status == 500
+    assert len(api.fail_next) == 1  # exactly WRITE_RETRIES attempts
+    assert ("mail", GRANT_NAME) not in api.secrets
+
+
+async def test_drop_deletes_and_tolerates_absence() -> None:
+    """Dropping twice is fine."""
+    api = InMemoryApi()
+    store = GrantStore(api)
+    await store.save(TOKEN, Grant("rt", "a"), expected_version=None)
+    await store.drop(TOKEN)
+    await store.drop(TOKEN)
+    assert await store.load(TOKEN) is None
+
+
+async def test_load_emptied_grant_is_none() -> None:
+    """An admin may empty the refresh token instead of deleting the Secret."""
+    api = InMemoryApi()
+    body = grant_secret(TOKEN, Grant("rt", "a"))
+    body["data"]["refresh_token"] = ""
+    await api.create_secret("mail", body)
+    assert await GrantStore(api).load(TOKEN) is None
+
+
+def consumer(token: str, **kw: object) -> dict:
+    args: dict = {
+        "access_token": token,
+        "token_type": "Bearer",
+        "expires_at": datetime(2026, 1, 1, 1, tzinfo=UTC),
+        "obtained_at": datetime(2026, 1, 1, tzinfo=UTC),
+        "username": "box@x",
+        "scope": "s",
+        "spec_hash": "h1",
+    }
+    args.update(kw)
+    return consumer_secret(TOKEN, "box", **args)
+
+
+async def test_publish_creates_when_missing() -> None:
+    """The first publish tries a patch, finds nothing, and creates."""
+    api = InMemoryApi()
+    await publish(api, "mail", consumer("at-1"))
+    assert api.writes == [("create", "secret", "box")]
+    assert decode_data(api.secrets[("mail", "box")])["access_token"] == "at-1"
+
+
+async def test_publish_patches_in_place() -> None:
+    """Later publishes patch (one write): mounted files update without a new Secret."""
+    api = InMemoryApi()
+    await publish(api, "mail", consumer("at-1"))
+    extra = api.secrets[("mail", "box")]
+    extra["metadata"]["labels"]["team"] = "mail"  # someone else's label survives a merge patch
+    await publish(api, "mail", consumer("at-2", spec_hash="h2"))
+    assert api.writes == [("create", "secret", "box"), ("patch", "secret", "box")]
+    secret = api.secrets[("mail", "box")]
+    data = decode_data(secret)
+    assert data["access_token"] == "at-2"
+    assert secret["metadata"]["annotations"]["emailtoken.io/spec-hash"] == "h2"
+    assert secret["metadata"]["labels"]["team"] == "mail"
+    assert secret["metadata"]["labels"]["emailtoken.io/token"] == "box"
+    assert parse_rfc3339(data["expires_at"]).year == 2026
+
+
+async def test_publish_create_race_falls_back_to_patch() -> None:
+    """Created by someone between our patch and create: patch again instead of failing."""
+
+    class RacingApi(InMemoryApi):
+        async def create_secret(self, namespace: str, body: dict) -> dict:
+            await InMemoryApi.create_secret(self, namespace, consumer("other"))
+            return await InMemoryApi.create_secret(self, namespace, body)
+
+    api = RacingApi()
+    await publish(api, "mail", consumer("at-1"))
+    assert decode_data(api.secrets[("mail", "box")])["access_token"] == "at-1"
+    assert api.writes[-1] == ("patch", "secret", "box")
+
+
+async def test_read_secret_key() -> None:
+    """The value is stripped (a trailing newline from `kubectl create secret --from-file`)."""
+    api = InMemoryApi()
+    await api.create_secret("mail", {"metadata": {"name": "app"}, "data": {"client_secret": b64("s3cret\n")}})
+    assert await read_secret_key(api, "mail", SecretKeyRef("app", "client_secret")) == "s3cret"
+
+
+async def test_read_secret_key_missing_secret_or_key() -> None:
+    """The message names the Secret and key, never a value."""
+    api = InMemoryApi()
+    with pytest.raises(SecretMissing) as info:
+        await read_secret_key(api, "mail", SecretKeyRef("app", "client_secret"))
+    assert str(info.value) == "Secret mail/app does not exist"
+    await api.create_secret("mail", {"metadata": {"name": "app"}, "data": {"other": b64("s3cret-value")}})
+    with pytest.raises(SecretMissing) as info:
+        await read_secret_key(api, "mail", SecretKeyRef("app", "client_secret"))
+    assert str(info.value) == "Secret mail/app has no key 'client_secret'"
+    assert "s3cret-value" not in str(info.value)
