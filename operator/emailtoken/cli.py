@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from datetime import timedelta
@@ -30,6 +31,12 @@ def _add_run(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     peer = p.add_mutually_exclusive_group()
     peer.add_argument("--peering", metavar="NAME", help="kopf peering object name (needs the kopf.dev CRDs)")
     peer.add_argument("--standalone", action="store_true", help="no peering (the default)")
+    p.add_argument("--leader-election", action=argparse.BooleanOptionalAction, default=True,
+                   help="hold a coordination.k8s.io Lease so that only one replica writes (default: on)")
+    p.add_argument("--lease-namespace", default=os.environ.get("POD_NAMESPACE", "default"),
+                   help="namespace of the Lease (default: $POD_NAMESPACE or default)")
+    p.add_argument("--lease-name", default="emailtoken-operator")
+    p.add_argument("--lease-duration", type=float, default=15.0, help="seconds a silent leader keeps the Lease")
     p.add_argument("--ca-bundle", metavar="PATH", help="CA bundle for the identity providers (private CAs)")
     p.add_argument("--redirect-base-url", metavar="URL",
                    help="public base URL of the callback service; status.redirectUri is URL/callback")
@@ -57,6 +64,10 @@ def config_from_args(args: argparse.Namespace) -> OperatorConfig:
         health_port=args.health_port or None,
         metrics_port=args.metrics_port or None,
         peering=args.peering,
+        leader_election=args.leader_election,
+        lease_namespace=args.lease_namespace,
+        lease_name=args.lease_name,
+        lease_duration=args.lease_duration,
         log_format=args.log_format,
         verbose=args.verbose,
     )

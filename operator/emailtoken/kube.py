@@ -89,6 +89,7 @@ class KubernetesApi:
         self.client = api_client or kubernetes.client.ApiClient()
         self.core = kubernetes.client.CoreV1Api(self.client)
         self.custom = kubernetes.client.CustomObjectsApi(self.client)
+        self.coordination = kubernetes.client.CoordinationV1Api(self.client)
 
     async def _run(self, fn: Any, *args: Any, **kwargs: Any) -> dict[str, Any]:
         def call() -> dict[str, Any]:
@@ -147,4 +148,21 @@ class KubernetesApi:
             name,
             {"status": status},
             _content_type=MERGE_PATCH,
+        )
+
+    async def get_lease(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """The Lease, or None."""
+        try:
+            return await self._run(self.coordination.read_namespaced_lease, name, namespace)
+        except NotFound:
+            return None
+
+    async def create_lease(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
+        """Create; Conflict when another candidate created it first."""
+        return await self._run(self.coordination.create_namespaced_lease, namespace, body)
+
+    async def patch_lease(self, namespace: str, name: str, body: dict[str, Any]) -> dict[str, Any]:
+        """Merge-patch carrying metadata.resourceVersion: 409 if someone wrote in between."""
+        return await self._run(
+            self.coordination.patch_namespaced_lease, name, namespace, body, _content_type=MERGE_PATCH
         )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from typing import Any
 
@@ -35,11 +36,47 @@ def configure_logging(config: OperatorConfig) -> None:
 
 
 def run_operator(config: OperatorConfig) -> int:
-    """Run until interrupted (blocking)."""
+    """Run until interrupted (blocking); exit code 1 when leadership was lost."""
     configure_logging(config)
     if config.metrics_port:
         from emailtoken import metrics
 
         metrics.serve(config.metrics_port)
-    asyncio.run(kopf.operator(**operator_kwargs(config)))
+    return asyncio.run(_main(config))
+
+
+async def _main(config: OperatorConfig) -> int:
+    if not config.leader_election:
+        await kopf.operator(**operator_kwargs(config))
+        return 0
+    from emailtoken.kube import KubernetesApi, load_config
+    from emailtoken.leader import LeaderElector, LeaseConfig, default_identity
+
+    load_config()
+    elector = LeaderElector(
+        KubernetesApi(),
+        LeaseConfig(
+            namespace=config.lease_namespace,
+            name=config.lease_name,
+            identity=default_identity(),
+            lease_duration=config.lease_duration,
+            renew_deadline=config.lease_duration * 2 / 3,
+            retry_period=max(0.5, config.lease_duration / 7.5),
+        ),
+    )
+    await elector.acquire()
+    stop_flag: asyncio.Event = asyncio.Event()
+    keeper = asyncio.create_task(elector.keep(), name="lease-keeper")
+    operator = asyncio.create_task(kopf.operator(**operator_kwargs(config), stop_flag=stop_flag), name="kopf")
+    await asyncio.wait({keeper, operator}, return_when=asyncio.FIRST_COMPLETED)
+    if elector.lost.is_set():
+        # Stop writing before anyone else may take over (renew deadline < lease duration).
+        stop_flag.set()
+        with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+            await asyncio.wait_for(operator, timeout=config.lease_duration / 5)
+        logging.getLogger("emailtoken").error("exiting after losing leadership")
+        return 1
+    keeper.cancel()
+    await asyncio.gather(keeper, return_exceptions=True)
+    await elector.release()
     return 0

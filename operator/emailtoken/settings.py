@@ -24,5 +24,9 @@ class OperatorConfig:
     health_port: int | None = 8080
     metrics_port: int | None = None
     peering: str | None = None
+    leader_election: bool = True
+    lease_namespace: str = "default"
+    lease_name: str = "emailtoken-operator"
+    lease_duration: float = 15.0
     log_format: str = "plain"
     verbose: bool = False
