@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -20,6 +21,7 @@ from emailtoken import conditions
 from emailtoken.conditions import Condition
 from emailtoken.kube import Conflict, KubeApi, KubeError, NotFound
 from emailtoken.model import EmailTokenSpec, SpecError, TokenRef, parse_spec
+from emailtoken.observe import NullObserver, Observer
 from emailtoken.outcomes import ErrorKind, ProviderError, TokenSet
 from emailtoken.providers.base import ClientCredentials, DeviceCodeProvider, DeviceFlow, Provider
 from emailtoken.schedule import DEFAULT_KEEPALIVE, backoff, invalid_client_backoff, next_refresh
@@ -95,6 +97,7 @@ class _Report:
         self.authorized: Condition | None = None
         self.events: list[tuple[str, str, str]] = []
         self.fields: dict[str, Any] = {}
+        self.outcome: str | None = None
 
 
 class Engine:
@@ -109,7 +112,9 @@ class Engine:
         config: EngineConfig | None = None,
         clock: Callable[[], datetime] = utcnow,
         rng: random.Random | None = None,
+        observer: Observer | None = None,
     ) -> None:
+        self.observer: Observer = observer or NullObserver()
         self.api = api
         self.providers = providers
         self.events = events
@@ -124,6 +129,7 @@ class Engine:
     def forget(self, key: Key) -> None:
         """The object is gone: drop everything remembered about it."""
         self.states.pop(key, None)
+        self.observer.forget(key)
 
     def referencing(self, namespace: str, secret_name: str) -> list[Key]:
         """Tokens whose step reads this Secret (client secret, key, grant, consumer)."""
@@ -320,7 +326,7 @@ class Engine:
                 if kept is not None and kept.expires_at > now:
                     result = kept  # the token that came with the rotated refresh token: do not spend it again
                 else:
-                    result = await asyncio.to_thread(provider.refresh, spec, creds, grant.refresh_token)
+                    result = await self._timed(spec, "refresh", provider.refresh, spec, creds, grant.refresh_token)
                 if result.refresh_token and result.refresh_token != grant.refresh_token:
                     rotated = Grant(
                         refresh_token=result.refresh_token,
@@ -334,7 +340,7 @@ class Engine:
                     await self._save_grant(token, st, rotated)
                     st.pending_grant = None
             else:
-                result = await asyncio.to_thread(provider.acquire_app_token, spec, creds)
+                result = await self._timed(spec, "app_token", provider.acquire_app_token, spec, creds)
         except ProviderError as exc:
             self._fail(st, exc, report, now)
             return False
@@ -375,6 +381,7 @@ class Engine:
         )
         self._steady_report(report, st, spec, now)
         report.fields["lastRefreshTime"] = rfc3339(now)
+        report.outcome = "ok"
         return True
 
     async def _device(
@@ -396,7 +403,7 @@ class Engine:
             st.next_attempt = None  # finished without a grant: the reauthorize annotation starts over
             return None
         if st.device is None:
-            flow = await asyncio.to_thread(device_provider.start_device_flow, spec, creds)
+            flow = await self._timed(spec, "device_start", device_provider.start_device_flow, spec, creds)
             st.device = flow
             message = (
                 f"to sign in, open {flow.verification_uri} and enter the code {flow.user_code} "
@@ -413,7 +420,7 @@ class Engine:
             raise ProviderError(ErrorKind.REAUTHORIZE, "the device code expired before anyone signed in; set the "
                                 "emailtoken.io/reauthorize annotation to a new value for a new code",
                                 reason="DeviceCodeExpired")
-        result = await asyncio.to_thread(device_provider.poll_device_flow, spec, creds, st.device)
+        result = await self._timed(spec, "device_poll", device_provider.poll_device_flow, spec, creds, st.device)
         if result is None:
             st.next_attempt = now + timedelta(seconds=st.device.interval)
             st.failures = 0
@@ -436,6 +443,18 @@ class Engine:
         st.device, st.error = None, None
         report.events.append(("Normal", "DeviceCodeApproved", f"signed in as {grant.account} with the device code"))
         return saved, result
+
+    async def _timed(self, spec: EmailTokenSpec, operation: str, fn: Callable[..., Any], *args: Any) -> Any:
+        """Run a blocking provider call in a thread and report its latency and outcome."""
+        started = time.perf_counter()
+        outcome = "ok"
+        try:
+            return await asyncio.to_thread(fn, *args)
+        except ProviderError as exc:
+            outcome = exc.reason
+            raise
+        finally:
+            self.observer.provider_call(spec.provider, operation, time.perf_counter() - started, outcome)
 
     async def _save_grant(self, token: TokenRef, st: TokenState, grant: Grant) -> Grant:
         saved = await self.grants.save(token, grant, expected_version=grant.resource_version)
@@ -472,6 +491,7 @@ class Engine:
             report.events.append(("Normal", "AwaitingAuthorization", st.error.message))
 
     def _fail(self, st: TokenState, exc: ProviderError, report: _Report, now: datetime) -> None:
+        report.outcome = exc.reason
         st.failures += 1
         st.error = exc
         if exc.kind is ErrorKind.TRANSIENT:
@@ -576,6 +596,18 @@ class Engine:
         if handled:
             status["handledAnnotations"] = handled
         status.update(report.fields)
+        key = (token.namespace, token.name)
+        provider_name = spec.provider if spec is not None else str((body.get("spec") or {}).get("provider", ""))
+        if report.outcome is not None:
+            self.observer.refresh_attempt(key, provider_name, report.outcome)
+        self.observer.token_state(
+            key,
+            provider=provider_name,
+            ready=bool(ready and ready.get("status") == "True"),
+            authorized=bool(authorized and authorized.get("status") == "True"),
+            expires_at=pub.expires_at if pub is not None else None,
+            next_refresh=st.next_attempt,
+        )
         changed = {k: v for k, v in status.items() if status_in.get(k) != v}
         if changed:
             try:
