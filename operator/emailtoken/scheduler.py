@@ -41,6 +41,7 @@ class Scheduler:
         self._changed = asyncio.Event()
         self._slots = asyncio.Semaphore(concurrency)
         self._tasks: set[asyncio.Task[None]] = set()
+        self._running: set[Key] = set()
         self._error_retry = error_retry
         self.steps = 0
 
@@ -99,6 +100,11 @@ class Scheduler:
                     entry = self._entries.get(key)
                     if entry is None or entry.due != due or entry.running:
                         continue  # stale heap item: removed, rescheduled or running
+                    if key in self._running:
+                        entry.again = True  # a removed-and-recreated token's old step is still running
+                        entry.due = None
+                        continue
+                    self._running.add(key)
                     entry.running = True
                     entry.due = None
                     await self._slots.acquire()
@@ -129,8 +135,13 @@ class Scheduler:
         finally:
             self._slots.release()
             entry.running = False
+            self._running.discard(key)
             self.steps += 1
-        if self._entries.get(key) is not entry:
+        current = self._entries.get(key)
+        if current is not entry:
+            if current is not None and current.again and not current.running:
+                current.again = False
+                self._schedule(key, 0.0)  # the replacement waited for this step to finish
             return  # removed (or replaced) while running
         if entry.again:
             entry.again = False

@@ -266,3 +266,29 @@ async def test_cancelling_run_cancels_steps_in_flight() -> None:
         scheduler.upsert(A, body(A))
         await asyncio.sleep(1)
     assert cancelled.is_set()
+
+
+async def test_recreated_token_waits_for_the_old_step_to_finish():
+    """Delete + recreate with the same name while a step runs: never two steps for one key at once."""
+    active = 0
+    peak = 0
+
+    async def answer(key: Key, n: int) -> float | None:
+        nonlocal active, peak
+        active += 1
+        peak = max(peak, active)
+        await asyncio.sleep(10)
+        active -= 1
+        return None
+
+    log = Log(answer)
+    scheduler = Scheduler(log)
+    async with running(scheduler):
+        scheduler.upsert(A, body(A))
+        await asyncio.sleep(1)
+        scheduler.remove(A)
+        scheduler.upsert(A, body(A, generation=2))
+        await asyncio.sleep(30)
+    assert peak == 1
+    assert len(log.times(A)) == 2
+    assert log.times(A)[1] >= 10  # the replacement ran only after the first step finished
