@@ -1,0 +1,687 @@
+"""``emailtoken check-mail``: prove that a mounted email token really logs in to a mail server.
+
+A token can be fresh and still useless: SMTP AUTH disabled for the tenant, the app
+missing mailbox permission, the wrong scope. This command performs a real SASL XOAUTH2
+(or OAUTHBEARER) login with the stdlib clients, the way a mail task would, and reports
+the outcome in plain words, decoding the server's error challenge. It reads the token
+exactly like a mail task does (``emailtoken.consumer``), so it fits as a Kubernetes Job
+or an init container in the mail task's pod. It never prints the token.
+
+Exit codes: 0 login works, 1 login or connection failed (or the token is expired),
+2 usage or configuration error (bad arguments, properties, token not mounted).
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import binascii
+import contextlib
+import imaplib
+import ipaddress
+import json
+import os
+import poplib
+import re
+import smtplib
+import socket
+import ssl
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TextIO
+
+from emailtoken.consumer import (
+    AccessToken,
+    MountedToken,
+    TokenError,
+    TokenNotFoundError,
+    resolve_mount_root,
+)
+from emailtoken.properties import KEYS, AuthConfigError, resolve_mail_auth
+from emailtoken.redact import redact
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+
+PROTOCOLS = ("imap", "pop3", "smtp")
+_LABEL = {"imap": "IMAP", "pop3": "POP3", "smtp": "SMTP"}
+#: (plain, starttls, ssl) default ports per protocol.
+_DEFAULT_PORTS = {"imap": (143, 143, 993), "pop3": (110, 110, 995), "smtp": (25, 587, 465)}
+_SECURITY_INDEX = {"plain": 0, "starttls": 1, "ssl": 2}
+
+#: Known server texts (Microsoft, Google, Dovecot) and what they mean, most specific first.
+#: ``{proto}`` is replaced by IMAP/POP3/SMTP.
+KNOWN_ERRORS: tuple[tuple[re.Pattern[str], str], ...] = tuple(
+    (re.compile(pattern, re.IGNORECASE), meaning)
+    for pattern, meaning in (
+        (
+            r"SmtpClientAuthentication is disabled|5\.7\.139.*disabled|smtp_auth_disabled",
+            "SMTP AUTH is disabled for this tenant or mailbox: enable authenticated SMTP for the tenant "
+            "(Set-TransportConfig -SmtpClientAuthenticationDisabled $false) or for this mailbox "
+            "(Set-CASMailbox <mailbox> -SmtpClientAuthenticationDisabled $false)",
+        ),
+        (
+            r"User is authenticated but not connected",
+            "the token was accepted but the mailbox cannot be opened: the app lacks mailbox permission "
+            "(Add-MailboxPermission for its service principal) or {proto} is disabled for the mailbox "
+            "(Set-CASMailbox <mailbox> -ImapEnabled $true / -PopEnabled $true)",
+        ),
+        (
+            r"security defaults",
+            "the account is blocked by the tenant's security defaults policy (an Entra ID administrator must allow it)",
+        ),
+        (
+            r"\[UNAVAILABLE\]|Temporary authentication failure|^4\d\d\b|^-ERR \[SYS/TEMP\]",
+            "the server could not check the token right now (a temporary failure on its side, such as its "
+            "identity provider being unreachable): try again later; if it persists, the server's OAuth "
+            "configuration is broken",
+        ),
+        (
+            r"\bexpired\b",
+            "the access token has expired: the operator has not refreshed it in time (kubectl describe "
+            "emailtoken <name>), or the clocks disagree",
+        ),
+        (
+            r"IMAP access is disabled|POP access is disabled|access is disabled for your domain",
+            "{proto} access is disabled for this Google account or Workspace domain (Gmail settings or the "
+            "Admin console)",
+        ),
+        (
+            r"AUTHENTICATE failed|5\.7\.3 Authentication unsuccessful|unknown user name or bad password",
+            "Microsoft rejected the token: check that it was issued for Exchange Online with the {proto} "
+            "scope (https://outlook.office.com/IMAP.AccessAsUser.All, POP.AccessAsUser.All or SMTP.Send; "
+            "app-only: IMAP.AccessAsApp, POP.AccessAsApp, SMTP.SendAsApp), that the user name is the "
+            "mailbox the token is for, and for app-only tokens that the service principal is registered "
+            "in Exchange (New-ServicePrincipal) and has mailbox permission",
+        ),
+        (
+            r"Invalid credentials|Username and Password not accepted|5\.7\.8 .*BadCredentials",
+            "the server rejected the token or the user name: the token is invalid, expired or revoked, or "
+            "it was issued for another account or without the https://mail.google.com/ scope",
+        ),
+    )
+)
+_STATUS_MEANINGS = {
+    "400": "the server could not use the login request: a malformed SASL string or an unusable user name",
+    "401": "the server rejected the access token: it is invalid, expired or revoked, or it was issued for another user",
+    "403": "the access token lacks the scope this service requires",
+}
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Where to log in and how the connection is protected."""
+
+    protocol: str  # imap | pop3 | smtp
+    host: str
+    port: int
+    security: str = "plain"  # plain | starttls | ssl
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+
+@dataclass
+class LoginOutcome:
+    """What happened at the server, with secret-free texts."""
+
+    ok: bool
+    stage: str = "login"  # connect | tls | capability | login | mailbox
+    server_reply: str = ""
+    challenge: str = ""
+    info: str = ""
+    details: list[str] = field(default_factory=list)
+
+
+class _Refused(Exception):
+    """A server said no; carries the reply and any SASL error challenge."""
+
+    def __init__(self, stage: str, reply: str, challenge: bytes = b"") -> None:
+        super().__init__(reply)
+        self.stage = stage
+        self.reply = reply
+        self.challenge = challenge
+
+
+def parse_endpoint(text: str, protocol: str, security: str = "plain") -> Endpoint:
+    """Parse ``host``, ``host:port``, ``[v6]`` or ``[v6]:port``; the port defaults per protocol and TLS mode."""
+    default_port = _DEFAULT_PORTS[protocol][_SECURITY_INDEX[security]]
+    text = text.strip()
+    match = re.fullmatch(r"\[([^\]]+)\](?::(\d+))?|([^:\[\]]+)(?::(\d+))?", text)
+    if not match or not text:
+        raise ValueError(f"{text!r} is not HOST[:PORT]")
+    host = match.group(1) or match.group(3)
+    port_text = match.group(2) or match.group(4)
+    port = int(port_text) if port_text else default_port
+    if not 0 < port < 65536:
+        raise ValueError(f"{text!r}: port {port} is out of range")
+    return Endpoint(protocol=protocol, host=host, port=port, security=security)
+
+
+def decode_challenge(data: bytes | str) -> dict[str, Any] | str:
+    """Decode a SASL error challenge: base64 JSON (RFC 7628 / XOAUTH2) to a dict, else text."""
+    raw = data.encode() if isinstance(data, str) else data
+    raw = raw.strip()
+    if not raw:
+        return ""
+    try:
+        decoded = base64.b64decode(raw, validate=True)
+    except (binascii.Error, ValueError):
+        decoded = raw
+    text = decoded.decode("utf-8", "replace")
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return text
+    return value if isinstance(value, dict) else text
+
+
+def explain(protocol: str, reply: str, challenge: dict[str, Any] | str = "") -> str:
+    """Turn a server reply and decoded challenge into what to do about it."""
+    label = _LABEL.get(protocol, protocol.upper())
+    for pattern, meaning in KNOWN_ERRORS:
+        if pattern.search(reply) or (isinstance(challenge, str) and challenge and pattern.search(challenge)):
+            return meaning.replace("{proto}", label)
+    if isinstance(challenge, dict):
+        status = str(challenge.get("status", ""))
+        meaning = _STATUS_MEANINGS.get(status)
+        if meaning:
+            scope = challenge.get("scope")
+            return f"{meaning}" + (f" (the server asks for scope {scope!r})" if scope else "")
+    return (
+        "the server refused the login: the token may be invalid, expired or revoked, lack the scope for "
+        f"{label}, or belong to another user"
+    )
+
+
+def _describe_challenge(challenge: dict[str, Any] | str) -> str:
+    if isinstance(challenge, dict):
+        return ", ".join(f"{key} {value}" for key, value in challenge.items())
+    return challenge
+
+
+def _connect(host: str, port: int, timeout: float, source_address: str | None) -> socket.socket:
+    source = (source_address, 0) if source_address else None
+    return socket.create_connection((host, port), timeout, source_address=source)
+
+
+class _IMAP(imaplib.IMAP4):
+    def __init__(self, host: str, port: int, timeout: float, source_address: str | None) -> None:
+        self._source_address = source_address
+        super().__init__(host, port, timeout)
+
+    def _create_socket(self, timeout: float | None) -> socket.socket:
+        return _connect(self.host, self.port, timeout or 30, self._source_address)
+
+
+class _IMAPS(imaplib.IMAP4_SSL):
+    def __init__(
+        self, host: str, port: int, timeout: float, source_address: str | None, context: ssl.SSLContext
+    ) -> None:
+        self._source_address = source_address
+        super().__init__(host, port, ssl_context=context, timeout=timeout)
+
+    def _create_socket(self, timeout: float | None) -> socket.socket:
+        sock = _connect(self.host, self.port, timeout or 30, self._source_address)
+        return self.ssl_context.wrap_socket(sock, server_hostname=self.host)
+
+
+class _POP3(poplib.POP3):
+    def __init__(self, host: str, port: int, timeout: float, source_address: str | None) -> None:
+        self._source_address = source_address
+        super().__init__(host, port, timeout)
+
+    def _create_socket(self, timeout: float) -> socket.socket:
+        return _connect(self.host, self.port, timeout, self._source_address)
+
+
+class _POP3S(poplib.POP3_SSL):
+    def __init__(
+        self, host: str, port: int, timeout: float, source_address: str | None, context: ssl.SSLContext
+    ) -> None:
+        self._source_address = source_address
+        super().__init__(host, port, timeout=timeout, context=context)
+
+    def _create_socket(self, timeout: float) -> socket.socket:
+        sock = _connect(self.host, self.port, timeout, self._source_address)
+        return self.context.wrap_socket(sock, server_hostname=self.host)
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    if isinstance(value, list | tuple):
+        return " ".join(_text(v) for v in value)
+    return str(value)
+
+
+def _check_advertised(offered: list[str], mechanism: str, endpoint: Endpoint) -> None:
+    if offered and mechanism.upper() not in {m.upper() for m in offered}:
+        hint = (
+            "" if endpoint.security != "plain" else " (many servers offer OAuth only over TLS: try --starttls or --ssl)"
+        )
+        raise _Refused(
+            "capability",
+            f"the server does not offer SASL {mechanism.upper()}; it offers: {' '.join(offered)}{hint}",
+        )
+
+
+def _login_imap(
+    endpoint: Endpoint, response: str, mechanism: str, timeout: float, context: ssl.SSLContext, source: str | None
+) -> LoginOutcome:
+    conn: imaplib.IMAP4
+    conn = (
+        _IMAPS(endpoint.host, endpoint.port, timeout, source, context)
+        if endpoint.security == "ssl"
+        else _IMAP(endpoint.host, endpoint.port, timeout, source)
+    )
+    try:
+        if endpoint.security == "starttls":
+            try:
+                conn.starttls(ssl_context=context)
+            except imaplib.IMAP4.error as error:
+                raise _Refused("tls", str(error)) from None
+        offered = [cap[5:] for cap in conn.capabilities if cap.upper().startswith("AUTH=")]
+        _check_advertised(offered, mechanism, endpoint)
+        challenges: list[bytes] = []
+
+        def answer(data: bytes) -> bytes:
+            # First continuation: send the client response. Any later one is the error challenge.
+            if challenges or data:
+                challenges.append(data)
+                return b""
+            challenges.append(b"")
+            return response.encode()
+
+        try:
+            conn.authenticate(mechanism.upper(), answer)
+        except imaplib.IMAP4.error as error:
+            challenge = next((c for c in challenges if c), b"")
+            raise _Refused("login", str(error), base64.b64encode(challenge)) from None
+        try:
+            status, data = conn.select("INBOX", readonly=True)
+        except imaplib.IMAP4.error as error:
+            raise _Refused("mailbox", str(error)) from None
+        if status != "OK":
+            raise _Refused("mailbox", _text(data))
+        info = f"INBOX holds {_text(data[0]) if data and data[0] is not None else '?'} messages"
+        return LoginOutcome(ok=True, info=info)
+    finally:
+        with contextlib.suppress(OSError, imaplib.IMAP4.error):
+            conn.logout()
+
+
+def _login_pop3(
+    endpoint: Endpoint, response: str, mechanism: str, timeout: float, context: ssl.SSLContext, source: str | None
+) -> LoginOutcome:
+    conn: poplib.POP3
+    conn = (
+        _POP3S(endpoint.host, endpoint.port, timeout, source, context)
+        if endpoint.security == "ssl"
+        else _POP3(endpoint.host, endpoint.port, timeout, source)
+    )
+    try:
+        if endpoint.security == "starttls":
+            try:
+                conn.stls(context=context)
+            except poplib.error_proto as error:
+                raise _Refused("tls", _text(error.args[0] if error.args else error)) from None
+        try:
+            capa = conn.capa()
+        except poplib.error_proto:
+            capa = {}
+        _check_advertised(list(capa.get("SASL", [])), mechanism, endpoint)
+        # Two steps (no initial response): the form Microsoft documents and every server accepts.
+        challenge = b""
+        try:
+            conn._shortcmd(f"AUTH {mechanism.upper()}")
+            reply = conn._shortcmd(base64.b64encode(response.encode()).decode())
+            if reply.startswith(b"+") and not reply.startswith(b"+OK"):
+                challenge = reply[1:].strip()
+                conn._shortcmd("")  # acknowledge the error challenge (RFC 7628); the -ERR follows
+                raise _Refused("login", "the server sent an error challenge", challenge)
+        except poplib.error_proto as error:
+            raise _Refused("login", _text(error.args[0] if error.args else error), challenge) from None
+        try:
+            count, size = conn.stat()
+        except poplib.error_proto as error:
+            raise _Refused("mailbox", _text(error.args[0] if error.args else error)) from None
+        return LoginOutcome(ok=True, info=f"the mailbox holds {count} messages ({size} bytes)")
+    finally:
+        with contextlib.suppress(OSError, poplib.error_proto):
+            conn.quit()
+
+
+def _login_smtp(
+    endpoint: Endpoint, response: str, mechanism: str, timeout: float, context: ssl.SSLContext, source: str | None
+) -> LoginOutcome:
+    source_address = (source, 0) if source else None
+    local_name = socket.gethostname() or "localhost"  # getfqdn() can hang on DNS in a pod
+    conn: smtplib.SMTP
+    if endpoint.security == "ssl":
+        conn = smtplib.SMTP_SSL(
+            endpoint.host,
+            endpoint.port,
+            local_hostname=local_name,
+            timeout=timeout,
+            source_address=source_address,
+            context=context,
+        )
+    else:
+        conn = smtplib.SMTP(
+            endpoint.host, endpoint.port, local_hostname=local_name, timeout=timeout, source_address=source_address
+        )
+    try:
+        conn.ehlo()
+        if endpoint.security == "starttls":
+            try:
+                conn.starttls(context=context)
+            except smtplib.SMTPNotSupportedError:
+                raise _Refused("tls", "the server does not offer STARTTLS") from None
+            except smtplib.SMTPResponseException as error:
+                raise _Refused("tls", f"{error.smtp_code} {_text(error.smtp_error)}") from None
+            conn.ehlo()
+        offered = (conn.esmtp_features.get("auth") or "").split()
+        if not conn.has_extn("auth"):
+            hint = (
+                " (many servers offer AUTH only after STARTTLS: try --starttls)" if endpoint.security == "plain" else ""
+            )
+            raise _Refused("capability", f"the server does not offer SMTP AUTH{hint}")
+        _check_advertised(offered, mechanism, endpoint)
+        challenges: list[bytes] = []
+
+        def answer(challenge: bytes | None = None) -> str:
+            if challenge is None:
+                return response
+            challenges.append(challenge)
+            return ""
+
+        try:
+            conn.auth(mechanism.upper(), answer, initial_response_ok=True)
+        except smtplib.SMTPAuthenticationError as error:
+            challenge = next((c for c in challenges if c), b"")
+            reply = f"{error.smtp_code} {_text(error.smtp_error)}"
+            raise _Refused("login", reply, base64.b64encode(challenge)) from None
+        except smtplib.SMTPException as error:
+            raise _Refused("login", str(error)) from None
+        return LoginOutcome(ok=True, info="the server accepts mail submission for this login")
+    finally:
+        with contextlib.suppress(OSError, smtplib.SMTPException):
+            conn.quit()
+
+
+_LOGINS: dict[str, Callable[..., LoginOutcome]] = {"imap": _login_imap, "pop3": _login_pop3, "smtp": _login_smtp}
+
+
+def check_login(
+    endpoint: Endpoint,
+    token: AccessToken,
+    *,
+    user: str | None = None,
+    mechanism: str = "xoauth2",
+    timeout: float = 30.0,
+    ssl_context: ssl.SSLContext | None = None,
+    source_address: str | None = None,
+) -> LoginOutcome:
+    """Log in for real and return the outcome; texts are scrubbed of the token."""
+    sasl_user = user or token.username
+    if mechanism.lower() == "oauthbearer":
+        response = token.oauthbearer(endpoint.host, endpoint.port, sasl_user)
+    else:
+        response = token.xoauth2(sasl_user)
+    secrets = (token.access_token, response, base64.b64encode(response.encode()).decode())
+    context = ssl_context or ssl.create_default_context()
+    try:
+        outcome = _LOGINS[endpoint.protocol](endpoint, response, mechanism, timeout, context, source_address)
+    except _Refused as refused:
+        decoded = decode_challenge(refused.challenge)
+        outcome = LoginOutcome(
+            ok=False,
+            stage=refused.stage,
+            server_reply=redact(refused.reply, *secrets),
+            challenge=redact(_describe_challenge(decoded), *secrets),
+        )
+        if refused.stage in {"login", "mailbox"}:
+            outcome.details.append(explain(endpoint.protocol, refused.reply, decoded))
+        elif refused.stage == "tls":
+            outcome.details.append("STARTTLS did not work here: implicit-TLS ports (993/995/465) take --ssl instead")
+    except ssl.SSLCertVerificationError as error:
+        outcome = LoginOutcome(
+            ok=False,
+            stage="tls",
+            server_reply=str(error.verify_message or error),
+            details=["the server's TLS certificate is not trusted or does not match the host name (use --ca-file)"],
+        )
+    except ssl.SSLError as error:
+        outcome = LoginOutcome(
+            ok=False,
+            stage="tls",
+            server_reply=str(error.reason or error),
+            details=[
+                "the TLS handshake failed: is this port plain, STARTTLS or implicit TLS? "
+                "(993/995/465 take --ssl; 143/110/587 take --starttls)"
+            ],
+        )
+    except socket.gaierror as error:
+        outcome = LoginOutcome(ok=False, stage="connect", server_reply=str(error.strerror or error))
+        outcome.details.append(f"cannot resolve the host name {endpoint.host!r}")
+    except TimeoutError:
+        outcome = LoginOutcome(ok=False, stage="connect", server_reply=f"no answer within {timeout:g}s")
+        outcome.details.append("a firewall or NetworkPolicy may block egress to this port, or the server is down")
+    except ConnectionRefusedError:
+        outcome = LoginOutcome(ok=False, stage="connect", server_reply="connection refused")
+        outcome.details.append("nothing listens on this host and port: check the port and the protocol")
+    except (OSError, EOFError, imaplib.IMAP4.abort, poplib.error_proto, smtplib.SMTPException) as error:
+        outcome = LoginOutcome(
+            ok=False, stage="connect", server_reply=redact(str(error) or type(error).__name__, *secrets)
+        )
+        outcome.details.append("the connection broke off: check the port, the protocol and the TLS mode")
+    return outcome
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Declare the check-mail options on ``parser``."""
+    source = parser.add_argument_group("which token (default: the task's environment variables)")
+    which = source.add_mutually_exclusive_group()
+    which.add_argument("--properties", metavar="FILE", help="the mail task's properties file")
+    which.add_argument("--token", metavar="NAME", help="the EmailToken (and Secret) name")
+    source.add_argument(
+        "--role",
+        choices=("reader", "sender"),
+        help="which properties to use: reader (MAILBOX_*) or sender (MAIL_*); default: reader for "
+        "IMAP/POP3, sender for SMTP",
+    )
+    source.add_argument(
+        "--mount-root",
+        metavar="DIR",
+        help="directory holding one folder per mounted token (default: $EMAILTOKEN_MOUNT_ROOT or /var/run/emailtokens)",
+    )
+    server = parser.add_argument_group("mail server")
+    where = server.add_mutually_exclusive_group(required=True)
+    where.add_argument("--imap", metavar="HOST[:PORT]", help="log in over IMAP")
+    where.add_argument("--pop3", metavar="HOST[:PORT]", help="log in over POP3")
+    where.add_argument("--smtp", metavar="HOST[:PORT]", help="log in over SMTP submission")
+    tls = server.add_mutually_exclusive_group()
+    tls.add_argument("--starttls", action="store_true", help="upgrade with STARTTLS (ports 143/110/587)")
+    tls.add_argument("--ssl", action="store_true", help="implicit TLS (ports 993/995/465)")
+    server.add_argument("--ca-file", metavar="PEM", help="CA bundle to trust instead of the system's")
+    server.add_argument(
+        "--sasl",
+        choices=("xoauth2", "oauthbearer"),
+        default="xoauth2",
+        help="SASL mechanism (default xoauth2; Microsoft supports only xoauth2)",
+    )
+    server.add_argument("--user", metavar="EMAIL", help="SASL user name (default: the token's username)")
+    server.add_argument("--timeout", type=float, default=30.0, metavar="SECONDS", help="network timeout (default 30)")
+    server.add_argument("--source-address", metavar="IP", help="local address to connect from")
+
+
+def build_parser(prog: str = "emailtoken check-mail") -> argparse.ArgumentParser:
+    """A stand-alone parser (``register`` adds the same options to the main CLI)."""
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description=_DESCRIPTION,
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_arguments(parser)
+    return parser
+
+
+_DESCRIPTION = (
+    "Log in to a mail server with a mounted email token, as a mail task would (SASL XOAUTH2 or "
+    "OAUTHBEARER), and explain the server's answer in plain words. The token is never printed."
+)
+_EPILOG = """\
+examples:
+  emailtoken check-mail --token sales-mailbox --imap outlook.office365.com:993 --ssl
+  emailtoken check-mail --properties /etc/mailtask/task.properties --smtp smtp.office365.com:587 --starttls
+Production servers need --ssl or --starttls; plain connections are for local test servers.
+exit codes: 0 login works, 1 login or connection failed, 2 usage or configuration error"""
+
+
+def register(subparsers: Any) -> argparse.ArgumentParser:
+    """Add the ``check-mail`` sub-command to the main CLI's subparsers."""
+    parser = subparsers.add_parser(
+        "check-mail",
+        help="log in to a mail server with a mounted email token and explain the result",
+        description=_DESCRIPTION,
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_arguments(parser)
+    parser.set_defaults(func=run)
+    return parser
+
+
+def _target(args: argparse.Namespace) -> Endpoint:
+    security = "ssl" if args.ssl else "starttls" if args.starttls else "plain"
+    for protocol in PROTOCOLS:
+        value = getattr(args, protocol, None)
+        if value:
+            return parse_endpoint(value, protocol, security)
+    raise ValueError("one of --imap, --pop3 or --smtp is required")
+
+
+def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None = None) -> int:
+    """Execute check-mail for parsed arguments; returns the exit code."""
+    out = out or sys.stdout
+    err = err or sys.stderr
+    try:
+        endpoint = _target(args)
+    except ValueError as error:
+        print(f"check-mail: {error}", file=err)
+        return EXIT_USAGE
+    if args.timeout <= 0:
+        print("check-mail: --timeout must be positive", file=err)
+        return EXIT_USAGE
+
+    if args.token:
+        name, origin = args.token, "--token"
+    else:
+        role = args.role or ("sender" if endpoint.protocol == "smtp" else "reader")
+        try:
+            auth = resolve_mail_auth(role, args.properties, os.environ)
+        except AuthConfigError as error:
+            print(f"check-mail: {error}", file=err)
+            return EXIT_USAGE
+        if not auth.uses_oauth2 or not auth.token_name:
+            type_key, name_key = KEYS[role]
+            where = args.properties or "the environment"
+            print(
+                f"check-mail: the {role} logs in with a password ({type_key} is PASSWORD or unset in {where}); "
+                f"set {type_key} = OAUTH2 and {name_key} = <token name> to use an email token",
+                file=err,
+            )
+            return EXIT_USAGE
+        name, origin = auth.token_name, auth.source
+
+    try:
+        mounted = MountedToken(name, args.mount_root)
+    except ValueError as error:
+        print(f"check-mail: {error}", file=err)
+        return EXIT_USAGE
+    try:
+        token = mounted.read()
+    except TokenNotFoundError as error:
+        print(f"check-mail: {error}", file=err)
+        return EXIT_USAGE
+    except TokenError as error:
+        print(f"FAILED: {error}", file=out)
+        return EXIT_FAILED
+
+    try:
+        context = ssl.create_default_context(cafile=args.ca_file)
+    except (OSError, ssl.SSLError) as error:
+        print(f"check-mail: cannot load --ca-file {args.ca_file}: {error}", file=err)
+        return EXIT_USAGE
+
+    label = _LABEL[endpoint.protocol]
+    user = args.user or token.username
+    if endpoint.security == "plain" and not _is_loopback(endpoint.host):
+        print(
+            "check-mail: warning: a plain connection sends the token unencrypted; production servers need "
+            "--ssl or --starttls",
+            file=err,
+        )
+    outcome = check_login(
+        endpoint,
+        token,
+        user=user,
+        mechanism=args.sasl,
+        timeout=args.timeout,
+        ssl_context=context,
+        source_address=args.source_address,
+    )
+    minutes = int(token.expires_in().total_seconds() // 60)
+    expiry = f"token {name!r} ({origin}, {resolve_mount_root(args.mount_root) / name}) expires at " + (
+        token.expires_at.strftime("%Y-%m-%dT%H:%M:%SZ") + f" (in {minutes} min)"
+    )
+    what = f"{label} {args.sasl.upper()} login as {user} to {endpoint} ({endpoint.security})"
+    secrets = (token.access_token,)
+    if outcome.ok:
+        print(f"OK: {what} succeeded; {outcome.info}.", file=out)
+        print(f"  {expiry}", file=out)
+        return EXIT_OK
+    verb = {
+        "connect": "could not connect",
+        "tls": "could not set up TLS",
+        "capability": "cannot use OAuth",
+        "login": "was refused",
+        "mailbox": "succeeded but the mailbox could not be opened",
+    }[outcome.stage]
+    lines = [f"FAILED: {what} {verb}."]
+    if outcome.server_reply:
+        lines.append(f"  server said: {outcome.server_reply}")
+    if outcome.challenge:
+        lines.append(f"  error details: {outcome.challenge}")
+    lines.extend(f"  what it means: {detail}" for detail in outcome.details)
+    lines.append(f"  {expiry}")
+    print(redact("\n".join(lines), *secrets), file=out)
+    return EXIT_FAILED
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Stand-alone entry point (the main CLI wires ``register`` instead)."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_:
+        return int(exit_.code or 0)
+    return run(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
