@@ -14,7 +14,7 @@ from typing import Any
 
 import kopf
 
-from emailtoken import GROUP, PLURAL, VERSION
+from emailtoken import GROUP, PLURAL, VERSION, metrics
 from emailtoken.engine import ANNOTATION_REAUTHORIZE, ANNOTATION_REFRESH_NOW, Engine, EngineConfig
 from emailtoken.kube import KubernetesApi, load_config
 from emailtoken.providers import Providers
@@ -52,6 +52,7 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
         config=EngineConfig(
             redirect_base_url=config.redirect_base_url, admin_url=config.admin_url, keepalive=config.keepalive
         ),
+        observer=metrics.observer() if config.metrics_port else None,
     )
 
     async def step(body: Mapping[str, Any]) -> float | None:

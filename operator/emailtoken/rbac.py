@@ -13,6 +13,18 @@ the chart's ``watchNamespaces`` is set, or by a ClusterRole when all namespaces 
 watched. ``PEERING_*`` rows are granted only with ``operator.peering.enabled``: kopf's
 ``--peering NAME`` uses the namespaced ``kopfpeerings`` in namespace mode and the
 cluster-scoped ``clusterkopfpeerings`` in ``--all-namespaces`` mode.
+``RELEASE_NAMESPACE`` rows are granted by one Role (+RoleBinding) in the namespace the
+operator itself runs in (the Helm release namespace), whatever it watches, and only with
+``operator.leaderElection.enabled``: that is where its Lease lives
+(``--lease-namespace``, default ``$POD_NAMESPACE``).
+
+Why the operator may get/create/patch Leases: leader election (``emailtoken.leader``,
+``kube.get_lease``/``create_lease``/``patch_lease``) makes exactly one replica the writer,
+so that two processes never spend the same rotating refresh token; with it, a second
+replica is a safe hot standby. It never lists, watches or deletes Leases (a departing
+leader releases by patching ``holderIdentity`` away), and it touches no Lease outside
+its own namespace. RBAC cannot limit ``create`` by name, so the Role covers every Lease
+of the release namespace: keep that namespace for the operator.
 
 Why the operator may list/watch Secrets: ``handlers.secret_event`` watches the Secrets
 of the served namespaces so that a token whose client secret, key or grant Secret
@@ -39,9 +51,8 @@ Deliberately not granted (the code must not need them):
   start and carries on (it scans API discovery once, which every authenticated client
   may read, and treats ``--namespace`` values as exact names); setting kopf's
   ``settings.scanning.disabled = True`` at startup silences that warning.
-- ``coordination.k8s.io/leases``: single-writer safety comes from one replica with the
-  ``Recreate`` strategy, optional kopf peering and resourceVersion preconditions on the
-  grant Secret; a future Lease-based leader election adds its row here first.
+- ``coordination.k8s.io/leases`` in any namespace but the release namespace, and
+  ``list``/``watch``/``delete``/``update`` on Leases anywhere (see above).
 - ``events.k8s.io``: kopf posts core ``v1`` Events (POST only, never PATCH).
 - Any API access for mail-task pods: they mount the consumer Secret.
 """
@@ -57,6 +68,7 @@ from typing import Any
 from emailtoken import GROUP, PLURAL
 
 KOPF_GROUP = "kopf.dev"
+COORDINATION_GROUP = "coordination.k8s.io"
 
 
 class Component(enum.StrEnum):
@@ -72,6 +84,7 @@ class Scope(enum.StrEnum):
     NAMESPACED = "namespaced"
     PEERING_NAMESPACED = "peeringNamespaced"
     PEERING_CLUSTER = "peeringCluster"
+    RELEASE_NAMESPACE = "releaseNamespace"
 
 
 @dataclass(frozen=True)
@@ -138,6 +151,15 @@ PERMISSIONS: dict[Component, tuple[Permission, ...]] = {
             scope=Scope.PEERING_CLUSTER,
             why="kopf peering in --all-namespaces mode: watch the peers, patch our keep-alive",
         ),
+        Permission(
+            api_group=COORDINATION_GROUP,
+            resource="leases",
+            verbs=("get", "create", "patch"),
+            scope=Scope.RELEASE_NAMESPACE,
+            why="leader election on one Lease in the operator's own namespace (leader.LeaderElector: "
+            "kube.get_lease reads it, create_lease takes a missing one, patch_lease renews, takes "
+            "over or releases it with a resourceVersion precondition)",
+        ),
     ),
     Component.CALLBACK: (
         Permission(
@@ -160,17 +182,32 @@ PERMISSIONS: dict[Component, tuple[Permission, ...]] = {
 }
 
 
-def permissions(component: Component | str, *, all_namespaces: bool, peering: bool) -> list[Permission]:
-    """The permissions a component holds in the given deployment mode, table order."""
+def permissions(
+    component: Component | str, *, all_namespaces: bool, peering: bool, leader_election: bool = False
+) -> list[Permission]:
+    """The permissions a component holds in the given deployment mode, table order.
+
+    With ``leader_election`` the release-namespace rows are included; they are granted
+    by their own Role (:func:`release_namespace_rules`), not by :func:`rules`.
+    """
     wanted = {Scope.NAMESPACED}
     if peering and Component(component) is Component.OPERATOR:
         wanted.add(Scope.PEERING_CLUSTER if all_namespaces else Scope.PEERING_NAMESPACED)
+    if leader_election:
+        wanted.add(Scope.RELEASE_NAMESPACE)
     return [p for p in PERMISSIONS[Component(component)] if p.scope in wanted]
 
 
 def rules(component: Component | str, *, all_namespaces: bool, peering: bool) -> list[dict[str, list[str]]]:
     """The PolicyRules of a component's ClusterRole (all namespaces) or per-namespace Role."""
     return [p.rule() for p in permissions(component, all_namespaces=all_namespaces, peering=peering)]
+
+
+def release_namespace_rules(component: Component | str, *, leader_election: bool) -> list[dict[str, list[str]]]:
+    """The PolicyRules of a component's Role in its own (release) namespace; [] when none."""
+    if not leader_election:
+        return []
+    return [p.rule() for p in PERMISSIONS[Component(component)] if p.scope is Scope.RELEASE_NAMESPACE]
 
 
 def is_allowed(
@@ -181,15 +218,17 @@ def is_allowed(
     *,
     all_namespaces: bool = True,
     peering: bool = False,
+    leader_election: bool = False,
 ) -> bool:
     """True when the table lets ``component`` use ``verb`` on ``api_group/resource``.
 
     Meant for tests that record the API calls a component really makes (``resource``
-    includes a subresource, e.g. ``emailtokens/status``).
+    includes a subresource, e.g. ``emailtokens/status``). Lease rows count only with
+    ``leader_election`` and only in the release namespace.
     """
     return any(
         p.api_group == api_group and p.resource == resource and verb in p.verbs
-        for p in permissions(component, all_namespaces=all_namespaces, peering=peering)
+        for p in permissions(component, all_namespaces=all_namespaces, peering=peering, leader_election=leader_election)
     )
 
 

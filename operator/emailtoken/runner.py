@@ -5,11 +5,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import kopf
 
 from emailtoken.settings import OperatorConfig
+
+if TYPE_CHECKING:
+    from emailtoken.metrics import Health
 
 _FORMATS = {"plain": kopf.LogFormat.PLAIN, "full": kopf.LogFormat.FULL, "json": kopf.LogFormat.JSON}
 
@@ -46,7 +49,25 @@ def run_operator(config: OperatorConfig) -> int:
 
 
 async def _main(config: OperatorConfig) -> int:
+    """Report the process phase to the probes (see :mod:`emailtoken.metrics`) around the real work."""
+    from emailtoken import metrics
+
+    health = metrics.health()
+    beating = asyncio.create_task(health.heartbeat(), name="heartbeat")
+    try:
+        return await _elect_and_run(config, health)
+    finally:
+        health.phase = metrics.STOPPING
+        beating.cancel()
+        await asyncio.gather(beating, return_exceptions=True)
+
+
+async def _elect_and_run(config: OperatorConfig, health: Health) -> int:
+    """Run kopf, after winning the Lease when leader election is on."""
+    from emailtoken.metrics import RUNNING, STANDBY
+
     if not config.leader_election:
+        health.phase = RUNNING
         await kopf.operator(**operator_kwargs(config))
         return 0
     from emailtoken.kube import KubernetesApi, load_config
@@ -64,7 +85,9 @@ async def _main(config: OperatorConfig) -> int:
             retry_period=max(0.5, config.lease_duration / 7.5),
         ),
     )
+    health.phase = STANDBY  # ready as a hot standby: a rolling update may proceed
     await elector.acquire()
+    health.phase = RUNNING
     stop_flag: asyncio.Event = asyncio.Event()
     keeper = asyncio.create_task(elector.keep(), name="lease-keeper")
     operator = asyncio.create_task(kopf.operator(**operator_kwargs(config), stop_flag=stop_flag), name="kopf")

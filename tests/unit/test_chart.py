@@ -4,8 +4,9 @@ The chart is rendered and linted with helm-python-sdk (Helm's own Go code, no cl
 every rendered built-in object is validated against the Kubernetes 1.32 OpenAPI schema
 (kubernetes-validate, strict: unknown fields fail), and the rules that matter for this
 operator are asserted on the objects: restricted pod security on every container, one
-operator replica with Recreate, RBAC rules equal to operator/emailtoken/rbac.py, the
-callback's Secret access confined to the namespaces it serves, only /callback public.
+operator replica with Recreate (more only with leader election, then RollingUpdate), RBAC
+rules equal to operator/emailtoken/rbac.py, the Lease Role in the release namespace only,
+the callback's Secret access confined to the namespaces it serves, only /callback public.
 The kustomize base and overlays must be what deploy/generate.py would write now, and
 `kubectl kustomize` of them must equal a fresh render of the chart.
 """
@@ -79,6 +80,8 @@ SCENARIOS: dict[str, dict[str, Any]] = {
     "pdb": {"callback": {"replicaCount": 2, "pdb": {"enabled": True}, **STATE_KEY}},
     "pdbOneReplica": {"callback": {"pdb": {"enabled": True}}},
     "callbackDisabled": {"callback": {"enabled": False}},
+    "hotStandby": {"operator": {"replicaCount": 2}},
+    "noLeaderElection": {"operator": {"leaderElection": {"enabled": False}}},
     "scheduling": {
         "imagePullSecrets": [{"name": "regcred"}],
         "image": {"digest": "sha256:" + "a" * 64},
@@ -117,12 +120,13 @@ def _merge(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict[str, Any]:
 
 
 EVERYTHING: dict[str, Any] = {}
-for _name in ("ingress", "networkPolicy", "serviceMonitor", "peeringNamespaced", "pdb", "scheduling"):
+for _name in ("ingress", "networkPolicy", "serviceMonitor", "peeringNamespaced", "pdb", "scheduling", "hotStandby"):
     EVERYTHING = _merge(EVERYTHING, SCENARIOS[_name])
 EVERYTHING["watchNamespaces"] = ["mail", "billing"]
 SCENARIOS["everything"] = EVERYTHING
 
 CRD_KINDS = {"ServiceMonitor", "KopfPeering", "ClusterKopfPeering"}
+LEASE_ROLE = f"{RELEASE}-leader-election"
 RESTRICTED_USER = 65532
 
 
@@ -207,6 +211,8 @@ def test_every_scenario_satisfies_the_schema(chart: helm_python.Chart) -> None:
         ({"callback": {"redirectBaseUrl": "https://mail-auth.example.com/callback"}}, "redirectBaseUrl"),
         ({"watchNamespaces": ["Mail_Apps"]}, "watchNamespaces"),
         ({"operator": {"logFormat": "xml"}}, "logFormat"),
+        ({"operator": {"replicaCount": 0}}, "replicaCount"),
+        ({"operator": {"leaderElection": {"enabled": "yes"}}}, "enabled"),
     ],
 )
 def test_schema_rejects_bad_values(chart: helm_python.Chart, values: dict[str, Any], needle: str) -> None:
@@ -222,6 +228,7 @@ def test_schema_rejects_bad_values(chart: helm_python.Chart, values: dict[str, A
         ({"callback": {"ingress": {"enabled": True}}}, "https://"),
         ({"callback": {"replicaCount": 2}}, "stateKeySecret"),
         ({"callback": {"adminPort": 8080}}, "must differ"),
+        ({"operator": {"replicaCount": 2, "leaderElection": {"enabled": False}}}, "leaderElection"),
     ],
 )
 def test_template_rejects_unsafe_combinations(chart: helm_python.Chart, values: dict[str, Any], needle: str) -> None:
@@ -270,6 +277,8 @@ def test_names_are_unique_and_namespaced_correctly(scenario: tuple[str, dict[str
         ns = obj["metadata"].get("namespace")
         if obj["kind"] in {"ClusterRole", "ClusterRoleBinding", "ClusterKopfPeering"}:
             assert ns is None
+        elif obj["kind"] in {"Role", "RoleBinding"} and obj["metadata"]["name"] == LEASE_ROLE:
+            assert ns == NAMESPACE
         elif obj["kind"] in {"Role", "RoleBinding", "KopfPeering"}:
             assert ns in watched
         else:
@@ -327,7 +336,7 @@ def test_restricted_pod_security_everywhere(scenario: tuple[str, dict[str, Any],
             assert mounts.get("/tmp") in tmp_volumes, "read-only root needs a writable /tmp"
             assert container["resources"]["requests"] and container["resources"]["limits"]
             assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
-            assert container["readinessProbe"]["httpGet"]["path"] == "/healthz"
+            assert container["readinessProbe"]["httpGet"]["path"] in {"/healthz", "/readyz"}
             assert not container["image"].endswith(":latest")
 
 
@@ -343,11 +352,28 @@ def test_images_default_to_the_app_version(chart: helm_python.Chart) -> None:
 # ------------------------------------------------------------------------------ operator
 
 
-def test_operator_is_a_single_writer(scenario: tuple[str, dict[str, Any], list[Obj]]) -> None:
-    _, _, objects = scenario
+def test_operator_is_a_single_writer(scenario: tuple[str, dict[str, Any], list[Obj]], chart: helm_python.Chart) -> None:
+    _, values, objects = scenario
+    v = merged(values, chart)["operator"]
     operator = one(objects, "Deployment", "operator")
-    assert operator["spec"]["replicas"] == 1
-    assert operator["spec"]["strategy"] == {"type": "Recreate"}
+    args = args_of(operator)
+    assert operator["spec"]["replicas"] == v["replicaCount"]
+    if v["replicaCount"] == 1:
+        assert operator["spec"]["strategy"] == {"type": "Recreate"}
+    else:
+        # Old and new pods may overlap only because the Lease picks one writer.
+        assert v["leaderElection"]["enabled"] and "--leader-election" in args
+        assert operator["spec"]["strategy"] == {
+            "type": "RollingUpdate",
+            "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
+        }
+    if v["leaderElection"]["enabled"]:
+        assert "--leader-election" in args and "--no-leader-election" not in args
+        assert option_values(args, "--lease-namespace") == [NAMESPACE]
+        assert option_values(args, "--lease-name") == [RELEASE]
+    else:
+        assert "--no-leader-election" in args and "--leader-election" not in args
+        assert operator["spec"]["replicas"] == 1
     assert not [p for p in of_kind(objects, "PodDisruptionBudget") if component(p) == "operator"]
 
 
@@ -382,8 +408,13 @@ def test_operator_command_line(scenario: tuple[str, dict[str, Any], list[Obj]], 
     container = pod["containers"][0]
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
     assert ports == {"health": 8080, "metrics": 9090}
-    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
-    assert {"name": "POD_ID", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}} in container["env"]
+    # Probes go to the metrics server: it runs before the election, so standbys pass them.
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
+    env = container["env"]
+    assert {"name": "POD_ID", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}} in env
+    assert {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}} in env
+    assert {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}} in env
 
 
 def test_metrics_service_and_servicemonitor(chart: helm_python.Chart) -> None:
@@ -558,7 +589,9 @@ def test_rendered_rules_equal_the_table(
     peering = v["operator"]["peering"]["enabled"]
     role_kind = "ClusterRole" if all_namespaces else "Role"
     components = ["operator", "callback"] if v["callback"]["enabled"] else ["operator"]
-    roles = of_kind(objects, "ClusterRole") + of_kind(objects, "Role")
+    roles = [
+        o for o in of_kind(objects, "ClusterRole") + of_kind(objects, "Role") if o["metadata"]["name"] != LEASE_ROLE
+    ]
     assert {o["kind"] for o in roles} == {role_kind}
     assert sorted(component(r) for r in roles) == sorted(
         components * (1 if all_namespaces else len(v["watchNamespaces"]))
@@ -635,6 +668,37 @@ def test_peering_permissions_follow_the_mode(chart: helm_python.Chart) -> None:
     objects, _ = render(chart, {})
     assert grants(objects, sa, "watch", "kopfpeerings", "kopf.dev") == set()
     assert grants(objects, sa, "watch", "clusterkopfpeerings", "kopf.dev") == set()
+
+
+def test_lease_role_only_in_the_release_namespace(
+    scenario: tuple[str, dict[str, Any], list[Obj]], chart: helm_python.Chart
+) -> None:
+    _, values, objects = scenario
+    v = merged(values, chart)
+    sa = service_account_of(objects, "operator")
+    lease_roles = [o for o in of_kind(objects, "Role") if o["metadata"]["name"] == LEASE_ROLE]
+    group = "coordination.k8s.io"
+    if not v["operator"]["leaderElection"]["enabled"]:
+        assert lease_roles == []
+        for verb in ("get", "create", "patch"):
+            assert grants(objects, sa, verb, "leases", group) == set()
+        return
+    (role,) = lease_roles
+    assert role["metadata"]["namespace"] == NAMESPACE
+    assert role["rules"] == rbac.release_namespace_rules("operator", leader_election=True)
+    (binding,) = [o for o in of_kind(objects, "RoleBinding") if o["metadata"]["name"] == LEASE_ROLE]
+    assert binding["metadata"]["namespace"] == NAMESPACE
+    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": LEASE_ROLE}
+    # Leases in the release namespace only, whether some or all namespaces are watched.
+    for verb in ("get", "create", "patch"):
+        assert grants(objects, sa, verb, "leases", group) == {NAMESPACE}
+    for verb in ("list", "watch", "delete", "update"):
+        assert grants(objects, sa, verb, "leases", group) == set()
+    if v["callback"]["enabled"]:
+        assert grants(objects, service_account_of(objects, "callback"), "get", "leases", group) == set()
+    # The Lease Role adds nothing else: no Secret access in the release namespace unless watched.
+    if v["watchNamespaces"] and NAMESPACE not in v["watchNamespaces"]:
+        assert NAMESPACE not in grants(objects, sa, "get", "secrets")
 
 
 def test_rbac_can_be_left_to_the_cluster_admin(chart: helm_python.Chart) -> None:
@@ -736,7 +800,7 @@ def subcommands(parser: Any) -> dict[str, Any]:
     return dict(action.choices)
 
 
-@pytest.mark.parametrize("name", ["defaults", "everything", "peering", "callbackDisabled"])
+@pytest.mark.parametrize("name", ["defaults", "everything", "peering", "callbackDisabled", "noLeaderElection"])
 def test_operator_args_parse_with_the_real_command_line(chart: helm_python.Chart, name: str) -> None:
     cli = pytest.importorskip("emailtoken.cli")
     values = merged(SCENARIOS[name], chart)
@@ -751,6 +815,9 @@ def test_operator_args_parse_with_the_real_command_line(chart: helm_python.Chart
     )
     expected = values["callback"]["redirectBaseUrl"] if values["callback"]["enabled"] else None
     assert config.redirect_base_url == expected
+    assert config.leader_election == values["operator"]["leaderElection"]["enabled"]
+    if config.leader_election:
+        assert (config.lease_namespace, config.lease_name) == (NAMESPACE, RELEASE)
 
 
 @pytest.mark.parametrize("name", ["defaults", "everything"])

@@ -47,7 +47,7 @@ def test_least_privilege_decisions() -> None:
     allowed = rbac.is_allowed
     for component in rbac.Component:
         for mode in (True, False):
-            # Nobody PUTs anything, touches Leases, or writes an EmailToken's spec/metadata.
+            # Nobody PUTs anything, touches Leases (without leader election), or writes an EmailToken's spec/metadata.
             for resource, group in (
                 ("secrets", ""),
                 ("emailtokens", "emailtoken.io"),
@@ -75,6 +75,34 @@ def test_least_privilege_decisions() -> None:
         ("", "events"): {"create"},
     }
     assert not allowed("operator", "create", "events", "events.k8s.io")
+
+
+def test_leases_only_for_leader_election_in_the_release_namespace() -> None:
+    allowed = rbac.is_allowed
+    group = "coordination.k8s.io"
+    for mode in (True, False):
+        for peering in (True, False):
+            for verb in ("get", "create", "patch"):
+                assert allowed(
+                    "operator", verb, "leases", group, all_namespaces=mode, peering=peering, leader_election=True
+                )
+                assert not allowed("operator", verb, "leases", group, all_namespaces=mode, peering=peering)
+                assert not allowed("callback", verb, "leases", group, all_namespaces=mode, leader_election=True)
+            # A departing leader releases by patching; nobody lists, watches or deletes Leases.
+            for verb in ("list", "watch", "delete", "update", "deletecollection"):
+                assert not allowed("operator", verb, "leases", group, all_namespaces=mode, leader_election=True)
+            # The watched-namespace Roles / the ClusterRole never carry the Lease rule.
+            assert all(
+                r["resources"] != ["leases"] for r in rbac.rules("operator", all_namespaces=mode, peering=peering)
+            )
+    (lease,) = [p for p in rbac.PERMISSIONS[rbac.Component.OPERATOR] if p.resource == "leases"]
+    assert lease.scope is rbac.Scope.RELEASE_NAMESPACE and lease.api_group == group
+    assert rbac.release_namespace_rules("operator", leader_election=True) == [
+        {"apiGroups": [group], "resources": ["leases"], "verbs": ["get", "create", "patch"]}
+    ]
+    assert rbac.release_namespace_rules("operator", leader_election=False) == []
+    assert rbac.release_namespace_rules("callback", leader_election=True) == []
+    assert rbac.chart_table()["callback"]["releaseNamespace"] == []
 
 
 def test_peering_rows_follow_the_mode() -> None:
@@ -195,14 +223,16 @@ _RESOURCES = {
     "namespaced_custom_object": ("emailtoken.io", "emailtokens"),
     "namespaced_custom_object_status": ("emailtoken.io", "emailtokens/status"),
     "namespaced_event": ("", "events"),
+    "namespaced_lease": ("coordination.k8s.io", "leases"),
 }
 
 
 def test_operator_api_client_calls_are_in_the_table() -> None:
     """Every kubernetes-client call of the operator's API adapter (kube.py) is permitted."""
     source = (PACKAGE_DIR / "kube.py").read_text(encoding="utf-8")
-    calls = sorted(set(re.findall(r"self\.(?:core|custom)\.(\w+)", source)))
+    calls = sorted(set(re.findall(r"self\.(?:core|custom|coordination)\.(\w+)", source)))
     assert calls, "kube.py no longer calls the kubernetes client through self.core/self.custom"
+    assert any(c.endswith("namespaced_lease") for c in calls), "leader election's Lease calls moved out of kube.py?"
     for call in calls:
         verb_word, _, rest = call.partition("_")
         assert verb_word in _VERBS, f"unknown client method {call}"
@@ -210,6 +240,6 @@ def test_operator_api_client_calls_are_in_the_table() -> None:
         group, resource = _RESOURCES[rest]
         verb = _VERBS[verb_word]
         for mode in (True, False):
-            assert rbac.is_allowed("operator", verb, resource, group, all_namespaces=mode), (
+            assert rbac.is_allowed("operator", verb, resource, group, all_namespaces=mode, leader_election=True), (
                 f"kube.py calls {call} ({verb} {resource}) but emailtoken/rbac.py does not grant it"
             )

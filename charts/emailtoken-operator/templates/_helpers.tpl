@@ -133,6 +133,15 @@ Call with (dict "ctx" $ "component" "operator").
 {{- end }}
 
 {{/*
+PolicyRules of one component in its own (release) namespace, as YAML: the
+"releaseNamespace" rows (the operator's Lease). Call with (dict "ctx" $ "component" "operator").
+*/}}
+{{- define "emailtoken.releaseNamespaceRules" -}}
+{{- $table := include "emailtoken.rbacTable" .ctx | fromYaml }}
+{{- toYaml (get (get $table .component) "releaseNamespace") }}
+{{- end }}
+
+{{/*
 Host of callback.redirectBaseUrl (without the port).
 */}}
 {{- define "emailtoken.redirectHost" -}}

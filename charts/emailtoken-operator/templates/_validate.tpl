@@ -1,6 +1,13 @@
 {{/*
-Combinations the schema cannot express. Included by the callback Deployment.
+Combinations the schema cannot express. "emailtoken.validate" is included by the
+callback Deployment, "emailtoken.validateOperator" by the operator Deployment.
 */}}
+{{- define "emailtoken.validateOperator" -}}
+{{- if and (gt (int .Values.operator.replicaCount) 1) (not .Values.operator.leaderElection.enabled) }}
+{{- fail "operator.replicaCount > 1 needs operator.leaderElection.enabled: without the Lease every replica would refresh the same tokens and spend the same rotating refresh tokens" }}
+{{- end }}
+{{- end }}
+
 {{- define "emailtoken.validate" -}}
 {{- $url := urlParse .Values.callback.redirectBaseUrl }}
 {{- if and .Values.callback.ingress.enabled (ne $url.scheme "https") }}
