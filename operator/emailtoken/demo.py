@@ -1,9 +1,11 @@
 """``emailtoken demo``: the whole product on one laptop, no cluster and no cloud account.
 
 Starts an embedded Kubernetes API (kmock), the built-in demo provider (speaks the
-Entra ID protocol over HTTPS with its own CA), the operator itself, and applies an
-app-only EmailToken with short-lived tokens; then shows the tokens the way
-``kubectl get emailtokens -w`` would, so you can watch them become Ready and refresh.
+Entra ID protocol over HTTPS with its own CA), the operator itself and the callback
+service (admin page + ``/callback``), and applies two EmailTokens with short-lived
+tokens: an app-only one that becomes Ready by itself, and an AuthorizationCode one for
+the demo user that becomes Ready once you press "Get Email Token" on the admin page and
+sign in. Then it shows the tokens the way ``kubectl get emailtokens -w`` would.
 """
 
 from __future__ import annotations
@@ -15,7 +17,9 @@ import contextlib
 import hashlib
 import json
 import os
+import secrets
 import signal
+import socket
 import sys
 import tempfile
 from pathlib import Path
@@ -25,6 +29,10 @@ DEMO_NAMESPACE = "demo"
 DEMO_CLIENT = "demo-app"
 DEMO_SECRET = "demo-client-secret"  # a local demo value, not a credential anywhere
 DEMO_MAILBOX = "shared-mailbox@demo.example"
+DEMO_WEB_CLIENT = "demo-web"
+DEMO_WEB_SECRET = "demo-web-client-secret"  # a local demo value, not a credential anywhere
+DEMO_USER = "alice@demo.example"
+DEMO_PASSWORD = "demo-password"  # the demo provider's sign-in page for DEMO_USER
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -33,6 +41,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--lifetime", type=int, default=60, help="access token lifetime in seconds (default 60)")
     p.add_argument("--api-port", type=int, default=0, help="port of the embedded Kubernetes API (default: any)")
     p.add_argument("--duration", type=float, default=0, help="stop after this many seconds (default: until Ctrl-C)")
+    p.add_argument("--admin-port", type=int, default=8081, help="admin page port (default 8081; busy: any)")
+    p.add_argument("--public-port", type=int, default=8080, help="/callback port (default 8080; busy: any)")
     p.set_defaults(func=run)
 
 
@@ -72,17 +82,35 @@ async def _demo(args: argparse.Namespace) -> int:
 
     workdir = Path(tempfile.mkdtemp(prefix="emailtoken-demo-"))
     kubeconfig = workdir / "kubeconfig"
-    async with DevProvider(token_lifetime=args.lifetime) as provider, LocalKubernetes(port=args.api_port) as local:
+    async with contextlib.AsyncExitStack() as stack:
+        provider = await stack.enter_async_context(DevProvider(token_lifetime=args.lifetime))
+        local = await stack.enter_async_context(LocalKubernetes(port=args.api_port))
         provider.add_client(DEMO_CLIENT, DEMO_SECRET, mailboxes=[DEMO_MAILBOX])
+        # Any redirect URI: the callback's and `emailtoken authorize`'s loopback ones.
+        provider.add_client(DEMO_WEB_CLIENT, DEMO_WEB_SECRET, name="emailtoken demo")
+        provider.add_user(DEMO_USER, DEMO_PASSWORD)
         emulator = local.emulator
         url = local.url
         local.write_kubeconfig(kubeconfig, DEMO_NAMESPACE)
         os.environ["KUBECONFIG"] = str(kubeconfig)
         print(f"embedded Kubernetes API: {url}   (KUBECONFIG={kubeconfig})")
         print(f"demo provider (Entra ID protocol): {provider.url}   tokens live {args.lifetime}s")
-        operator = asyncio.create_task(_operator(provider.ca_pem_path, url))
+        callback = await stack.enter_async_context(_callback_service(provider.ca_pem_path, args))
+        admin_url, redirect_base = callback.admin_url, callback.svc.config.redirect_base_url
+        print(f"admin page: {admin_url}   (press Get Email Token for {DEMO_NAMESPACE}/alice-mailbox)")
+        print(f"  sign in as {DEMO_USER} with password {DEMO_PASSWORD}; the browser warns about the demo")
+        print(f"  provider's certificate (a local test CA: {provider.ca_pem_path}): accept it for this demo")
+        print(
+            f"  or, in another terminal: KUBECONFIG={kubeconfig} emailtoken authorize "
+            f"{DEMO_NAMESPACE}/alice-mailbox --ca-bundle {provider.ca_pem_path}"
+        )
+        operator = asyncio.create_task(_operator(provider.ca_pem_path, url, redirect_base, admin_url))
         await _apply_examples(emulator, provider)
-        print(f"applied Secret {DEMO_NAMESPACE}/demo-app-secret and EmailToken {DEMO_NAMESPACE}/shared-mailbox\n")
+        print(f"applied Secret {DEMO_NAMESPACE}/demo-app-secret and EmailToken {DEMO_NAMESPACE}/shared-mailbox")
+        print(
+            f"applied Secret {DEMO_NAMESPACE}/demo-web-secret and EmailToken {DEMO_NAMESPACE}/alice-mailbox "
+            "(AuthorizationCode: waits for your sign-in)\n"
+        )
         print(HEADER)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -100,13 +128,47 @@ async def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _operator(ca_bundle: str | None, url: str) -> None:
+def _port(preferred: int) -> int:
+    """The preferred loopback port if it is free, else any free one (a demo must not fail on a busy port)."""
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", preferred))
+        except OSError:
+            s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _callback_service(ca_bundle: str | None, args: argparse.Namespace) -> Any:
+    """The callback service (admin page and /callback) on loopback ports, in this event loop."""
+    from emailtoken.callback.app import CallbackService
+    from emailtoken.callback.cli import build_services
+    from emailtoken.callback.context import CallbackConfig
+
+    public_port, admin_port = _port(args.public_port), _port(args.admin_port)
+    config = CallbackConfig(
+        redirect_base_url=f"http://127.0.0.1:{public_port}",
+        public_host="127.0.0.1",
+        public_port=public_port,
+        admin_port=admin_port,
+        ca_bundle=ca_bundle,
+        admin_url=f"http://127.0.0.1:{admin_port}/",
+    )
+    return CallbackService(build_services(config, secrets.token_bytes(32)))
+
+
+async def _operator(ca_bundle: str | None, url: str, redirect_base_url: str, admin_url: str) -> None:
     import kopf
 
     from emailtoken.runner import configure_logging, operator_kwargs
     from emailtoken.settings import OperatorConfig
 
-    config = OperatorConfig(ca_bundle=ca_bundle, health_port=None, log_format="plain")
+    config = OperatorConfig(
+        ca_bundle=ca_bundle,
+        health_port=None,
+        log_format="plain",
+        redirect_base_url=redirect_base_url,
+        admin_url=admin_url.rstrip("/"),
+    )
     configure_logging(config)
     import logging
 
@@ -147,8 +209,38 @@ async def _apply_examples(emulator: Any, provider: Any) -> None:
             "tokenUrl": provider.microsoft_token_url("demo"),
         },
     }
+    web_secret = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": "demo-web-secret", "namespace": DEMO_NAMESPACE, "resourceVersion": "1"},
+        "data": {"client_secret": base64.b64encode(DEMO_WEB_SECRET.encode()).decode()},
+    }
+    user_token = {
+        "apiVersion": "emailtoken.io/v1alpha1",
+        "kind": "EmailToken",
+        "metadata": {
+            "name": "alice-mailbox",
+            "namespace": DEMO_NAMESPACE,
+            "uid": "demo-0002",
+            "resourceVersion": "1",
+            "generation": 1,
+        },
+        "spec": {
+            "provider": "Microsoft",
+            "flow": "AuthorizationCode",
+            "tenantId": "demo",
+            "clientId": DEMO_WEB_CLIENT,
+            "clientSecretRef": {"name": "demo-web-secret"},
+            "emailAddress": DEMO_USER,
+            "services": ["IMAP", "SMTP"],
+            "authorizationUrl": provider.microsoft_authorize_url("demo"),
+            "tokenUrl": provider.microsoft_token_url("demo"),
+        },
+    }
     await _post(emulator, "/api/v1/namespaces/demo/secrets", secret)
     await _post(emulator, "/apis/emailtoken.io/v1alpha1/namespaces/demo/emailtokens", token)
+    await _post(emulator, "/api/v1/namespaces/demo/secrets", web_secret)
+    await _post(emulator, "/apis/emailtoken.io/v1alpha1/namespaces/demo/emailtokens", user_token)
 
 
 async def _post(emulator: Any, path: str, body: dict[str, Any]) -> None:

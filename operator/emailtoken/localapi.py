@@ -1,9 +1,11 @@
 """An embedded Kubernetes API for the demo, the tests and the benchmark (PyPI ``kmock``).
 
 kmock emulates the API over real HTTP (lists, watches, patches, the status
-subresource). Two gaps matter here and are filled in: ``generateName`` (kopf names
-every Event that way) and ``creationTimestamp`` (printer columns). Everything else is
-kmock as is; see TESTING.md for what it does not emulate.
+subresource). Three gaps matter here and are filled in: ``generateName`` (kopf names
+every Event that way), ``creationTimestamp`` (printer columns) and an initial
+``resourceVersion`` (a grant Secret created without one would read back as "no version",
+and the next compare-and-swap write would try to create it again and get 409).
+Everything else is kmock as is; see TESTING.md for what it does not emulate.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ class _Emulator(kmock.KubernetesEmulator):  # type: ignore[misc]
             if not meta.get("name") and meta.get("generateName"):
                 meta["name"] = meta["generateName"] + uuid.uuid4().hex[:8]
             meta.setdefault("creationTimestamp", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+            meta.setdefault("resourceVersion", "1")
         return await super()._handle(request)
 
 

@@ -1,0 +1,16 @@
+"""The callback service (``emailtoken callback``): completes interactive sign-ins.
+
+Two listeners, two audiences:
+
+* the **admin** listener (default ``127.0.0.1:8081``, reached with ``kubectl port-forward``
+  so Kubernetes RBAC guards it) lists the EmailTokens like the old admin screen and starts
+  a sign-in ("Get Email Token");
+* the **public** listener (default ``0.0.0.0:8080``) serves only ``GET /callback`` (where
+  the provider sends the browser back with the authorization code) and ``/healthz``.
+
+Modules, one concern each: :mod:`.pkce` and :mod:`.state` (pure crypto helpers),
+:mod:`.pending` (sign-ins in flight), :mod:`.csrf`, :mod:`.tokens` (what the admin page
+shows), :mod:`.signin` (the code exchange and grant write, shared with
+``emailtoken authorize``), :mod:`.pages` (HTML), :mod:`.admin` and :mod:`.public`
+(handlers), :mod:`.app` (wiring, headers, logging) and :mod:`.cli`.
+"""

@@ -1,0 +1,134 @@
+"""The admin listener: list tokens, confirm, and start a sign-in ("Get Email Token").
+
+Reached with ``kubectl port-forward`` (RBAC on pods/portforward is the access control),
+so it answers only to loopback host names unless told otherwise (DNS rebinding), and
+its one state-changing action is a POST guarded by a CSRF token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from aiohttp import web
+
+from emailtoken.callback import pages, pkce
+from emailtoken.callback.csrf import COOKIE, FIELD, same_origin
+from emailtoken.callback.responses import html, log, refusal, services
+from emailtoken.callback.signin import SignInRefused, authorization_url, load_token
+from emailtoken.callback.tokens import CALLBACK_FLOWS, TokenRow, row_of, rows_of
+from emailtoken.kube import KubeError
+from emailtoken.outcomes import ProviderError
+
+routes = web.RouteTableDef()
+
+
+def _csrf(request: web.Request) -> tuple[str, str | None]:
+    """(form token, new cookie value or None when the browser's cookie is reused)."""
+    guard = services(request).csrf
+    cookie = request.cookies.get(COOKIE)
+    new = None
+    if not cookie or len(cookie) > 64:
+        cookie = new = guard.new_cookie()
+    return guard.token_for(cookie), new
+
+
+def _with_cookie(response: web.Response, cookie: str | None) -> web.Response:
+    if cookie:
+        response.set_cookie(COOKIE, cookie, httponly=True, samesite="Strict", path="/")
+    return response
+
+
+def _served(request: web.Request, namespace: str) -> None:
+    if not services(request).config.serves(namespace):
+        raise SignInRefused("NotServed", f"this service does not serve namespace {namespace}", status=404)
+
+
+@routes.get("/")
+async def index(request: web.Request) -> web.Response:
+    """Every EmailToken this service can see, with its state and a sign-in button."""
+    svc = services(request)
+    token, cookie = _csrf(request)
+    error = None
+    try:
+        rows = rows_of(await svc.api.list_tokens(svc.config.namespaces))
+    except KubeError as exc:
+        rows, error = [], f"The EmailTokens could not be listed: Kubernetes API answered HTTP {exc.status}."
+    page = pages.admin_index(
+        rows,
+        redirect_uri=svc.config.redirect_uri,
+        csrf_token=token,
+        namespaces=svc.config.namespaces,
+        now=svc.now(),
+        error=error,
+    )
+    return _with_cookie(html(page, 503 if error else 200), cookie)
+
+
+async def _row(request: web.Request, namespace: str, name: str) -> TokenRow:
+    _served(request, namespace)
+    try:
+        obj = await services(request).api.get_token(namespace, name)
+    except KubeError as exc:
+        raise SignInRefused("APIUnavailable", f"the Kubernetes API answered HTTP {exc.status}", status=503) from None
+    if obj is None:
+        raise SignInRefused("TokenNotFound", f"there is no EmailToken {namespace}/{name}", status=404)
+    return row_of(obj)
+
+
+@routes.get("/authorize/{namespace}/{name}")
+async def confirm(request: web.Request) -> web.Response:
+    """The page ``status.authorizeUrl`` points to: what will happen, and the button."""
+    svc = services(request)
+    namespace, name = request.match_info["namespace"], request.match_info["name"]
+    try:
+        row = await _row(request, namespace, name)
+    except SignInRefused as exc:
+        return refusal(request, exc, what=f"confirm page for {namespace}/{name}", admin_link=False)
+    token, cookie = _csrf(request)
+    page = pages.confirm(row, redirect_uri=svc.config.redirect_uri, csrf_token=token, now=svc.now())
+    return _with_cookie(html(page), cookie)
+
+
+@routes.post("/tokens/{namespace}/{name}/authorize")
+async def start(request: web.Request) -> web.Response:
+    """Start a sign-in: remember PKCE server-side, sign the state, 303 to the provider."""
+    svc = services(request)
+    namespace, name = request.match_info["namespace"], request.match_info["name"]
+    what = f"sign-in for {namespace}/{name}"
+    own_origin = f"{request.scheme}://{request.host}"
+    form = await request.post()
+    field = form.get(FIELD)
+    if not same_origin(request.headers, own_origin) or not svc.csrf.check(
+        request.cookies.get(COOKIE), field if isinstance(field, str) else None
+    ):
+        exc = SignInRefused(
+            "CsrfFailed", "the request did not come from this admin page (missing or stale form token)", status=403
+        )
+        return refusal(request, exc, what=what, admin_link=False)
+    try:
+        _served(request, namespace)
+        token, spec = await load_token(svc.api, namespace, name, flows=CALLBACK_FLOWS)
+        provider = svc.providers.for_spec(spec.provider)
+        verifier = pkce.new_verifier()
+        entry = svc.pending.add(token, verifier=verifier, redirect_uri=svc.config.redirect_uri)
+        state = svc.signer.sign(namespace=namespace, name=name, uid=token.uid, nonce=entry.nonce)
+        try:
+            url = await asyncio.to_thread(
+                authorization_url, provider, spec, redirect_uri=entry.redirect_uri, state=state, verifier=verifier
+            )
+        except ProviderError as perr:
+            svc.pending.take(entry.nonce)
+            raise SignInRefused(
+                "ProviderUnavailable", f"the sign-in address could not be built: {perr.message}", status=502
+            ) from None
+    except SignInRefused as exc:
+        return refusal(request, exc, what=what, admin_link=False)
+    log.info("%s started (%s)", what, spec.provider)
+    # The target comes from the EmailToken's spec (cluster configuration), never from the request.
+    return web.Response(status=303, headers={"Location": url})
+
+
+@routes.get("/healthz")
+async def healthz(request: web.Request) -> web.Response:
+    """Liveness: the process answers."""
+    return web.Response(text="ok\n")

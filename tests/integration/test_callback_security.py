@@ -1,0 +1,417 @@
+"""The callback service refuses every way a sign-in can go wrong, with a clear page and nothing stored.
+
+Real parts only: `emailtoken callback` as a child process, its admin page and /callback over
+HTTP, the local provider's sign-in page over HTTPS, the real operator against the local
+Kubernetes API. The last test scans every log for codes, tokens and secrets.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import secrets
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import pytest
+import requests
+
+from emailtoken.callback.state import StateSigner
+from emailtoken.devprovider import DevProviderThread, redirect_params, sign_in
+from tests.support.callback_process import AdminSession, CallbackProcess, browser_get
+from tests.support.kube import ApiClient, KmockThread, wait_for
+from tests.support.operator_process import OperatorProcess
+
+pytestmark = pytest.mark.usefixtures("operator")
+ALICE = "alice.sec@contoso.com"
+BOB = "bob.sec@contoso.com"
+MALLORY = "mallory.sec@contoso.com"
+CLIENT_SECRET = "callback-client-secret-value"
+#: Values that must never show up in a log: codes seen, plus tokens read from Secrets at the end.
+SEEN: set[str] = {CLIENT_SECRET}
+LOGS: list[Path] = []
+
+
+@pytest.fixture(scope="module")
+def state_key(workdir: Path) -> Path:
+    path = workdir / "state-key"
+    path.write_text(secrets.token_hex(32))
+    return path
+
+
+@pytest.fixture(scope="module")
+def callback(
+    kube: KmockThread, provider: DevProviderThread, workdir: Path, state_key: Path
+) -> Iterator[CallbackProcess]:
+    cb = CallbackProcess(kube.kubeconfig, workdir, ca_bundle=provider.ca_pem_path, state_key_file=state_key).start()
+    LOGS.append(cb.log_path)
+    yield cb
+    cb.stop()
+
+
+@pytest.fixture
+def client_id(provider: DevProviderThread, api: ApiClient, namespace: str, callback: CallbackProcess) -> str:
+    cid = f"web-{namespace}"
+    provider.add_client(cid, CLIENT_SECRET, redirect_uris=[callback.redirect_uri])
+    for user in (ALICE, BOB, MALLORY):
+        provider.add_user(user)
+    api.create_secret(namespace, "web-secret", {"client_secret": CLIENT_SECRET})
+    return cid
+
+
+@pytest.fixture
+def admin(callback: CallbackProcess) -> AdminSession:
+    return AdminSession(callback.admin_url)
+
+
+def user_token(provider: DevProviderThread, name: str, client_id: str, mailbox: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "emailtoken.io/v1alpha1",
+        "kind": "EmailToken",
+        "metadata": {"name": name},
+        "spec": {
+            "provider": "Microsoft",
+            "tenantId": "contoso",
+            "clientId": client_id,
+            "clientSecretRef": {"name": "web-secret"},
+            "emailAddress": mailbox,
+            "services": ["IMAP", "SMTP"],
+            "authorizationUrl": provider.microsoft_authorize_url("contoso"),
+            "tokenUrl": provider.microsoft_token_url("contoso"),
+        },
+    }
+
+
+def signed_in(provider: DevProviderThread, admin: AdminSession, ns: str, name: str, email: str, **kw: Any) -> str:
+    """Press "Get Email Token" and sign in at the provider: the URL the browser is sent back to."""
+    url = admin.start_url(ns, name)
+    assert url.startswith(provider.microsoft_authorize_url("contoso"))
+    location = sign_in(url, email, verify=provider.ca_pem_path, **kw)
+    params = redirect_params(location)
+    if "code" in params:
+        SEEN.add(params["code"])
+    return location
+
+
+def with_params(url: str, **changes: str) -> str:
+    parts = urlsplit(url)
+    query = dict(parse_qsl(parts.query))
+    query.update(changes)
+    return urlunsplit(parts._replace(query=urlencode(query)))
+
+
+def refused(answer: requests.Response, status: int, reason: str, *texts: str) -> None:
+    assert answer.status_code == status, (answer.status_code, answer.text[-1500:])
+    assert f"Reason: <code>{reason}</code>" in answer.text, answer.text[-1500:]
+    assert "Sign-in not completed" in answer.text
+    for text in texts:
+        assert text in answer.text, (text, answer.text[-1500:])
+    assert "Location" not in answer.headers
+
+
+def no_grant(api: ApiClient, ns: str, name: str) -> None:
+    assert api.get("secrets", ns, f"emailtoken-grant-{name}") is None
+
+
+def claims_of(state: str) -> dict[str, Any]:
+    body = state.split(".")[1]
+    return json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
+
+
+def test_forged_states_are_refused_and_do_not_burn_the_real_sign_in(
+    api: ApiClient, provider: DevProviderThread, admin: AdminSession, namespace: str, client_id: str
+):
+    api.create("emailtokens", namespace, user_token(provider, "alice", client_id, ALICE))
+    location = signed_in(provider, admin, namespace, "alice", ALICE)
+    state = redirect_params(location)["state"]
+
+    refused(browser_get(with_params(location, state="")), 400, "MissingState")
+    refused(browser_get(with_params(location, state="made-up")), 400, "InvalidState", "not one this service issued")
+    tampered = state[:-2] + ("AA" if not state.endswith("AA") else "BB")
+    refused(browser_get(with_params(location, state=tampered)), 400, "InvalidState", "signature is wrong")
+    other_key = StateSigner(b"x" * 32).sign(**{"namespace": namespace, "name": "alice", "uid": "u", "nonce": "n"})
+    refused(browser_get(with_params(location, state=other_key)), 400, "InvalidState", "signature is wrong")
+    no_grant(api, namespace, "alice")
+
+    good = browser_get(location)
+    assert good.status_code == 200, good.text[-1500:]
+    assert f"{ALICE}</strong> is authorized for EmailToken <code>{namespace}/alice</code>" in good.text
+    wait_for(lambda: (c := api.condition(namespace, "alice", "Ready")) and c["status"] == "True", 30, what="Ready")
+    data = api.secret_data(namespace, "alice")
+    assert provider.token_info(data["access_token"])["email"] == ALICE
+
+
+def test_expired_state_is_refused(
+    api: ApiClient,
+    provider: DevProviderThread,
+    kube: KmockThread,
+    workdir: Path,
+    state_key: Path,
+    namespace: str,
+    client_id: str,
+):
+    quick = CallbackProcess(
+        kube.kubeconfig,
+        workdir,
+        ca_bundle=provider.ca_pem_path,
+        state_key_file=state_key,
+        extra_args=["--state-ttl", "2"],
+        name="callback-quick",
+    ).start()
+    LOGS.append(quick.log_path)
+    try:
+        provider.add_client(client_id, CLIENT_SECRET, redirect_uris=[quick.redirect_uri])
+        api.create("emailtokens", namespace, user_token(provider, "alice", client_id, ALICE))
+        location = signed_in(provider, AdminSession(quick.admin_url), namespace, "alice", ALICE)
+        time.sleep(2.5)
+        refused(browser_get(location), 400, "StateExpired", "has expired")
+        no_grant(api, namespace, "alice")
+    finally:
+        quick.stop()
+
+
+def test_state_for_another_token_is_refused(
+    api: ApiClient,
+    provider: DevProviderThread,
+    admin: AdminSession,
+    state_key: Path,
+    namespace: str,
+    client_id: str,
+):
+    api.create("emailtokens", namespace, user_token(provider, "alice", client_id, ALICE))
+    api.create("emailtokens", namespace, user_token(provider, "bob", client_id, BOB))
+    alice_uid = api.get("emailtokens", namespace, "alice")["metadata"]["uid"]
+    to_alice = signed_in(provider, admin, namespace, "alice", ALICE)
+    to_bob = signed_in(provider, admin, namespace, "bob", BOB)
+    bob_state = redirect_params(to_bob)["state"]
+
+    # A genuinely signed state naming alice but carrying bob's pending sign-in.
+    bob_claims = claims_of(bob_state)
+    crossed = StateSigner(state_key.read_text().strip().encode()).sign(
+        namespace=namespace, name="alice", uid=alice_uid, nonce=bob_claims["x"]
+    )
+    refused(browser_get(with_params(to_alice, state=crossed)), 400, "StateMismatch")
+
+    # Alice's code moved into another sign-in (a fresh one for bob): bob's PKCE verifier does not fit it.
+    to_bob_again = signed_in(provider, admin, namespace, "bob", BOB)
+    moved = with_params(to_bob_again, code=redirect_params(to_alice)["code"])
+    refused(browser_get(moved), 502, "ExchangeFailed")
+    no_grant(api, namespace, "alice")
+    no_grant(api, namespace, "bob")
+
+    # The token was deleted and created again (new uid) while its sign-in was in flight.
+    api.delete("emailtokens", namespace, "alice")
+    wait_for(lambda: api.get("emailtokens", namespace, "alice") is None, 10)
+    api.create("emailtokens", namespace, user_token(provider, "alice", client_id, ALICE))
+    refused(browser_get(to_alice), 409, "TokenReplaced")
+    no_grant(api, namespace, "alice")
+
+
+def test_replayed_state_and_code_are_refused(
+    api: ApiClient, provider: DevProviderThread, admin: AdminSession, namespace: str, client_id: str
+):
+    api.create("emailtokens", namespace, user_token(provider, "alice", client_id, ALICE))
+    location = signed_in(provider, admin, namespace, "alice", ALICE)
+    assert browser_get(location).status_code == 200
+    # Once Ready, the operator has spent (and rotated) the grant; it will not touch it for ~40 minutes.
+    wait_for(lambda: (c := api.condition(namespace, "alice", "Ready")) and c["status"] == "True", 30, what="Ready")
+    before = api.get("secrets", namespace, "emailtoken-grant-alice")
+
+    refused(browser_get(location), 400, "AlreadyUsed", "already completed")
+    fresh = signed_in(provider, admin, namespace, "alice", ALICE)
+    old_code_new_state = with_params(fresh, code=redirect_params(location)["code"])
+    refused(browser_get(old_code_new_state), 502, "ExchangeFailed")
+    refused(browser_get(old_code_new_state), 400, "AlreadyUsed")
+    assert api.get("secrets", namespace, "emailtoken-grant-alice")["data"] == before["data"]
+
+
+def test_pending_sign_in_lost_on_restart_is_refused(
+    api: ApiClient,
+    provider: DevProviderThread,
+    admin: AdminSession,
+    callback: CallbackProcess,
+    namespace: str,
+    client_id: str,
+):
+    api.create("emailtokens", namespace, user_token(provider, "alice", client_id, ALICE))
+    location = signed_in(provider, admin, namespace, "alice", ALICE)
+    callback.restart()  # same key file: the state still verifies, but the PKCE verifier is gone
+    refused(browser_get(location), 400, "SignInNotFound", "no record of this sign-in")
+    no_grant(api, namespace, "alice")
+
+
+def test_wrong_account_is_refused(
+    api: ApiClient, provider: DevProviderThread, admin: AdminSession, namespace: str, client_id: str
+):
+    api.create("emailtokens", namespace, user_token(provider, "alice", client_id, ALICE))
+    location = signed_in(provider, admin, namespace, "alice", MALLORY)
+    refused(
+        browser_get(location),
+        403,
+        "AccountMismatch",
+        f"signed in as {MALLORY}, but this token is for {ALICE}; nothing was stored",
+    )
+    no_grant(api, namespace, "alice")
+    assert api.get("secrets", namespace, "alice") is None
+
+
+def test_provider_error_is_shown_plainly_and_escaped(
+    api: ApiClient, provider: DevProviderThread, admin: AdminSession, namespace: str, client_id: str
+):
+    api.create("emailtokens", namespace, user_token(provider, "alice", client_id, ALICE))
+    location = signed_in(provider, admin, namespace, "alice", ALICE, accept=False)
+    assert redirect_params(location)["error"] == "access_denied"
+    answer = browser_get(with_params(location, error_description="<script>alert(1)</script> declined"))
+    refused(answer, 400, "ProviderError", "cancelled or consent was refused", "access_denied")
+    assert "<script>alert(1)" not in answer.text and "&lt;script&gt;alert(1)" in answer.text
+    no_grant(api, namespace, "alice")
+
+
+def test_no_open_redirects(
+    api: ApiClient,
+    provider: DevProviderThread,
+    admin: AdminSession,
+    callback: CallbackProcess,
+    namespace: str,
+    client_id: str,
+):
+    evil = "https://evil.example/steal"
+    http = requests.Session()
+    http.trust_env = False
+    answers = []
+    for base in (callback.public_url, callback.admin_url):
+        for path in ("//evil.example/", "/%2F%2Fevil.example", "/callback/..//evil.example", "/\\evil.example"):
+            answer = http.get(base + path, params={"next": evil}, allow_redirects=False, timeout=10)
+            assert answer.status_code == 404, (base, path, answer.status_code)
+            answers.append(answer)
+    assert http.post(callback.public_url + "/callback", allow_redirects=False, timeout=10).status_code == 404
+    assert http.head(callback.public_url + "/callback", allow_redirects=False, timeout=10).status_code == 404
+    assert http.get(callback.public_url + "/", allow_redirects=False, timeout=10).status_code == 404
+    assert http.get(callback.public_url + "/authorize/x/y", allow_redirects=False, timeout=10).status_code == 404
+
+    api.create("emailtokens", namespace, user_token(provider, "alice", client_id, ALICE))
+    start = admin.http.post(
+        f"{admin.url}/tokens/{namespace}/alice/authorize",
+        params={"next": evil},
+        data={"csrf": admin.csrf(), "next": evil, "redirect_uri": evil},
+        allow_redirects=False,
+        timeout=30,
+    )
+    assert start.status_code == 303 and start.headers["Location"].startswith(
+        provider.microsoft_authorize_url("contoso")
+    )
+    assert "evil.example" not in start.headers["Location"]
+    location = sign_in(start.headers["Location"], ALICE, verify=provider.ca_pem_path)
+    SEEN.add(redirect_params(location)["code"])
+    done = browser_get(with_params(location, next=evil, redirect_uri=evil, return_to="//evil.example"))
+    answers.append(done)
+    assert done.status_code == 200 and "evil.example" not in done.text
+    assert f'href="{callback.admin_url}/"' in done.text
+    for answer in answers:
+        assert "evil.example" not in answer.headers.get("Location", "")
+
+
+def test_admin_actions_need_csrf_token_same_origin_and_loopback_host(
+    api: ApiClient, provider: DevProviderThread, admin: AdminSession, namespace: str, client_id: str
+):
+    api.create("emailtokens", namespace, user_token(provider, "alice", client_id, ALICE))
+    url = f"{admin.url}/tokens/{namespace}/alice/authorize"
+    token = admin.csrf()
+    refused(admin.http.post(url, data={}, allow_redirects=False, timeout=10), 403, "CsrfFailed")
+    refused(admin.http.post(url, data={"csrf": "0" * 64}, allow_redirects=False, timeout=10), 403, "CsrfFailed")
+    stranger = requests.Session()
+    stranger.trust_env = False
+    refused(stranger.post(url, data={"csrf": token}, allow_redirects=False, timeout=10), 403, "CsrfFailed")
+    for headers in ({"Origin": "https://evil.example"}, {"Sec-Fetch-Site": "cross-site"}):
+        answer = admin.http.post(url, data={"csrf": token}, headers=headers, allow_redirects=False, timeout=10)
+        refused(answer, 403, "CsrfFailed")
+    rebinding = admin.http.get(admin.url + "/", headers={"Host": "evil.example"}, timeout=10)
+    assert rebinding.status_code == 421 and "answers only to localhost" in rebinding.text
+    ok = admin.http.post(url, data={"csrf": token}, headers={"Origin": admin.url}, allow_redirects=False, timeout=30)
+    assert ok.status_code == 303
+
+
+def test_security_headers_on_every_kind_of_answer(callback: CallbackProcess, admin: AdminSession):
+    answers = [
+        admin.index(),
+        browser_get(callback.public_url + "/callback"),
+        browser_get(callback.public_url + "/nothing-here"),
+        browser_get(callback.admin_url + "/nothing-here"),
+    ]
+    for answer in answers:
+        headers = answer.headers
+        assert headers["Content-Security-Policy"].startswith("default-src 'none'; style-src 'sha256-")
+        assert "frame-ancestors 'none'" in headers["Content-Security-Policy"]
+        assert headers["X-Frame-Options"] == "DENY"
+        assert headers["Referrer-Policy"] == "no-referrer"
+        assert headers["Cache-Control"] == "no-store"
+        assert headers["X-Content-Type-Options"] == "nosniff"
+    cookie = answers[0].headers["Set-Cookie"]
+    assert "HttpOnly" in cookie and "SameSite=Strict" in cookie
+    assert browser_get(callback.public_url + "/healthz").text == "ok\n"
+
+
+def _all_tokens(api: ApiClient) -> list[dict[str, Any]]:
+    answer = api.http.get(api.url + "/apis/emailtoken.io/v1alpha1/emailtokens", timeout=10)
+    answer.raise_for_status()
+    return answer.json().get("items") or []
+
+
+def test_confirm_page_behind_status_authorize_url(
+    api: ApiClient, provider: DevProviderThread, admin: AdminSession, namespace: str, client_id: str
+):
+    api.create("emailtokens", namespace, user_token(provider, "alice", client_id, ALICE))
+    page = admin.http.get(f"{admin.url}/authorize/{namespace}/alice", timeout=10)
+    assert page.status_code == 200
+    assert f"<h1>EmailToken {namespace}/alice</h1>" in page.text
+    assert f'aria-label="Get Email Token for {namespace}/alice"' in page.text
+    assert f"sign in as <strong>{ALICE}</strong>" in page.text
+    token = re.search(r'name="csrf" value="([^"]+)"', page.text).group(1)
+    start = admin.http.post(
+        f"{admin.url}/tokens/{namespace}/alice/authorize", data={"csrf": token}, allow_redirects=False, timeout=30
+    )
+    assert start.status_code == 303
+
+    refused(admin.http.get(f"{admin.url}/authorize/{namespace}/nobody", timeout=10), 404, "TokenNotFound")
+    app_only = user_token(provider, "robot", client_id, "robot@contoso.com")
+    app_only["spec"]["flow"] = "ClientCredentials"
+    api.create("emailtokens", namespace, app_only)
+    page = admin.http.get(f"{admin.url}/authorize/{namespace}/robot", timeout=10)
+    assert (
+        page.status_code == 200
+        and "app-only, nothing to sign in" in page.text
+        and '<button type="submit"' not in page.text
+    )
+    refused(
+        admin.http.post(
+            f"{admin.url}/tokens/{namespace}/robot/authorize", data={"csrf": token}, allow_redirects=False, timeout=10
+        ),
+        409,
+        "FlowNotSupported",
+    )
+
+
+def test_logs_hold_no_codes_tokens_or_secrets(
+    api: ApiClient, kube: KmockThread, callback: CallbackProcess, operator: OperatorProcess
+):
+    """Runs last in this module: everything every process logged, against every value seen."""
+    values = set(SEEN)
+    namespaces = {t["metadata"]["namespace"] for t in _all_tokens(api)}
+    for ns in namespaces:
+        for secret in api.list("secrets", ns):
+            data = api.secret_data(ns, secret["metadata"]["name"]) or {}
+            for key in ("access_token", "xoauth2", "refresh_token", "client_secret"):
+                if data.get(key):
+                    values.add(data[key])
+    assert len(values) > 3, "the scan needs values to look for"
+    logs = {path.name: path.read_text(errors="replace") for path in LOGS}
+    logs["operator"] = operator.log
+    assert "sign-in for" in logs[callback.log_path.name]
+    for name, text in logs.items():
+        leaked = [v[:6] + "..." for v in values if v in text]
+        assert not leaked, f"{name} log contains secret values: {leaked}"
+        assert "code=" not in text and "state=" not in text, f"{name} log contains a query string"
