@@ -9,10 +9,14 @@ It imports neither kopf nor an HTTP library: the API and providers are injected.
 from __future__ import annotations
 
 import asyncio
+import functools
+import hashlib
+import json
 import logging
 import random
 import time
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
@@ -59,6 +63,10 @@ class EngineConfig:
     admin_url: str | None = None
     keepalive: timedelta = DEFAULT_KEEPALIVE
     bad_config_retry: timedelta = BAD_CONFIG_RETRY
+    #: threads for blocking provider calls (as many as steps run at once, see Scheduler)
+    provider_threads: int = 16
+    #: may this replica act (leader election's fence, :meth:`LeaderElector.fresh`); None: always
+    may_act: Callable[[], bool] | None = None
 
 
 @dataclass
@@ -76,7 +84,14 @@ class TokenState:
     pending_grant: Grant | None = field(default=None, repr=False)
     pending_result: TokenSet | None = field(default=None, repr=False)  # came with pending_grant
     refs: frozenset[str] = frozenset()
+    #: digest of the client secret/key and refresh token of the last attempt the provider refused,
+    #: and the earliest retry the failure allows (None: only once a person acts)
+    failed_inputs: str | None = None
+    retry_not_before: datetime | None = None
     planned_hint: datetime | None = None
+    #: annotation values already acted on; status.handledAnnotations says the same, but the body a
+    #: step gets may predate our own status write (a step right after a wake-up), so memory wins
+    handled: dict[str, str] = field(default_factory=dict)
     consumer: str = ""
     device: DeviceFlow | None = field(default=None, repr=False)
 
@@ -87,6 +102,18 @@ class StepResult:
 
     delay: float | None
     refreshed: bool = False
+
+
+def _inputs_digest(creds: ClientCredentials, refresh_token: str | None) -> str:
+    """A digest of what a provider call presents (kept in memory only, never the values)."""
+    material = json.dumps(
+        [creds.client_secret or "", creds.service_account_info or {}, refresh_token or ""], sort_keys=True
+    )
+    return hashlib.sha256(material.encode()).hexdigest()
+
+
+class NotLeader(Exception):
+    """This replica's leadership is not confirmed any more: it must neither call providers nor write."""
 
 
 class _Report:
@@ -123,17 +150,38 @@ class Engine:
         self.rng = rng or random.Random()
         self.grants = GrantStore(api)
         self.states: dict[Key, TokenState] = {}
+        #: (namespace, Secret name) -> the tokens whose step reads that Secret: a Secret's watch
+        #: event finds its tokens without a scan over every token (quadratic at startup)
+        self._readers: dict[tuple[str, str], set[Key]] = {}
+        # Provider calls block for up to the provider timeout. In asyncio's default pool (cpu + 4
+        # threads, 6 on a 2-core node) a few hung calls would starve every other token's calls and
+        # the Kubernetes client, so they get threads of their own.
+        self._provider_pool = ThreadPoolExecutor(
+            max_workers=max(1, self.config.provider_threads), thread_name_prefix="emailtoken-provider"
+        )
 
     # -- bookkeeping used by the handlers -------------------------------------------------
 
     def forget(self, key: Key) -> None:
         """The object is gone: drop everything remembered about it."""
-        self.states.pop(key, None)
+        st = self.states.pop(key, None)
+        if st is not None:
+            self._index_refs(key, st.refs, frozenset())
         self.observer.forget(key)
 
     def referencing(self, namespace: str, secret_name: str) -> list[Key]:
         """Tokens whose step reads this Secret (client secret, key, grant, consumer)."""
-        return [k for k, st in self.states.items() if k[0] == namespace and secret_name in st.refs]
+        return sorted(self._readers.get((namespace, secret_name), ()))
+
+    def _index_refs(self, key: Key, old: frozenset[str], new: frozenset[str]) -> None:
+        for name in old - new:
+            readers = self._readers.get((key[0], name))
+            if readers is not None:
+                readers.discard(key)
+                if not readers:
+                    del self._readers[(key[0], name)]
+        for name in new - old:
+            self._readers.setdefault((key[0], name), set()).add(key)
 
     def secret_deleted(self, key: Key, name: str) -> None:
         """Someone deleted the consumer Secret: publish again at the next step."""
@@ -152,7 +200,24 @@ class Engine:
     # -- the step ----------------------------------------------------------------------------
 
     async def step(self, body: Mapping[str, Any]) -> StepResult:
-        """Bring one token up to date and report; never raises for a token's own problems."""
+        """Bring one token up to date and report; never raises for a token's own problems.
+
+        A replica whose leadership is not confirmed (see :attr:`EngineConfig.may_act`) does
+        nothing at all and looks again in a second: it is about to stop, or to renew.
+        """
+        try:
+            self._fence()
+            return await self._step(body)
+        except NotLeader:
+            log.warning("%s/%s: leadership not confirmed; not acting", (body.get("metadata") or {}).get("namespace"),
+                        (body.get("metadata") or {}).get("name"))
+            return StepResult(delay=1.0)
+
+    def _fence(self) -> None:
+        if self.config.may_act is not None and not self.config.may_act():
+            raise NotLeader()
+
+    async def _step(self, body: Mapping[str, Any]) -> StepResult:
         meta = body.get("metadata") or {}
         token = TokenRef(meta.get("namespace", ""), meta["name"], meta.get("uid", ""))
         key = (token.namespace, token.name)
@@ -160,7 +225,7 @@ class Engine:
         now = self.clock()
         report = _Report()
         status_in: Mapping[str, Any] = body.get("status") or {}
-        handled = dict(status_in.get("handledAnnotations") or {})
+        handled = {**(status_in.get("handledAnnotations") or {}), **st.handled}
         refreshed = False
 
         try:
@@ -172,9 +237,12 @@ class Engine:
             await self._finish(body, token, None, st, report, handled, now)
             return StepResult(delay=None)
 
-        st.refs = frozenset(
+        refs = frozenset(
             r.name for r in (spec.client_secret_ref, spec.service_account_key_ref) if r is not None
         ) | {token.grant_secret_name, spec.secret_name}
+        if refs != st.refs:
+            self._index_refs(key, st.refs, refs)
+            st.refs = refs
         st.consumer = spec.secret_name
 
         if not st.loaded or st.published is None:
@@ -216,7 +284,8 @@ class Engine:
         due = force or (st.next_attempt is not None and now >= st.next_attempt)
 
         if due:
-            refreshed = await self._attempt(token, spec, st, report, now)
+            refreshed = await self._attempt(token, spec, st, report, now, force=force)
+            now = max(now, self.clock())  # a provider call can take up to its timeout: judge expiry after it
         else:
             self._steady_report(report, st, spec, now)
 
@@ -238,7 +307,12 @@ class Engine:
         st.loaded = True
 
     def _remember_plan(self, st: TokenState, status_in: Mapping[str, Any]) -> None:
-        """After a restart, keep the refresh time already in status (no status writes, no storm)."""
+        """After a restart, keep the refresh time already in status (no status writes, no storm).
+
+        A plan not later than when the published token was obtained belongs to an older token: the
+        previous process died after writing the consumer Secret and before writing status.
+        Following it would refresh a token that is brand new, so it is ignored.
+        """
         text = status_in.get("nextRefreshTime")
         if not text or st.published is None:
             return
@@ -246,7 +320,9 @@ class Engine:
             planned = parse_rfc3339(text)
         except ValueError:
             return
-        if planned <= st.published.expires_at:
+        obtained = st.published.obtained_at
+        # (both are written to the second, and a plan that was due made the refresh in that very second)
+        if planned <= st.published.expires_at and (obtained is None or planned > obtained):
             st.planned_hint = planned
 
     def _planned(self, st: TokenState, spec: EmailTokenSpec, now: datetime) -> datetime:
@@ -266,8 +342,6 @@ class Engine:
         return st.published is not None and st.published.has_token and st.published.expires_at > now
 
     async def _credentials(self, token: TokenRef, spec: EmailTokenSpec) -> ClientCredentials:
-        import json
-
         secret = None
         if spec.client_secret_ref is not None:
             secret = await read_secret_key(self.api, token.namespace, spec.client_secret_ref)
@@ -283,8 +357,25 @@ class Engine:
                 ) from None
         return ClientCredentials(client_secret=secret, service_account_info=info)
 
+    def _same_failure_again(self, st: TokenState, inputs: str, report: _Report, now: datetime, force: bool) -> bool:
+        """Would this attempt repeat one the provider already refused, before its retry is due?
+
+        Woken by a change to some watched Secret (a nudge, a watch re-list, a tool touching
+        labels), an attempt with the very same client secret and refresh token would fail the
+        same way: a dead grant would be presented again and again, and Retry-After and the
+        backoff would not hold. Only an explicit refresh-now overrides this.
+        """
+        if force or st.error is None or st.failed_inputs != inputs:
+            return False
+        if st.retry_not_before is not None and now >= st.retry_not_before:
+            return False
+        st.next_attempt = st.retry_not_before
+        self._failure_report(report, st, None, token_valid=self._valid(st, now))
+        return True
+
     async def _attempt(
-        self, token: TokenRef, spec: EmailTokenSpec, st: TokenState, report: _Report, now: datetime
+        self, token: TokenRef, spec: EmailTokenSpec, st: TokenState, report: _Report, now: datetime,
+        *, force: bool = False,
     ) -> bool:
         provider = self.providers.for_spec(spec.provider)
         try:
@@ -298,6 +389,7 @@ class Engine:
             return False
 
         grant: Grant | None = None
+        inputs: str | None = None  # set just before a provider call; None: the failure came earlier
         try:
             if spec.interactive:
                 grant = st.pending_grant or await self.grants.load(token)
@@ -326,6 +418,9 @@ class Engine:
                 if kept is not None and kept.expires_at > now:
                     result = kept  # the token that came with the rotated refresh token: do not spend it again
                 else:
+                    inputs = _inputs_digest(creds, grant.refresh_token)
+                    if self._same_failure_again(st, inputs, report, now, force):
+                        return False
                     result = await self._timed(spec, "refresh", provider.refresh, spec, creds, grant.refresh_token)
                 if result.refresh_token and result.refresh_token != grant.refresh_token:
                     rotated = Grant(
@@ -340,9 +435,13 @@ class Engine:
                     await self._save_grant(token, st, rotated)
                     st.pending_grant = None
             else:
+                inputs = _inputs_digest(creds, None)
+                if self._same_failure_again(st, inputs, report, now, force):
+                    return False
                 result = await self._timed(spec, "app_token", provider.acquire_app_token, spec, creds)
         except ProviderError as exc:
             self._fail(st, exc, report, now)
+            st.failed_inputs, st.retry_not_before = inputs, st.next_attempt
             return False
         except (Conflict, NotFound):
             # Someone else (a new sign-in, a re-authorization) replaced or removed the grant:
@@ -370,6 +469,7 @@ class Engine:
             scope=result.scope or spec.scope_string, spec_hash=spec.fingerprint(),
         )
         st.failures, st.error, st.last_warning = 0, None, None
+        st.failed_inputs, st.retry_not_before = None, None
         st.next_attempt = self._planned(st, spec, now)
         if not was_authorized:
             who = username or "the application"
@@ -445,14 +545,25 @@ class Engine:
         return saved, result
 
     async def _timed(self, spec: EmailTokenSpec, operation: str, fn: Callable[..., Any], *args: Any) -> Any:
-        """Run a blocking provider call in a thread and report its latency and outcome."""
+        """Run a blocking provider call in the provider pool and report its latency and outcome."""
+        self._fence()  # the point of no return: a refresh token presented is spent
         started = time.perf_counter()
         outcome = "ok"
         try:
-            return await asyncio.to_thread(fn, *args)
+            return await asyncio.get_running_loop().run_in_executor(self._provider_pool, functools.partial(fn, *args))
         except ProviderError as exc:
             outcome = exc.reason
             raise
+        except Exception as exc:
+            # A library raising what its provider module did not expect is still the provider's
+            # trouble: back off and retry like any outage instead of failing the whole step. Only
+            # the type is shown, because a library's message may quote the request.
+            outcome = "ProviderUnavailable"
+            log.warning("%s %s call raised %s; treating it as a transient failure", spec.provider, operation,
+                        type(exc).__name__)
+            raise ProviderError(
+                ErrorKind.TRANSIENT, f"the {spec.provider} client library failed unexpectedly ({type(exc).__name__})"
+            ) from None
         finally:
             self.observer.provider_call(spec.provider, operation, time.perf_counter() - started, outcome)
 
@@ -491,6 +602,7 @@ class Engine:
             report.events.append(("Normal", "AwaitingAuthorization", st.error.message))
 
     def _fail(self, st: TokenState, exc: ProviderError, report: _Report, now: datetime) -> None:
+        now = max(now, self.clock())  # back off from the failure, not from the start of a slow call
         report.outcome = exc.reason
         st.failures += 1
         st.error = exc
@@ -595,6 +707,7 @@ class Engine:
             status["observedGeneration"] = generation
         if handled:
             status["handledAnnotations"] = handled
+            st.handled = dict(handled)
         status.update(report.fields)
         key = (token.namespace, token.name)
         provider_name = spec.provider if spec is not None else str((body.get("spec") or {}).get("provider", ""))

@@ -19,6 +19,7 @@ from emailtoken.engine import ANNOTATION_REAUTHORIZE, ANNOTATION_REFRESH_NOW, En
 from emailtoken.kube import KubernetesApi, load_config
 from emailtoken.providers import Providers
 from emailtoken.scheduler import Scheduler
+from emailtoken.secretdata import LABEL_TOKEN
 from emailtoken.settings import OperatorConfig
 
 log = logging.getLogger("emailtoken")
@@ -50,7 +51,10 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
         providers,
         events=post_event,
         config=EngineConfig(
-            redirect_base_url=config.redirect_base_url, admin_url=config.admin_url, keepalive=config.keepalive
+            redirect_base_url=config.redirect_base_url,
+            admin_url=config.admin_url,
+            keepalive=config.keepalive,
+            may_act=memo.get("may_act"),  # set by the runner when leader election is on
         ),
         observer=metrics.observer() if config.metrics_port else None,
     )
@@ -61,7 +65,10 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     scheduler = Scheduler(step, concurrency=config.concurrency)
     memo["engine"] = engine
     memo["scheduler"] = scheduler
-    memo["scheduler_task"] = None  # started by the first watch event, inside kopf's full context
+    # Started by the first watch event, inside kopf's full context. kopf hands each object's
+    # handlers a shallow copy of this memo, so the task lives in a dict they all share: a plain
+    # memo key set from a handler would be seen by that object only (one loop per token).
+    memo["tasks"] = {}
     if memo.get("on_ready") is not None:
         memo["on_ready"](engine, scheduler)
     log.info("emailtoken operator started (concurrency %d)", config.concurrency)
@@ -69,17 +76,20 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
 
 @kopf.on.cleanup()
 async def stop(memo: kopf.Memo, **_: Any) -> None:
-    """Stop the scheduler; in-flight steps are cancelled (nothing half-written: see store)."""
-    task = memo.get("scheduler_task")
+    """Stop the scheduler; steps in flight get its drain period to finish (see Scheduler.run)."""
+    task = (memo.get("tasks") or {}).get("scheduler")
     if task is not None:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+    if memo.get("stop_flag") is not None:
+        memo["stop_flag"].set()  # the runner's flag: kopf is stopping anyway (see runner)
 
 
 def _ensure_running(memo: kopf.Memo, scheduler: Scheduler) -> None:
     """Start the scheduler from a handler: kopf's event poster is only reachable from there."""
-    if memo.get("scheduler_task") is None:
-        memo["scheduler_task"] = asyncio.create_task(scheduler.run(), name="emailtoken-scheduler")
+    tasks = memo["tasks"]
+    if tasks.get("scheduler") is None:
+        tasks["scheduler"] = asyncio.create_task(scheduler.run(), name="emailtoken-scheduler")
 
 
 def _interesting(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> bool:
@@ -123,8 +133,27 @@ async def secret_event(event: Mapping[str, Any], body: kopf.Body, memo: kopf.Mem
     for key in engine.referencing(namespace, name):
         if event.get("type") == "DELETED":
             engine.secret_deleted(key, name)
+        elif _own_write(engine, key, name, body):
+            continue
         engine.nudge(key)
         scheduler.wake(key)
+
+
+def _own_write(engine: Engine, key: tuple[str, str], name: str, body: kopf.Body) -> bool:
+    """The echo of a healthy token's own consumer-Secret write: stepping again would do nothing.
+
+    Every refresh comes back as one such event; waking the token for it cost a second step
+    per refresh, and that step could carry the body from before this step's status write
+    and so write the same status again.
+    """
+    st = engine.states.get(key)
+    return (
+        st is not None
+        and st.loaded
+        and st.error is None
+        and name == st.consumer
+        and body.metadata.labels.get(LABEL_TOKEN) == key[1]
+    )
 
 
 @kopf.on.probe(id="tokens")

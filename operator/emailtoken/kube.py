@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
 
 import kubernetes
@@ -85,11 +86,14 @@ def _json(response: Any) -> dict[str, Any]:
 class KubernetesApi:
     """:class:`KubeApi` over the official client (blocking calls in threads)."""
 
-    def __init__(self, api_client: kubernetes.client.ApiClient | None = None) -> None:
+    def __init__(self, api_client: kubernetes.client.ApiClient | None = None, *, threads: int = 16) -> None:
         self.client = api_client or kubernetes.client.ApiClient()
         self.core = kubernetes.client.CoreV1Api(self.client)
         self.custom = kubernetes.client.CustomObjectsApi(self.client)
         self.coordination = kubernetes.client.CoordinationV1Api(self.client)
+        # Threads of this instance only: the leader elector's renewals (its own instance) never
+        # wait behind the engine's calls, whatever the size of asyncio's default pool.
+        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="emailtoken-kube")
 
     async def _run(self, fn: Any, *args: Any, **kwargs: Any) -> dict[str, Any]:
         def call() -> dict[str, Any]:
@@ -99,7 +103,7 @@ class KubernetesApi:
                 _raise(exc)
                 raise
 
-        return await asyncio.to_thread(call)
+        return await asyncio.get_running_loop().run_in_executor(self._pool, call)
 
     async def get_secret(self, namespace: str, name: str) -> dict[str, Any] | None:
         """The Secret, or None."""

@@ -103,20 +103,38 @@ class LeaderElector:
         self.clock = clock
         self.lost = asyncio.Event()
         self.holder = ""
-        self._seen: tuple[str, str] | None = None
+        self._seen: tuple[str, str, str] | None = None
         self._seen_at = 0.0
+        self._renewed_at: float | None = None  # loop time at which the last successful renewal started
 
     def _unchanged_for(self, lease: dict[str, Any] | None) -> float:
         loop = asyncio.get_running_loop()
         spec = (lease or {}).get("spec") or {}
-        record = (str(spec.get("holderIdentity")), str(spec.get("renewTime")))
+        # Every renewal is a write, so the resourceVersion changes even when the holder's clock
+        # repeats a renewTime (stuck or stepped back): that is still a live leader, not silence.
+        version = ((lease or {}).get("metadata") or {}).get("resourceVersion")
+        record = (str(spec.get("holderIdentity")), str(spec.get("renewTime")), str(version))
         if record != self._seen:
             self._seen, self._seen_at = record, loop.time()
         return loop.time() - self._seen_at
 
+    def fresh(self) -> bool:
+        """May this process still act as the leader right now?
+
+        True only within the renew deadline of the start of the last successful renewal: a
+        candidate takes over after a full lease duration of silence, counted from when it saw
+        that renewal, so a leader that stalled (a long pause, a frozen node, a slow API) stops
+        spending refresh tokens before anyone else may start. The keeper notices the loss on
+        its next attempt; this check covers the moments before it does.
+        """
+        if self._renewed_at is None:
+            return False
+        return asyncio.get_running_loop().time() - self._renewed_at < self.config.renew_deadline
+
     async def try_acquire(self) -> bool:
         """One attempt to take or renew the Lease; False when someone else holds it or we lost a race."""
         now = self.clock()
+        started = asyncio.get_running_loop().time()
         try:
             lease = await self.api.get_lease(self.config.namespace, self.config.name)
             self.holder = holder_of(lease)
@@ -128,6 +146,7 @@ class LeaderElector:
             else:
                 await self.api.patch_lease(self.config.namespace, self.config.name, body)
             self.holder = self.config.identity
+            self._renewed_at = started
             return True
         except (Conflict, NotFound):
             return False

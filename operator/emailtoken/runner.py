@@ -90,7 +90,12 @@ async def _elect_and_run(config: OperatorConfig, health: Health) -> int:
     health.phase = RUNNING
     stop_flag: asyncio.Event = asyncio.Event()
     keeper = asyncio.create_task(elector.keep(), name="lease-keeper")
-    operator = asyncio.create_task(kopf.operator(**operator_kwargs(config), stop_flag=stop_flag), name="kopf")
+    # The engine checks elector.fresh before every provider call: a stalled leader stops spending
+    # refresh tokens before its Lease can pass to another replica (see LeaderElector.fresh).
+    # stop_flag in the memo: the cleanup handler sets it when kopf stops on its own (SIGTERM), or
+    # kopf waits 5 s for its task watching an unset flag before it gives up on it.
+    kwargs = operator_kwargs(config, memo={"may_act": elector.fresh, "stop_flag": stop_flag})
+    operator = asyncio.create_task(kopf.operator(**kwargs, stop_flag=stop_flag), name="kopf")
     await asyncio.wait({keeper, operator}, return_when=asyncio.FIRST_COMPLETED)
     if elector.lost.is_set():
         # Stop writing before anyone else may take over (renew deadline < lease duration).

@@ -33,8 +33,11 @@ class _Entry:
 class Scheduler:
     """A due-time heap of tokens; ``step`` returns the seconds until the token's next step."""
 
-    def __init__(self, step: StepFn, *, concurrency: int = 16, error_retry: float = 30.0) -> None:
+    def __init__(
+        self, step: StepFn, *, concurrency: int = 16, error_retry: float = 30.0, drain: float = 25.0
+    ) -> None:
         self._step = step
+        self._drain = drain
         self._entries: dict[Key, _Entry] = {}
         self._heap: list[tuple[float, int, Key]] = []
         self._seq = itertools.count()
@@ -89,7 +92,14 @@ class Scheduler:
         self._changed.set()
 
     async def run(self) -> None:
-        """Dispatch due steps until cancelled."""
+        """Dispatch due steps until cancelled; then let steps in flight finish (up to ``drain`` seconds).
+
+        A step stopped in the middle of a refresh may already have spent a rotating refresh
+        token at the provider; cancelled there, it would drop the successor instead of saving
+        it, and the next process would present a dead token. Every rolling update stops the
+        operator, so in-flight steps get a grace period (bounded by the provider timeout in
+        practice) before they are cancelled.
+        """
         loop = asyncio.get_running_loop()
         try:
             while True:
@@ -118,6 +128,9 @@ class Scheduler:
                 except TimeoutError:
                     pass
         finally:
+            if self._tasks and self._drain > 0:
+                log.info("waiting up to %.0fs for %d step(s) in flight", self._drain, len(self._tasks))
+                await asyncio.wait(set(self._tasks), timeout=self._drain)  # a second cancel cuts this short
             for task in list(self._tasks):
                 task.cancel()
             if self._tasks:

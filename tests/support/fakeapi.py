@@ -14,11 +14,16 @@ from emailtoken.kube import Conflict, KubeError, NotFound
 
 
 class InMemoryApi:
-    """Secrets and EmailToken status in dicts; every write bumps resourceVersion."""
+    """Secrets, EmailToken status and Leases in dicts; every write bumps resourceVersion.
+
+    A write that carries ``metadata.resourceVersion`` (or ``resource_version=``) lands only
+    on that version, else :class:`Conflict`, as on a real API server.
+    """
 
     def __init__(self) -> None:
         self.secrets: dict[tuple[str, str], dict[str, Any]] = {}
         self.tokens: dict[tuple[str, str], dict[str, Any]] = {}
+        self.leases: dict[tuple[str, str], dict[str, Any]] = {}
         self._rv = itertools.count(100)
         self.writes: list[tuple[str, str, str]] = []
         self.reads: list[tuple[str, str, str]] = []
@@ -73,6 +78,37 @@ class InMemoryApi:
         merged = _merge(obj, {"status": status})
         self.tokens[(namespace, name)] = merged
         self.writes.append(("patch", "status", name))
+
+
+    async def get_lease(self, namespace: str, name: str) -> dict[str, Any] | None:
+        self.reads.append(("get", "lease", name))
+        lease = self.leases.get((namespace, name))
+        return copy.deepcopy(lease) if lease else None
+
+    async def create_lease(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
+        self._maybe_fail()
+        name = body["metadata"]["name"]
+        if (namespace, name) in self.leases:
+            raise Conflict(409, f"leases {name!r} already exists")
+        obj = copy.deepcopy(body)
+        obj["metadata"]["resourceVersion"] = str(next(self._rv))
+        self.leases[(namespace, name)] = obj
+        self.writes.append(("create", "lease", name))
+        return copy.deepcopy(obj)
+
+    async def patch_lease(self, namespace: str, name: str, body: dict[str, Any]) -> dict[str, Any]:
+        self._maybe_fail()
+        obj = self.leases.get((namespace, name))
+        if obj is None:
+            raise NotFound(404, f"leases {name!r} not found")
+        expected = (body.get("metadata") or {}).get("resourceVersion")
+        if expected is not None and obj["metadata"]["resourceVersion"] != expected:
+            raise Conflict(409, "the object has been modified")
+        merged = _merge(obj, body)
+        merged["metadata"]["resourceVersion"] = str(next(self._rv))
+        self.leases[(namespace, name)] = merged
+        self.writes.append(("patch", "lease", name))
+        return copy.deepcopy(merged)
 
 
 def _merge(target: Any, patch: Any) -> Any:

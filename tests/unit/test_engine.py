@@ -744,7 +744,8 @@ async def test_grant_deleted_during_refresh_is_not_retried_forever() -> None:
 
 
 async def test_refresh_now_annotation_refreshes_exactly_once_per_value() -> None:
-    """Any new value refreshes once; the handled value is remembered in status, not in memory."""
+    """Any new value refreshes once; the handled value is remembered in status (and in memory, for
+    bodies that predate our own status write), so a restart does not redo it."""
     h = await app_harness()
     await h.step()
     h.clock.advance(minutes=5)
@@ -876,3 +877,145 @@ async def test_referencing_and_forget() -> None:
     assert h.engine.referencing(NS, "unrelated") == []
     h.engine.forget(KEY)
     assert h.engine.referencing(NS, "app-secret") == []
+
+
+# --------------------------------------------------------------------------- found by the fault suite
+# tests/integration/test_refresh_faults.py and test_restart_safety.py met each of these through
+# the real operator; these pin the engine's side of the fixes.
+
+
+def dead_grant() -> ProviderError:
+    return ProviderError(
+        ErrorKind.REAUTHORIZE,
+        "the refresh token expired after a period of inactivity (AADSTS70008)",
+        code="AADSTS70008",
+    )
+
+
+async def test_a_dead_grant_is_not_presented_again_when_watched_secrets_change() -> None:
+    """Secret events (a re-list, a tool touching labels, a client secret edit) nudge the token; with
+    the same refresh token the answer would be the same invalid_grant, so nothing is sent. A new
+    grant is tried at once, and refresh-now is a person asking to try anyway."""
+    h = await delegated_harness()
+    h.provider.script.append(dead_grant())
+    await h.step()
+    assert len(h.provider.refreshed_with) == 1
+    events = list(h.events)
+    for _ in range(3):
+        h.engine.nudge(KEY)
+        result = await h.step()
+        assert result.delay is None  # nothing was ever published: wait for a person
+    assert len(h.provider.refreshed_with) == 1
+    assert h.events == events, "no second Warning either"
+    assert h.cond("Authorized")["reason"] == "ReauthorizationRequired"
+
+    h.provider.script.append(dead_grant())
+    h.annotations["emailtoken.io/refresh-now"] = "try-anyway"
+    await h.step()
+    assert len(h.provider.refreshed_with) == 2
+
+    grant = await GrantStore(h.api).load(TOKEN)
+    assert grant is not None
+    await GrantStore(h.api).save(
+        TOKEN, Grant("refresh-token-from-new-sign-in", MAILBOX), expected_version=grant.resource_version
+    )
+    h.engine.nudge(KEY)
+    await h.step()
+    assert h.provider.refreshed_with[-1] == "refresh-token-from-new-sign-in"
+    assert h.cond("Authorized")["status"] == "True"
+
+
+async def test_retry_after_holds_against_nudges() -> None:
+    """A provider's Retry-After is not cut short by an unrelated Secret event."""
+    h = await app_harness()
+    await h.step()
+    h.clock.set(h.due_time())
+    h.provider.script.append(ProviderError(ErrorKind.TRANSIENT, "throttled", retry_after=120))
+    await h.step()
+    h.clock.advance(seconds=30)
+    h.engine.nudge(KEY)
+    result = await h.step()
+    assert h.provider.app_calls == 2
+    assert result.delay == pytest.approx(90.0)
+    h.clock.advance(seconds=90)
+    await h.step()
+    assert h.provider.app_calls == 3
+
+
+async def test_invalid_client_is_retried_at_once_when_the_secret_changes_only() -> None:
+    h = await app_harness()
+    h.provider.script.append(ProviderError(ErrorKind.INVALID_CLIENT, "the client secret is wrong (AADSTS7000215)"))
+    await h.step()
+    h.engine.nudge(KEY)
+    await h.step()
+    assert h.provider.app_calls == 1, "same secret: wait for the slow backoff"
+    await h.api.patch_secret(NS, "app-secret", {"data": {"client_secret": b64("the-fixed-client-secret")}})
+    h.engine.nudge(KEY)
+    result = await h.step()
+    assert result.refreshed is True
+    assert h.provider.creds[-1].client_secret == "the-fixed-client-secret"
+
+
+async def test_a_body_older_than_our_own_status_write_does_not_repeat_refresh_now() -> None:
+    """A step right after a wake-up may get the body from before our status write; the value was
+    handled all the same (this made 50 refresh-now values cost 83 refreshes)."""
+    h = await app_harness()
+    await h.step()
+    h.annotations["emailtoken.io/refresh-now"] = "1"
+    stale = h.body()  # carries the annotation, but not yet status.handledAnnotations
+    assert (await h.engine.step(stale)).refreshed is True
+    assert (await h.engine.step(stale)).refreshed is False
+    assert h.provider.app_calls == 2
+
+
+async def test_a_plan_older_than_the_published_token_is_not_followed_after_a_restart() -> None:
+    """The previous process died between writing the consumer Secret and writing status: the plan in
+    status belongs to the token before; following it would refresh a brand-new token."""
+    h = await app_harness()
+    await h.step()
+    stale_status = copy.deepcopy(h.status)
+    h.clock.set(h.due_time())
+    await h.step()  # refreshed: new consumer Secret, new status
+    h.api.tokens[KEY]["status"] = stale_status  # as if the status write never happened
+    restarted = h.new_engine(seed=7)
+    result = await h.step(restarted)
+    assert result.refreshed is False
+    assert h.provider.app_calls == 2
+    assert h.status["expiresAt"] == h.consumer()["expires_at"]
+    assert parse_rfc3339(h.status["nextRefreshTime"]) > h.clock()
+
+
+async def test_an_unexpected_library_exception_is_a_transient_failure(caplog: pytest.LogCaptureFixture) -> None:
+    """msal raised MsalServiceError on a 5xx; whatever a library raises, the step reports and backs off."""
+
+    class LibraryError(Exception):
+        pass
+
+    def boom() -> TokenSet:
+        raise LibraryError("HTTP Error: 500 with client_secret=" + CLIENT_SECRET)
+
+    h = await app_harness()
+    h.provider.script.append(boom)
+    result = await h.step()
+    assert 2.5 <= (result.delay or 0) <= 5
+    assert h.cond("Ready")["reason"] == "ProviderUnavailable"
+    assert "LibraryError" in h.cond("Ready")["message"]
+    assert CLIENT_SECRET not in caplog.text + json.dumps(h.status) + str(h.events)
+
+
+async def test_expiry_and_backoff_count_from_the_end_of_a_slow_provider_call() -> None:
+    """A call that hangs until the provider timeout ends after the token expired: Ready says so at
+    once, and the backoff starts from the failure, not from before the call."""
+    h = await app_harness()
+    await h.step()
+    h.clock.set(T0 + timedelta(minutes=59, seconds=50))
+
+    def slow_then_timeout() -> TokenSet:
+        h.clock.advance(seconds=20)
+        raise ProviderError(ErrorKind.TRANSIENT, "the Microsoft token endpoint timed out (ReadTimeout)")
+
+    h.provider.script.append(slow_then_timeout)
+    result = await h.step()
+    ready = h.cond("Ready")
+    assert (ready["status"], ready["reason"]) == ("False", "ProviderUnavailable")
+    assert 2.5 <= (result.delay or 0) <= 5

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from typing import Any
 
 import google.auth.exceptions
 import pytest
+import requests
+import requests.adapters
 
 from emailtoken.model import parse_spec
 from emailtoken.outcomes import REASONS, ErrorKind, ProviderError, TokenSet
@@ -14,6 +17,7 @@ from emailtoken.providers import google as google_mod
 from emailtoken.providers import microsoft
 from emailtoken.providers.base import ClientCredentials
 from emailtoken.providers.google import GoogleProvider
+from emailtoken.providers.http import ProviderSession
 from emailtoken.providers.microsoft import MicrosoftProvider
 
 SECRET = "Zq8~client.SECRET-value_9f3b2c"
@@ -256,3 +260,139 @@ def test_token_set_repr_hides_tokens() -> None:
     tokens = TokenSet(access_token="AT-abcdef", expires_at=datetime(2026, 1, 1, tzinfo=UTC), refresh_token="RT-xyz")
     assert "AT-abcdef" not in repr(tokens)
     assert "RT-xyz" not in repr(tokens)
+
+
+# --------------------------------------------------------------------------- one attempt per engine attempt
+# Both libraries are driven over a requests adapter that answers like the token endpoint and counts.
+
+
+class Endpoint(requests.adapters.BaseAdapter):
+    """Answers every request with the next scripted (status, body, headers), or raises it."""
+
+    def __init__(self, *answers: Any) -> None:
+        super().__init__()
+        self.answers = list(answers)
+        self.requests: list[tuple[str, str, Any]] = []
+
+    def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
+        self.requests.append((str(request.method), str(request.url), kwargs.get("timeout")))
+        if request.method == "GET":  # msal's OpenID discovery
+            return self._response(request, 200, OPENID, {})
+        answer = self.answers.pop(0) if self.answers else (200, {}, {})
+        if isinstance(answer, Exception):
+            raise answer
+        return self._response(request, *answer)
+
+    @staticmethod
+    def _response(request: requests.PreparedRequest, status: int, body: Any, headers: dict[str, str]) -> Any:
+        response = requests.Response()
+        response.status_code = status
+        response._content = json.dumps(body).encode()
+        response.headers.update({"Content-Type": "application/json", **headers})
+        response.request = request
+        response.url = str(request.url)
+        return response
+
+    def close(self) -> None:
+        pass
+
+    @property
+    def posts(self) -> int:
+        return sum(1 for method, _, _ in self.requests if method == "POST")
+
+
+OPENID = {
+    "authorization_endpoint": "https://login.test/contoso/oauth2/v2.0/authorize",
+    "token_endpoint": "https://login.test/contoso/oauth2/v2.0/token",
+    "issuer": "https://login.test/contoso/v2.0",
+}
+
+
+def session_with(endpoint: Endpoint, timeout: float = 2.0) -> ProviderSession:
+    session = ProviderSession(timeout=timeout)
+    session.mount("https://", endpoint)
+    return session
+
+
+def google_spec() -> Any:
+    return parse_spec(
+        {"provider": "Google", "clientId": "g", "clientSecretRef": {"name": "s"}, "emailAddress": "a@example.com",
+         "services": ["Gmail"], "tokenUrl": "https://google.test/token"},
+        "box",
+    )
+
+
+def microsoft_spec() -> Any:
+    return parse_spec(
+        {"provider": "Microsoft", "tenantId": "contoso", "clientId": "m", "clientSecretRef": {"name": "s"},
+         "emailAddress": "a@contoso.com", "services": ["IMAP"],
+         "tokenUrl": "https://login.test/contoso/oauth2/v2.0/token"},
+        "box",
+    )
+
+
+@pytest.mark.parametrize("status", [500, 503, 429])
+def test_google_5xx_is_one_call_with_retry_after(status: int) -> None:
+    """google-auth retried 5xx/429 itself, three times a second apart, ignoring Retry-After."""
+    endpoint = Endpoint((status, {"error": "temporarily_unavailable"}, {"Retry-After": "7"}))
+    with pytest.raises(ProviderError) as info:
+        GoogleProvider(session_with(endpoint)).refresh(google_spec(), ClientCredentials(client_secret=SECRET), REFRESH)
+    assert endpoint.posts == 1
+    assert info.value.kind is ErrorKind.TRANSIENT
+    assert info.value.retry_after == 7
+    assert REFRESH not in all_text(info.value) and SECRET not in all_text(info.value)
+
+
+def test_google_calls_use_the_operator_timeout() -> None:
+    """google-auth sent every token request with timeout=120, whatever --provider-timeout said."""
+    endpoint = Endpoint(requests.ReadTimeout("read timed out"))
+    with pytest.raises(ProviderError) as info:
+        GoogleProvider(session_with(endpoint, timeout=2.0)).refresh(
+            google_spec(), ClientCredentials(client_secret=SECRET), REFRESH
+        )
+    assert [timeout for _, _, timeout in endpoint.requests] == [2.0]
+    assert info.value.kind is ErrorKind.TRANSIENT
+    assert info.value.message == "the Google token endpoint timed out (ReadTimeout)"
+
+
+def test_google_dead_grant_is_one_call() -> None:
+    revoked = {"error": "invalid_grant", "error_description": "Token has been expired or revoked."}
+    endpoint = Endpoint((400, revoked, {}))
+    with pytest.raises(ProviderError) as info:
+        GoogleProvider(session_with(endpoint)).refresh(google_spec(), ClientCredentials(client_secret=SECRET), REFRESH)
+    assert endpoint.posts == 1
+    assert info.value.kind is ErrorKind.REAUTHORIZE
+
+
+@pytest.mark.parametrize("status", [500, 503])
+def test_microsoft_5xx_is_transient_not_an_exception(status: int) -> None:
+    """msal raises MsalServiceError("HTTP Error: 5xx") instead of returning an error dict; it escaped
+    the provider and failed the whole step (no status, no Event, retried after 30 s)."""
+    endpoint = Endpoint((status, {"error": "server_error"}, {"Retry-After": "9"}))
+    provider = MicrosoftProvider(session_with(endpoint))
+    with pytest.raises(ProviderError) as info:
+        provider.refresh(microsoft_spec(), ClientCredentials(client_secret=SECRET), REFRESH)
+    assert endpoint.posts == 1
+    assert info.value.kind is ErrorKind.TRANSIENT
+    assert info.value.message == f"the Microsoft token endpoint failed (HTTP Error: {status})"
+    assert info.value.retry_after == 9
+    assert REFRESH not in all_text(info.value) and SECRET not in all_text(info.value)
+
+
+def test_microsoft_discovery_is_read_once_by_concurrent_first_calls() -> None:
+    """A restart with many due tokens used to open with one OpenID discovery GET per thread."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    endpoint = Endpoint(*[(200, {"access_token": f"at-{i}", "expires_in": 3600}, {}) for i in range(10)])
+    provider = MicrosoftProvider(session_with(endpoint))
+    app_spec = parse_spec(
+        {"provider": "Microsoft", "flow": "ClientCredentials", "tenantId": "contoso", "clientId": "m",
+         "clientSecretRef": {"name": "s"}, "emailAddress": "a@contoso.com", "services": ["IMAP"],
+         "tokenUrl": "https://login.test/contoso/oauth2/v2.0/token"},
+        "box",
+    )
+    creds = ClientCredentials(client_secret=SECRET)
+    with ThreadPoolExecutor(10) as pool:
+        list(pool.map(lambda _: provider.acquire_app_token(app_spec, creds), range(10)))
+    assert sum(1 for method, _, _ in endpoint.requests if method == "GET") == 1
+    assert endpoint.posts == 10

@@ -250,7 +250,7 @@ async def test_a_thousand_tokens_are_all_dispatched() -> None:
 
 
 async def test_cancelling_run_cancels_steps_in_flight() -> None:
-    """kopf's cleanup cancels the dispatcher; in-flight steps are cancelled with it."""
+    """kopf's cleanup cancels the dispatcher; steps still running after the drain are cancelled with it."""
     cancelled = asyncio.Event()
 
     async def step(b: Mapping[str, Any]) -> float:
@@ -292,3 +292,43 @@ async def test_recreated_token_waits_for_the_old_step_to_finish():
     assert peak == 1
     assert len(log.times(A)) == 2
     assert log.times(A)[1] >= 10  # the replacement ran only after the first step finished
+
+
+async def test_stopping_lets_steps_in_flight_finish_within_the_drain() -> None:
+    """A rolling update stops the operator while a step waits for the provider: the step finishes
+    (and saves the rotated refresh token it got) instead of being cancelled; nothing new starts."""
+    finished: list[Key] = []
+
+    async def step(b: Mapping[str, Any]) -> float:
+        await asyncio.sleep(10 if key_of(b) == A else 0)
+        finished.append(key_of(b))
+        return 60.0
+
+    scheduler = Scheduler(step, drain=25)
+    async with running(scheduler):
+        scheduler.upsert(A, body(A))
+        await asyncio.sleep(1)
+        started = now()
+    assert finished == [A]
+    assert now() - started == pytest.approx(9, abs=0.1)
+    assert scheduler.steps == 1
+
+
+async def test_the_drain_is_bounded() -> None:
+    cancelled = asyncio.Event()
+
+    async def step(b: Mapping[str, Any]) -> float:
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+        return 1.0
+
+    scheduler = Scheduler(step, drain=25)
+    async with running(scheduler):
+        scheduler.upsert(A, body(A))
+        await asyncio.sleep(1)
+        started = now()
+    assert cancelled.is_set()
+    assert now() - started == pytest.approx(25, abs=0.1)

@@ -90,6 +90,12 @@ MICROSOFT: dict[int, ErrorSpec] = {
         "The provided authorization code or refresh token has expired due to inactivity. Send a new "
         "interactive authorization request for this user and resource.",
     ),
+    70043: ErrorSpec(
+        400,
+        "invalid_grant",
+        "The refresh token has expired or is invalid due to sign-in frequency checks by conditional access. "
+        "The token was issued on {issued} and the maximum allowed lifetime for this request is {lifetime}.",
+    ),
     70011: ErrorSpec(
         400,
         "invalid_scope",

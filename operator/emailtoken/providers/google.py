@@ -8,11 +8,13 @@ helper for it outside google-auth-oauthlib).
 
 from __future__ import annotations
 
+import json
 import urllib.parse
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import google.auth.exceptions
+import google.auth.transport
 import google.auth.transport.requests
 import requests
 from google.oauth2 import credentials as user_credentials
@@ -31,6 +33,53 @@ REVOKED_TEXT = (
 )
 
 
+#: Answers google-auth would retry on its own (its list, plus the error codes it also retries).
+_RETRYABLE_STATUS = frozenset(google.auth.transport.DEFAULT_RETRYABLE_STATUS_CODES)
+_RETRYABLE_ERRORS = frozenset({"internal_failure", "server_error", "temporarily_unavailable"})
+
+
+class _RetryableAnswer(google.auth.exceptions.TransportError):
+    """A 5xx/429-like answer, raised so google-auth does not retry it: the engine owns backoff."""
+
+    def __init__(self, status: int, data: dict[str, Any]) -> None:
+        super().__init__(f"HTTP {status}")
+        self.status = status
+        self.data = data
+
+
+class _OneShotRequest(google.auth.transport.requests.Request):
+    """google-auth's requests transport with one attempt per call and the operator's timeout.
+
+    Left alone, google-auth sends every token request with ``timeout=120`` (ignoring
+    ``--provider-timeout``) and retries 5xx/429 answers up to three times about a second
+    apart, ignoring Retry-After: one engine attempt became three provider calls.
+    """
+
+    def __init__(self, session: ProviderSession) -> None:
+        super().__init__(session=session)
+        self._timeout = session.timeout
+
+    def __call__(self, url: str, method: str = "GET", body: Any = None, headers: Any = None,
+                 timeout: float | None = None, **kwargs: Any) -> Any:
+        response = super().__call__(
+            url, method=method, body=body, headers=headers, timeout=min(timeout or self._timeout, self._timeout),
+            **kwargs,
+        )
+        data: dict[str, Any] = {}
+        if response.status != 200:
+            try:
+                parsed = json.loads(response.data)
+                data = parsed if isinstance(parsed, dict) else {}
+            except ValueError:
+                data = {}
+        if response.status in _RETRYABLE_STATUS or (
+            response.status != 200 and (str(data.get("error")) in _RETRYABLE_ERRORS
+                                        or str(data.get("error_description")) in _RETRYABLE_ERRORS)
+        ):
+            raise _RetryableAnswer(response.status, data)
+        return response
+
+
 class GoogleProvider:
     """Google token calls for one operator process."""
 
@@ -38,7 +87,7 @@ class GoogleProvider:
         self.session = session or ProviderSession()
 
     def _request(self) -> google.auth.transport.requests.Request:
-        return google.auth.transport.requests.Request(session=self.session)
+        return _OneShotRequest(self.session)
 
     def acquire_app_token(self, spec: EmailTokenSpec, creds: ClientCredentials) -> TokenSet:
         """Domain-wide delegation: the service account acts as ``emailAddress``."""
@@ -147,6 +196,10 @@ class GoogleProvider:
     def _refresh(self, cred: Any, *secrets: str | None) -> None:
         try:
             cred.refresh(self._request())
+        except _RetryableAnswer as exc:
+            raise classify(
+                exc.data, status=exc.status, retry_after=self.session.last_retry_after, secrets=secrets
+            ) from None
         except google.auth.exceptions.RefreshError as exc:
             data = exc.args[1] if len(exc.args) > 1 and isinstance(exc.args[1], dict) else {}
             raise classify(
@@ -157,8 +210,10 @@ class GoogleProvider:
                 retryable=getattr(exc, "retryable", False),
             ) from None
         except google.auth.exceptions.TransportError as exc:
+            cause = exc.__cause__ or exc
+            what = "timed out" if isinstance(cause, requests.Timeout) else "could not be reached"
             raise ProviderError(
-                ErrorKind.TRANSIENT, f"the Google token endpoint could not be reached ({type(exc).__name__})"
+                ErrorKind.TRANSIENT, f"the Google token endpoint {what} ({type(cause).__name__})"
             ) from None
 
 

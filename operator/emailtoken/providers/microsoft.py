@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import hashlib
 import threading
+import urllib.parse
 from datetime import timedelta
 from typing import Any
 
 import msal
+import msal.exceptions
 import requests
 
 from emailtoken import scopes as scopes_mod
@@ -67,12 +69,31 @@ class MicrosoftProvider:
     def __init__(self, session: ProviderSession | None = None) -> None:
         self.session = session or ProviderSession()
         self._discovery: dict[str, _DiscoveryOnlyCache] = {}
+        self._discovering: dict[str, threading.Lock] = {}
         self._lock = threading.Lock()
 
     def _app(self, spec: EmailTokenSpec, creds: ClientCredentials) -> msal.ClientApplication:
-        """A fresh msal app (empty token cache) sharing discovery per authority."""
+        """A fresh msal app (empty token cache) sharing discovery per authority.
+
+        Until an authority's OpenID configuration is cached, one thread reads it and the others
+        wait for that answer (up to the provider timeout) instead of each sending the same GET:
+        a restart with many due tokens otherwise opens with a herd of discovery requests.
+        """
         with self._lock:
             cache = self._discovery.setdefault(spec.authority, _DiscoveryOnlyCache())
+            discovering = self._discovering.setdefault(spec.authority, threading.Lock())
+        if cache:
+            return self._build(spec, creds, cache)
+        waited = discovering.acquire(timeout=self.session.timeout)
+        try:
+            return self._build(spec, creds, cache)
+        finally:
+            if waited:
+                discovering.release()
+
+    def _build(
+        self, spec: EmailTokenSpec, creds: ClientCredentials, cache: _DiscoveryOnlyCache
+    ) -> msal.ClientApplication:
         common: dict[str, Any] = {
             "authority": spec.authority,
             "instance_discovery": False,
@@ -94,6 +115,8 @@ class MicrosoftProvider:
             ) from None
         except requests.RequestException as exc:
             raise _network_error(exc, spec) from None
+        except msal.exceptions.MsalServiceError as exc:
+            raise _server_error(exc, self.session.last_retry_after) from None
 
     def acquire_app_token(self, spec: EmailTokenSpec, creds: ClientCredentials) -> TokenSet:
         """Client-credentials token for IMAP.AccessAsApp / POP.AccessAsApp / SMTP.SendAsApp."""
@@ -115,17 +138,26 @@ class MicrosoftProvider:
     def authorization_url(
         self, spec: EmailTokenSpec, *, redirect_uri: str, state: str, code_challenge: str, login_hint: str | None
     ) -> str:
-        """Sign-in URL with PKCE; msal adds openid, profile and offline_access."""
-        app = self._app(spec, ClientCredentials(client_secret="unused-for-url"))
-        return app.get_authorization_request_url(
-            scopes_mod.for_request("Microsoft", spec.scopes),
-            state=state,
-            redirect_uri=redirect_uri,
-            login_hint=login_hint,
-            prompt="select_account",
-            code_challenge=code_challenge,
-            code_challenge_method="S256",
-        )
+        """Sign-in URL with PKCE (S256), built here because msal drops ``code_challenge``.
+
+        msal's ``get_authorization_request_url`` silently ignores PKCE parameters, and a code
+        issued without a challenge could be redeemed by whoever intercepts it.
+        """
+        scopes = [*scopes_mod.for_request("Microsoft", spec.scopes), "openid", "profile", "offline_access"]
+        params = {
+            "client_id": spec.client_id or "",
+            "response_type": "code",
+            "redirect_uri": redirect_uri,
+            "response_mode": "query",
+            "scope": " ".join(scopes),
+            "state": state,
+            "code_challenge": code_challenge,
+            "code_challenge_method": "S256",
+            "prompt": "select_account",
+        }
+        if login_hint:
+            params["login_hint"] = login_hint
+        return f"{spec.authorization_url}?{urllib.parse.urlencode(params)}"
 
     def exchange_code(
         self, spec: EmailTokenSpec, creds: ClientCredentials, *, code: str, redirect_uri: str, code_verifier: str
@@ -152,6 +184,8 @@ class MicrosoftProvider:
             flow = app.client.initiate_device_flow(scope=scopes)
         except requests.RequestException as exc:
             raise _network_error(exc, spec) from None
+        except msal.exceptions.MsalServiceError as exc:
+            raise _server_error(exc, self.session.last_retry_after) from None
         except ValueError as exc:
             raise ProviderError(ErrorKind.BAD_CONFIG, f"device code flow unavailable: {exc}") from None
         if "user_code" not in flow:
@@ -176,6 +210,8 @@ class MicrosoftProvider:
             )
         except requests.RequestException as exc:
             raise _network_error(exc, spec) from None
+        except msal.exceptions.MsalServiceError as exc:
+            raise _server_error(exc, self.session.last_retry_after) from None
         error = result.get("error")
         if error in ("authorization_pending", "slow_down"):
             return None
@@ -204,6 +240,9 @@ class MicrosoftProvider:
             result = fn()
         except requests.RequestException as exc:
             raise _network_error(exc, spec) from None
+        except msal.exceptions.MsalServiceError as exc:
+            # msal raises (instead of returning a dict) when the token endpoint answers 5xx.
+            raise _server_error(exc, self.session.last_retry_after) from None
         except ValueError as exc:
             raise ProviderError(
                 ErrorKind.TRANSIENT,
@@ -234,6 +273,14 @@ class MicrosoftProvider:
 def _network_error(exc: requests.RequestException, spec: EmailTokenSpec) -> ProviderError:
     what = "timed out" if isinstance(exc, requests.Timeout) else "could not be reached"
     return ProviderError(ErrorKind.TRANSIENT, f"the Microsoft token endpoint {what} ({type(exc).__name__})")
+
+
+def _server_error(exc: msal.exceptions.MsalServiceError, retry_after: float | None) -> ProviderError:
+    """A 5xx answer, which msal reports by raising ``MsalServiceError("HTTP Error: 503")``."""
+    detail = str(exc.args[0]) if exc.args and str(exc.args[0]).startswith("HTTP Error") else type(exc).__name__
+    return ProviderError(
+        ErrorKind.TRANSIENT, f"the Microsoft token endpoint failed ({detail})", retry_after=retry_after
+    )
 
 
 def classify(

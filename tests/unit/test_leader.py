@@ -1,0 +1,281 @@
+"""emailtoken.leader and the single-writer guarantees, against an API double that enforces
+resourceVersion (kmock accepts stale versions, so compare-and-swap is proven here).
+
+Covers the Lease itself (create, renew, take over only after a full lease of silence, a
+lost race, a stale leader), the fence that stops a stalled leader from spending refresh
+tokens, and a stale grant writer losing its compare-and-swap.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from emailtoken.engine import Engine, EngineConfig
+from emailtoken.kube import Conflict
+from emailtoken.leader import LeaderElector, LeaseConfig, holder_of
+from emailtoken.model import TokenRef
+from emailtoken.outcomes import TokenSet
+from emailtoken.providers.base import ClientCredentials
+from emailtoken.secretdata import Grant, decode_data
+from emailtoken.store import GrantStore
+from tests.support.fakeapi import InMemoryApi
+
+pytestmark = pytest.mark.looptime
+
+NS = "ops"
+T0 = datetime(2026, 3, 1, 8, 0, tzinfo=UTC)
+
+
+def config(identity: str, **kw: Any) -> LeaseConfig:
+    return LeaseConfig(
+        namespace=NS, identity=identity, lease_duration=15.0, renew_deadline=10.0, retry_period=2.0, **kw
+    )
+
+
+def elector(api: InMemoryApi, identity: str) -> LeaderElector:
+    return LeaderElector(api, config(identity), clock=lambda: T0)
+
+
+def lease(api: InMemoryApi) -> dict[str, Any]:
+    return api.leases[(NS, "emailtoken-operator")]
+
+
+class RaceApi(InMemoryApi):
+    """Lets a test run code between a candidate's read of the Lease and its write."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.between: list[Any] = []
+
+    async def patch_lease(self, namespace: str, name: str, body: dict[str, Any]) -> dict[str, Any]:
+        while self.between:
+            await self.between.pop(0)()
+        return await super().patch_lease(namespace, name, body)
+
+
+# --------------------------------------------------------------------------- the Lease
+
+
+async def test_first_candidate_creates_the_lease_and_is_fresh() -> None:
+    api = InMemoryApi()
+    a = elector(api, "a")
+    assert not a.fresh()
+    assert await a.try_acquire()
+    assert holder_of(lease(api)) == "a"
+    assert lease(api)["spec"]["leaseDurationSeconds"] == 15
+    assert a.fresh()
+
+
+async def test_a_held_lease_is_taken_only_after_a_full_lease_of_silence() -> None:
+    """The standby measures silence itself: renewals keep it out, only 15 s unchanged let it in."""
+    api = InMemoryApi()
+    a, b = elector(api, "a"), elector(api, "b")
+    assert await a.try_acquire()
+    for _ in range(10):  # the leader renews every 5 s for 50 s; the standby never gets in
+        assert not await b.try_acquire()
+        await asyncio.sleep(5)
+        assert await a.try_acquire()
+    assert not await b.try_acquire()  # sees the latest renewal: the clock starts again
+    await asyncio.sleep(14)
+    assert not await b.try_acquire()
+    await asyncio.sleep(1)
+    assert await b.try_acquire()
+    assert holder_of(lease(api)) == "b"
+    assert lease(api)["spec"]["leaseTransitions"] == 1
+
+
+async def test_two_candidates_racing_for_an_expired_lease_only_one_wins() -> None:
+    """Both read the same version of an abandoned Lease; the slower write gets 409 and loses."""
+    api = RaceApi()
+    dead = elector(api, "dead")
+    assert await dead.try_acquire()
+    a, b = elector(api, "a"), elector(api, "b")
+    assert not await a.try_acquire() and not await b.try_acquire()  # both start watching the silence
+    await asyncio.sleep(15)
+
+    results: dict[str, bool] = {}
+
+    async def b_goes_first() -> None:
+        results["b"] = await b.try_acquire()
+
+    api.between.append(b_goes_first)  # a has read the Lease; b reads, writes and wins before a writes
+    results["a"] = await a.try_acquire()
+    assert results == {"b": True, "a": False}
+    assert holder_of(lease(api)) == "b"
+    assert lease(api)["spec"]["leaseTransitions"] == 1
+    assert a.holder != "a" and not a.fresh()
+
+
+async def test_a_stale_leader_cannot_renew_and_stops() -> None:
+    """A leader that was silent for a lease (paused) finds another holder: its write with the old
+    version conflicts, keep() reports the loss, and fresh() has been False since the deadline."""
+    api = RaceApi()
+    a, b = elector(api, "a"), elector(api, "b")
+    assert await a.try_acquire()
+    assert not await b.try_acquire()
+    await asyncio.sleep(10)
+    assert not a.fresh(), "past the renew deadline the stalled leader may not act"
+    await asyncio.sleep(5)
+
+    async def b_takes_over() -> None:
+        assert await b.try_acquire()
+
+    api.between.append(b_takes_over)  # a read the Lease as its own; b writes first
+    assert not await a.try_acquire(), "the stale write must conflict"
+    await a.keep()  # returns at once: the Lease is someone else's
+    assert a.lost.is_set()
+    assert holder_of(lease(api)) == "b" and b.fresh() and not a.fresh()
+
+
+async def test_fresh_needs_a_renewal_within_the_renew_deadline() -> None:
+    api = InMemoryApi()
+    a = elector(api, "a")
+    assert await a.try_acquire()
+    await asyncio.sleep(9.9)
+    assert a.fresh()
+    await asyncio.sleep(0.2)
+    assert not a.fresh()
+    assert await a.try_acquire()
+    assert a.fresh()
+
+
+async def test_a_leader_that_cannot_reach_the_api_stops_within_the_renew_deadline() -> None:
+    api = InMemoryApi()
+    a = elector(api, "a")
+    assert await a.try_acquire()
+    from emailtoken.kube import KubeError
+
+    api.fail_next.extend(KubeError(503, "unavailable") for _ in range(100))
+    started = asyncio.get_running_loop().time()
+    await a.keep()
+    assert a.lost.is_set()
+    assert asyncio.get_running_loop().time() - started <= 10 + 2  # renew deadline + one retry period
+    assert not a.fresh()
+
+
+async def test_only_the_holder_releases() -> None:
+    api = InMemoryApi()
+    a, b = elector(api, "a"), elector(api, "b")
+    assert await a.try_acquire()
+    await b.release()
+    assert holder_of(lease(api)) == "a"
+    await a.release()
+    assert holder_of(lease(api)) == ""
+    assert await b.try_acquire()  # a released Lease is free at once
+
+
+# --------------------------------------------------------------------------- the engine's side
+
+
+MAILBOX = "box@contoso.example"
+SPEC = {
+    "provider": "Microsoft",
+    "flow": "AuthorizationCode",
+    "tenantId": "contoso",
+    "clientId": "app-id",
+    "clientSecretRef": {"name": "app-secret"},
+    "emailAddress": MAILBOX,
+    "services": ["IMAP"],
+}
+TOKEN = TokenRef(NS, "box", "uid-1")
+
+
+class Rotating:
+    """A provider that rotates on every refresh and records what it was given."""
+
+    def __init__(self, clock: Any, prefix: str = "") -> None:
+        self.clock, self.prefix = clock, prefix
+        self.presented: list[str] = []
+
+    def for_spec(self, provider: str) -> Rotating:
+        return self
+
+    def refresh(self, spec: Any, creds: ClientCredentials, refresh_token: str) -> TokenSet:
+        self.presented.append(refresh_token)
+        n = len(self.presented)
+        return TokenSet(
+            f"{self.prefix}access-token-{n:03d}",
+            self.clock() + timedelta(hours=1),
+            refresh_token=f"{self.prefix}rt-{n:03d}",
+        )
+
+
+def body() -> dict[str, Any]:
+    return {"metadata": {"namespace": NS, "name": "box", "uid": "uid-1", "generation": 1}, "spec": dict(SPEC)}
+
+
+async def seeded_api() -> InMemoryApi:
+    api = InMemoryApi()
+    secret = {"metadata": {"name": "app-secret", "namespace": NS}, "data": {"client_secret": "c2VjcmV0LXZhbHVl"}}
+    await api.create_secret(NS, secret)
+    await GrantStore(api).save(TOKEN, Grant("rt-000", MAILBOX), expected_version=None)
+    return api
+
+
+def grant_rt(api: InMemoryApi) -> str:
+    return decode_data(api.secrets[(NS, "emailtoken-grant-box")])["refresh_token"]
+
+
+async def test_a_fenced_engine_neither_calls_the_provider_nor_writes() -> None:
+    """While leadership is not confirmed a step does nothing at all and looks again in a second."""
+    api = await seeded_api()
+    provider = Rotating(lambda: T0)
+    leader = {"fresh": False}
+    engine = Engine(
+        api,
+        provider,
+        events=lambda *a, **k: None,
+        clock=lambda: T0,
+        config=EngineConfig(may_act=lambda: leader["fresh"]),
+    )
+    writes = list(api.writes)
+    result = await engine.step(body())
+    assert result.delay == 1.0
+    assert provider.presented == [] and api.writes == writes
+    leader["fresh"] = True
+    assert (await engine.step(body())).refreshed
+    assert provider.presented == ["rt-000"] and grant_rt(api) == "rt-001"
+
+
+async def test_leadership_lost_during_a_step_stops_before_the_provider_call() -> None:
+    """The fence is checked again right before the refresh token is presented (the point of no return)."""
+    api = await seeded_api()
+    provider = Rotating(lambda: T0)
+    checks = iter([True, False])
+    engine = Engine(
+        api,
+        provider,
+        events=lambda *a, **k: None,
+        clock=lambda: T0,
+        config=EngineConfig(may_act=lambda: next(checks, False)),
+    )
+    result = await engine.step(body())
+    assert result.delay == 1.0 and provider.presented == []
+    assert grant_rt(api) == "rt-000"
+
+
+async def test_a_stale_grant_writer_loses_and_publishes_nothing() -> None:
+    """Two engines (a stale leader still running, and its successor): the successor's grant write
+    lands between the stale one's provider answer and its write; the stale write conflicts and
+    nothing of it is kept. (The compare-and-swap keeps the Secret right; not spending the token
+    twice at the provider is the fence's job, above.)"""
+    api = await seeded_api()
+    successor = Engine(api, Rotating(lambda: T0, "new-"), events=lambda *a, **k: None, clock=lambda: T0)
+    stale = Engine(api, Rotating(lambda: T0, "stale-"), events=lambda *a, **k: None, clock=lambda: T0)
+    save = stale.grants.save
+
+    async def successor_saves_first(token: TokenRef, grant: Grant, *, expected_version: str | None) -> Grant:
+        assert (await successor.step(body())).refreshed  # it read rt-000 as well, rotated and saved
+        return await save(token, grant, expected_version=expected_version)
+
+    stale.grants.save = successor_saves_first  # type: ignore[method-assign]
+    result = await stale.step(body())
+    assert result.refreshed is False
+    assert grant_rt(api) == "new-rt-001", "the stale writer did not overwrite the newer grant"
+    assert decode_data(api.secrets[(NS, "box")])["access_token"] == "new-access-token-001"
+    with pytest.raises(Conflict):
+        await GrantStore(api).save(TOKEN, Grant("stale-rt", MAILBOX), expected_version="1")
