@@ -153,7 +153,7 @@ def test_two_replicas_one_writer_and_failover_after_sigkill(
     assert lease_holder(api) == identity_of(standby)
 
     resumed = provider.state.now()
-    wait_for(lambda: all(len(refresh_times(provider, t, resumed)) >= 2 for t in tokens), 20, what="refreshes go on")
+    wait_for(lambda: all(len(refresh_times(provider, t, resumed)) >= 2 for t in tokens), 40, what="refreshes go on")
     for t in tokens:
         wait_for(lambda t=t: is_ready(api, t.namespace, t.name), 10)
     assert_one_writer(provider, api, tokens)
