@@ -25,15 +25,15 @@ demo: $(VENV)/.demo-installed
 
 ## Run every test (unit, integration, e2e); Dovecot/Chromium tests fail instead of skipping when CI=true.
 test: $(VENV)/.test-installed
-	$(BIN)/ruff check operator tests bench
+	$(BIN)/ruff check
 	$(BIN)/python -m pytest -p no:cacheprovider
 
 unit: $(VENV)/.test-installed
 	$(BIN)/python -m pytest tests/unit -q
 
 lint: $(VENV)/.test-installed
-	$(BIN)/ruff check operator tests bench
-	$(BIN)/ruff format --check operator tests bench
+	$(BIN)/ruff check
+	$(BIN)/ruff format --check
 
 ## Benchmarks (not part of `make test`); see bench/README.md.
 bench: $(VENV)/.test-installed
