@@ -1,0 +1,1 @@
+"""Benchmarks of the refresh engine against a timer-driven baseline (see bench/README.md)."""
