@@ -38,19 +38,22 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import collections
 import contextlib
+import itertools
 import json
 import os
 import signal
 import sys
 import time
 from collections import Counter
+from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Any
 
 import aiohttp.web
 import kmock
-from kmock._internal import enums
+from kmock._internal import aiobus, enums
 
 from emailtoken.localapi import EMAILTOKENS, _Emulator
 
@@ -68,6 +71,63 @@ _VERBS = {
 _FAST = frozenset(
     {enums.action.LIST, enums.action.FETCH, enums.action.CREATE, enums.action.UPDATE, enums.action.DELETE}
 )
+
+
+#: Watch events kept for resuming watches (a real API server keeps a few minutes of them).
+WATCH_HISTORY = 20_000
+#: A real API server sends a BOOKMARK at least this often; kopf re-watches after 70 s of silence.
+BOOKMARK_INTERVAL = 30.0
+_SEQUENCE = itertools.count(1)
+_LATEST = [0]
+
+
+class _RecordingBus(aiobus.Bus):  # type: ignore[misc]
+    """kmock's event bus, numbering every event with a global resourceVersion and keeping the last ones."""
+
+    async def put(self, *items: Any) -> None:
+        record = self.__dict__.setdefault("record", collections.deque(maxlen=WATCH_HISTORY))
+        for item in items:
+            seq = next(_SEQUENCE)
+            _LATEST[0] = seq
+            obj = item.get("object") if isinstance(item, dict) else None
+            if isinstance(obj, dict):
+                # The event's metadata is the stored version's own dict: the object carries it too.
+                obj.setdefault("metadata", {})["resourceVersion"] = str(seq)
+            record.append((seq, item))
+        await super().put(*items)
+
+
+def _seq(item: Any) -> int:
+    try:
+        return int(item["object"]["metadata"]["resourceVersion"])
+    except (KeyError, TypeError, ValueError):
+        return 0
+
+
+async def _with_bookmarks(source: AsyncIterator[Any]) -> AsyncIterator[Any]:
+    """Pass a watch stream through, adding a BOOKMARK whenever it has been quiet for a while."""
+    queue: asyncio.Queue[Any] = asyncio.Queue()
+    done = object()
+
+    async def pump() -> None:
+        try:
+            async for item in source:
+                await queue.put(item)
+        finally:
+            await queue.put(done)
+
+    task = asyncio.create_task(pump())
+    try:
+        while True:
+            try:
+                item = await asyncio.wait_for(queue.get(), BOOKMARK_INTERVAL)
+            except TimeoutError:
+                item = {"type": "BOOKMARK", "object": {"metadata": {"resourceVersion": str(_LATEST[0])}}}
+            if item is done:
+                return
+            yield item
+    finally:
+        task.cancel()
 
 
 def _epoch(text: str) -> float:
@@ -96,6 +156,7 @@ class CountingEmulator(_Emulator, _FastDispatch):  # type: ignore[misc]
 
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()
+        self._buses = collections.defaultdict(_RecordingBus)
         self.counters: dict[str, Counter[str]] = {"subject": Counter(), "harness": Counter()}
         self.log: list[tuple[float, str, str, str | None, str | None]] = []
         self.by_resource: dict[Any, dict[str | None, dict[str, Any]]] = {}
@@ -263,6 +324,46 @@ class CountingEmulator(_Emulator, _FastDispatch):  # type: ignore[misc]
     async def _serve_delete(self, request: Any) -> Any:
         return self._lookup(request).last.raw
 
+    async def _serve_watch(self, request: Any) -> AsyncIterator[Any]:
+        """kmock's watch, plus what a real API server does: resume after a resourceVersion, bookmarks.
+
+        kmock answers every watch with all objects as ADDED: each re-watch (kopf re-watches
+        after 70 s without an event) would make the operator process every object again.
+        """
+        since = str(request.params.get("resourceVersion") or "")
+        record = self._buses[request.resource].__dict__.get("record") or ()
+        oldest = record[0][0] if record else _LATEST[0] + 1
+        source = (
+            self._resume(request, int(since))
+            if since.isdigit() and int(since) >= oldest - 1
+            else super()._serve_watch(request)
+        )
+        async for item in _with_bookmarks(source):
+            yield item
+
+    async def _resume(self, request: Any, since: int) -> AsyncIterator[Any]:
+        yield b""
+        bus = self._buses[request.resource]
+        marker = await bus.mark()
+        try:
+            last = since
+            for seq, item in list(bus.__dict__.get("record") or ()):
+                if seq > last and self._matches(request, item):
+                    last = seq
+                    yield item
+            async for item in bus.stream(since=marker):
+                if _seq(item) > last and self._matches(request, item):
+                    yield item
+        finally:
+            await bus.unmark(marker)
+
+    @staticmethod
+    def _matches(request: Any, item: Any) -> bool:
+        meta = (item.get("object") or {}).get("metadata") or {}
+        return (request.namespace is None or meta.get("namespace") == request.namespace) and (
+            request.name is None or meta.get("name") == request.name
+        )
+
     async def _serve_list(self, request: Any) -> Any:
         by_namespace = self.by_resource.get(request.resource)
         if by_namespace is None:
@@ -273,7 +374,14 @@ class CountingEmulator(_Emulator, _FastDispatch):  # type: ignore[misc]
             objects = [obj for names in list(by_namespace.values()) for obj in list(names.values())]
         else:
             objects = list(by_namespace.get(request.namespace, {}).values())
-        return {"metadata": {"resourceVersion": "..."}, "items": [obj.raw for obj in objects if not obj.deleted]}
+        objects = [obj for obj in objects if not obj.deleted]
+        # Pagination (limit/continue) as the API server does it; kmock itself ignores both.
+        start = int(request.params.get("continue") or 0)
+        limit = int(request.params.get("limit") or 0) or len(objects)
+        page = objects[start : start + limit]
+        more = start + limit < len(objects)
+        meta = {"resourceVersion": str(_LATEST[0]), "continue": str(start + limit) if more else ""}
+        return {"metadata": meta, "items": [obj.raw for obj in page]}
 
 
 async def serve(host: str, port: int) -> None:
