@@ -46,6 +46,9 @@ def _add_run(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--concurrency", type=int, default=16, help="token refreshes in flight at once")
     p.add_argument("--provider-timeout", type=float, default=20.0, help="seconds per provider request")
     p.add_argument("--keepalive", default="3d", help="refresh idle grants at least this often (default 3d)")
+    p.add_argument("--refresh-events", choices=("changes", "all"), default="changes",
+                   help="'changes' (default): a Refreshed Event for refresh-now and spec changes (the first "
+                   "token and recoveries get an Authorized Event); 'all': for every routine refresh too")
     p.set_defaults(func=_run)
 
 
@@ -61,6 +64,7 @@ def config_from_args(args: argparse.Namespace) -> OperatorConfig:
         provider_timeout=args.provider_timeout,
         concurrency=args.concurrency,
         keepalive=keepalive,
+        routine_events=args.refresh_events == "all",
         health_port=args.health_port or None,
         metrics_port=args.metrics_port or None,
         peering=args.peering,

@@ -23,6 +23,7 @@ from typing import Any, Protocol
 
 from emailtoken import conditions
 from emailtoken.conditions import Condition
+from emailtoken.credcache import CredentialSecrets
 from emailtoken.kube import Conflict, KubeApi, KubeError, NotFound
 from emailtoken.model import EmailTokenSpec, SpecError, TokenRef, parse_spec
 from emailtoken.observe import NullObserver, Observer
@@ -67,6 +68,9 @@ class EngineConfig:
     provider_threads: int = 16
     #: may this replica act (leader election's fence, :meth:`LeaderElector.fresh`); None: always
     may_act: Callable[[], bool] | None = None
+    #: a Refreshed Event for every routine refresh too (otherwise only for refresh-now and spec
+    #: changes; status.lastRefreshTime and the metrics show routine ones)
+    routine_events: bool = False
 
 
 @dataclass
@@ -84,6 +88,7 @@ class TokenState:
     pending_grant: Grant | None = field(default=None, repr=False)
     pending_result: TokenSet | None = field(default=None, repr=False)  # came with pending_grant
     refs: frozenset[str] = frozenset()
+    credential_refs: frozenset[str] = frozenset()
     #: digest of the client secret/key and refresh token of the last attempt the provider refused,
     #: and the earliest retry the failure allows (None: only once a person acts)
     failed_inputs: str | None = None
@@ -93,6 +98,8 @@ class TokenState:
     #: step gets may predate our own status write (a step right after a wake-up), so memory wins
     handled: dict[str, str] = field(default_factory=dict)
     consumer: str = ""
+    #: does the consumer Secret exist, as far as this process knows (it read or wrote it)
+    consumer_exists: bool = True
     device: DeviceFlow | None = field(default=None, repr=False)
 
 
@@ -153,6 +160,8 @@ class Engine:
         #: (namespace, Secret name) -> the tokens whose step reads that Secret: a Secret's watch
         #: event finds its tokens without a scan over every token (quadratic at startup)
         self._readers: dict[tuple[str, str], set[Key]] = {}
+        #: client secrets and keys as the Secret watch delivers them (fed by the handlers)
+        self.credential_secrets = CredentialSecrets()
         # Provider calls block for up to the provider timeout. In asyncio's default pool (cpu + 4
         # threads, 6 on a 2-core node) a few hung calls would starve every other token's calls and
         # the Kubernetes client, so they get threads of their own.
@@ -167,6 +176,7 @@ class Engine:
         st = self.states.pop(key, None)
         if st is not None:
             self._index_refs(key, st.refs, frozenset())
+            self.credential_secrets.track(key, st.credential_refs, frozenset())
         self.observer.forget(key)
 
     def referencing(self, namespace: str, secret_name: str) -> list[Key]:
@@ -243,6 +253,11 @@ class Engine:
         if refs != st.refs:
             self._index_refs(key, st.refs, refs)
             st.refs = refs
+            credential_refs = frozenset(
+                r.name for r in (spec.client_secret_ref, spec.service_account_key_ref) if r is not None
+            )
+            self.credential_secrets.track(key, st.credential_refs, credential_refs)
+            st.credential_refs = credential_refs
         st.consumer = spec.secret_name
 
         if not st.loaded or st.published is None:
@@ -281,10 +296,12 @@ class Engine:
             if not published_current:
                 st.planned_hint = None
             st.next_attempt = self._planned(st, spec, now) if published_current else now
+        # Worth an Event even when routine refreshes get none: someone asked, or the spec changed.
+        requested = force or not published_current
         due = force or (st.next_attempt is not None and now >= st.next_attempt)
 
         if due:
-            refreshed = await self._attempt(token, spec, st, report, now, force=force)
+            refreshed = await self._attempt(token, spec, st, report, now, force=force, requested=requested)
             now = max(now, self.clock())  # a provider call can take up to its timeout: judge expiry after it
         else:
             self._steady_report(report, st, spec, now)
@@ -304,6 +321,7 @@ class Engine:
                     "delete it or choose another spec.secretName"
                 )
         st.published = read_published(secret)
+        st.consumer_exists = secret is not None
         st.loaded = True
 
     def _remember_plan(self, st: TokenState, status_in: Mapping[str, Any]) -> None:
@@ -344,10 +362,12 @@ class Engine:
     async def _credentials(self, token: TokenRef, spec: EmailTokenSpec) -> ClientCredentials:
         secret = None
         if spec.client_secret_ref is not None:
-            secret = await read_secret_key(self.api, token.namespace, spec.client_secret_ref)
+            secret = await read_secret_key(self.api, token.namespace, spec.client_secret_ref, self.credential_secrets)
         info = None
         if spec.service_account_key_ref is not None:
-            raw = await read_secret_key(self.api, token.namespace, spec.service_account_key_ref)
+            raw = await read_secret_key(
+                self.api, token.namespace, spec.service_account_key_ref, self.credential_secrets
+            )
             try:
                 info = json.loads(raw)
             except ValueError:
@@ -375,7 +395,7 @@ class Engine:
 
     async def _attempt(
         self, token: TokenRef, spec: EmailTokenSpec, st: TokenState, report: _Report, now: datetime,
-        *, force: bool = False,
+        *, force: bool = False, requested: bool = False,
     ) -> bool:
         provider = self.providers.for_spec(spec.provider)
         try:
@@ -458,7 +478,8 @@ class Engine:
 
         username = spec.email_address or (grant.account if grant else "") or (result.account or "")
         try:
-            await self._publish(token, spec, result, username, now)
+            await self._publish(token, spec, result, username, now, exists=st.consumer_exists)
+            st.consumer_exists = True
         except KubeError as exc:
             self._fail(st, ProviderError(ErrorKind.TRANSIENT, f"API error writing the consumer Secret ({exc.status})",
                                          reason="APIUnavailable"), report, now)
@@ -471,14 +492,16 @@ class Engine:
         st.failures, st.error, st.last_warning = 0, None, None
         st.failed_inputs, st.retry_not_before = None, None
         st.next_attempt = self._planned(st, spec, now)
+        validity = f"valid until {rfc3339(result.expires_at)}, next refresh at {rfc3339(st.next_attempt)}"
         if not was_authorized:
+            # The first token (or the first after a failure) is one Event, not two: at 5,000
+            # tokens a second Event each was a tenth of the operator's start-up CPU.
             who = username or "the application"
-            report.events.append(("Normal", "Authorized", f"{spec.provider} accepted the credentials for {who}"))
-        report.events.append(
-            ("Normal", "Refreshed",
-             f"access token refreshed; valid until {rfc3339(result.expires_at)}, "
-             f"next refresh at {rfc3339(st.next_attempt)}")
-        )
+            report.events.append(
+                ("Normal", "Authorized", f"{spec.provider} accepted the credentials for {who}; access token {validity}")
+            )
+        elif requested or self.config.routine_events:
+            report.events.append(("Normal", "Refreshed", f"access token refreshed; {validity}"))
         self._steady_report(report, st, spec, now)
         report.fields["lastRefreshTime"] = rfc3339(now)
         report.outcome = "ok"
@@ -573,7 +596,8 @@ class Engine:
         return saved  # carries the new resourceVersion for a later write in the same step
 
     async def _publish(
-        self, token: TokenRef, spec: EmailTokenSpec, result: TokenSet, username: str, now: datetime
+        self, token: TokenRef, spec: EmailTokenSpec, result: TokenSet, username: str, now: datetime,
+        *, exists: bool = True,
     ) -> None:
         body = consumer_secret(
             token,
@@ -586,7 +610,7 @@ class Engine:
             scope=result.scope or spec.scope_string,
             spec_hash=spec.fingerprint(),
         )
-        await publish(self.api, token.namespace, body)
+        await publish(self.api, token.namespace, body, exists=exists)
 
     def _awaiting(self, token: TokenRef, spec: EmailTokenSpec, st: TokenState, report: _Report,
                   now: datetime) -> None:

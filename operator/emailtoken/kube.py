@@ -87,7 +87,14 @@ class KubernetesApi:
     """:class:`KubeApi` over the official client (blocking calls in threads)."""
 
     def __init__(self, api_client: kubernetes.client.ApiClient | None = None, *, threads: int = 16) -> None:
-        self.client = api_client or kubernetes.client.ApiClient()
+        if api_client is None:
+            # One pooled connection per thread: the client's default pool (5 per CPU) is smaller
+            # than the thread pool on small nodes, and every call beyond it opened and then
+            # discarded a connection (a TLS handshake each against a real API server).
+            configuration = kubernetes.client.Configuration.get_default_copy()
+            configuration.connection_pool_maxsize = max(configuration.connection_pool_maxsize or 0, threads)
+            api_client = kubernetes.client.ApiClient(configuration)
+        self.client = api_client
         self.core = kubernetes.client.CoreV1Api(self.client)
         self.custom = kubernetes.client.CustomObjectsApi(self.client)
         self.coordination = kubernetes.client.CoordinationV1Api(self.client)

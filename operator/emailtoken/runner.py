@@ -36,6 +36,10 @@ def configure_logging(config: OperatorConfig) -> None:
     kopf.configure(verbose=config.verbose, log_format=_FORMATS[config.log_format])
     for noisy in ("urllib3", "msal", "google", "kubernetes"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    if not config.verbose:
+        # kopf says "Handler 'token_event' succeeded." for every watch event: one line per
+        # token and refresh, thousands a minute at scale. Our own log says what happened.
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
 
 
 def run_operator(config: OperatorConfig) -> int:

@@ -12,19 +12,20 @@ import asyncio
 import heapq
 import itertools
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 log = logging.getLogger(__name__)
 
 Key = tuple[str, str]
-StepFn = Callable[[Mapping[str, Any]], Awaitable[float | None]]
+#: The body is whatever ``upsert`` was given (the handlers keep it as compact JSON bytes).
+StepFn = Callable[[Any], Awaitable[float | None]]
 
 
 @dataclass
 class _Entry:
-    body: Mapping[str, Any]
+    body: Any
     running: bool = False
     again: bool = False
     due: float | None = None
@@ -51,7 +52,7 @@ class Scheduler:
     def __len__(self) -> int:
         return len(self._entries)
 
-    def upsert(self, key: Key, body: Mapping[str, Any], *, wake: bool = False) -> None:
+    def upsert(self, key: Key, body: Any, *, wake: bool = False) -> None:
         """Remember the latest body; a new key (or ``wake``) is stepped at once."""
         entry = self._entries.get(key)
         if entry is None:

@@ -20,6 +20,7 @@ class OperatorConfig:
     provider_timeout: float = 20.0
     concurrency: int = 16
     keepalive: timedelta = DEFAULT_KEEPALIVE
+    routine_events: bool = False
     watch_timeout: int = 300
     health_port: int | None = 8080
     metrics_port: int | None = None

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from emailtoken.credcache import CredentialSecrets
 from emailtoken.kube import Conflict, KubeApi, KubeError, NotFound
 from emailtoken.model import SecretKeyRef, TokenRef
 from emailtoken.secretdata import Grant, decode_data, grant_secret, read_grant
@@ -23,9 +24,15 @@ class SecretMissing(Exception):
     """A referenced Secret or key does not exist; the message names it (never its value)."""
 
 
-async def read_secret_key(api: KubeApi, namespace: str, ref: SecretKeyRef) -> str:
-    """The value of one key of a Secret in the token's namespace."""
-    secret = await api.get_secret(namespace, ref.name)
+async def read_secret_key(
+    api: KubeApi, namespace: str, ref: SecretKeyRef, cache: CredentialSecrets | None = None
+) -> str:
+    """The value of one key of a Secret in the token's namespace (from ``cache`` when it has it)."""
+    secret = cache.get(namespace, ref.name) if cache is not None else None
+    if secret is None:
+        secret = await api.get_secret(namespace, ref.name)
+        if secret is not None and cache is not None:
+            cache.fill(namespace, ref.name, secret)
     if secret is None:
         raise SecretMissing(f"Secret {namespace}/{ref.name} does not exist")
     value = decode_data(secret).get(ref.key)
@@ -85,8 +92,12 @@ def _patch_of(body: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-async def publish(api: KubeApi, namespace: str, body: dict[str, Any]) -> None:
-    """Write the consumer Secret: patch in place (mounts update), create when missing."""
+async def publish(api: KubeApi, namespace: str, body: dict[str, Any], *, exists: bool = True) -> None:
+    """Write the consumer Secret: patch in place (mounts update), create when missing.
+
+    ``exists=False`` (the step just read that there is none) creates first: a new token costs
+    one write instead of a refused patch and a create.
+    """
     meta = body["metadata"]
     patch = {
         "metadata": {
@@ -96,6 +107,12 @@ async def publish(api: KubeApi, namespace: str, body: dict[str, Any]) -> None:
         },
         "data": body["data"],
     }
+    if not exists:
+        try:
+            await api.create_secret(namespace, body)
+            return
+        except Conflict:
+            pass  # created meanwhile: patch it like any other time
     try:
         await api.patch_secret(namespace, meta["name"], patch)
     except NotFound:

@@ -76,8 +76,8 @@ def inbox(api: ApiClient, provider: DevProviderThread, namespace: str) -> dict[s
     api.create_secret(namespace, "app-secret", {"client_secret": SECRET})
     api.create("emailtokens", namespace, app_token(provider, "inbox", client_id))
     wait_for(lambda: ready(api, namespace, "inbox"), 30, what="Ready=True")
-    # Events are posted in batches: wait for the first refresh's Event before looking at output.
-    wait_for(lambda: any(e["reason"] == "Refreshed" for e in api.events_for(namespace, "inbox")), 15)
+    # Events are posted in batches: wait for the first token's Event before looking at output.
+    wait_for(lambda: any(e["reason"] == "Authorized" for e in api.events_for(namespace, "inbox")), 15)
     data = api.secret_data(namespace, "inbox")
     assert data is not None
     return data
@@ -133,7 +133,7 @@ def test_status_reads_like_a_description(
     assert f"  Expires:       {status['expiresAt']} (in " in out
     assert f"  Last refresh:  {status['lastRefreshTime']} (" in out
     assert f"  Next refresh:  {status['nextRefreshTime']} (in " in out
-    assert "Events:" in out and "Refreshed" in out.split("Events:")[1]
+    assert "Events:" in out and "Authorized" in out.split("Events:")[1]
     assert "Redirect URI" not in out and "Device code" not in out  # app-only: nothing to sign in
     assert "Next step" not in out
     no_secrets(out, inbox["access_token"], inbox["xoauth2"], SECRET)

@@ -295,7 +295,8 @@ async def test_app_only_token_is_published_with_every_key_and_status() -> None:
     assert ready["observedGeneration"] == 1
     assert [c["type"] for c in status["conditions"]] == ["Ready", "Authorized"]
 
-    assert [(t, r) for t, r, _ in h.events] == [("Normal", "Authorized"), ("Normal", "Refreshed")]
+    assert [(t, r) for t, r, _ in h.events] == [("Normal", "Authorized")]
+    assert "access token valid until" in h.events[0][2]
     assert h.api.writes == [("create", "secret", NAME), ("patch", "status", NAME)]
 
 
@@ -326,7 +327,33 @@ async def test_refreshes_once_after_next_refresh_time() -> None:
     assert parse_rfc3339(h.status["nextRefreshTime"]) > h.clock.now + timedelta(minutes=30)
     await h.step()
     assert h.provider.app_calls == 2
-    assert [r for _, r, _ in h.events] == ["Authorized", "Refreshed", "Refreshed"]  # Authorized only once
+    # Authorized once; the routine refresh shows in status, not as another Event.
+    assert [r for _, r, _ in h.events] == ["Authorized"]
+
+
+async def test_routine_refresh_events_on_request() -> None:
+    """``--refresh-events=all`` adds a Refreshed Event for every routine refresh."""
+    h = await app_harness()
+    h.config.routine_events = True
+    h.engine = h.new_engine()
+    await h.step()
+    h.clock.set(h.due_time())
+    await h.step()
+    assert [r for _, r, _ in h.events] == ["Authorized", "Refreshed"]
+
+
+async def test_asked_for_refreshes_get_an_event() -> None:
+    """Refresh-now and a spec change are someone's doing: their refresh is reported as an Event."""
+    h = await app_harness()
+    await h.step()
+    h.annotations["emailtoken.io/refresh-now"] = "1"
+    h.clock.advance(minutes=1)
+    await h.step()
+    h.spec["clientId"] = "another-app"
+    h.clock.advance(minutes=1)
+    await h.step()
+    assert h.provider.app_calls == 3
+    assert [r for _, r, _ in h.events] == ["Authorized", "Refreshed", "Refreshed"]
 
 
 async def test_spec_change_refreshes_at_once() -> None:
@@ -949,11 +976,46 @@ async def test_invalid_client_is_retried_at_once_when_the_secret_changes_only() 
     h.engine.nudge(KEY)
     await h.step()
     assert h.provider.app_calls == 1, "same secret: wait for the slow backoff"
-    await h.api.patch_secret(NS, "app-secret", {"data": {"client_secret": b64("the-fixed-client-secret")}})
+    fixed = await h.api.patch_secret(NS, "app-secret", {"data": {"client_secret": b64("the-fixed-client-secret")}})
+    h.engine.credential_secrets.observed(NS, "app-secret", fixed)  # what the Secret handler does first
     h.engine.nudge(KEY)
     result = await h.step()
     assert result.refreshed is True
     assert h.provider.creds[-1].client_secret == "the-fixed-client-secret"
+
+
+async def test_client_secret_is_read_once_then_kept_from_the_watch() -> None:
+    """One GET for the client secret; later refreshes use what the watch delivered (no read per
+    refresh); a deleted Secret is read again and reported missing."""
+    h = await app_harness()
+    await h.step()
+    h.clock.set(h.due_time())
+    await h.step()
+    assert h.provider.app_calls == 2
+    assert h.api.reads.count(("get", "secret", "app-secret")) == 1
+    rotated = await h.api.patch_secret(NS, "app-secret", {"data": {"client_secret": b64("rotated")}})
+    h.engine.credential_secrets.observed(NS, "app-secret", rotated)
+    h.annotations["emailtoken.io/refresh-now"] = "rotate"
+    await h.step()
+    assert h.provider.creds[-1].client_secret == "rotated"
+    assert h.api.reads.count(("get", "secret", "app-secret")) == 1
+    await h.api.delete_secret(NS, "app-secret")
+    h.engine.credential_secrets.removed(NS, "app-secret")
+    h.annotations["emailtoken.io/refresh-now"] = "after-delete"
+    await h.step()
+    assert h.api.reads.count(("get", "secret", "app-secret")) == 2
+    assert h.cond("Authorized")["reason"] == "SecretNotFound"
+
+
+async def test_credential_cache_forgets_secrets_no_token_reads() -> None:
+    """Only Secrets a token names as credentials are kept, and only while it does."""
+    h = await app_harness()
+    await h.step()
+    assert len(h.engine.credential_secrets) == 1
+    h.engine.credential_secrets.observed(NS, "someone-elses-secret", {"data": {"k": b64("v")}})
+    assert h.engine.credential_secrets.get(NS, "someone-elses-secret") is None
+    h.engine.forget(KEY)
+    assert len(h.engine.credential_secrets) == 0
 
 
 async def test_a_body_older_than_our_own_status_write_does_not_repeat_refresh_now() -> None:

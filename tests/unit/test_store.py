@@ -166,6 +166,25 @@ async def test_publish_patches_in_place() -> None:
     assert parse_rfc3339(data["expires_at"]).year == 2026
 
 
+async def test_publish_known_missing_creates_with_one_write() -> None:
+    """When the step has just seen there is no Secret, it creates at once (no refused patch)."""
+    api = InMemoryApi()
+    calls: list[str] = []
+    original = api.patch_secret
+
+    async def patch(namespace: str, name: str, body: dict) -> dict:
+        calls.append(name)
+        return await original(namespace, name, body)
+
+    api.patch_secret = patch  # type: ignore[method-assign]
+    await publish(api, "mail", consumer("at-1"), exists=False)
+    assert calls == []
+    assert api.writes == [("create", "secret", "box")]
+    await publish(api, "mail", consumer("at-2"), exists=False)  # it was there after all: patched
+    assert calls == ["box"]
+    assert decode_data(api.secrets[("mail", "box")])["access_token"] == "at-2"
+
+
 async def test_publish_create_race_falls_back_to_patch() -> None:
     """Created by someone between our patch and create: patch again instead of failing."""
 

@@ -11,8 +11,8 @@ from emailtoken.providers.microsoft import MicrosoftProvider
 class Providers:
     """One provider instance per kind, sharing an HTTP session (connection reuse)."""
 
-    def __init__(self, *, ca_bundle: str | None = None, timeout: float = 20.0) -> None:
-        self.session = ProviderSession(ca_bundle=ca_bundle, timeout=timeout)
+    def __init__(self, *, ca_bundle: str | None = None, timeout: float = 20.0, pool: int = 10) -> None:
+        self.session = ProviderSession(ca_bundle=ca_bundle, timeout=timeout, pool=pool)
         self.microsoft = MicrosoftProvider(self.session)
         self.google = GoogleProvider(self.session)
 

@@ -4,7 +4,8 @@ Why a custom session: ``REQUESTS_CA_BUNDLE`` in the environment silently overrid
 session's ``verify``, so a private CA (tests, air-gapped proxies) needs ``trust_env``
 off; a default timeout keeps a hung provider from pinning a worker thread; and the
 last ``Retry-After`` is remembered so the engine can honour it even though msal
-returns plain dicts.
+returns plain dicts; and the connection pool is as large as the number of threads that
+call at once (requests' default of 10 discarded a connection, a TLS handshake, per extra caller).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import urllib.request
 from typing import Any
 
 import requests
+import requests.adapters
 
 DEFAULT_TIMEOUT = 20.0
 
@@ -21,8 +23,11 @@ DEFAULT_TIMEOUT = 20.0
 class ProviderSession(requests.Session):
     """A requests session with a default timeout and Retry-After bookkeeping."""
 
-    def __init__(self, *, ca_bundle: str | None = None, timeout: float = DEFAULT_TIMEOUT) -> None:
+    def __init__(self, *, ca_bundle: str | None = None, timeout: float = DEFAULT_TIMEOUT, pool: int = 10) -> None:
         super().__init__()
+        adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=max(pool, 10))
+        self.mount("https://", adapter)
+        self.mount("http://", adapter)
         self.timeout = timeout
         self._local = threading.local()
         if ca_bundle:

@@ -1,0 +1,27 @@
+"""emailtoken.cli: operator flags become the right OperatorConfig."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from emailtoken.cli import build_parser, config_from_args
+from emailtoken.settings import OperatorConfig
+
+
+def config(*flags: str) -> OperatorConfig:
+    return config_from_args(build_parser().parse_args(["run", *flags]))
+
+
+def test_defaults_send_events_for_changes_only() -> None:
+    """Routine refreshes are visible in status and metrics; Events are kept for changes."""
+    default = config()
+    assert default.routine_events is False
+    assert default.keepalive == timedelta(days=3)
+
+
+def test_refresh_events_all_and_keepalive() -> None:
+    """``--refresh-events all`` turns the per-refresh Event back on; durations parse."""
+    chosen = config("--refresh-events", "all", "--keepalive", "12h", "--concurrency", "4")
+    assert chosen.routine_events is True
+    assert chosen.keepalive == timedelta(hours=12)
+    assert chosen.concurrency == 4
