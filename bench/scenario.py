@@ -9,8 +9,10 @@ Timeline of a run (times on the one host clock, measured where the work happens)
   (operator: the Ready condition; baseline: its consumer Secret holds a token). The
   baseline, having no watch, is started right after the tokens exist (its best case).
 * restart: the subject is stopped (SIGTERM) and started again while no token is due;
-  "resumed" is when it has taken up every token again (operator: it has read every
-  consumer Secret, counted at the API server; baseline: it has rewritten every Secret).
+  "resumed" is when it has taken up every token again (operator: its /metrics count every
+  token, ``emailtoken_tokens`` = N, polled every 0.25 s; it reads the published tokens from
+  its Secret watch, so there is no request per token to count; baseline: it has rewritten
+  every Secret).
 * idle: from then until the first token is due (operator: the earliest nextRefreshTime in
   status; baseline: the earliest expiry minus the same margin): API writes and provider
   calls here are pure overhead.
@@ -25,6 +27,7 @@ import json
 import logging
 import math
 import os
+import socket
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -107,6 +110,12 @@ def _operator_main() -> list[str]:
     return [wrapper] if wrapper else ["-m", "emailtoken"]
 
 
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 class ServerLog:
     """The API server's record of the subject's requests, fetched incrementally."""
 
@@ -155,6 +164,7 @@ class Run:
         self.marks: dict[str, float] = {}
         self.subject: Child | None = None
         self.procs: dict[str, dict[str, Any]] = {}
+        self.metrics_port = _free_port()
 
     # -- plumbing ----------------------------------------------------------------------------
 
@@ -210,6 +220,9 @@ class Run:
                     self.ca,
                     "--health-port",
                     "0",
+                    # as the chart deploys it (metrics on); also the "resumed" signal
+                    "--metrics-port",
+                    str(self.metrics_port),
                     "--log-format",
                     "plain",
                     "--concurrency",
@@ -288,16 +301,21 @@ class Run:
             return s["last_ready"] if s["ready"] >= self.p.n else None
         return s["last_first_write"] if s["secrets"] >= self.p.n else None
 
+    def _tracked_tokens(self) -> int:
+        """``emailtoken_tokens`` from the operator's /metrics (0 while it is not serving)."""
+        try:
+            text = requests.get(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5).text
+        except requests.RequestException:  # not serving yet
+            return 0
+        for line in text.splitlines():
+            if line.startswith("emailtoken_tokens "):
+                return int(float(line.split()[1]))
+        return 0
+
     def _resumed_since(self, since: float) -> float | None:
         """When the new subject had taken up every token again (None: not yet)."""
         if self.p.subject == "operator":
-            rows = self.server_log.fetch()
-            consumers = set(self.keys)
-            seen: dict[Key, float] = {}
-            for t, verb, resource, ns, name in rows:
-                if t >= since and verb == "get" and resource == "secrets" and (ns, name) in consumers:
-                    seen.setdefault((ns, name), t)
-            return max(seen.values()) if len(seen) == len(consumers) else None
+            return time.time() if self._tracked_tokens() >= self.p.n else None
         s = self.server_log.summary(since)
         return s["last_written_since"] if s["written_since"] >= self.p.n else None
 
@@ -347,7 +365,7 @@ class Run:
             lambda: self._resumed_since(self.marks["restart_spawn"]) is not None,
             p.ready_timeout,
             "the restarted subject to resume every token",
-            0.5,
+            0.25,
         )
         self.marks["resumed"] = self._resumed_since(self.marks["restart_spawn"]) or time.time()
         self._snapshot("resumed")

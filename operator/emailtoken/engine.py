@@ -162,6 +162,9 @@ class Engine:
         self._readers: dict[tuple[str, str], set[Key]] = {}
         #: client secrets and keys as the Secret watch delivers them (fed by the handlers)
         self.credential_secrets = CredentialSecrets()
+        #: consumer Secrets the watch delivered before their token's first step (a restart lists
+        #: both at once): (namespace, token name) -> (Secret name, what it holds); saves a GET each
+        self._seen_consumers: dict[Key, tuple[str, PublishedToken | None]] = {}
         # Provider calls block for up to the provider timeout. In asyncio's default pool (cpu + 4
         # threads, 6 on a 2-core node) a few hung calls would starve every other token's calls and
         # the Kubernetes client, so they get threads of their own.
@@ -171,8 +174,21 @@ class Engine:
 
     # -- bookkeeping used by the handlers -------------------------------------------------
 
+    def consumer_observed(self, namespace: str, name: str, secret: Mapping[str, Any], *, deleted: bool = False) -> None:
+        """The watch delivered a consumer Secret (ours by its label): remember it for a token not stepped yet."""
+        token_name = ((secret.get("metadata") or {}).get("labels") or {}).get(LABEL_TOKEN)
+        if not token_name:
+            return
+        key = (namespace, token_name)
+        st = self.states.get(key)
+        if deleted or (st is not None and st.loaded):
+            self._seen_consumers.pop(key, None)
+        else:
+            self._seen_consumers[key] = (name, read_published(secret))
+
     def forget(self, key: Key) -> None:
         """The object is gone: drop everything remembered about it."""
+        self._seen_consumers.pop(key, None)
         st = self.states.pop(key, None)
         if st is not None:
             self._index_refs(key, st.refs, frozenset())
@@ -312,6 +328,10 @@ class Engine:
     # -- pieces of a step --------------------------------------------------------------------
 
     async def _load_published(self, token: TokenRef, spec: EmailTokenSpec, st: TokenState) -> None:
+        seen = self._seen_consumers.pop((token.namespace, token.name), None)
+        if seen is not None and seen[0] == spec.secret_name and seen[1] is not None:
+            st.published, st.consumer_exists, st.loaded = seen[1], True, True
+            return
         secret = await self.api.get_secret(token.namespace, spec.secret_name)
         if secret is not None:
             labels = (secret.get("metadata") or {}).get("labels") or {}

@@ -142,10 +142,12 @@ async def secret_event(event: Mapping[str, Any], body: kopf.Body, memo: kopf.Mem
     if engine is None or scheduler is None:
         return
     namespace, name = body.metadata.namespace or "", body.metadata.name or ""
-    if event.get("type") == "DELETED":
+    deleted = event.get("type") == "DELETED"
+    if deleted:
         engine.credential_secrets.removed(namespace, name)
     else:
         engine.credential_secrets.observed(namespace, name, body)
+    engine.consumer_observed(namespace, name, body, deleted=deleted)
     for key in engine.referencing(namespace, name):
         if event.get("type") == "DELETED":
             engine.secret_deleted(key, name)

@@ -1081,3 +1081,34 @@ async def test_expiry_and_backoff_count_from_the_end_of_a_slow_provider_call() -
     ready = h.cond("Ready")
     assert (ready["status"], ready["reason"]) == ("False", "ProviderUnavailable")
     assert 2.5 <= (result.delay or 0) <= 5
+
+
+async def test_restart_uses_the_watched_consumer_secret_instead_of_a_get() -> None:
+    """After a restart the Secret watch delivers the consumer Secret too: its first step reads
+    what the published token holds from there (no GET per token) and refreshes nothing."""
+    h = await app_harness()
+    await h.step()
+    engine = h.new_engine(seed=5)
+    engine.consumer_observed(NS, "someone-elses", {"metadata": {"labels": {}}})  # not ours: ignored
+    engine.consumer_observed(NS, NAME, h.api.secrets[(NS, NAME)])
+    h.api.reads.clear()
+    h.clock.advance(minutes=1)
+    result = await h.step(engine)
+    assert ("get", "secret", NAME) not in h.api.reads
+    assert result.refreshed is False and h.provider.app_calls == 1
+    h.clock.set(h.due_time())
+    assert (await h.step(engine)).refreshed is True
+
+
+async def test_a_consumer_secret_deleted_before_the_first_step_is_read_again() -> None:
+    h = await app_harness()
+    await h.step()
+    engine = h.new_engine(seed=5)
+    body = h.api.secrets[(NS, NAME)]
+    engine.consumer_observed(NS, NAME, body)
+    engine.consumer_observed(NS, NAME, body, deleted=True)
+    await h.api.delete_secret(NS, NAME)
+    h.api.reads.clear()
+    result = await h.step(engine)
+    assert ("get", "secret", NAME) in h.api.reads
+    assert result.refreshed is True  # published again
