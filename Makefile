@@ -39,5 +39,8 @@ lint: $(VENV)/.test-installed
 bench: $(VENV)/.test-installed
 	$(BIN)/python -m bench.run
 
+bench-smoke: $(VENV)/.test-installed
+	$(BIN)/python -m pytest tests/integration/test_bench_smoke.py -q
+
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info operator/*.egg-info

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import bisect
+import itertools
 import math
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
@@ -39,6 +40,24 @@ def token_calls(calls: Iterable[Mapping[str, Any]], start: float, end: float) ->
     return [
         c for c in calls if c.get("endpoint") == "token" and c.get("status") == 200 and in_window(c["time"], start, end)
     ]
+
+
+def refresh_intervals(calls: Iterable[Mapping[str, Any]], start: float, end: float) -> list[float]:
+    """Per token, the time since its previous refresh, for every refresh in [start, end).
+
+    Counting refreshes in a window is biased when tokens refresh in step (all created at
+    once; the baseline refreshes all of them in one pass): a window holds 2 or 3 cycles
+    depending on where it starts. The mean interval is the refresh period itself.
+    """
+    by_client: dict[str, list[float]] = {}
+    for c in calls:
+        if c.get("endpoint") == "token" and c.get("status") == 200 and c.get("client_id"):
+            by_client.setdefault(c["client_id"], []).append(c["time"])
+    out: list[float] = []
+    for times in by_client.values():
+        times.sort()
+        out += [b - a for a, b in itertools.pairwise(times) if in_window(b, start, end)]
+    return out
 
 
 def all_calls(calls: Iterable[Mapping[str, Any]], start: float, end: float) -> list[Mapping[str, Any]]:
@@ -142,3 +161,16 @@ def median(values: Sequence[float | None]) -> float | None:
         return None
     mid = len(present) // 2
     return present[mid] if len(present) % 2 else (present[mid - 1] + present[mid]) / 2
+
+
+def steady_rates(calls: Sequence[Mapping[str, Any]], start: float, end: float, lifetime: float) -> dict[str, Any]:
+    """Refresh period and provider calls per token per hour / per token lifetime, from intervals."""
+    intervals = refresh_intervals(calls, start, end)
+    if not intervals:
+        return {"refresh_period_s": None, "provider_calls_per_token_hour": None, "provider_calls_per_token_lifetime": None}
+    mean = sum(intervals) / len(intervals)
+    return {
+        "refresh_period_s": rounded(mean, 2),
+        "provider_calls_per_token_hour": rounded(3600 / mean, 2),
+        "provider_calls_per_token_lifetime": rounded(lifetime / mean, 3),
+    }

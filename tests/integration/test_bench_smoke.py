@@ -62,3 +62,18 @@ def test_bench_harness_runs_and_its_numbers_hold_together(tmp_path: Path) -> Non
     assert run["idle"]["provider_calls"] == 0 and run["idle"]["token_writes"] == 0
     assert run["process"]["subject_rss_mib"] > 0 and steady["subject_cpu_s"] is not None
     assert "| All Ready after creating N (s) |" in document["table"]
+
+
+def test_bench_baseline_loop_runs(tmp_path: Path) -> None:
+    """The naive loop the operator is compared with: it refreshes on its period, keeps consumers
+    supplied, and is counted the same way (its steady window has refreshes and API writes)."""
+    out = tmp_path / "baseline.json"
+    args = ["--n", "10", "--runs", "1", "--subjects", "baseline", "--lifetime", "20", "--steady", "14"]
+    assert bench_main([*args, "--out", str(out), "--workdir", str(tmp_path / "work")]) == 0
+    (run,) = json.loads(out.read_text())["runs"]["10"]["baseline"]
+    steady = run["steady"]
+    assert run["ready"]["refreshes"] >= 10
+    assert steady["refreshes"] >= 10  # every token, every half lifetime
+    assert steady["token_calls"] <= steady["refreshes"] + 10
+    assert steady["api_writes_per_refresh"] >= 1
+    assert run["consumer"]["samples"] > 0 and run["consumer"]["expired_seen"] == 0
