@@ -167,7 +167,11 @@ def steady_rates(calls: Sequence[Mapping[str, Any]], start: float, end: float, l
     """Refresh period and provider calls per token per hour / per token lifetime, from intervals."""
     intervals = refresh_intervals(calls, start, end)
     if not intervals:
-        return {"refresh_period_s": None, "provider_calls_per_token_hour": None, "provider_calls_per_token_lifetime": None}
+        return {
+            "refresh_period_s": None,
+            "provider_calls_per_token_hour": None,
+            "provider_calls_per_token_lifetime": None,
+        }
     mean = sum(intervals) / len(intervals)
     return {
         "refresh_period_s": rounded(mean, 2),

@@ -155,8 +155,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--concurrency", type=int, default=16)
     p.add_argument("--out", type=Path, help="result JSON path (default bench/results/<stamp>.json)")
     p.add_argument("--workdir", type=Path, help="keep logs and raw records here (default: a temporary directory)")
-    p.add_argument("--reanalyse", type=Path, metavar="WORKDIR",
-                   help="run nothing: rebuild the results and table from a kept --workdir")
+    p.add_argument(
+        "--reanalyse",
+        type=Path,
+        metavar="WORKDIR",
+        help="run nothing: rebuild the results and table from a kept --workdir",
+    )
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(message)s")
 

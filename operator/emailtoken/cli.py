@@ -21,8 +21,14 @@ _PLUGINS = ("emailtoken.demo", "emailtoken.checkmail", "emailtoken.callback.cli"
 def _add_run(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser("run", help="run the operator against the current kubeconfig or in-cluster config")
     scope = p.add_mutually_exclusive_group()
-    scope.add_argument("-n", "--namespace", action="append", default=[], metavar="NS",
-                       help="watch this namespace (repeatable); default: all namespaces")
+    scope.add_argument(
+        "-n",
+        "--namespace",
+        action="append",
+        default=[],
+        metavar="NS",
+        help="watch this namespace (repeatable); default: all namespaces",
+    )
     scope.add_argument("-A", "--all-namespaces", action="store_true", help="watch all namespaces (the default)")
     p.add_argument("--log-format", choices=("plain", "full", "json"), default="full")
     p.add_argument("-v", "--verbose", action="store_true")
@@ -31,24 +37,41 @@ def _add_run(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     peer = p.add_mutually_exclusive_group()
     peer.add_argument("--peering", metavar="NAME", help="kopf peering object name (needs the kopf.dev CRDs)")
     peer.add_argument("--standalone", action="store_true", help="no peering (the default)")
-    p.add_argument("--leader-election", action=argparse.BooleanOptionalAction, default=True,
-                   help="hold a coordination.k8s.io Lease so that only one replica writes (default: on)")
-    p.add_argument("--lease-namespace", default=os.environ.get("POD_NAMESPACE", "default"),
-                   help="namespace of the Lease (default: $POD_NAMESPACE or default)")
+    p.add_argument(
+        "--leader-election",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="hold a coordination.k8s.io Lease so that only one replica writes (default: on)",
+    )
+    p.add_argument(
+        "--lease-namespace",
+        default=os.environ.get("POD_NAMESPACE", "default"),
+        help="namespace of the Lease (default: $POD_NAMESPACE or default)",
+    )
     p.add_argument("--lease-name", default="emailtoken-operator")
     p.add_argument("--lease-duration", type=float, default=15.0, help="seconds a silent leader keeps the Lease")
     p.add_argument("--ca-bundle", metavar="PATH", help="CA bundle for the identity providers (private CAs)")
-    p.add_argument("--redirect-base-url", metavar="URL",
-                   help="public base URL of the callback service; status.redirectUri is URL/callback")
-    p.add_argument("--admin-url", metavar="URL",
-                   help="where admins reach the callback admin page (e.g. http://localhost:8081 via port-forward); "
-                   "status.authorizeUrl links there")
+    p.add_argument(
+        "--redirect-base-url",
+        metavar="URL",
+        help="public base URL of the callback service; status.redirectUri is URL/callback",
+    )
+    p.add_argument(
+        "--admin-url",
+        metavar="URL",
+        help="where admins reach the callback admin page (e.g. http://localhost:8081 via port-forward); "
+        "status.authorizeUrl links there",
+    )
     p.add_argument("--concurrency", type=int, default=16, help="token refreshes in flight at once")
     p.add_argument("--provider-timeout", type=float, default=20.0, help="seconds per provider request")
     p.add_argument("--keepalive", default="3d", help="refresh idle grants at least this often (default 3d)")
-    p.add_argument("--refresh-events", choices=("changes", "all"), default="changes",
-                   help="'changes' (default): a Refreshed Event for refresh-now and spec changes (the first "
-                   "token and recoveries get an Authorized Event); 'all': for every routine refresh too")
+    p.add_argument(
+        "--refresh-events",
+        choices=("changes", "all"),
+        default="changes",
+        help="'changes' (default): a Refreshed Event for refresh-now and spec changes (the first "
+        "token and recoveries get an Authorized Event); 'all': for every routine refresh too",
+    )
     p.set_defaults(func=_run)
 
 

@@ -235,8 +235,11 @@ class Engine:
             self._fence()
             return await self._step(body)
         except NotLeader:
-            log.warning("%s/%s: leadership not confirmed; not acting", (body.get("metadata") or {}).get("namespace"),
-                        (body.get("metadata") or {}).get("name"))
+            log.warning(
+                "%s/%s: leadership not confirmed; not acting",
+                (body.get("metadata") or {}).get("namespace"),
+                (body.get("metadata") or {}).get("name"),
+            )
             return StepResult(delay=1.0)
 
     def _fence(self) -> None:
@@ -263,9 +266,10 @@ class Engine:
             await self._finish(body, token, None, st, report, handled, now)
             return StepResult(delay=None)
 
-        refs = frozenset(
-            r.name for r in (spec.client_secret_ref, spec.service_account_key_ref) if r is not None
-        ) | {token.grant_secret_name, spec.secret_name}
+        refs = frozenset(r.name for r in (spec.client_secret_ref, spec.service_account_key_ref) if r is not None) | {
+            token.grant_secret_name,
+            spec.secret_name,
+        }
         if refs != st.refs:
             self._index_refs(key, st.refs, refs)
             st.refs = refs
@@ -414,8 +418,15 @@ class Engine:
         return True
 
     async def _attempt(
-        self, token: TokenRef, spec: EmailTokenSpec, st: TokenState, report: _Report, now: datetime,
-        *, force: bool = False, requested: bool = False,
+        self,
+        token: TokenRef,
+        spec: EmailTokenSpec,
+        st: TokenState,
+        report: _Report,
+        now: datetime,
+        *,
+        force: bool = False,
+        requested: bool = False,
     ) -> bool:
         provider = self.providers.for_spec(spec.provider)
         try:
@@ -424,8 +435,14 @@ class Engine:
             self._fail(st, ProviderError(ErrorKind.BAD_CONFIG, str(exc), reason="SecretNotFound"), report, now)
             return False
         except KubeError as exc:
-            self._fail(st, ProviderError(ErrorKind.TRANSIENT, f"API error reading Secrets ({exc.status})",
-                                         reason="APIUnavailable"), report, now)
+            self._fail(
+                st,
+                ProviderError(
+                    ErrorKind.TRANSIENT, f"API error reading Secrets ({exc.status})", reason="APIUnavailable"
+                ),
+                report,
+                now,
+            )
             return False
 
         grant: Grant | None = None
@@ -491,9 +508,17 @@ class Engine:
             self._steady_report(report, st, spec, now)
             return False
         except KubeError as exc:
-            self._fail(st, ProviderError(ErrorKind.TRANSIENT, f"API error writing the grant ({exc.status}); "
-                                         "the new refresh token is kept in memory and the write retried",
-                                         reason="APIUnavailable"), report, now)
+            self._fail(
+                st,
+                ProviderError(
+                    ErrorKind.TRANSIENT,
+                    f"API error writing the grant ({exc.status}); "
+                    "the new refresh token is kept in memory and the write retried",
+                    reason="APIUnavailable",
+                ),
+                report,
+                now,
+            )
             return False
 
         username = spec.email_address or (grant.account if grant else "") or (result.account or "")
@@ -501,13 +526,24 @@ class Engine:
             await self._publish(token, spec, result, username, now, exists=st.consumer_exists)
             st.consumer_exists = True
         except KubeError as exc:
-            self._fail(st, ProviderError(ErrorKind.TRANSIENT, f"API error writing the consumer Secret ({exc.status})",
-                                         reason="APIUnavailable"), report, now)
+            self._fail(
+                st,
+                ProviderError(
+                    ErrorKind.TRANSIENT,
+                    f"API error writing the consumer Secret ({exc.status})",
+                    reason="APIUnavailable",
+                ),
+                report,
+                now,
+            )
             return False
         was_authorized = st.error is None and st.failures == 0 and st.published is not None
         st.published = PublishedToken(
-            expires_at=result.expires_at, obtained_at=now, username=username,
-            scope=result.scope or spec.scope_string, spec_hash=spec.fingerprint(),
+            expires_at=result.expires_at,
+            obtained_at=now,
+            username=username,
+            scope=result.scope or spec.scope_string,
+            spec_hash=spec.fingerprint(),
         )
         st.failures, st.error, st.last_warning = 0, None, None
         st.failed_inputs, st.retry_not_before = None, None
@@ -539,9 +575,11 @@ class Engine:
     ) -> tuple[Grant, TokenSet] | None:
         """Drive the device authorization grant one poll at a time (status and an Event show the code)."""
         device_provider: DeviceCodeProvider = provider  # type: ignore[assignment]
-        if st.device is not None and st.error is not None and st.error.reason in ("AuthorizationDeclined",
-                                                                                  "DeviceCodeExpired",
-                                                                                  "AccountMismatch"):
+        if (
+            st.device is not None
+            and st.error is not None
+            and st.error.reason in ("AuthorizationDeclined", "DeviceCodeExpired", "AccountMismatch")
+        ):
             self._failure_report(report, st, None, token_valid=self._valid(st, now))
             st.next_attempt = None  # finished without a grant: the reauthorize annotation starts over
             return None
@@ -560,9 +598,12 @@ class Engine:
             self._failure_report(report, st, None, token_valid=self._valid(st, now))
             return None
         if now >= st.device.expires_at:
-            raise ProviderError(ErrorKind.REAUTHORIZE, "the device code expired before anyone signed in; set the "
-                                "emailtoken.io/reauthorize annotation to a new value for a new code",
-                                reason="DeviceCodeExpired")
+            raise ProviderError(
+                ErrorKind.REAUTHORIZE,
+                "the device code expired before anyone signed in; set the "
+                "emailtoken.io/reauthorize annotation to a new value for a new code",
+                reason="DeviceCodeExpired",
+            )
         result = await self._timed(spec, "device_poll", device_provider.poll_device_flow, spec, creds, st.device)
         if result is None:
             st.next_attempt = now + timedelta(seconds=st.device.interval)
@@ -578,10 +619,18 @@ class Engine:
                 reason="AccountMismatch",
             )
         if not result.refresh_token:
-            raise ProviderError(ErrorKind.BAD_CONFIG, "the provider issued no refresh token (offline_access "
-                                "was not granted)", reason="NoRefreshToken")
-        grant = Grant(refresh_token=result.refresh_token, account=account or (spec.email_address or ""),
-                      scope=result.scope, obtained_at=rfc3339(now), updated_at=rfc3339(now))
+            raise ProviderError(
+                ErrorKind.BAD_CONFIG,
+                "the provider issued no refresh token (offline_access was not granted)",
+                reason="NoRefreshToken",
+            )
+        grant = Grant(
+            refresh_token=result.refresh_token,
+            account=account or (spec.email_address or ""),
+            scope=result.scope,
+            obtained_at=rfc3339(now),
+            updated_at=rfc3339(now),
+        )
         saved = await self.grants.save(token, grant, expected_version=None)
         st.device, st.error = None, None
         report.events.append(("Normal", "DeviceCodeApproved", f"signed in as {grant.account} with the device code"))
@@ -602,8 +651,9 @@ class Engine:
             # trouble: back off and retry like any outage instead of failing the whole step. Only
             # the type is shown, because a library's message may quote the request.
             outcome = "ProviderUnavailable"
-            log.warning("%s %s call raised %s; treating it as a transient failure", spec.provider, operation,
-                        type(exc).__name__)
+            log.warning(
+                "%s %s call raised %s; treating it as a transient failure", spec.provider, operation, type(exc).__name__
+            )
             raise ProviderError(
                 ErrorKind.TRANSIENT, f"the {spec.provider} client library failed unexpectedly ({type(exc).__name__})"
             ) from None
@@ -616,8 +666,14 @@ class Engine:
         return saved  # carries the new resourceVersion for a later write in the same step
 
     async def _publish(
-        self, token: TokenRef, spec: EmailTokenSpec, result: TokenSet, username: str, now: datetime,
-        *, exists: bool = True,
+        self,
+        token: TokenRef,
+        spec: EmailTokenSpec,
+        result: TokenSet,
+        username: str,
+        now: datetime,
+        *,
+        exists: bool = True,
     ) -> None:
         body = consumer_secret(
             token,
@@ -632,8 +688,7 @@ class Engine:
         )
         await publish(self.api, token.namespace, body, exists=exists)
 
-    def _awaiting(self, token: TokenRef, spec: EmailTokenSpec, st: TokenState, report: _Report,
-                  now: datetime) -> None:
+    def _awaiting(self, token: TokenRef, spec: EmailTokenSpec, st: TokenState, report: _Report, now: datetime) -> None:
         how = f"run `emailtoken authorize {token}` or use the callback service's admin page"
         if spec.flow == "DeviceCode":
             how = "the device-code sign-in has not started yet"
@@ -671,8 +726,9 @@ class Engine:
         pub = st.published
         until = rfc3339(pub.expires_at) if pub is not None else ""
         if token_valid:
-            report.ready = Condition(conditions.READY, True, "TokenValid",
-                                     f"the access token stays valid until {until}; {exc.message}")
+            report.ready = Condition(
+                conditions.READY, True, "TokenValid", f"the access token stays valid until {until}; {exc.message}"
+            )
         else:
             report.ready = Condition(conditions.READY, False, exc.reason, exc.message)
         if exc.kind is not ErrorKind.TRANSIENT:
@@ -686,11 +742,13 @@ class Engine:
         if pub is None or not self._valid(st, now):
             report.ready = Condition(conditions.READY, False, "Pending", "no access token has been issued yet")
             return
-        report.ready = Condition(conditions.READY, True, "TokenValid",
-                                 f"access token valid until {rfc3339(pub.expires_at)}")
+        report.ready = Condition(
+            conditions.READY, True, "TokenValid", f"access token valid until {rfc3339(pub.expires_at)}"
+        )
         who = pub.username or "the application"
-        report.authorized = Condition(conditions.AUTHORIZED, True, "Authorized",
-                                      f"{spec.provider} issues tokens for {who}")
+        report.authorized = Condition(
+            conditions.AUTHORIZED, True, "Authorized", f"{spec.provider} issues tokens for {who}"
+        )
 
     def _delay(self, st: TokenState, now: datetime) -> float | None:
         candidates = []

@@ -130,9 +130,7 @@ class KubernetesApi:
         body = json.loads(json.dumps(patch))
         if resource_version is not None:
             body.setdefault("metadata", {})["resourceVersion"] = resource_version
-        return await self._run(
-            self.core.patch_namespaced_secret, name, namespace, body, _content_type=MERGE_PATCH
-        )
+        return await self._run(self.core.patch_namespaced_secret, name, namespace, body, _content_type=MERGE_PATCH)
 
     async def delete_secret(self, namespace: str, name: str) -> None:
         """Delete; a missing Secret is fine."""

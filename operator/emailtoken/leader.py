@@ -162,8 +162,9 @@ class LeaderElector:
                 log.info("waiting for leadership (lease %s/%s is held)", self.config.namespace, self.config.name)
                 announced = True
             await asyncio.sleep(self.config.retry_period)
-        log.info("acquired leadership (lease %s/%s as %s)", self.config.namespace, self.config.name,
-                 self.config.identity)
+        log.info(
+            "acquired leadership (lease %s/%s as %s)", self.config.namespace, self.config.name, self.config.identity
+        )
 
     async def keep(self) -> None:
         """Renew until a renewal fails for longer than the renew deadline; then set ``lost`` and return."""
@@ -175,8 +176,7 @@ class LeaderElector:
             if await self.try_acquire():
                 last_ok = loop.time()
             elif self.holder and self.holder != self.config.identity:
-                log.error("lease %s/%s was taken by %s; stopping", self.config.namespace, self.config.name,
-                          self.holder)
+                log.error("lease %s/%s was taken by %s; stopping", self.config.namespace, self.config.name, self.holder)
                 self.lost.set()
                 return
             elif loop.time() - last_ok > self.config.renew_deadline:
@@ -195,5 +195,6 @@ class LeaderElector:
             await self.api.patch_lease(self.config.namespace, self.config.name, body)
             log.info("released lease %s/%s", self.config.namespace, self.config.name)
         except KubeError as exc:
-            log.warning("could not release lease %s/%s: API error %s", self.config.namespace, self.config.name,
-                        exc.status)
+            log.warning(
+                "could not release lease %s/%s: API error %s", self.config.namespace, self.config.name, exc.status
+            )

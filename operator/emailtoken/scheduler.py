@@ -34,9 +34,7 @@ class _Entry:
 class Scheduler:
     """A due-time heap of tokens; ``step`` returns the seconds until the token's next step."""
 
-    def __init__(
-        self, step: StepFn, *, concurrency: int = 16, error_retry: float = 30.0, drain: float = 25.0
-    ) -> None:
+    def __init__(self, step: StepFn, *, concurrency: int = 16, error_retry: float = 30.0, drain: float = 25.0) -> None:
         self._step = step
         self._drain = drain
         self._entries: dict[Key, _Entry] = {}

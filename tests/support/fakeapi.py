@@ -79,7 +79,6 @@ class InMemoryApi:
         self.tokens[(namespace, name)] = merged
         self.writes.append(("patch", "status", name))
 
-
     async def get_lease(self, namespace: str, name: str) -> dict[str, Any] | None:
         self.reads.append(("get", "lease", name))
         lease = self.leases.get((namespace, name))

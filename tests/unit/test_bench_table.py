@@ -42,6 +42,9 @@ def test_refresh_rate_comes_from_intervals_not_window_counts() -> None:
     assert len(window) == 30
     assert set(refresh_intervals(calls, 1000, 1090)) == {40.0}
     rates = steady_rates(calls, 1000, 1090, lifetime=60)
-    assert rates == {"refresh_period_s": 40.0, "provider_calls_per_token_hour": 90.0,
-                     "provider_calls_per_token_lifetime": 1.5}
+    assert rates == {
+        "refresh_period_s": 40.0,
+        "provider_calls_per_token_hour": 90.0,
+        "provider_calls_per_token_lifetime": 1.5,
+    }
     assert steady_rates([], 0, 1, lifetime=60)["refresh_period_s"] is None

@@ -316,17 +316,29 @@ def session_with(endpoint: Endpoint, timeout: float = 2.0) -> ProviderSession:
 
 def google_spec() -> Any:
     return parse_spec(
-        {"provider": "Google", "clientId": "g", "clientSecretRef": {"name": "s"}, "emailAddress": "a@example.com",
-         "services": ["Gmail"], "tokenUrl": "https://google.test/token"},
+        {
+            "provider": "Google",
+            "clientId": "g",
+            "clientSecretRef": {"name": "s"},
+            "emailAddress": "a@example.com",
+            "services": ["Gmail"],
+            "tokenUrl": "https://google.test/token",
+        },
         "box",
     )
 
 
 def microsoft_spec() -> Any:
     return parse_spec(
-        {"provider": "Microsoft", "tenantId": "contoso", "clientId": "m", "clientSecretRef": {"name": "s"},
-         "emailAddress": "a@contoso.com", "services": ["IMAP"],
-         "tokenUrl": "https://login.test/contoso/oauth2/v2.0/token"},
+        {
+            "provider": "Microsoft",
+            "tenantId": "contoso",
+            "clientId": "m",
+            "clientSecretRef": {"name": "s"},
+            "emailAddress": "a@contoso.com",
+            "services": ["IMAP"],
+            "tokenUrl": "https://login.test/contoso/oauth2/v2.0/token",
+        },
         "box",
     )
 
@@ -386,9 +398,16 @@ def test_microsoft_discovery_is_read_once_by_concurrent_first_calls() -> None:
     endpoint = Endpoint(*[(200, {"access_token": f"at-{i}", "expires_in": 3600}, {}) for i in range(10)])
     provider = MicrosoftProvider(session_with(endpoint))
     app_spec = parse_spec(
-        {"provider": "Microsoft", "flow": "ClientCredentials", "tenantId": "contoso", "clientId": "m",
-         "clientSecretRef": {"name": "s"}, "emailAddress": "a@contoso.com", "services": ["IMAP"],
-         "tokenUrl": "https://login.test/contoso/oauth2/v2.0/token"},
+        {
+            "provider": "Microsoft",
+            "flow": "ClientCredentials",
+            "tenantId": "contoso",
+            "clientId": "m",
+            "clientSecretRef": {"name": "s"},
+            "emailAddress": "a@contoso.com",
+            "services": ["IMAP"],
+            "tokenUrl": "https://login.test/contoso/oauth2/v2.0/token",
+        },
         "box",
     )
     creds = ClientCredentials(client_secret=SECRET)

@@ -59,10 +59,21 @@ class _OneShotRequest(google.auth.transport.requests.Request):
         super().__init__(session=session)
         self._timeout = session.timeout
 
-    def __call__(self, url: str, method: str = "GET", body: Any = None, headers: Any = None,
-                 timeout: float | None = None, **kwargs: Any) -> Any:
+    def __call__(
+        self,
+        url: str,
+        method: str = "GET",
+        body: Any = None,
+        headers: Any = None,
+        timeout: float | None = None,
+        **kwargs: Any,
+    ) -> Any:
         response = super().__call__(
-            url, method=method, body=body, headers=headers, timeout=min(timeout or self._timeout, self._timeout),
+            url,
+            method=method,
+            body=body,
+            headers=headers,
+            timeout=min(timeout or self._timeout, self._timeout),
             **kwargs,
         )
         data: dict[str, Any] = {}
@@ -73,8 +84,8 @@ class _OneShotRequest(google.auth.transport.requests.Request):
             except ValueError:
                 data = {}
         if response.status in _RETRYABLE_STATUS or (
-            response.status != 200 and (str(data.get("error")) in _RETRYABLE_ERRORS
-                                        or str(data.get("error_description")) in _RETRYABLE_ERRORS)
+            response.status != 200
+            and (str(data.get("error")) in _RETRYABLE_ERRORS or str(data.get("error_description")) in _RETRYABLE_ERRORS)
         ):
             raise _RetryableAnswer(response.status, data)
         return response
