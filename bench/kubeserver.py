@@ -55,7 +55,7 @@ import aiohttp.web
 import kmock
 from kmock._internal import aiobus, enums
 
-from emailtoken.localapi import EMAILTOKENS, _Emulator
+from emailtoken.localapi import _Emulator, register_resources
 
 HARNESS_AGENT = "emailtoken-bench"
 READ_VERBS = frozenset({"list", "watch", "get"})
@@ -392,15 +392,7 @@ async def serve(host: str, port: int) -> None:
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
     async with CountingEmulator() as emulator, kmock.Server(emulator, host=host, port=port or None) as server:
-        emulator.resources.load_bundled()
-        emulator.resources[EMAILTOKENS] = kmock.ResourceInfo(
-            kind="EmailToken",
-            singular="emailtoken",
-            namespaced=True,
-            shortnames={"et"},
-            verbs={"get", "list", "watch", "create", "update", "patch", "delete"},
-            subresources={"status"},
-        )
+        register_resources(emulator)
         sys.stdout.write(json.dumps({"url": str(server.url).rstrip("/"), "pid": os.getpid()}) + "\n")
         sys.stdout.flush()
         await stop.wait()

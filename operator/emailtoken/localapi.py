@@ -35,6 +35,19 @@ class _Emulator(kmock.KubernetesEmulator):  # type: ignore[misc]
         return await super()._handle(request)
 
 
+def register_resources(emulator: kmock.KubernetesEmulator) -> None:
+    """The built-in Kubernetes kinds plus the EmailToken CRD (with its status subresource)."""
+    emulator.resources.load_bundled()
+    emulator.resources[EMAILTOKENS] = kmock.ResourceInfo(
+        kind="EmailToken",
+        singular="emailtoken",
+        namespaced=True,
+        shortnames={"et"},
+        verbs={"get", "list", "watch", "create", "update", "patch", "delete"},
+        subresources={"status"},
+    )
+
+
 def kubeconfig_for(url: str, namespace: str | None = None) -> str:
     """A kubeconfig for an unauthenticated local API server."""
     context: dict[str, str] = {"cluster": "local", "user": "local"}
@@ -67,15 +80,7 @@ class LocalKubernetes:
         self._stack = contextlib.AsyncExitStack()
         emulator = await self._stack.enter_async_context(_Emulator())
         server = await self._stack.enter_async_context(kmock.Server(emulator, host=self.host, port=self.port or None))
-        emulator.resources.load_bundled()
-        emulator.resources[EMAILTOKENS] = kmock.ResourceInfo(
-            kind="EmailToken",
-            singular="emailtoken",
-            namespaced=True,
-            shortnames={"et"},
-            verbs={"get", "list", "watch", "create", "update", "patch", "delete"},
-            subresources={"status"},
-        )
+        register_resources(emulator)
         self.emulator = emulator
         self.url = str(server.url).rstrip("/")
         return self

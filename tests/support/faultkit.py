@@ -30,7 +30,7 @@ import msal
 
 from emailtoken import scopes as scopes_mod
 from emailtoken.devprovider import DevProviderThread, redirect_params, session, sign_in
-from emailtoken.localapi import EMAILTOKENS, _Emulator
+from emailtoken.localapi import _Emulator, register_resources
 from emailtoken.timefmt import rfc3339, utcnow
 from tests.support.kube import ApiClient, KmockThread, wait_for
 
@@ -134,14 +134,7 @@ class FaultyKube(KmockThread):
         async with contextlib.AsyncExitStack() as stack:
             emulator = await stack.enter_async_context(_GatedEmulator())
             server = await stack.enter_async_context(kmock.Server(emulator, host="127.0.0.1", port=self.port or None))
-            emulator.resources.load_bundled()
-            emulator.resources[EMAILTOKENS] = kmock.ResourceInfo(
-                kind="EmailToken",
-                singular="emailtoken",
-                namespaced=True,
-                verbs={"get", "list", "watch", "create", "update", "patch", "delete"},
-                subresources={"status"},
-            )
+            register_resources(emulator)
             self.emulator = emulator
             self.url = str(server.url).rstrip("/")
             self._ready.set()
