@@ -12,12 +12,14 @@ import hashlib
 import json
 import logging
 from collections.abc import Mapping
+from functools import partial
 from typing import Any
 
 import kopf
 
 from emailtoken import GROUP, PLURAL, VERSION, metrics
 from emailtoken.engine import ANNOTATION_REAUTHORIZE, ANNOTATION_REFRESH_NOW, Engine, EngineConfig
+from emailtoken.informer import Event, SecretInformer
 from emailtoken.kube import KubernetesApi, load_config
 from emailtoken.providers import Providers
 from emailtoken.scheduler import Scheduler
@@ -73,6 +75,15 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     scheduler = Scheduler(step, concurrency=config.concurrency)
     memo["engine"] = engine
     memo["scheduler"] = scheduler
+    # Secrets are followed outside kopf (see emailtoken.informer for why).
+    informer = SecretInformer(
+        partial(secret_events, engine, scheduler),
+        namespaces=() if config.all_namespaces else config.namespaces,
+        page=settings.watching.chunk_size,
+        timeout=config.watch_timeout,
+    )
+    informer.start(asyncio.get_running_loop())
+    memo["informer"] = informer
     # Started by the first watch event, inside kopf's full context. kopf hands each object's
     # handlers a shallow copy of this memo, so the task lives in a dict they all share: a plain
     # memo key set from a handler would be seen by that object only (one loop per token).
@@ -89,6 +100,9 @@ async def stop(memo: kopf.Memo, **_: Any) -> None:
     if task is not None:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+    informer: SecretInformer | None = memo.get("informer")
+    if informer is not None:
+        await asyncio.to_thread(informer.stop)
     if memo.get("stop_flag") is not None:
         memo["stop_flag"].set()  # the runner's flag: kopf is stopping anyway (see runner)
 
@@ -139,30 +153,31 @@ async def token_event(event: Mapping[str, Any], body: kopf.Body, memo: kopf.Memo
     scheduler.upsert(key, _pack(latest), wake=previous != watched)
 
 
-@kopf.on.event("", "v1", "secrets")
-async def secret_event(event: Mapping[str, Any], body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    """A Secret a token reads (client secret, key, grant) changed: let failing tokens retry now."""
-    engine: Engine | None = memo.get("engine")
-    scheduler: Scheduler | None = memo.get("scheduler")
-    if engine is None or scheduler is None:
-        return
-    namespace, name = body.metadata.namespace or "", body.metadata.name or ""
-    deleted = event.get("type") == "DELETED"
-    if deleted:
-        engine.credential_secrets.removed(namespace, name)
-    else:
-        engine.credential_secrets.observed(namespace, name, body)
-    engine.consumer_observed(namespace, name, body, deleted=deleted)
-    for key in engine.referencing(namespace, name):
-        if event.get("type") == "DELETED":
-            engine.secret_deleted(key, name)
-        elif _own_write(engine, key, name, body):
-            continue
-        engine.nudge(key)
-        scheduler.wake(key)
+def secret_events(engine: Engine, scheduler: Scheduler, events: list[Event]) -> None:
+    """Secrets changed (the informer's batch): keep the caches current, let waiting tokens retry now.
+
+    A Secret a token reads (client secret, key, grant, its consumer Secret) changing wakes a
+    failing token at once instead of at its next backoff.
+    """
+    for kind, secret in events:
+        metadata = secret.get("metadata") or {}
+        namespace, name = metadata.get("namespace") or "", metadata.get("name") or ""
+        deleted = kind == "DELETED"
+        if deleted:
+            engine.credential_secrets.removed(namespace, name)
+        else:
+            engine.credential_secrets.observed(namespace, name, secret)
+        engine.consumer_observed(namespace, name, secret, deleted=deleted)
+        for key in engine.referencing(namespace, name):
+            if deleted:
+                engine.secret_deleted(key, name)
+            elif _own_write(engine, key, name, metadata):
+                continue
+            engine.nudge(key)
+            scheduler.wake(key)
 
 
-def _own_write(engine: Engine, key: tuple[str, str], name: str, body: kopf.Body) -> bool:
+def _own_write(engine: Engine, key: tuple[str, str], name: str, metadata: Mapping[str, Any]) -> bool:
     """The echo of a healthy token's own consumer-Secret write: stepping again would do nothing.
 
     Every refresh comes back as one such event; waking the token for it cost a second step
@@ -175,7 +190,7 @@ def _own_write(engine: Engine, key: tuple[str, str], name: str, body: kopf.Body)
         and st.loaded
         and st.error is None
         and name == st.consumer
-        and body.metadata.labels.get(LABEL_TOKEN) == key[1]
+        and (metadata.get("labels") or {}).get(LABEL_TOKEN) == key[1]
     )
 
 

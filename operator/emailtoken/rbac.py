@@ -26,7 +26,7 @@ leader releases by patching ``holderIdentity`` away), and it touches no Lease ou
 its own namespace. RBAC cannot limit ``create`` by name, so the Role covers every Lease
 of the release namespace: keep that namespace for the operator.
 
-Why the operator may list/watch Secrets: ``handlers.secret_event`` watches the Secrets
+Why the operator may list/watch Secrets: ``emailtoken.informer`` watches the Secrets
 of the served namespaces so that a token whose client secret, key or grant Secret
 changed (e.g. the callback just wrote a grant) retries at once. The price: the watch
 streams every Secret of those namespaces (of the whole cluster with ``--all-namespaces``,
@@ -126,7 +126,7 @@ PERMISSIONS: dict[Component, tuple[Permission, ...]] = {
             scope=Scope.NAMESPACED,
             why="read client secrets, keys and grants; write consumer and grant Secrets (merge "
             "PATCH with a resourceVersion precondition, store); watch Secrets so a changed "
-            "client secret or a new grant retries at once (handlers.secret_event); delete "
+            "client secret or a new grant retries at once (emailtoken.informer); delete "
             "the grant Secret on emailtoken.io/reauthorize (store)",
         ),
         Permission(

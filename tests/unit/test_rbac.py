@@ -207,6 +207,16 @@ def test_kopf_handlers_stay_within_the_table() -> None:
                     )
 
 
+def test_secret_informer_calls_are_in_the_table() -> None:
+    """The Secret informer lists and watches Secrets, cluster-wide or per served namespace."""
+    source = (PACKAGE_DIR / "informer.py").read_text(encoding="utf-8")
+    calls = set(re.findall(r"self\._core\.(\w+)", source))
+    assert calls == {"list_secret_for_all_namespaces", "list_namespaced_secret"}, calls
+    for verb in ("list", "watch"):
+        for mode in (True, False):
+            assert rbac.is_allowed("operator", verb, "secrets", "", all_namespaces=mode)
+
+
 # kubernetes-client method prefix -> RBAC verb
 _VERBS = {
     "read": "get",

@@ -1,0 +1,247 @@
+"""emailtoken.informer over HTTP: against kmock, and against a scripted API server for the
+cases kmock cannot produce (pages, bookmarks, a dropped watch, 410 Gone, a failing watch).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import aiohttp.web
+import kubernetes
+import pytest
+
+from emailtoken.informer import Event, SecretInformer
+from tests.support.kube import ApiClient, KmockThread
+
+
+class Collector:
+    """The informer's callback: every event as (type, namespace, name, data)."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, str, str, dict[str, Any]]] = []
+        self.batches = 0
+        self.thread_ids: set[int] = set()
+
+    def __call__(self, batch: list[Event]) -> None:
+        self.batches += 1
+        self.thread_ids.add(threading.get_ident())
+        for kind, secret in batch:
+            meta = secret["metadata"]
+            self.events.append((kind, meta["namespace"], meta["name"], secret.get("data") or {}))
+
+    def seen(self, kind: str, namespace: str, name: str) -> bool:
+        return any(e[:3] == (kind, namespace, name) for e in self.events)
+
+
+def client_for(url: str) -> kubernetes.client.ApiClient:
+    return kubernetes.client.ApiClient(kubernetes.client.Configuration(host=url))
+
+
+async def until(predicate: Callable[[], Any], timeout: float = 10, what: str = "") -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.02)
+
+
+@pytest.fixture(scope="module")
+def api(kube: KmockThread) -> ApiClient:
+    return ApiClient(kube.url)
+
+
+def test_lists_then_follows_adds_changes_and_deletes(kube: KmockThread, api: ApiClient, namespace: str) -> None:
+    api.create_secret(namespace, "before", {"k": "1"})
+
+    async def main() -> Collector:
+        seen = Collector()
+        informer = SecretInformer(seen, api_client=client_for(kube.url), timeout=30)
+        informer.start(asyncio.get_running_loop())
+        try:
+            await asyncio.wait_for(informer.synced.wait(), 10)
+            await until(lambda: seen.seen("ADDED", namespace, "before"), what="the listed Secret")
+            await asyncio.to_thread(api.create_secret, namespace, "after", {"k": "2"})
+            await until(lambda: seen.seen("ADDED", namespace, "after"), what="the created Secret")
+            await asyncio.to_thread(api.patch, "secrets", namespace, "after", {"data": {"k": "Mw=="}})
+            await until(lambda: seen.seen("MODIFIED", namespace, "after"), what="the change")
+            await asyncio.to_thread(api.delete, "secrets", namespace, "before")
+            await until(lambda: seen.seen("DELETED", namespace, "before"), what="the deletion")
+        finally:
+            started = time.monotonic()
+            await asyncio.to_thread(informer.stop)
+            assert time.monotonic() - started < 3, "stop() must not wait for the watch to time out"
+        return seen
+
+    seen = asyncio.run(main())
+    modified = [e for e in seen.events if e[:3] == ("MODIFIED", namespace, "after")]
+    assert modified[-1][3] == {"k": "Mw=="}, "the callback gets the Secret as the server sent it"
+    assert seen.thread_ids == {threading.main_thread().ident}, "callbacks run on the event loop's thread"
+
+
+def test_namespaced_informer_sees_only_its_namespaces(kube: KmockThread, api: ApiClient, namespace: str) -> None:
+    other = namespace + "-other"
+
+    async def main() -> Collector:
+        seen = Collector()
+        informer = SecretInformer(seen, namespaces=[namespace], api_client=client_for(kube.url), timeout=30)
+        informer.start(asyncio.get_running_loop())
+        try:
+            await asyncio.wait_for(informer.synced.wait(), 10)
+            await asyncio.to_thread(api.create_secret, other, "elsewhere", {"k": "1"})
+            await asyncio.to_thread(api.create_secret, namespace, "here", {"k": "1"})
+            await until(lambda: seen.seen("ADDED", namespace, "here"), what="the Secret in the served namespace")
+        finally:
+            await asyncio.to_thread(informer.stop)
+        return seen
+
+    seen = asyncio.run(main())
+    assert {e[1] for e in seen.events} == {namespace}
+
+
+# --------------------------------------------------------------------------- scripted API server
+
+
+def secret(name: str, version: str, value: str = "djE=") -> dict[str, Any]:
+    return {"metadata": {"namespace": "ns", "name": name, "resourceVersion": version}, "data": {"k": value}}
+
+
+class ScriptedApi:
+    """Answers list and watch requests for /api/v1/secrets from a script, recording each request."""
+
+    def __init__(self, script: list[Callable[[aiohttp.web.Request], Any]]) -> None:
+        self.script = script
+        self.requests: list[dict[str, str]] = []
+        self.loop = asyncio.new_event_loop()
+        self.ready = threading.Event()
+        self.release = asyncio.Event()
+        self.thread = threading.Thread(target=self._main, daemon=True)
+        self.url = ""
+
+    def __enter__(self) -> ScriptedApi:
+        self.thread.start()
+        assert self.ready.wait(10)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.loop.call_soon_threadsafe(self.release.set)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+
+    def _main(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        app = aiohttp.web.Application()
+        app.router.add_get("/api/v1/secrets", self._handle)
+        runner = aiohttp.web.AppRunner(app)
+        self.loop.run_until_complete(runner.setup())
+        site = aiohttp.web.TCPSite(runner, "127.0.0.1", 0)
+        self.loop.run_until_complete(site.start())
+        self.url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"  # type: ignore[union-attr]
+        self.ready.set()
+        self.loop.run_forever()
+        self.loop.run_until_complete(runner.cleanup())
+        self.loop.close()
+
+    async def _handle(self, request: aiohttp.web.Request) -> Any:
+        self.requests.append(dict(request.query))
+        if not self.script:
+            await self.release.wait()  # an idle watch, open until the test ends
+            return aiohttp.web.Response(status=503)
+        return await self.script.pop(0)(request)
+
+
+def listing(items: list[dict[str, Any]], version: str, more: str = "") -> Callable[..., Any]:
+    async def answer(request: aiohttp.web.Request) -> Any:
+        assert request.query.get("watch") in (None, "false")
+        return aiohttp.web.json_response({"items": items, "metadata": {"resourceVersion": version, "continue": more}})
+
+    return answer
+
+
+def watching(*events: dict[str, Any]) -> Callable[..., Any]:
+    async def answer(request: aiohttp.web.Request) -> Any:
+        assert request.query.get("watch") == "true"
+        response = aiohttp.web.StreamResponse()
+        await response.prepare(request)
+        for event in events:
+            await response.write(json.dumps(event).encode() + b"\n")
+        await response.write_eof()
+        return response
+
+    return answer
+
+
+def failing(status: int, body: str) -> Callable[..., Any]:
+    async def answer(request: aiohttp.web.Request) -> Any:
+        return aiohttp.web.Response(status=status, text=body)
+
+    return answer
+
+
+@pytest.fixture
+def scripted() -> Iterator[Callable[[list[Any]], ScriptedApi]]:
+    servers: list[ScriptedApi] = []
+
+    def make(script: list[Any]) -> ScriptedApi:
+        server = ScriptedApi(script).__enter__()
+        servers.append(server)
+        return server
+
+    yield make
+    for server in servers:
+        server.__exit__()
+
+
+def test_pages_bookmarks_resume_gone_and_failures(
+    scripted: Callable[[list[Any]], ScriptedApi], caplog: pytest.LogCaptureFixture
+) -> None:
+    server = scripted(
+        [
+            listing([secret("a", "5")], "10", more="page-2"),
+            listing([secret("b", "6")], "10"),
+            watching(
+                {"type": "MODIFIED", "object": secret("a", "11", "djI=")},
+                {"type": "BOOKMARK", "object": {"metadata": {"resourceVersion": "12"}}},
+            ),
+            failing(500, '{"message": "internal error quoting s3cr3t-body"}'),
+            watching({"type": "ERROR", "object": {"kind": "Status", "code": 410, "reason": "Expired"}}),
+            listing([secret("a", "11", "djI=")], "20"),
+        ]
+    )
+    caplog.set_level(logging.WARNING, logger="emailtoken")
+
+    async def main() -> Collector:
+        seen = Collector()
+        informer = SecretInformer(seen, api_client=client_for(server.url), page=1, timeout=30)
+        informer.start(asyncio.get_running_loop())
+        try:
+            await until(lambda: seen.seen("DELETED", "ns", "b"), timeout=15, what="b reported gone after 410")
+            await until(lambda: len(server.requests) >= 7, what="the watch after the relist")
+        finally:
+            await asyncio.to_thread(informer.stop)
+        return seen
+
+    seen = asyncio.run(main())
+    assert [e[:3] for e in seen.events] == [
+        ("ADDED", "ns", "a"),
+        ("ADDED", "ns", "b"),
+        ("MODIFIED", "ns", "a"),
+        ("ADDED", "ns", "a"),  # the relist
+        ("DELETED", "ns", "b"),  # gone while the watch was expired
+    ]
+    requests = server.requests
+    assert requests[0]["limit"] == "1" and "continue" not in requests[0]
+    assert requests[1]["continue"] == "page-2"
+    assert requests[2]["watch"] == "true" and requests[2]["resourceVersion"] == "10"
+    assert requests[2]["allowWatchBookmarks"] == "true"
+    assert requests[3]["resourceVersion"] == "12", "a watch that ended resumes from the bookmark"
+    assert requests[4]["resourceVersion"] == "12", "a failed watch is retried from the same version"
+    assert "watch" not in requests[5], "410 Gone: list again"
+    assert requests[6]["resourceVersion"] == "20"
+    assert "HTTP 500" in caplog.text
+    assert "s3cr3t" not in caplog.text, "an error body never reaches the log"
