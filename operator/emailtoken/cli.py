@@ -6,6 +6,7 @@ import argparse
 import importlib
 import logging
 import os
+import re
 import sys
 from collections.abc import Sequence
 from datetime import timedelta
@@ -18,6 +19,13 @@ from emailtoken.timefmt import parse_duration
 _PLUGINS = ("emailtoken.demo", "emailtoken.checkmail", "emailtoken.callback.cli", "emailtoken.authorize")
 
 
+def _namespace(value: str) -> str:
+    """A namespace name: each one gets its own Secret watch, which cannot follow a pattern."""
+    if not re.fullmatch(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?", value):
+        raise argparse.ArgumentTypeError(f"{value!r} is not a namespace name (lowercase letters, digits and '-')")
+    return value
+
+
 def _add_run(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser("run", help="run the operator against the current kubeconfig or in-cluster config")
     scope = p.add_mutually_exclusive_group()
@@ -26,8 +34,9 @@ def _add_run(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "--namespace",
         action="append",
         default=[],
+        type=_namespace,
         metavar="NS",
-        help="watch this namespace (repeatable); default: all namespaces",
+        help="watch this namespace (repeatable; exact names, no patterns); default: all namespaces",
     )
     scope.add_argument("-A", "--all-namespaces", action="store_true", help="watch all namespaces (the default)")
     p.add_argument("--log-format", choices=("plain", "full", "json"), default="full")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import pytest
+
 from emailtoken.cli import build_parser, config_from_args
 from emailtoken.settings import OperatorConfig
 
@@ -25,3 +27,13 @@ def test_refresh_events_all_and_keepalive() -> None:
     assert chosen.routine_events is True
     assert chosen.keepalive == timedelta(hours=12)
     assert chosen.concurrency == 4
+
+
+def test_namespaces_are_exact_names() -> None:
+    """Each served namespace gets its own Secret watch, so a pattern is refused at the command line."""
+    chosen = config("--namespace", "mail", "-n", "team-a")
+    assert chosen.namespaces == ("mail", "team-a") and chosen.all_namespaces is False
+    assert config().all_namespaces is True
+    for bad in ("team-*", "Mail", "-x", "a" * 64):
+        with pytest.raises(SystemExit):
+            config("--namespace", bad)
