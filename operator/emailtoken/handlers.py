@@ -93,8 +93,6 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     # handlers a shallow copy of this memo, so the task lives in a dict they all share: a plain
     # memo key set from a handler would be seen by that object only (one loop per token).
     memo["tasks"] = {}
-    if memo.get("on_ready") is not None:
-        memo["on_ready"](engine, scheduler)
     # What exists now (modules, kopf, the clients: about 180,000 objects) lives as long as the
     # process. Frozen, it is out of the cyclic collector's reach: full collections scan only
     # what tokens add. A young generation of 10,000 instead of 700 objects lets most of a

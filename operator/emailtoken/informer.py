@@ -18,6 +18,7 @@ import contextlib
 import json
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -100,8 +101,13 @@ class SecretInformer:
                 if version is None:
                     version = self._list(namespace, known)
                     self._post(self._listed, namespace)
-                version = self._watch(namespace, version, known)
+                started = time.monotonic()
+                version, lines = self._watch(namespace, version, known)
                 failures = 0
+                if not lines and time.monotonic() - started < 1:
+                    # A watch that ended at once with nothing in it (a proxy cutting streams, say)
+                    # must not turn into a request loop.
+                    self._stopping.wait(1)
             except _Gone:
                 version = None
             except Exception as exc:  # any failure: back off, then watch again
@@ -157,8 +163,11 @@ class SecretInformer:
         known.update(listed)
         return str(meta.get("resourceVersion") or "")
 
-    def _watch(self, namespace: str | None, version: str, known: set[tuple[str, str]]) -> str:
-        """Follow changes from ``version`` until the server ends the watch; the last version seen."""
+    def _watch(self, namespace: str | None, version: str, known: set[tuple[str, str]]) -> tuple[str, int]:
+        """Follow changes from ``version`` until the server ends the watch.
+
+        Returns the last version seen and how many lines (events and bookmarks) arrived.
+        """
         response = self._call(
             namespace,
             watch=True,
@@ -169,10 +178,12 @@ class SecretInformer:
         )
         with self._lock:
             self._open.add(response)
+        count = 0
         try:
             for lines in _batches(response):
                 if self._stopping.is_set():
                     break
+                count += len(lines)
                 events: list[Event] = []
                 for line in lines:
                     event = json.loads(line)
@@ -198,7 +209,7 @@ class SecretInformer:
             with self._lock:
                 self._open.discard(response)
             response.release_conn()
-        return version
+        return version, count
 
     def _post(self, fn: Callable[..., None], *args: Any) -> None:
         if self._loop is None or self._stopping.is_set():

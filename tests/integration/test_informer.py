@@ -5,6 +5,7 @@ cases kmock cannot produce (pages, bookmarks, a dropped watch, 410 Gone, a faili
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import logging
 import threading
@@ -117,6 +118,7 @@ class ScriptedApi:
     def __init__(self, script: list[Callable[[aiohttp.web.Request], Any]]) -> None:
         self.script = script
         self.requests: list[dict[str, str]] = []
+        self.times: list[float] = []
         self.loop = asyncio.new_event_loop()
         self.ready = threading.Event()
         self.release = asyncio.Event()
@@ -149,6 +151,7 @@ class ScriptedApi:
 
     async def _handle(self, request: aiohttp.web.Request) -> Any:
         self.requests.append(dict(request.query))
+        self.times.append(time.monotonic())
         if not self.script:
             await self.release.wait()  # an idle watch, open until the test ends
             return aiohttp.web.Response(status=503)
@@ -245,3 +248,24 @@ def test_pages_bookmarks_resume_gone_and_failures(
     assert requests[6]["resourceVersion"] == "20"
     assert "HTTP 500" in caplog.text
     assert "s3cr3t" not in caplog.text, "an error body never reaches the log"
+
+
+def test_a_server_that_ends_every_watch_at_once_is_not_hammered(
+    scripted: Callable[[list[Any]], ScriptedApi],
+) -> None:
+    """An empty watch that ends at once (a proxy cutting streams) waits a second before the next."""
+    server = scripted([listing([secret("a", "5")], "10"), watching(), watching(), watching()])
+
+    async def main() -> None:
+        informer = SecretInformer(Collector(), api_client=client_for(server.url), timeout=30)
+        informer.start(asyncio.get_running_loop())
+        try:
+            await until(lambda: len(server.requests) >= 5, timeout=15, what="the fourth watch")
+        finally:
+            await asyncio.to_thread(informer.stop)
+
+    asyncio.run(main())
+    watches = server.times[1:5]
+    gaps = [later - earlier for earlier, later in itertools.pairwise(watches)]
+    assert all(gap >= 0.9 for gap in gaps), gaps
+    assert all(r["resourceVersion"] == "10" for r in server.requests[1:5])
