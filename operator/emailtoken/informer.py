@@ -2,8 +2,8 @@
 
 Why not ``@kopf.on.event("", "v1", "secrets")``: kopf gives every object it sees a worker
 task, a queue and a Body, and runs its handler machinery per event. The Secret watch carries
-as many objects as the token watch (each token has its consumer Secret), so at 5,000 tokens
-half of kopf's work went to Secrets of which the operator needs a few fields (see
+as many objects as the token watch (each token has its consumer Secret): a third of the
+events kopf processed were Secrets of which the operator needs a few fields (see
 bench/README.md, "Profiles"). This informer parses each
 event once, in its own thread, and hands batches of raw dicts to a callback on the event
 loop. It does what client-go's reflector does: list in pages, watch from the list's
