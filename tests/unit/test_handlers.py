@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 
-from emailtoken.handlers import _pack, _watched
+import kopf
+
+from emailtoken import GROUP, PLURAL, VERSION
+from emailtoken.handlers import NoDiffBase, _pack, _watched
 
 
 def body(**metadata: object) -> dict:
@@ -33,3 +36,15 @@ def test_watched_changes_with_spec_and_control_annotations_only() -> None:
     changed = body()
     changed["spec"]["clientId"] = "other"
     assert _watched(changed) != base
+
+
+def test_no_handler_needs_a_diff_base() -> None:
+    """NoDiffBase is only safe while no handler reads kopf's diff base (change and spawning handlers)."""
+    registry = kopf.get_default_registry()
+    token = kopf.Resource(GROUP, VERSION, PLURAL)
+    assert registry._watching.has_handlers(resource=token)
+    assert not registry._changing.has_handlers(resource=token)
+    assert not registry._spawning.has_handlers(resource=token)
+    storage = NoDiffBase()
+    assert storage.build(body=kopf.Body(body())) is None
+    assert storage.fetch(body=kopf.Body(body())) is None
