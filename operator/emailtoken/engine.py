@@ -31,7 +31,7 @@ from emailtoken.outcomes import ErrorKind, ProviderError, TokenSet
 from emailtoken.providers.base import ClientCredentials, DeviceCodeProvider, DeviceFlow, Provider
 from emailtoken.schedule import DEFAULT_KEEPALIVE, backoff, invalid_client_backoff, next_refresh
 from emailtoken.secretdata import LABEL_TOKEN, Grant, PublishedToken, consumer_secret, read_published
-from emailtoken.store import GrantStore, SecretMissing, publish, read_secret_key
+from emailtoken.store import GrantStore, SecretMissing, check_owner, publish, read_secret_key
 from emailtoken.timefmt import parse_rfc3339, rfc3339, utcnow
 
 log = logging.getLogger(__name__)
@@ -48,6 +48,14 @@ class EventSink(Protocol):
     """Posts a Kubernetes Event about an EmailToken (kopf.event in production)."""
 
     def __call__(self, body: Mapping[str, Any], *, type: str, reason: str, message: str) -> None: ...
+
+
+class SecretIndex(Protocol):
+    """Which Secrets exist, as the operator's Secret watch last listed them."""
+
+    def exists(self, namespace: str, name: str) -> bool | None:
+        """Whether the Secret exists; None when that namespace has not been listed yet."""
+        ...
 
 
 class ProviderSource(Protocol):
@@ -147,8 +155,11 @@ class Engine:
         clock: Callable[[], datetime] = utcnow,
         rng: random.Random | None = None,
         observer: Observer | None = None,
+        secret_index: SecretIndex | None = None,
     ) -> None:
         self.observer: Observer = observer or NullObserver()
+        #: a Secret the watch has listed as absent needs no GET before the first publish
+        self.secret_index = secret_index
         self.api = api
         self.providers = providers
         self.events = events
@@ -336,14 +347,13 @@ class Engine:
         if seen is not None and seen[0] == spec.secret_name and seen[1] is not None:
             st.published, st.consumer_exists, st.loaded = seen[1], True, True
             return
+        if self.secret_index is not None and self.secret_index.exists(token.namespace, spec.secret_name) is False:
+            # A new token (or a deleted consumer Secret): publish creates it, and checks the owner
+            # of one that appeared since the watch's last word (see store.publish).
+            st.published, st.consumer_exists, st.loaded = None, False, True
+            return
         secret = await self.api.get_secret(token.namespace, spec.secret_name)
-        if secret is not None:
-            labels = (secret.get("metadata") or {}).get("labels") or {}
-            if labels.get(LABEL_TOKEN) != token.name:
-                raise SecretMissing(
-                    f"Secret {token.namespace}/{spec.secret_name} exists and is not managed by this EmailToken; "
-                    "delete it or choose another spec.secretName"
-                )
+        check_owner(secret, token.namespace, spec.secret_name, token.name)
         st.published = read_published(secret)
         st.consumer_exists = secret is not None
         st.loaded = True
@@ -525,6 +535,10 @@ class Engine:
         try:
             await self._publish(token, spec, result, username, now, exists=st.consumer_exists)
             st.consumer_exists = True
+        except SecretMissing as exc:  # someone else's Secret took the name since the step looked
+            st.loaded, st.published = False, None
+            self._fail(st, ProviderError(ErrorKind.BAD_CONFIG, str(exc), reason="SecretConflict"), report, now)
+            return False
         except KubeError as exc:
             self._fail(
                 st,

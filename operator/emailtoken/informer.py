@@ -68,6 +68,8 @@ class SecretInformer:
         self._threads: list[threading.Thread] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._synced: set[str | None] = set()
+        #: (namespace, name) of every Secret per scope, as of the last list and watch event
+        self._known: dict[str | None, set[tuple[str, str]]] = {scope: set() for scope in self._namespaces}
         #: set (on the loop) once every namespace has been listed once
         self.synced = asyncio.Event()
 
@@ -92,17 +94,27 @@ class SecretInformer:
         for thread in self._threads:
             thread.join(timeout)
 
+    def exists(self, namespace: str, name: str) -> bool | None:
+        """Whether the Secret exists as far as the watch has said; None before its scope's first list.
+
+        Called on the event loop: a scope counts as listed once that list's events were
+        delivered there. The answer may lag the API server by the watch's latency.
+        """
+        scope = None if self._namespaces == (None,) else namespace
+        if scope not in self._synced:
+            return None
+        return (namespace, name) in self._known[scope]
+
     def _run(self, namespace: str | None) -> None:
-        known: set[tuple[str, str]] = set()
         version: str | None = None
         failures = 0
         while not self._stopping.is_set():
             try:
                 if version is None:
-                    version = self._list(namespace, known)
+                    version = self._list(namespace)
                     self._post(self._listed, namespace)
                 started = time.monotonic()
-                version, lines = self._watch(namespace, version, known)
+                version, lines = self._watch(namespace, version, self._known[namespace])
                 failures = 0
                 if not lines and time.monotonic() - started < 1:
                     # A watch that ended at once with nothing in it (a proxy cutting streams, say)
@@ -135,7 +147,7 @@ class SecretInformer:
                 raise _Gone from None
             raise
 
-    def _list(self, namespace: str | None, known: set[tuple[str, str]]) -> str:
+    def _list(self, namespace: str | None) -> str:
         """List every Secret in pages; deliver each page; report the ones gone since the last list."""
         listed: set[tuple[str, str]] = set()
         token: str | None = None
@@ -156,11 +168,13 @@ class SecretInformer:
             token = meta.get("continue")
             if not token:
                 break
-        gone = [("DELETED", {"metadata": {"namespace": ns, "name": name}}) for ns, name in sorted(known - listed)]
+        gone = [
+            ("DELETED", {"metadata": {"namespace": ns, "name": name}})
+            for ns, name in sorted(self._known[namespace] - listed)
+        ]
         if gone:
             self._post(self._deliver, gone)
-        known.clear()
-        known.update(listed)
+        self._known[namespace] = listed
         return str(meta.get("resourceVersion") or "")
 
     def _watch(self, namespace: str | None, version: str, known: set[tuple[str, str]]) -> tuple[str, int]:

@@ -15,7 +15,7 @@ from typing import Any
 from emailtoken.credcache import CredentialSecrets
 from emailtoken.kube import Conflict, KubeApi, KubeError, NotFound
 from emailtoken.model import SecretKeyRef, TokenRef
-from emailtoken.secretdata import Grant, decode_data, grant_secret, read_grant
+from emailtoken.secretdata import LABEL_TOKEN, Grant, decode_data, grant_secret, read_grant
 
 WRITE_RETRIES = 5
 
@@ -92,11 +92,25 @@ def _patch_of(body: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def check_owner(secret: dict[str, Any] | None, namespace: str, name: str, token_name: str) -> None:
+    """A consumer Secret that exists must carry this token's label: never take over someone else's."""
+    if secret is None:
+        return
+    labels = (secret.get("metadata") or {}).get("labels") or {}
+    if labels.get(LABEL_TOKEN) != token_name:
+        raise SecretMissing(
+            f"Secret {namespace}/{name} exists and is not managed by this EmailToken; "
+            "delete it or choose another spec.secretName"
+        )
+
+
 async def publish(api: KubeApi, namespace: str, body: dict[str, Any], *, exists: bool = True) -> None:
     """Write the consumer Secret: patch in place (mounts update), create when missing.
 
-    ``exists=False`` (the step just read that there is none) creates first: a new token costs
-    one write instead of a refused patch and a create.
+    ``exists=False`` (the step knows there is none) creates first: a new token costs one
+    write instead of a refused patch and a create. If the create finds a Secret after all
+    (made since the step looked), it is patched only when it carries this token's label;
+    anyone else's raises :class:`SecretMissing`.
     """
     meta = body["metadata"]
     patch = {
@@ -107,16 +121,21 @@ async def publish(api: KubeApi, namespace: str, body: dict[str, Any], *, exists:
         },
         "data": body["data"],
     }
+
+    async def owned() -> None:
+        check_owner(await api.get_secret(namespace, meta["name"]), namespace, meta["name"], meta["labels"][LABEL_TOKEN])
+
     if not exists:
         try:
             await api.create_secret(namespace, body)
             return
         except Conflict:
-            pass  # created meanwhile: patch it like any other time
+            await owned()
     try:
         await api.patch_secret(namespace, meta["name"], patch)
     except NotFound:
         try:
             await api.create_secret(namespace, body)
         except Conflict:
+            await owned()
             await api.patch_secret(namespace, meta["name"], patch)

@@ -63,6 +63,13 @@ def test_bench_harness_runs_and_its_numbers_hold_together(tmp_path: Path) -> Non
     assert run["process"]["subject_rss_mib"] > 0 and steady["subject_cpu_s"] is not None
     assert "| All Ready after creating N (s) |" in document["table"]
 
+    # New tokens: the Secret watch had listed their consumer Secrets as absent, so the operator
+    # created each one without reading it first (only the shared client Secret was read).
+    rows = json.loads((tmp_path / "work" / "operator-10-1" / "api-log.json").read_text())
+    marks = run["marks"]
+    reads = [r[4] for r in rows if r[1:3] == ["get", "secrets"] and marks["create_start"] <= r[0] <= marks["all_ready"]]
+    assert set(reads) <= {"app-secret"}, reads
+
 
 def test_bench_baseline_loop_runs(tmp_path: Path) -> None:
     """The naive loop the operator is compared with: it refreshes on its period, keeps consumers

@@ -63,16 +63,21 @@ def test_lists_then_follows_adds_changes_and_deletes(kube: KmockThread, api: Api
     async def main() -> Collector:
         seen = Collector()
         informer = SecretInformer(seen, api_client=client_for(kube.url), timeout=30)
+        assert informer.exists(namespace, "before") is None, "not listed yet: no answer"
         informer.start(asyncio.get_running_loop())
         try:
             await asyncio.wait_for(informer.synced.wait(), 10)
             await until(lambda: seen.seen("ADDED", namespace, "before"), what="the listed Secret")
+            assert informer.exists(namespace, "before") is True
+            assert informer.exists(namespace, "after") is False
             await asyncio.to_thread(api.create_secret, namespace, "after", {"k": "2"})
             await until(lambda: seen.seen("ADDED", namespace, "after"), what="the created Secret")
+            assert informer.exists(namespace, "after") is True
             await asyncio.to_thread(api.patch, "secrets", namespace, "after", {"data": {"k": "Mw=="}})
             await until(lambda: seen.seen("MODIFIED", namespace, "after"), what="the change")
             await asyncio.to_thread(api.delete, "secrets", namespace, "before")
             await until(lambda: seen.seen("DELETED", namespace, "before"), what="the deletion")
+            assert informer.exists(namespace, "before") is False
         finally:
             started = time.monotonic()
             await asyncio.to_thread(informer.stop)
@@ -97,6 +102,8 @@ def test_namespaced_informer_sees_only_its_namespaces(kube: KmockThread, api: Ap
             await asyncio.to_thread(api.create_secret, other, "elsewhere", {"k": "1"})
             await asyncio.to_thread(api.create_secret, namespace, "here", {"k": "1"})
             await until(lambda: seen.seen("ADDED", namespace, "here"), what="the Secret in the served namespace")
+            assert informer.exists(namespace, "here") is True
+            assert informer.exists(other, "elsewhere") is None, "a namespace it does not watch: no answer"
         finally:
             await asyncio.to_thread(informer.stop)
         return seen
@@ -225,6 +232,7 @@ def test_pages_bookmarks_resume_gone_and_failures(
         try:
             await until(lambda: seen.seen("DELETED", "ns", "b"), timeout=15, what="b reported gone after 410")
             await until(lambda: len(server.requests) >= 7, what="the watch after the relist")
+            assert (informer.exists("ns", "a"), informer.exists("ns", "b")) == (True, False)
         finally:
             await asyncio.to_thread(informer.stop)
         return seen

@@ -611,6 +611,60 @@ async def test_foreign_consumer_secret_is_not_overwritten() -> None:
     assert h.status["phase"] == "SecretConflict"
 
 
+class ListedSecrets:
+    """The Secret watch's word on which Secrets exist (None: not listed yet)."""
+
+    def __init__(self, names: set[str] | None) -> None:
+        self.names = names
+
+    def exists(self, namespace: str, name: str) -> bool | None:
+        return None if self.names is None else (namespace, name) in {(NS, n) for n in self.names}
+
+
+async def test_a_consumer_secret_the_watch_listed_as_absent_is_created_without_a_read() -> None:
+    """A new token costs one write for its consumer Secret and no GET; not listed yet, it reads first."""
+    h = await app_harness()
+    h.engine.secret_index = ListedSecrets({"app-secret"})
+    h.api.reads.clear()
+    await h.step()
+    assert ("get", "secret", NAME) not in h.api.reads
+    assert h.api.writes[:1] == [("create", "secret", NAME)]
+    assert h.cond("Ready")["status"] == "True"
+
+    unlisted = await app_harness()
+    unlisted.engine.secret_index = ListedSecrets(None)
+    unlisted.api.reads.clear()
+    await unlisted.step()
+    assert ("get", "secret", NAME) in unlisted.api.reads
+
+
+async def test_a_foreign_secret_the_watch_has_not_seen_yet_is_not_overwritten() -> None:
+    """Created since the watch's last word: the create meets it, its owner is checked, nothing is
+    overwritten, and the token says SecretConflict (then, listed, it is read before any refresh)."""
+    h = await app_harness()
+    foreign = {"metadata": {"name": NAME, "namespace": NS, "labels": {"app": "other"}}, "data": {"x": b64("y")}}
+    await h.api.create_secret(NS, foreign)
+    before = copy.deepcopy(h.api.secrets[(NS, NAME)])
+    listed = ListedSecrets({"app-secret"})
+    h.engine.secret_index = listed
+    result = await h.step()
+    assert h.api.secrets[(NS, NAME)] == before
+    assert ("patch", "secret", NAME) not in h.api.writes
+    ready = h.cond("Ready")
+    assert (ready["status"], ready["reason"]) == ("False", "SecretConflict")
+    assert "is not managed by this EmailToken" in ready["message"]
+    assert result.delay == pytest.approx(600.0)
+    assert [e[1] for e in h.events] == ["RefreshFailed"]
+
+    listed.names = {"app-secret", NAME}
+    calls = h.provider.calls
+    h.clock.advance(minutes=10)
+    await h.step()
+    assert h.provider.calls == calls, "a known conflict is found before the provider is asked"
+    assert h.api.secrets[(NS, NAME)] == before
+    assert h.cond("Ready")["reason"] == "SecretConflict"
+
+
 async def test_secret_owned_by_another_token_is_a_conflict() -> None:
     """The token label must name this token, not just exist."""
     h = await app_harness()

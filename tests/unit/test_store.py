@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 
@@ -197,6 +198,28 @@ async def test_publish_create_race_falls_back_to_patch() -> None:
     await publish(api, "mail", consumer("at-1"))
     assert decode_data(api.secrets[("mail", "box")])["access_token"] == "at-1"
     assert api.writes[-1] == ("patch", "secret", "box")
+
+
+async def test_publish_never_takes_over_a_secret_it_did_not_expect() -> None:
+    """A create that meets someone else's Secret (made since the step looked) leaves it alone."""
+    foreign = {"metadata": {"name": "box", "labels": {"app": "other"}}, "data": {"x": b64("y")}}
+
+    class VanishingApi(InMemoryApi):
+        async def patch_secret(self, namespace: str, name: str, patch: dict, **kw: Any) -> dict:
+            raise NotFound(404, "gone")  # deleted under us, then someone else's took the name
+
+        async def create_secret(self, namespace: str, body: dict) -> dict:
+            if ("mail", "box") not in self.secrets:
+                await InMemoryApi.create_secret(self, namespace, foreign)
+            return await InMemoryApi.create_secret(self, namespace, body)
+
+    for api, exists in ((InMemoryApi(), False), (VanishingApi(), True)):
+        if exists is False:
+            await api.create_secret("mail", foreign)
+        with pytest.raises(SecretMissing, match="is not managed by this EmailToken"):
+            await publish(api, "mail", consumer("at-1"), exists=exists)
+        assert api.secrets[("mail", "box")]["data"] == {"x": b64("y")}
+        assert ("patch", "secret", "box") not in api.writes
 
 
 async def test_read_secret_key() -> None:
