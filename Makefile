@@ -5,7 +5,25 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test unit lint bench bench-smoke clean
+.PHONY: demo test unit lint bench bench-smoke clean k8s-assets
+
+# The real API server tier (tests/cluster) takes kube-apiserver, kube-controller-manager
+# (and etcd, else from PATH) from $$KUBEBUILDER_ASSETS, as controller-runtime's envtest does.
+# In this repo's workspace they come xz-compressed from ../shared/k8s.
+SHARED_K8S ?= ../shared/k8s
+ifneq ($(wildcard $(SHARED_K8S)/kube-apiserver.xz),)
+KUBEBUILDER_ASSETS ?= $(CURDIR)/.k8s-assets
+K8S_ASSETS := .k8s-assets/kube-apiserver .k8s-assets/kube-controller-manager
+endif
+export KUBEBUILDER_ASSETS
+
+.k8s-assets/%: $(SHARED_K8S)/%.xz
+	mkdir -p .k8s-assets
+	xz -dc $< > $@.tmp && chmod +x $@.tmp && mv $@.tmp $@
+
+## Unpack the control-plane binaries for tests/cluster (prints the variable to export).
+k8s-assets: $(K8S_ASSETS)
+	@echo "export KUBEBUILDER_ASSETS=$(KUBEBUILDER_ASSETS)"
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -24,7 +42,7 @@ demo: $(VENV)/.demo-installed
 	$(BIN)/emailtoken demo
 
 ## Run every test (unit, integration, e2e); Dovecot/Chromium tests fail instead of skipping when CI=true.
-test: $(VENV)/.test-installed
+test: $(VENV)/.test-installed $(K8S_ASSETS)
 	$(BIN)/ruff check
 	$(BIN)/python -m pytest -p no:cacheprovider
 
@@ -43,4 +61,4 @@ bench-smoke: $(VENV)/.test-installed
 	$(BIN)/python -m pytest tests/integration/test_bench_smoke.py -q
 
 clean:
-	rm -rf $(VENV) .pytest_cache build *.egg-info operator/*.egg-info
+	rm -rf $(VENV) .k8s-assets .pytest_cache build *.egg-info operator/*.egg-info

@@ -25,22 +25,38 @@ class KmockThread(LocalKubernetesThread):
     """kmock's API served on 127.0.0.1 from a background thread (see :mod:`emailtoken.localapi`)."""
 
 
+_PATHS = {
+    "emailtokens": "/apis/emailtoken.io/v1alpha1/namespaces/{ns}/emailtokens",
+    "secrets": "/api/v1/namespaces/{ns}/secrets",
+    "events": "/api/v1/namespaces/{ns}/events",
+    "serviceaccounts": "/api/v1/namespaces/{ns}/serviceaccounts",
+    "configmaps": "/api/v1/namespaces/{ns}/configmaps",
+    "leases": "/apis/coordination.k8s.io/v1/namespaces/{ns}/leases",
+    "roles": "/apis/rbac.authorization.k8s.io/v1/namespaces/{ns}/roles",
+    "rolebindings": "/apis/rbac.authorization.k8s.io/v1/namespaces/{ns}/rolebindings",
+}
+
+
 def _path(kind: str, namespace: str, name: str | None = None) -> str:
-    base = {
-        "emailtokens": f"/apis/emailtoken.io/v1alpha1/namespaces/{namespace}/emailtokens",
-        "secrets": f"/api/v1/namespaces/{namespace}/secrets",
-        "events": f"/api/v1/namespaces/{namespace}/events",
-    }[kind]
+    base = _PATHS[kind].format(ns=namespace)
     return f"{base}/{name}" if name else base
 
 
 class ApiClient:
-    """Just enough of the Kubernetes REST API for tests, over HTTP."""
+    """Just enough of the Kubernetes REST API for tests, over HTTP.
 
-    def __init__(self, url: str) -> None:
+    Against kmock (the default) ``create`` fills in what kmock does not assign (uid,
+    resourceVersion, generation); against a real API server (``kmock=False``, with an
+    authenticated ``session``) the server assigns them and a stale write is a 409.
+    """
+
+    def __init__(self, url: str, session: requests.Session | None = None, *, kmock: bool = True) -> None:
         self.url = url
-        self.http = requests.Session()
-        self.http.trust_env = False
+        self.kmock = kmock
+        if session is None:
+            session = requests.Session()
+            session.trust_env = False
+        self.http = session
 
     def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
         r = self.http.get(self.url + _path(kind, namespace, name), timeout=10)
@@ -58,9 +74,10 @@ class ApiClient:
         body = json.loads(json.dumps(body))
         meta = body.setdefault("metadata", {})
         meta.setdefault("namespace", namespace)
-        meta.setdefault("uid", str(uuid.uuid4()))
-        meta.setdefault("resourceVersion", "1")  # kmock assigns none; kopf's patches need one
-        meta.setdefault("generation", 1)
+        if self.kmock:
+            meta.setdefault("uid", str(uuid.uuid4()))
+            meta.setdefault("resourceVersion", "1")  # kmock assigns none; kopf's patches need one
+            meta.setdefault("generation", 1)
         r = self.http.post(self.url + _path(kind, namespace), json=body, timeout=10)
         r.raise_for_status()
         return r.json()

@@ -26,15 +26,17 @@ class OperatorProcess:
         extra_args: list[str] | None = None,
         env: dict[str, str] | None = None,
         name: str = "operator",
+        namespaces: list[str] | None = None,
     ) -> None:
         self.kubeconfig = kubeconfig
         self.log_path = workdir / f"{name}.log"
+        scope = [f"--namespace={ns}" for ns in namespaces] if namespaces else ["--all-namespaces"]
         self.args = [
             sys.executable,
             "-m",
             "emailtoken",
             "run",
-            "--all-namespaces",
+            *scope,
             "--health-port",
             "0",
             "--log-format",

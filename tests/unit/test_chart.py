@@ -193,7 +193,7 @@ def test_chart_metadata(chart: helm_python.Chart) -> None:
     meta = chart.metadata
     assert meta["apiVersion"] == "v2"
     assert meta["appVersion"] == "0.1.0"
-    assert meta["kubeVersion"] == ">=1.28.0-0", "the CRD uses x-kubernetes-validations fieldPath/reason (Kubernetes 1.28+)"
+    assert meta["kubeVersion"] == ">=1.28.0-0", "CEL fieldPath/reason need 1.28+"
     assert chart.schema is not None and chart.schema["additionalProperties"] is False
 
 

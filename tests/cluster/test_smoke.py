@@ -1,0 +1,26 @@
+"""The operator process against the real API server: an app-only token becomes Ready."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from emailtoken.devprovider import DevProviderThread
+from tests.support.kube import ApiClient, wait_for
+from tests.support.tokens import client_credentials
+
+
+def test_app_only_token_becomes_ready(
+    admin: ApiClient, provider: DevProviderThread, namespace: str, start_operator: Callable
+) -> None:
+    client_id = f"app-{namespace}"
+    provider.add_client(client_id, "s3cret-1", mailboxes=["shared@contoso.com"])
+    admin.create_secret(namespace, "app-secret", {"client_secret": "s3cret-1"})
+    start_operator([namespace])
+    admin.create(
+        "emailtokens",
+        namespace,
+        client_credentials(provider, "inbox", client_id=client_id, mailbox="shared@contoso.com"),
+    )
+    wait_for(lambda: (admin.condition(namespace, "inbox", "Ready") or {}).get("status") == "True", 30, what="Ready")
+    data = admin.secret_data(namespace, "inbox")
+    assert data and provider.token_info(data["access_token"])["active"]
