@@ -392,7 +392,7 @@ async def test_invalid_spec_reports_without_calling_the_provider() -> None:
     assert h.provider.calls == 0
     ready = h.cond("Ready")
     assert (ready["status"], ready["reason"]) == ("False", "InvalidSpec")
-    assert ready["message"] == "tenantId is required for Microsoft"
+    assert ready["message"].startswith("spec.tenantId: tenantId is required when provider is Microsoft")
     assert h.cond("Authorized")["reason"] == "InvalidSpec"
     assert h.status["phase"] == "InvalidSpec"
 
