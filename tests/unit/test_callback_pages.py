@@ -14,7 +14,7 @@ import pytest
 from emailtoken.callback import pages
 from emailtoken.callback.app import hostname
 from emailtoken.callback.context import CallbackConfig
-from emailtoken.callback.signin import SignInRefused, check_account
+from emailtoken.callback.signin import SignInRefused, check_account, same_account
 from emailtoken.callback.tokens import Action, Tone, relative, row_of, rows_of
 from emailtoken.model import parse_spec
 
@@ -124,6 +124,25 @@ def test_account_is_pinned_case_insensitively():
         check_account(spec, None)
     unpinned = parse_spec({**token()["spec"], "emailAddress": None}, "inbox")
     assert check_account(unpinned, "anyone@contoso.com") == "anyone@contoso.com"
+
+
+@pytest.mark.parametrize("pinned", [True, False])
+@pytest.mark.parametrize("account", [None, "", "   "])
+def test_an_unnamed_account_is_refused_pinned_or_not(pinned: bool, account: str | None):
+    spec = parse_spec({**token()["spec"], **({} if pinned else {"emailAddress": None})}, "inbox")
+    with pytest.raises(SignInRefused, match="did not say which account signed in") as exc:
+        check_account(spec, account)
+    assert (exc.value.reason, exc.value.status) == ("AccountMismatch", 403)
+
+
+def test_one_account_rule_casefold_never_empty():
+    assert same_account("alice@contoso.com", "ALICE@Contoso.COM")
+    assert same_account("strasse@example.de", "STRASSE@example.de")
+    assert same_account("straße@example.de", "STRASSE@example.de")  # casefold, not lower()
+    assert not same_account("alice@contoso.com", "alice@contoso.com.evil")
+    assert not same_account("alice@contoso.com", "")
+    assert not same_account("alice@contoso.com", None)
+    assert not same_account("", "")
 
 
 def _hash(text: str) -> str:

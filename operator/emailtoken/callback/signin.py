@@ -82,18 +82,31 @@ def authorization_url(provider: Provider, spec: EmailTokenSpec, *, redirect_uri:
     return pkce.ensure_pkce(url, challenge)
 
 
+def same_account(expected: str, account: str | None) -> bool:
+    """The one rule for "this is the mailbox's account": equal after casefold, and never empty.
+
+    Providers report the case the directory holds (``Alice@Contoso.com``) while specs are
+    often written in lower case; an empty account proves nothing, so it never matches.
+    """
+    if not account or not account.strip() or not expected:
+        return False
+    return account.casefold() == expected.casefold()
+
+
 def check_account(spec: EmailTokenSpec, account: str | None) -> str:
-    """The signed-in account, if it may hold this token's grant (pinned to emailAddress)."""
-    if not spec.email_address:
-        return account or ""
-    if not account:
+    """The signed-in account, if it may hold this token's grant (pinned to emailAddress).
+
+    An unnamed account is refused even when nothing is pinned: the account becomes the
+    SASL user name mail tasks log in with, and an empty one cannot log in anywhere.
+    """
+    if not account or not account.strip():
+        why = f", so it cannot be checked against {spec.email_address}" if spec.email_address else ""
         raise SignInRefused(
             "AccountMismatch",
-            f"the provider did not say which account signed in, so it cannot be checked against "
-            f"{spec.email_address}; nothing was stored",
+            f"the provider did not say which account signed in{why}; nothing was stored",
             status=403,
         )
-    if account.casefold() != spec.email_address.casefold():
+    if spec.email_address and not same_account(spec.email_address, account):
         raise SignInRefused(
             "AccountMismatch",
             f"signed in as {account}, but this token is for {spec.email_address}; nothing was stored. "
@@ -197,7 +210,7 @@ async def complete(
     now = rfc3339(utcnow())
     grant = Grant(
         refresh_token=tokens.refresh_token,
-        account=account or (spec.email_address or ""),
+        account=account,
         scope=tokens.scope or spec.scope_string,
         obtained_at=now,
         updated_at=now,
