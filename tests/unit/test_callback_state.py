@@ -1,28 +1,46 @@
-"""The callback's pure security helpers: state signing, PKCE, pending sign-ins, CSRF tokens."""
+"""The callback's security helpers: sealed states, PKCE, single use through the grant write, CSRF."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
+import os
+import time
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from emailtoken.callback import pkce
 from emailtoken.callback.csrf import CsrfGuard, same_origin
-from emailtoken.callback.pending import AlreadyUsed, PendingStore
+from emailtoken.callback.signin import (
+    ANNOTATION_SIGN_INS,
+    MAX_RECORDED_SIGN_INS,
+    SignInRefused,
+    ensure_unused,
+    replace_grant,
+)
 from emailtoken.callback.state import (
     ENV_KEY,
     MAX_STATE_LENGTH,
     ExpiredState,
+    SignInState,
     StateError,
-    StateSigner,
+    StateSealer,
     derive_key,
     load_key,
 )
+from emailtoken.kube import KubeError
 from emailtoken.model import TokenRef
+from emailtoken.secretdata import Grant, read_grant
+from emailtoken.store import GrantStore
+from tests.support.fakeapi import InMemoryApi
 
 KEY = b"k" * 32
+TOKEN = TokenRef("mail", "inbox", "uid-1")
+VERIFIER = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"
 
 
 class Clock:
@@ -33,102 +51,140 @@ class Clock:
         return self.now
 
 
-def signed(clock: Clock | None = None, key: bytes = KEY, ttl: float = 600) -> tuple[StateSigner, str]:
-    signer = StateSigner(key, ttl=ttl, clock=clock or Clock())
-    return signer, signer.sign(namespace="mail", name="inbox", uid="uid-1", nonce="nonce-1")
+def sealed(
+    clock: Clock | None = None, key: bytes = KEY, ttl: float = 600, token: TokenRef = TOKEN
+) -> tuple[StateSealer, str, SignInState]:
+    sealer = StateSealer(key, ttl=ttl, clock=clock or Clock())
+    state, sign_in = sealer.seal(token, verifier=VERIFIER)
+    return sealer, state, sign_in
 
 
-def _reencode(state: str, **changes: object) -> str:
-    version, body, mac = state.split(".")
-    claims = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
-    claims.update(changes)
-    new_body = base64.urlsafe_b64encode(json.dumps(claims).encode()).rstrip(b"=").decode()
-    return f"{version}.{new_body}.{mac}"
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _raw(state: str) -> bytes:
+    body = state.split(".", 1)[1]
+    return base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
+
+
+def _seal_claims(claims: Any, key: bytes = KEY) -> str:
+    """A state sealed the documented way with arbitrary claims (what only a key holder can make)."""
+    iv = os.urandom(12)
+    aead = AESGCM(derive_key(key, "state-v2"))
+    return "v2." + _b64(iv + aead.encrypt(iv, json.dumps(claims).encode(), b"emailtoken-state/v2"))
 
 
 # ----------------------------------------------------------------------------- state
 
 
-def test_state_round_trip_carries_token_identity_and_nonce():
+def test_state_round_trip_carries_token_identity_sign_in_id_and_verifier():
     clock = Clock()
-    signer, state = signed(clock)
-    claims = signer.verify(state)
-    assert (claims.namespace, claims.name, claims.uid, claims.nonce) == ("mail", "inbox", "uid-1", "nonce-1")
-    assert claims.expires_at == int(clock.now + 600)
-    assert state.startswith("v1.") and state.count(".") == 2
-    assert len(state) < 300
+    sealer, state, issued = sealed(clock)
+    opened = sealer.open(state)
+    assert opened == issued
+    assert opened.token == TOKEN and opened.verifier == VERIFIER
+    assert opened.expires_at == int(clock.now + 600) and len(opened.sign_in_id) >= 20
+    assert state.startswith("v2.") and state.count(".") == 1
+    assert VERIFIER not in repr(opened)
 
 
-def test_state_is_not_secret_but_carries_no_verifier():
-    _, state = signed()
-    body = state.split(".")[1]
-    claims = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
-    assert set(claims) == {"ns", "n", "u", "x", "e"}
+def test_state_hides_the_verifier_and_the_token():
+    _, state, _ = sealed()
+    raw = _raw(state)
+    for visible in (state, raw.decode("latin-1")):
+        assert VERIFIER not in visible and "inbox" not in visible and "uid-1" not in visible
+    assert pkce.challenge(VERIFIER) not in state
+
+
+def test_every_state_is_new_even_for_the_same_token():
+    sealer, first, one = sealed()
+    second, two = sealer.seal(TOKEN, verifier=VERIFIER)
+    assert first != second and one.sign_in_id != two.sign_in_id
+    assert _raw(first)[:12] != _raw(second)[:12]  # a fresh GCM nonce per state
+
+
+def test_longest_names_still_fit():
+    token = TokenRef("n" * 63, "x" * 253, "0" * 36)
+    sealer = StateSealer(KEY, clock=Clock())
+    state, _ = sealer.seal(token, verifier=pkce.new_verifier())
+    assert len(state) <= MAX_STATE_LENGTH // 2
+    assert sealer.open(state).token == token
 
 
 def test_state_expires_after_ttl():
     clock = Clock()
-    signer, state = signed(clock, ttl=60)
+    sealer, state, _ = sealed(clock, ttl=60)
     clock.now += 59
-    signer.verify(state)
+    sealer.open(state)
     clock.now += 1
     with pytest.raises(ExpiredState) as exc:
-        signer.verify(state)
+        sealer.open(state)
     assert exc.value.reason == "StateExpired"
 
 
-@pytest.mark.parametrize(
-    "change", [{"n": "other"}, {"ns": "other"}, {"u": "uid-2"}, {"x": "nonce-2"}, {"e": 99999999999}]
-)
-def test_changed_claims_break_the_signature(change: dict[str, object]):
-    signer, state = signed()
-    with pytest.raises(StateError, match="signature is wrong") as exc:
-        signer.verify(_reencode(state, **change))
+@pytest.mark.parametrize("position", [0, 5, 11, 12, 40, -17, -1])
+def test_any_changed_byte_breaks_the_seal(position: int):
+    sealer, state, _ = sealed()
+    raw = bytearray(_raw(state))
+    raw[position] ^= 0x01
+    with pytest.raises(StateError, match="failed authentication") as exc:
+        sealer.open("v2." + _b64(bytes(raw)))
     assert exc.value.reason == "InvalidState"
 
 
-def test_state_signed_with_another_key_is_refused():
-    _, state = signed(key=b"z" * 32)
-    signer, _ = signed()
-    with pytest.raises(StateError, match="signature is wrong"):
-        signer.verify(state)
+def test_state_sealed_with_another_key_is_refused():
+    _, state, _ = sealed(key=b"z" * 32)
+    sealer, _, _ = sealed()
+    with pytest.raises(StateError, match="failed authentication"):
+        sealer.open(state)
+    # A key holder's other sub-keys (CSRF) cannot make states either.
+    with pytest.raises(StateError, match="failed authentication"):
+        sealer.open("v2." + _b64(b"\0" * 12 + AESGCM(derive_key(KEY, "csrf")).encrypt(b"\0" * 12, b"{}", None)))
 
 
 @pytest.mark.parametrize(
     "state",
-    [
-        "",
-        "abc",
-        "v1.abc",
-        "v2.e30.AAAA",
-        "v1.e30.!!!",
-        "v1.e30." + "A" * 43,
-        "x" * (MAX_STATE_LENGTH + 1),
-    ],
+    ["", "abc", "v2", "v2.", "v3.AAAA", "v2.!!!", "v2." + "A" * 30, "v1.e30.AAAA", "x" * (MAX_STATE_LENGTH + 1)],
 )
 def test_malformed_states_are_refused_without_exceptions_leaking(state: str):
-    signer, _ = signed()
+    sealer, _, _ = sealed()
     with pytest.raises(StateError):
-        signer.verify(state)
+        sealer.open(state)
 
 
-def test_signed_but_malformed_claims_are_refused():
-    signer = StateSigner(KEY, clock=Clock())
-    body = base64.urlsafe_b64encode(b'{"ns":"a"}').rstrip(b"=").decode()
-    signed_part = f"v1.{body}"
-    mac = base64.urlsafe_b64encode(signer._mac(signed_part)).rstrip(b"=").decode()
+def test_states_of_the_previous_format_get_a_clear_message():
+    sealer, _, _ = sealed()
+    with pytest.raises(StateError, match="before the callback service was upgraded"):
+        sealer.open("v1.eyJucyI6Im1haWwifQ.AAAA")
+
+
+@pytest.mark.parametrize(
+    "claims",
+    [
+        {"ns": "mail"},
+        [],
+        {"ns": "mail", "n": "inbox", "u": "uid-1", "i": "id", "e": "soon", "v": VERIFIER},
+        {"ns": "mail", "n": "inbox", "u": "uid-1", "i": "", "e": 2_000_000, "v": VERIFIER},
+        {"ns": "mail", "n": "inbox", "u": "uid-1", "i": "id", "e": 2_000_000, "v": "short"},
+    ],
+)
+def test_sealed_but_malformed_claims_are_refused(claims: Any):
+    sealer, _, _ = sealed()
     with pytest.raises(StateError, match="malformed"):
-        signer.verify(f"{signed_part}.{mac}")
+        sealer.open(_seal_claims(claims))
 
 
-def test_short_keys_are_rejected():
+def test_sealing_needs_a_valid_verifier_and_a_long_key():
+    with pytest.raises(ValueError, match="verifier"):
+        StateSealer(KEY).seal(TOKEN, verifier="too-short")
     with pytest.raises(ValueError, match="at least 16 bytes"):
-        StateSigner(b"short")
+        StateSealer(b"short")
 
 
 def test_sub_keys_differ_per_purpose():
-    assert derive_key(KEY, "state") != derive_key(KEY, "csrf")
-    assert len(derive_key(KEY, "state")) == 32
+    assert derive_key(KEY, "state-v2") != derive_key(KEY, "csrf")
+    assert len(derive_key(KEY, "state-v2")) == 32
 
 
 def test_load_key_from_file_env_or_random(tmp_path):
@@ -188,45 +244,146 @@ def test_ensure_pkce_refuses_another_challenge_or_plain():
         pkce.ensure_pkce(f"https://x/a?code_challenge={challenge}&code_challenge_method=plain", challenge)
 
 
-# --------------------------------------------------------------------------- pending
-
-TOKEN = TokenRef("mail", "inbox", "uid-1")
-
-
-def test_pending_sign_in_is_single_use():
-    store = PendingStore(ttl=60, clock=Clock())
-    entry = store.add(TOKEN, verifier="v" * 43, redirect_uri="https://cb/callback")
-    assert len(entry.nonce) >= 32 and "v" * 43 not in repr(entry)
-    assert store.take(entry.nonce) == entry
-    with pytest.raises(AlreadyUsed):
-        store.take(entry.nonce)
-    assert store.take("never-issued") is None
+# ------------------------------------------------------------------ single use (grant write)
+# InMemoryApi enforces resourceVersion preconditions as a real API server does (kmock does not).
 
 
-def test_pending_sign_ins_expire():
-    clock = Clock()
-    store = PendingStore(ttl=60, clock=clock)
-    entry = store.add(TOKEN, verifier="v" * 43, redirect_uri="r")
-    clock.now += 61
-    assert store.take(entry.nonce) is None
-    assert len(store) == 0
+def grant(refresh_token: str = "rt-1") -> Grant:
+    return Grant(refresh_token=refresh_token, account="alice@contoso.com", scope="s", obtained_at="t", updated_at="t")
 
 
-def test_used_nonces_are_forgotten_after_their_expiry():
-    clock = Clock()
-    store = PendingStore(ttl=60, clock=clock)
-    entry = store.add(TOKEN, verifier="v" * 43, redirect_uri="r")
-    store.take(entry.nonce)
-    clock.now += 61
-    assert store.take(entry.nonce) is None  # "not found" rather than "already used": memory stays bounded
+def sign_in_of(sealer: StateSealer | None = None) -> SignInState:
+    sealer = sealer or StateSealer(KEY)  # the real clock: records expire against time.time()
+    return sealer.seal(TOKEN, verifier=VERIFIER)[1]
 
 
-def test_pending_store_is_bounded():
-    store = PendingStore(ttl=60, max_entries=3, clock=Clock())
-    entries = [store.add(TOKEN, verifier="v" * 43, redirect_uri="r") for _ in range(5)]
-    assert len(store) == 3
-    assert store.take(entries[0].nonce) is None
-    assert store.take(entries[-1].nonce) == entries[-1]
+def grant_secret_of(api: InMemoryApi) -> dict[str, Any]:
+    return api.secrets[(TOKEN.namespace, TOKEN.grant_secret_name)]
+
+
+def recorded(api: InMemoryApi) -> dict[str, int]:
+    return json.loads(grant_secret_of(api)["metadata"]["annotations"][ANNOTATION_SIGN_INS])
+
+
+async def test_a_sign_in_writes_the_grant_once():
+    api = InMemoryApi()
+    first = sign_in_of()
+    await ensure_unused(api, TOKEN, first)
+    await replace_grant(api, TOKEN, grant("rt-1"), sign_in=first)
+    assert read_grant(grant_secret_of(api)).refresh_token == "rt-1"
+    assert recorded(api) == {first.sign_in_id: first.expires_at}
+
+    for attempt in (ensure_unused(api, TOKEN, first), replace_grant(api, TOKEN, grant("rt-2"), sign_in=first)):
+        with pytest.raises(SignInRefused) as exc:
+            await attempt
+        assert (exc.value.reason, exc.value.status) == ("AlreadyUsed", 400)
+    assert read_grant(grant_secret_of(api)).refresh_token == "rt-1"
+
+    second = sign_in_of()  # another sign-in of the same token replaces the grant and is recorded too
+    await ensure_unused(api, TOKEN, second)
+    await replace_grant(api, TOKEN, grant("rt-3"), sign_in=second)
+    assert read_grant(grant_secret_of(api)).refresh_token == "rt-3"
+    assert set(recorded(api)) == {first.sign_in_id, second.sign_in_id}
+
+
+async def test_the_record_survives_the_operators_rotation():
+    api = InMemoryApi()
+    done = sign_in_of()
+    await replace_grant(api, TOKEN, grant("rt-1"), sign_in=done)
+    store = GrantStore(api)
+    current = await store.load(TOKEN)
+    await store.save(TOKEN, grant("rt-rotated"), expected_version=current.resource_version)
+    assert read_grant(grant_secret_of(api)).refresh_token == "rt-rotated"
+    with pytest.raises(SignInRefused, match="already completed"):
+        await ensure_unused(api, TOKEN, done)
+
+
+class RacingApi(InMemoryApi):
+    """Every read yields to the event loop, so two writers read the same version before either writes."""
+
+    async def get_secret(self, namespace: str, name: str) -> dict[str, Any] | None:
+        answer = await super().get_secret(namespace, name)
+        await asyncio.sleep(0)
+        return answer
+
+
+@pytest.mark.parametrize("existing", [False, True])
+async def test_two_replicas_finishing_one_sign_in_at_once_write_once(existing: bool):
+    api = RacingApi()
+    if existing:
+        await replace_grant(api, TOKEN, grant("rt-old"))
+    twice = sign_in_of()
+    outcomes = await asyncio.gather(
+        replace_grant(api, TOKEN, grant("rt-a"), sign_in=twice),
+        replace_grant(api, TOKEN, grant("rt-b"), sign_in=twice),
+        return_exceptions=True,
+    )
+    refused = [o for o in outcomes if isinstance(o, SignInRefused)]
+    assert outcomes.count(None) == 1 and [r.reason for r in refused] == ["AlreadyUsed"]
+    winner = "rt-a" if outcomes[0] is None else "rt-b"
+    assert read_grant(grant_secret_of(api)).refresh_token == winner
+    assert len([w for w in api.writes if w[2] == TOKEN.grant_secret_name]) == 1 + existing
+
+
+async def test_expired_records_are_dropped_and_the_record_is_bounded():
+    api = InMemoryApi()
+    old = StateSealer(KEY, ttl=1).seal(TOKEN, verifier=VERIFIER)[1]
+    await replace_grant(api, TOKEN, grant(), sign_in=old)
+    assert set(recorded(api)) == {old.sign_in_id}
+    await asyncio.sleep(max(0.0, old.expires_at - time.time()) + 0.05)
+    new = sign_in_of()
+    await replace_grant(api, TOKEN, grant(), sign_in=new)
+    assert set(recorded(api)) == {new.sign_in_id}  # the old state is refused as expired now, no need to keep it
+    many = [sign_in_of() for _ in range(MAX_RECORDED_SIGN_INS + 5)]
+    for one in many:
+        await replace_grant(api, TOKEN, grant(), sign_in=one)
+    assert len(recorded(api)) == MAX_RECORDED_SIGN_INS
+    assert many[-1].sign_in_id in recorded(api)
+
+
+class LostAnswerApi(InMemoryApi):
+    """The first patch lands but its answer is lost (the connection drops after the write)."""
+
+    lost = 0
+
+    async def patch_secret(self, namespace: str, name: str, patch: dict[str, Any], **kw: Any) -> dict[str, Any]:
+        written = await super().patch_secret(namespace, name, patch, **kw)
+        if not self.lost:
+            self.lost += 1
+            raise KubeError(503, "the answer was lost")
+        return written
+
+
+async def test_a_write_whose_answer_was_lost_is_not_reported_as_already_used():
+    api = LostAnswerApi()
+    await replace_grant(api, TOKEN, grant("rt-old"))
+    one = sign_in_of()
+    await replace_grant(api, TOKEN, grant("rt-new"), sign_in=one)
+    assert api.lost == 1 and read_grant(grant_secret_of(api)).refresh_token == "rt-new"
+    with pytest.raises(SignInRefused, match="already completed"):
+        await replace_grant(api, TOKEN, grant("rt-other"), sign_in=one)
+
+
+async def test_transient_api_errors_are_retried_and_lasting_ones_refused():
+    api = InMemoryApi()
+    api.fail_next = [KubeError(500, "etcd hiccup")]
+    await replace_grant(api, TOKEN, grant("rt-1"), sign_in=sign_in_of())
+    assert read_grant(grant_secret_of(api)).refresh_token == "rt-1"
+    api.fail_next = [KubeError(403, "forbidden")]
+    with pytest.raises(SignInRefused) as exc:
+        await replace_grant(api, TOKEN, grant("rt-2"), sign_in=sign_in_of())
+    assert (exc.value.reason, exc.value.status) == ("APIUnavailable", 503)
+    assert read_grant(grant_secret_of(api)).refresh_token == "rt-1"
+
+
+async def test_a_secret_that_is_not_the_grant_is_never_touched():
+    api = InMemoryApi()
+    await api.create_secret(TOKEN.namespace, {"metadata": {"name": TOKEN.grant_secret_name}, "data": {}})
+    for attempt in (ensure_unused(api, TOKEN, sign_in_of()), replace_grant(api, TOKEN, grant(), sign_in=sign_in_of())):
+        with pytest.raises(SignInRefused) as exc:
+            await attempt
+        assert exc.value.reason == "SecretConflict"
+    assert api.writes == [("create", "secret", TOKEN.grant_secret_name)]
 
 
 # ------------------------------------------------------------------------------ CSRF

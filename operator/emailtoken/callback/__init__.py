@@ -8,9 +8,12 @@ Two listeners, two audiences:
 * the **public** listener (default ``0.0.0.0:8080``) serves only ``GET /callback`` (where
   the provider sends the browser back with the authorization code) and ``/healthz``.
 
+Nothing is kept between the two legs of a sign-in (the sealed state carries it), so
+replicas sharing the state key are interchangeable and a restart loses no sign-in.
+
 Modules, one concern each: :mod:`.pkce` and :mod:`.state` (pure crypto helpers),
-:mod:`.pending` (sign-ins in flight), :mod:`.csrf`, :mod:`.tokens` (what the admin page
-shows), :mod:`.signin` (the code exchange and grant write, shared with
-``emailtoken authorize``), :mod:`.pages` (HTML), :mod:`.admin` and :mod:`.public`
-(handlers), :mod:`.app` (wiring, headers, logging) and :mod:`.cli`.
+:mod:`.csrf`, :mod:`.tokens` (what the admin page shows), :mod:`.signin` (the code
+exchange and grant write, shared with ``emailtoken authorize``), :mod:`.pages` (HTML),
+:mod:`.admin` and :mod:`.public` (handlers), :mod:`.app` (wiring, headers, logging) and
+:mod:`.cli`.
 """

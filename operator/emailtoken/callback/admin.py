@@ -91,7 +91,7 @@ async def confirm(request: web.Request) -> web.Response:
 
 @routes.post("/tokens/{namespace}/{name}/authorize")
 async def start(request: web.Request) -> web.Response:
-    """Start a sign-in: remember PKCE server-side, sign the state, 303 to the provider."""
+    """Start a sign-in: seal the PKCE verifier into the state, 303 to the provider (nothing is kept here)."""
     svc = services(request)
     namespace, name = request.match_info["namespace"], request.match_info["name"]
     what = f"sign-in for {namespace}/{name}"
@@ -110,14 +110,12 @@ async def start(request: web.Request) -> web.Response:
         token, spec = await load_token(svc.api, namespace, name, flows=CALLBACK_FLOWS)
         provider = svc.providers.for_spec(spec.provider)
         verifier = pkce.new_verifier()
-        entry = svc.pending.add(token, verifier=verifier, redirect_uri=svc.config.redirect_uri)
-        state = svc.signer.sign(namespace=namespace, name=name, uid=token.uid, nonce=entry.nonce)
+        state, _ = svc.sealer.seal(token, verifier=verifier)
         try:
             url = await asyncio.to_thread(
-                authorization_url, provider, spec, redirect_uri=entry.redirect_uri, state=state, verifier=verifier
+                authorization_url, provider, spec, redirect_uri=svc.config.redirect_uri, state=state, verifier=verifier
             )
         except ProviderError as perr:
-            svc.pending.take(entry.nonce)
             raise SignInRefused(
                 "ProviderUnavailable", f"the sign-in address could not be built: {perr.message}", status=502
             ) from None

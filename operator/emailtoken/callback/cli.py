@@ -42,8 +42,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument(
         "--state-key-file",
         metavar="PATH",
-        help="file with the key that signs the OAuth state (share it between replicas and restarts); "
-        "default: $EMAILTOKEN_STATE_KEY, else a random key per process",
+        help="file with the key that seals the OAuth state (share it between replicas and restarts, so a "
+        "sign-in started on one finishes on any); default: $EMAILTOKEN_STATE_KEY, else a random key per process",
     )
     p.add_argument("--state-ttl", type=float, default=600, help="seconds a sign-in may take (default 600)")
     p.add_argument(
@@ -93,11 +93,10 @@ def config_from_args(args: argparse.Namespace) -> CallbackConfig:
 
 
 def build_services(config: CallbackConfig, key: bytes) -> Services:
-    """The long-lived objects of one process (Kubernetes client, providers, stores)."""
+    """The long-lived objects of one process (Kubernetes client, providers, keys)."""
     from emailtoken.callback.csrf import CsrfGuard
     from emailtoken.callback.kubeapi import CallbackApi
-    from emailtoken.callback.pending import PendingStore
-    from emailtoken.callback.state import StateSigner
+    from emailtoken.callback.state import StateSealer
     from emailtoken.kube import load_config
     from emailtoken.providers import Providers
 
@@ -106,8 +105,7 @@ def build_services(config: CallbackConfig, key: bytes) -> Services:
         config=config,
         api=CallbackApi(),  # type: ignore[arg-type]
         providers=Providers(ca_bundle=config.ca_bundle, timeout=config.provider_timeout),
-        signer=StateSigner(key, ttl=config.state_ttl),
-        pending=PendingStore(ttl=config.state_ttl),
+        sealer=StateSealer(key, ttl=config.state_ttl),
         csrf=CsrfGuard(key),
     )
 

@@ -9,8 +9,7 @@ from datetime import datetime
 from typing import Protocol
 
 from emailtoken.callback.csrf import CsrfGuard
-from emailtoken.callback.pending import PendingStore
-from emailtoken.callback.state import StateSigner
+from emailtoken.callback.state import StateSealer
 from emailtoken.kube import KubeApi
 from emailtoken.providers.base import Provider
 from emailtoken.timefmt import utcnow
@@ -70,8 +69,7 @@ class Services:
     config: CallbackConfig
     api: ApiForCallback
     providers: ProviderSource
-    signer: StateSigner
-    pending: PendingStore
+    sealer: StateSealer
     csrf: CsrfGuard
     now: Callable[[], datetime] = utcnow
     started: float = field(default_factory=time.time)

@@ -250,12 +250,10 @@ def success(
 #: What to do next, per refusal reason.
 HINTS: dict[str, str] = {
     "MissingState": "Start the sign-in from the admin page; this address is only meant for the provider's redirect.",
-    "InvalidState": "Start the sign-in again from the admin page. Do not edit or bookmark sign-in links.",
+    "InvalidState": "Start the sign-in again from the admin page. Do not edit or bookmark sign-in links. If this "
+    "happens every time, the callback's replicas do not share one state key (callback.stateKeySecret).",
     "StateExpired": "Sign-ins must be finished within the time limit. Start again from the admin page.",
-    "SignInNotFound": "This service does not know this sign-in: it may have restarted, or another replica "
-    "started it. Start again from the admin page.",
     "AlreadyUsed": "Each sign-in link works once. If the token is not authorized yet, start again.",
-    "StateMismatch": "Start the sign-in again from the admin page.",
     "ProviderError": "Nothing was stored. If you cancelled, start again when ready; otherwise ask the provider's "
     "administrator about the error above.",
     "MissingCode": "The provider sent no authorization code. Start again from the admin page.",

@@ -1,11 +1,14 @@
 """The public listener: ``GET /callback`` (the provider's redirect) and ``/healthz``, nothing else.
 
-Order of checks, each refusing with a page and storing nothing: the state's signature
-and age, the pending sign-in it names (single use: taking it removes it), that the two
-agree on the token, the provider's own error, then the live token (same uid), the code
-exchange with the server-side PKCE verifier, and the account pinned to emailAddress.
-Only then is the grant written. No parameter value is ever logged or echoed into a
-redirect; the success page links to the configured admin URL only.
+Stateless between the two legs: the sealed state carries the sign-in (see :mod:`.state`),
+so any replica holding the key finishes it, and a restart loses nothing. Order of checks,
+each refusing with a page and storing nothing: the state's seal and age, the provider's
+own error, then the live token (same uid), whether the grant Secret records this sign-in
+as completed, the code exchange with the sealed PKCE verifier, and the account pinned to
+emailAddress. Only then is the grant written, recording the sign-in in the same
+compare-and-swap write (single use). A refusal consumes nothing: a stranger's
+``?error=`` or bad code cannot cancel someone's sign-in. No parameter value is ever
+logged or echoed into a redirect; the success page links to the configured admin URL only.
 """
 
 from __future__ import annotations
@@ -13,12 +16,10 @@ from __future__ import annotations
 from aiohttp import web
 
 from emailtoken.callback import pages
-from emailtoken.callback.pending import AlreadyUsed
 from emailtoken.callback.responses import html, log, refusal, services
 from emailtoken.callback.signin import SignInRefused, complete, load_token
 from emailtoken.callback.state import StateError
 from emailtoken.callback.tokens import CALLBACK_FLOWS
-from emailtoken.model import TokenRef
 
 routes = web.RouteTableDef()
 MAX_DESCRIPTION = 400
@@ -42,34 +43,31 @@ async def _finish(request: web.Request) -> web.Response:
     if not state:
         raise SignInRefused("MissingState", "the request has no state parameter", status=400)
     try:
-        claims = svc.signer.verify(state)
+        sign_in = svc.sealer.open(state)
     except StateError as exc:
         raise SignInRefused(exc.reason, str(exc), status=400) from None
-    what = f"sign-in for {claims.namespace}/{claims.name}"
+    what = f"sign-in for {sign_in.namespace}/{sign_in.name}"
     request[_WHAT] = what
-    if not svc.config.serves(claims.namespace):
-        raise SignInRefused("NotServed", f"this service does not serve namespace {claims.namespace}", status=404)
-    try:
-        entry = svc.pending.take(claims.nonce)
-    except AlreadyUsed:
-        raise SignInRefused("AlreadyUsed", "this sign-in was already completed or refused", status=400) from None
-    if entry is None:
-        raise SignInRefused(
-            "SignInNotFound", "this service has no record of this sign-in (it may have restarted)", status=400
-        )
-    if entry.token != TokenRef(claims.namespace, claims.name, claims.uid):
-        raise SignInRefused("StateMismatch", "the state does not belong to the sign-in it names", status=400)
+    if not svc.config.serves(sign_in.namespace):
+        raise SignInRefused("NotServed", f"this service does not serve namespace {sign_in.namespace}", status=404)
     if query.get("error"):
         raise _provider_error(query["error"], query.get("error_description", ""))
     code = query.get("code", "")
     if not code:
         raise SignInRefused("MissingCode", "the provider sent no authorization code", status=400)
-    token, spec = await load_token(svc.api, claims.namespace, claims.name, flows=CALLBACK_FLOWS)
-    if token.uid != claims.uid:
+    token, spec = await load_token(svc.api, sign_in.namespace, sign_in.name, flows=CALLBACK_FLOWS)
+    if token != sign_in.token:
         raise SignInRefused("TokenReplaced", f"EmailToken {token} was replaced since the sign-in started", status=409)
     provider = svc.providers.for_spec(spec.provider)
     result = await complete(
-        svc.api, provider, token, spec, code=code, redirect_uri=entry.redirect_uri, verifier=entry.verifier
+        svc.api,
+        provider,
+        token,
+        spec,
+        code=code,
+        redirect_uri=svc.config.redirect_uri,
+        verifier=sign_in.verifier,
+        sign_in=sign_in,
     )
     log.info("%s completed: grant stored for account %s", what, result.account or "(unnamed)")
     page = pages.success(

@@ -9,20 +9,28 @@ token or secret) and the HTTP status a web page would use.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+import json
+import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from emailtoken.callback import pkce
+from emailtoken.callback.state import SignInState
 from emailtoken.kube import Conflict, KubeApi, KubeError, NotFound
 from emailtoken.model import EmailTokenSpec, SpecError, TokenRef, parse_spec
 from emailtoken.outcomes import ProviderError, TokenSet
 from emailtoken.providers.base import ClientCredentials, Provider
-from emailtoken.secretdata import GRANT_TYPE, LABEL_GRANT_FOR, Grant
-from emailtoken.store import GrantStore, SecretMissing, read_secret_key
+from emailtoken.secretdata import GRANT_TYPE, LABEL_GRANT_FOR, Grant, grant_secret, read_grant
+from emailtoken.store import SecretMissing, read_secret_key
 from emailtoken.timefmt import rfc3339, utcnow
 
 GRANT_WRITE_ATTEMPTS = 3
+#: Grant Secret annotation: ids of completed callback sign-ins -> their states' expiry (JSON).
+ANNOTATION_SIGN_INS = "emailtoken.io/completed-sign-ins"
+#: More completed sign-ins of one token within one state TTL than this is not a person at work.
+MAX_RECORDED_SIGN_INS = 32
 
 
 class SignInRefused(Exception):
@@ -150,41 +158,114 @@ async def exchange(
         ) from None
 
 
-async def replace_grant(api: KubeApi, token: TokenRef, grant: Grant) -> Grant:
-    """Write the grant, replacing whatever grant exists (a new sign-in wins).
+def _grant_version(current: Mapping[str, Any] | None, token: TokenRef) -> str | None:
+    """The grant Secret's resourceVersion ("" when a test double sets none; None when absent).
+
+    A Secret of that name that is not this token's grant is refused, never touched.
+    """
+    if current is None:
+        return None
+    meta = current.get("metadata") or {}
+    labels = meta.get("labels") or {}
+    if current.get("type") != GRANT_TYPE and labels.get(LABEL_GRANT_FOR) != token.name:
+        raise SignInRefused(
+            "SecretConflict",
+            f"Secret {token.namespace}/{token.grant_secret_name} exists and is not this token's grant; "
+            "delete or rename it",
+            status=409,
+        )
+    return str(meta.get("resourceVersion") or "")
+
+
+def used_sign_ins(current: Mapping[str, Any] | None, now: float) -> dict[str, int]:
+    """Sign-in ids the grant Secret records as completed and whose states have not expired yet.
+
+    Expired ones are dropped: their states are refused as expired anyway. An unreadable
+    record counts as empty (the provider's single-use codes still stand behind it).
+    """
+    annotations = ((current or {}).get("metadata") or {}).get("annotations") or {}
+    try:
+        raw = json.loads(annotations.get(ANNOTATION_SIGN_INS) or "{}")
+    except ValueError:
+        return {}
+    if not isinstance(raw, dict):
+        return {}
+    return {str(k): int(v) for k, v in raw.items() if isinstance(v, int) and v > now}
+
+
+def _already_used() -> SignInRefused:
+    return SignInRefused("AlreadyUsed", "this sign-in was already completed", status=400)
+
+
+async def ensure_unused(api: KubeApi, token: TokenRef, sign_in: SignInState) -> None:
+    """Refuse a sign-in the grant Secret records as completed, before its code is spent."""
+    try:
+        current = await api.get_secret(token.namespace, token.grant_secret_name)
+    except KubeError as exc:
+        raise SignInRefused(
+            "APIUnavailable", f"the grant Secret could not be read (HTTP {exc.status}); try again", status=503
+        ) from None
+    _grant_version(current, token)
+    if sign_in.sign_in_id in used_sign_ins(current, time.time()):
+        raise _already_used()
+
+
+def _grant_body(token: TokenRef, grant: Grant, used: Mapping[str, int]) -> dict[str, Any]:
+    body = grant_secret(token, grant)
+    recent = sorted(used.items(), key=lambda item: item[1])[-MAX_RECORDED_SIGN_INS:]
+    body["metadata"]["annotations"] = {ANNOTATION_SIGN_INS: json.dumps(dict(recent), separators=(",", ":"))}
+    return body
+
+
+async def replace_grant(api: KubeApi, token: TokenRef, grant: Grant, *, sign_in: SignInState | None = None) -> None:
+    """Write the grant, replacing whatever grant exists (a new sign-in wins); single use of ``sign_in``.
 
     Compare-and-swap against the grant Secret's current resourceVersion: if the operator
     rotates the old refresh token in between, read again and retry rather than
-    overwrite blindly. A Secret of that name that is not a grant is never touched.
+    overwrite blindly. The sign-in's id is recorded in the same write, so of two replicas
+    finishing the same sign-in at once exactly one writes: the other's write conflicts,
+    and its re-read finds the id recorded.
     """
-    store = GrantStore(api)
     for attempt in range(GRANT_WRITE_ATTEMPTS):
+        last = attempt == GRANT_WRITE_ATTEMPTS - 1
         try:
             current = await api.get_secret(token.namespace, token.grant_secret_name)
-            version: str | None = None
-            if current is not None:
-                meta = current.get("metadata") or {}
-                labels = meta.get("labels") or {}
-                if current.get("type") != GRANT_TYPE and labels.get(LABEL_GRANT_FOR) != token.name:
-                    raise SignInRefused(
-                        "SecretConflict",
-                        f"Secret {token.namespace}/{token.grant_secret_name} exists and is not this token's "
-                        "grant; delete or rename it",
-                        status=409,
-                    )
+            version = _grant_version(current, token)
+            used = used_sign_ins(current, time.time())
+            if sign_in is not None and sign_in.sign_in_id in used:
+                existing = read_grant(current)
+                if attempt and existing and existing.refresh_token == grant.refresh_token:
+                    return  # our own earlier attempt landed; only its answer was lost
+                raise _already_used()
+            if sign_in is not None:
+                used[sign_in.sign_in_id] = sign_in.expires_at
+            body = _grant_body(token, grant, used)
+            if version is None:
+                await api.create_secret(token.namespace, body)
+            else:
+                meta = body["metadata"]
+                patch = {
+                    "metadata": {k: meta[k] for k in ("labels", "annotations", "ownerReferences")},
+                    "type": body["type"],
+                    "data": body["data"],
+                }
                 # Real API servers always set resourceVersion; "" (no precondition) is for test doubles.
-                version = str(meta.get("resourceVersion") or "")
-            return await store.save(token, grant, expected_version=version)
+                await api.patch_secret(
+                    token.namespace, token.grant_secret_name, patch, resource_version=version or None
+                )
+            return
         except (Conflict, NotFound):
-            if attempt == GRANT_WRITE_ATTEMPTS - 1:
+            if last:
                 raise SignInRefused(
                     "GrantWriteConflict", "the grant Secret kept changing while it was written; try again", status=409
                 ) from None
         except KubeError as exc:
-            raise SignInRefused(
-                "APIUnavailable", f"the grant could not be written (HTTP {exc.status}); try again", status=503
-            ) from None
-    raise AssertionError("unreachable")
+            # The code is spent: a transient API failure must not lose the grant it bought.
+            if last or not (exc.status in (0, 429) or exc.status >= 500):
+                raise SignInRefused(
+                    "APIUnavailable", f"the grant could not be written (HTTP {exc.status}); try again", status=503
+                ) from None
+            await asyncio.sleep(0.2 * 2**attempt)
 
 
 async def complete(
@@ -196,9 +277,17 @@ async def complete(
     code: str,
     redirect_uri: str,
     verifier: str,
+    sign_in: SignInState | None = None,
 ) -> SignInResult:
-    """Exchange, check the account, store the grant; the operator takes it from there."""
+    """Exchange, check the account, store the grant; the operator takes it from there.
+
+    With ``sign_in`` (the callback service), a sign-in completes at most once: checked
+    before the code is spent and enforced by the grant write. Nothing is consumed by a
+    refusal, so a stranger's bad code or ``?error=`` cannot cancel a sign-in in flight.
+    """
     creds = await credentials(api, token, spec)
+    if sign_in is not None:
+        await ensure_unused(api, token, sign_in)
     tokens = await exchange(provider, spec, creds, code=code, redirect_uri=redirect_uri, verifier=verifier)
     account = check_account(spec, tokens.account)
     if not tokens.refresh_token:
@@ -215,7 +304,7 @@ async def complete(
         obtained_at=now,
         updated_at=now,
     )
-    await replace_grant(api, token, grant)
+    await replace_grant(api, token, grant, sign_in=sign_in)
     return SignInResult(
         token=token,
         account=grant.account,

@@ -1,13 +1,16 @@
-"""The OAuth ``state`` parameter: HMAC-signed, time-limited, bound to one token and one sign-in.
+"""The OAuth ``state`` parameter: the whole sign-in in flight, sealed (AES-256-GCM) and time-limited.
 
-Why sign it when the pending sign-in is kept server-side anyway: a forged or tampered
-state is refused before anything is looked up or exchanged, the token identity
-(namespace, name, uid) travels with the browser and is checked against both the pending
-sign-in and the live object, and several replicas that share the key can at least tell
-"not mine" from "forged". The state carries no secret: the PKCE verifier never leaves
-the server.
+Why sealed rather than remembered: the callback keeps nothing between the two legs of a
+sign-in, so any replica sharing the key can finish a sign-in another replica started,
+and a restart or a rolling update loses nothing. The state carries the token identity
+(namespace, name, uid), a random sign-in id (what single use is recorded against, see
+:mod:`.signin`), the expiry and the PKCE verifier. AES-GCM authenticates all of it (a
+forged or altered state is refused before anything is parsed) and keeps the verifier
+secret from the browser, the provider and anyone who sees the redirect URL: a leaked
+authorization code stays useless without it, which is what PKCE is for.
 
-Format: ``v1.<base64url(JSON claims)>.<base64url(HMAC-SHA256(key, "v1." + claims))>``.
+Format: ``v2.<base64url(96-bit IV || AES-GCM(key, IV, JSON claims, AAD "emailtoken-state/v2"))>``;
+the key is derived from the master state key (a purpose of its own, see :func:`derive_key`).
 """
 
 from __future__ import annotations
@@ -21,11 +24,20 @@ import os
 import secrets
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-VERSION = "v1"
-#: Longer states are refused unread (a state we sign is about 250 characters).
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from emailtoken.callback import pkce
+from emailtoken.model import TokenRef
+
+VERSION = "v2"
+_AAD = b"emailtoken-state/v2"
+_IV_BYTES = 12
+_TAG_BYTES = 16
+#: Longer states are refused unread (a state we seal is 300 to 800 characters).
 MAX_STATE_LENGTH = 2048
 MIN_KEY_BYTES = 16
 ENV_KEY = "EMAILTOKEN_STATE_KEY"
@@ -44,14 +56,20 @@ class ExpiredState(StateError):
 
 
 @dataclass(frozen=True)
-class StateClaims:
-    """What a state vouches for."""
+class SignInState:
+    """What a state vouches for: one sign-in of one token."""
 
     namespace: str
     name: str
     uid: str
-    nonce: str
+    sign_in_id: str
     expires_at: int  # Unix seconds
+    verifier: str = field(repr=False)
+
+    @property
+    def token(self) -> TokenRef:
+        """The token the sign-in is for (uid included: a re-created token is another token)."""
+        return TokenRef(self.namespace, self.name, self.uid)
 
 
 def _b64(data: bytes) -> str:
@@ -67,65 +85,89 @@ def derive_key(master: bytes, purpose: str) -> bytes:
     return hmac.new(master, f"emailtoken-callback/{purpose}".encode(), hashlib.sha256).digest()
 
 
-class StateSigner:
-    """Signs and verifies states with one key and one time-to-live."""
+class StateSealer:
+    """Seals and opens states with one key and one time-to-live."""
 
     def __init__(self, key: bytes, *, ttl: float = 600, clock: Callable[[], float] = time.time) -> None:
         if len(key) < MIN_KEY_BYTES:
             raise ValueError(f"the state key must have at least {MIN_KEY_BYTES} bytes")
-        self._key = derive_key(key, "state")
+        self._aead = AESGCM(derive_key(key, "state-v2"))
         self.ttl = ttl
         self.clock = clock
 
-    def _mac(self, signed_part: str) -> bytes:
-        return hmac.new(self._key, signed_part.encode("ascii"), hashlib.sha256).digest()
+    def seal(self, token: TokenRef, *, verifier: str) -> tuple[str, SignInState]:
+        """A state for a new sign-in of ``token``, valid for ``ttl`` seconds; and what it says."""
+        if not pkce.is_valid_verifier(verifier):
+            raise ValueError("not a valid PKCE code verifier")
+        sign_in = SignInState(
+            namespace=token.namespace,
+            name=token.name,
+            uid=token.uid,
+            sign_in_id=secrets.token_urlsafe(16),
+            expires_at=int(self.clock() + self.ttl),
+            verifier=verifier,
+        )
+        claims = {
+            "ns": sign_in.namespace,
+            "n": sign_in.name,
+            "u": sign_in.uid,
+            "i": sign_in.sign_in_id,
+            "e": sign_in.expires_at,
+            "v": sign_in.verifier,
+        }
+        iv = os.urandom(_IV_BYTES)
+        sealed = self._aead.encrypt(iv, json.dumps(claims, separators=(",", ":")).encode(), _AAD)
+        return f"{VERSION}.{_b64(iv + sealed)}", sign_in
 
-    def sign(self, *, namespace: str, name: str, uid: str, nonce: str) -> str:
-        """A state for one sign-in of one token, valid for ``ttl`` seconds from now."""
-        claims = {"ns": namespace, "n": name, "u": uid, "x": nonce, "e": int(self.clock() + self.ttl)}
-        body = _b64(json.dumps(claims, separators=(",", ":"), sort_keys=True).encode())
-        signed_part = f"{VERSION}.{body}"
-        return f"{signed_part}.{_b64(self._mac(signed_part))}"
+    def open(self, state: str) -> SignInState:
+        """The sign-in of a genuine, unexpired state; :class:`StateError` otherwise.
 
-    def verify(self, state: str) -> StateClaims:
-        """The claims of a genuine, unexpired state; :class:`StateError` otherwise.
-
-        The MAC is checked (in constant time) before the claims are parsed, so nothing
-        an attacker wrote is interpreted unless we signed it.
+        The GCM tag is checked before anything is parsed, so nothing an attacker wrote
+        is interpreted unless we sealed it.
         """
         if not state or len(state) > MAX_STATE_LENGTH:
             raise StateError("the state parameter is missing or too long")
-        parts = state.split(".")
-        if len(parts) != 3 or parts[0] != VERSION:
+        version, _, body = state.partition(".")
+        if version == "v1":
+            raise StateError("this sign-in was started before the callback service was upgraded")
+        if version != VERSION or not body:
             raise StateError("the state parameter is not one this service issued")
-        signed_part = f"{parts[0]}.{parts[1]}"
         try:
-            mac = _unb64(parts[2])
+            raw = _unb64(body)
         except (binascii.Error, ValueError):
             raise StateError("the state parameter is not one this service issued") from None
-        if not hmac.compare_digest(mac, self._mac(signed_part)):
-            raise StateError("the state parameter's signature is wrong (forged, altered, or signed with another key)")
+        if len(raw) < _IV_BYTES + _TAG_BYTES:
+            raise StateError("the state parameter is not one this service issued")
         try:
-            raw = json.loads(_unb64(parts[1]))
-            claims = StateClaims(
-                namespace=str(raw["ns"]),
-                name=str(raw["n"]),
-                uid=str(raw["u"]),
-                nonce=str(raw["x"]),
-                expires_at=int(raw["e"]),
+            plain = self._aead.decrypt(raw[:_IV_BYTES], raw[_IV_BYTES:], _AAD)
+        except InvalidTag:
+            raise StateError(
+                "the state parameter failed authentication (forged, altered, or sealed with another key)"
+            ) from None
+        try:
+            claims = json.loads(plain)
+            sign_in = SignInState(
+                namespace=str(claims["ns"]),
+                name=str(claims["n"]),
+                uid=str(claims["u"]),
+                sign_in_id=str(claims["i"]),
+                expires_at=int(claims["e"]),
+                verifier=str(claims["v"]),
             )
-        except (binascii.Error, ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError):
             raise StateError("the state parameter is malformed") from None
-        if self.clock() >= claims.expires_at:
+        if not sign_in.sign_in_id or not pkce.is_valid_verifier(sign_in.verifier):
+            raise StateError("the state parameter is malformed")
+        if self.clock() >= sign_in.expires_at:
             raise ExpiredState("the sign-in took too long: its state has expired")
-        return claims
+        return sign_in
 
 
 def load_key(path: str | None = None, *, environ: dict[str, str] | None = None) -> tuple[bytes, str]:
     """The master key and where it came from: a file, ``$EMAILTOKEN_STATE_KEY``, or random.
 
-    A file or variable lets replicas and restarts agree on signatures; the random key
-    means sign-ins in flight fail (clearly) after a restart.
+    A file or variable lets replicas and restarts open each other's states; the random
+    key means sign-ins in flight fail (clearly) after a restart or on another replica.
     """
     env = os.environ if environ is None else environ
     if path:
