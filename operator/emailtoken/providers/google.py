@@ -23,7 +23,7 @@ from google.oauth2 import service_account
 from emailtoken.model import EmailTokenSpec
 from emailtoken.outcomes import ErrorKind, ProviderError, TokenSet
 from emailtoken.providers.base import ClientCredentials
-from emailtoken.providers.http import ProviderSession
+from emailtoken.providers.http import ProviderSession, UnsafeAnswer
 from emailtoken.redact import redact
 from emailtoken.timefmt import utcnow
 
@@ -183,9 +183,7 @@ class GoogleProvider:
                 },
             )
         except requests.RequestException as exc:
-            raise ProviderError(
-                ErrorKind.TRANSIENT, f"the Google token endpoint could not be reached ({type(exc).__name__})"
-            ) from None
+            raise _network_error(exc) from None
         try:
             body: dict[str, Any] = response.json()
         except ValueError:
@@ -221,11 +219,14 @@ class GoogleProvider:
                 retryable=getattr(exc, "retryable", False),
             ) from None
         except google.auth.exceptions.TransportError as exc:
-            cause = exc.__cause__ or exc
-            what = "timed out" if isinstance(cause, requests.Timeout) else "could not be reached"
-            raise ProviderError(
-                ErrorKind.TRANSIENT, f"the Google token endpoint {what} ({type(cause).__name__})"
-            ) from None
+            raise _network_error(exc.__cause__ or exc) from None
+
+
+def _network_error(exc: BaseException) -> ProviderError:
+    if isinstance(exc, UnsafeAnswer):
+        return ProviderError(ErrorKind.TRANSIENT, f"the Google token endpoint's answer was refused: {exc}")
+    what = "timed out" if isinstance(exc, requests.Timeout) else "could not be reached"
+    return ProviderError(ErrorKind.TRANSIENT, f"the Google token endpoint {what} ({type(exc).__name__})")
 
 
 def _aware(expiry: datetime | None) -> datetime:

@@ -21,7 +21,7 @@ from emailtoken import scopes as scopes_mod
 from emailtoken.model import EmailTokenSpec
 from emailtoken.outcomes import ErrorKind, ProviderError, TokenSet
 from emailtoken.providers.base import ClientCredentials, DeviceFlow
-from emailtoken.providers.http import ProviderSession
+from emailtoken.providers.http import ProviderSession, UnsafeAnswer
 from emailtoken.redact import redact
 from emailtoken.timefmt import utcnow
 
@@ -44,6 +44,9 @@ INVALID_CLIENT_CODES: dict[int, str] = {
     700016: "the application (client id) was not found in the tenant",
     7000218: "a client secret is required for this application",
 }
+
+
+_MAX_DETAIL = 512  # provider text quoted in a message (status and Events have limits)
 
 
 class _DiscoveryOnlyCache(dict[str, Any]):
@@ -111,7 +114,7 @@ class MicrosoftProvider:
             raise ProviderError(
                 ErrorKind.TRANSIENT,
                 f"could not read the OpenID configuration of {spec.authority}: "
-                + redact(str(exc), creds.client_secret),
+                + redact(str(exc)[:_MAX_DETAIL], creds.client_secret),
             ) from None
         except requests.RequestException as exc:
             raise _network_error(exc, spec) from None
@@ -271,6 +274,8 @@ class MicrosoftProvider:
 
 
 def _network_error(exc: requests.RequestException, spec: EmailTokenSpec) -> ProviderError:
+    if isinstance(exc, UnsafeAnswer):
+        return ProviderError(ErrorKind.TRANSIENT, f"the Microsoft endpoint's answer was refused: {exc}")
     what = "timed out" if isinstance(exc, requests.Timeout) else "could not be reached"
     return ProviderError(ErrorKind.TRANSIENT, f"the Microsoft token endpoint {what} ({type(exc).__name__})")
 

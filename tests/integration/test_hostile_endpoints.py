@@ -1,0 +1,274 @@
+"""Provider answers are hostile input: msal and google-auth, unpatched, against an HTTPS endpoint that misbehaves.
+
+The endpoint is what a tenant could name in ``spec.tokenUrl``: it redirects to an internal
+plain-HTTP address, drips its answer a byte at a time, sends a huge body, answers with an
+HTML page echoing the request, or asks for a Retry-After of 10^12 seconds. Each case must end
+in a ProviderError within the deadline, with no secret in the error, the logs, or at the
+internal address.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import ssl
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+import trustme
+
+from emailtoken.model import parse_spec
+from emailtoken.outcomes import ErrorKind, ProviderError
+from emailtoken.providers.base import ClientCredentials
+from emailtoken.providers.google import GoogleProvider
+from emailtoken.providers.http import MAX_RETRY_AFTER, ProviderSession
+from emailtoken.providers.microsoft import MicrosoftProvider
+
+SECRET = "client-secret-value-7f3a9c"
+REFRESH = "refresh-token-value-0b1d2e"
+
+
+class Internal(ThreadingHTTPServer):
+    """A plain-HTTP 'internal service' that records every request it receives."""
+
+    def __init__(self) -> None:
+        self.seen: list[bytes] = []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                outer.seen.append(self.rfile.read(length))
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.end_headers()
+                self.wfile.write(b'{"access_token": "stolen", "expires_in": 3600}')
+
+            do_GET = do_POST
+
+        super().__init__(("127.0.0.1", 0), Handler)
+
+
+class Hostile(ThreadingHTTPServer):
+    """An OAuth-looking HTTPS endpoint; the first path segment picks the misbehaviour of its token POST."""
+
+    def __init__(self, ca: trustme.CA, internal_url: str) -> None:
+        self.bodies: list[bytes] = []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def _json(self, status: int, data: Any, headers: dict[str, str] | None = None) -> None:
+                body = json.dumps(data).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                for k, v in (headers or {}).items():
+                    self.send_header(k, v)
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_GET(self) -> None:
+                mode = self.path.split("/")[1]
+                root = f"https://127.0.0.1:{outer.server_address[1]}/{mode}"
+                self._json(
+                    200,
+                    {
+                        "token_endpoint": f"{root}/oauth2/v2.0/token",
+                        "authorization_endpoint": f"{root}/oauth2/v2.0/authorize",
+                        "device_authorization_endpoint": f"{root}/oauth2/v2.0/devicecode",
+                        "issuer": f"{root}/v2.0",
+                    },
+                )
+
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length)
+                outer.bodies.append(body)
+                mode = self.path.split("/")[1]
+                if mode == "redirect":
+                    self.send_response(307)
+                    self.send_header("Location", internal_url + "/steal")
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                elif mode == "drip":
+                    self.wfile.write(b"HTTP/1.1 200 OK\r\n")
+                    for _ in range(60):
+                        try:
+                            self.wfile.write(b"X")
+                            self.wfile.flush()
+                        except OSError:
+                            return
+                        time.sleep(0.25)
+                elif mode == "huge":
+                    self.send_response(200)
+                    self.send_header("Content-Type", "application/json")
+                    self.end_headers()  # no Content-Length: the client cannot refuse by header
+                    chunk = b" " * 65536
+                    try:
+                        for _ in range(600 * 16):  # up to 600 MiB
+                            self.wfile.write(chunk)
+                    except OSError:
+                        return
+                elif mode == "echo":
+                    page = b"<html><body>Bad request: " + body + b"</body></html>"
+                    self.send_response(400)
+                    self.send_header("Content-Type", "text/html")
+                    self.send_header("Content-Length", str(len(page)))
+                    self.end_headers()
+                    self.wfile.write(page)
+                elif mode == "retryafter":
+                    self._json(429, {"error": "temporarily_unavailable"}, {"Retry-After": "1000000000000"})
+                else:
+                    self._json(500, {"error": "unknown mode"})
+
+        super().__init__(("127.0.0.1", 0), Handler)
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ca.issue_cert("127.0.0.1").configure_cert(context)
+        self.socket = context.wrap_socket(self.socket, server_side=True)
+
+    def token_url(self, mode: str) -> str:
+        return f"https://127.0.0.1:{self.server_address[1]}/{mode}/oauth2/v2.0/token"
+
+
+def _serve(server: ThreadingHTTPServer) -> threading.Thread:
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    return thread
+
+
+@pytest.fixture(scope="module")
+def ca() -> trustme.CA:
+    return trustme.CA()
+
+
+@pytest.fixture(scope="module")
+def internal() -> Iterator[Internal]:
+    server = Internal()
+    _serve(server)
+    yield server
+    server.shutdown()
+
+
+@pytest.fixture(scope="module")
+def hostile(ca: trustme.CA, internal: Internal, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hostile]:
+    server = Hostile(ca, f"http://127.0.0.1:{internal.server_address[1]}")
+    server.daemon_threads = True
+    _serve(server)
+    yield server
+    server.shutdown()
+
+
+@pytest.fixture(scope="module")
+def ca_file(ca: trustme.CA, tmp_path_factory: pytest.TempPathFactory) -> str:
+    path = tmp_path_factory.mktemp("ca") / "ca.pem"
+    ca.cert_pem.write_to_path(str(path))
+    return str(path)
+
+
+def microsoft(hostile: Hostile, mode: str) -> Any:
+    return parse_spec(
+        {
+            "provider": "Microsoft",
+            "tenantId": "contoso",
+            "clientId": "app",
+            "clientSecretRef": {"name": "s"},
+            "emailAddress": "box@contoso.com",
+            "services": ["IMAP"],
+            "tokenUrl": hostile.token_url(mode),
+        },
+        "box",
+    )
+
+
+def google(hostile: Hostile, mode: str) -> Any:
+    return parse_spec(
+        {
+            "provider": "Google",
+            "clientId": "g",
+            "clientSecretRef": {"name": "s"},
+            "emailAddress": "a@example.com",
+            "services": ["Gmail"],
+            "tokenUrl": hostile.token_url(mode),
+        },
+        "box",
+    )
+
+
+def refresh(provider: str, hostile: Hostile, mode: str, session: ProviderSession) -> ProviderError:
+    creds = ClientCredentials(client_secret=SECRET)
+    with pytest.raises(ProviderError) as info:
+        if provider == "Microsoft":
+            MicrosoftProvider(session).refresh(microsoft(hostile, mode), creds, REFRESH)
+        else:
+            GoogleProvider(session).refresh(google(hostile, mode), creds, REFRESH)
+    return info.value
+
+
+def assert_no_secret(*texts: str) -> None:
+    for text in texts:
+        assert SECRET not in text and REFRESH not in text, text[:300]
+
+
+def error_text(exc: ProviderError) -> str:
+    return " ".join([str(exc), repr(exc), exc.message, str(exc.code), exc.reason, repr(exc.__cause__)])
+
+
+PROVIDERS = ["Microsoft", "Google"]
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_a_redirect_is_not_followed(provider: str, hostile: Hostile, internal: Internal, ca_file: str) -> None:
+    before = len(internal.seen)
+    exc = refresh(provider, hostile, "redirect", ProviderSession(ca_bundle=ca_file, timeout=5))
+    assert internal.seen[before:] == [], "the grant reached the internal address"
+    assert exc.kind is ErrorKind.TRANSIENT
+    assert "redirect (HTTP 307)" in exc.message
+    assert_no_secret(error_text(exc))
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_a_dripping_answer_ends_at_the_deadline(provider: str, hostile: Hostile, ca_file: str) -> None:
+    started = time.monotonic()
+    exc = refresh(provider, hostile, "drip", ProviderSession(ca_bundle=ca_file, timeout=1.5))
+    took = time.monotonic() - started
+    assert took < 4, f"the step took {took:.1f} s against a 1.5 s deadline"
+    assert "within 1.5 s" in exc.message
+    assert exc.kind is ErrorKind.TRANSIENT
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_a_huge_answer_is_cut_off(provider: str, hostile: Hostile, ca_file: str) -> None:
+    started = time.monotonic()
+    exc = refresh(provider, hostile, "huge", ProviderSession(ca_bundle=ca_file, timeout=10))
+    assert "larger than 1048576 bytes" in exc.message
+    assert time.monotonic() - started < 5
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_an_html_echo_of_the_request_reaches_no_log(
+    provider: str, hostile: Hostile, ca_file: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    exc = refresh(provider, hostile, "echo", ProviderSession(ca_bundle=ca_file, timeout=5))
+    assert any(REFRESH.encode() in body for body in hostile.bodies), "the endpoint did see the request"
+    assert_no_secret(caplog.text, error_text(exc))
+    assert "HTTP 400 with text/html, not JSON" in exc.message
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_retry_after_is_bounded(provider: str, hostile: Hostile, ca_file: str) -> None:
+    exc = refresh(provider, hostile, "retryafter", ProviderSession(ca_bundle=ca_file, timeout=5))
+    assert exc.kind is ErrorKind.TRANSIENT
+    assert exc.retry_after == MAX_RETRY_AFTER
