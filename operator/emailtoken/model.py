@@ -28,7 +28,7 @@ GOOGLE_AUTHORIZATION_URL = "https://accounts.google.com/o/oauth2/v2/auth"
 GOOGLE_TOKEN_URL = "https://oauth2.googleapis.com/token"
 DEFAULT_CLIENT_SECRET_KEY = "client_secret"
 DEFAULT_SA_KEY = "key.json"
-GRANT_SECRET_PREFIX = "emailtoken-grant-"
+GRANT_SECRET_PREFIX = specrules.GRANT_SECRET_PREFIX
 _DNS1123 = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 
 
@@ -166,6 +166,12 @@ def parse_spec(spec: Mapping[str, Any], name: str) -> EmailTokenSpec:
     secret_name = spec.get("secretName") or name
     if not _DNS1123.match(secret_name) or len(secret_name) > 253:
         raise SpecError("secretName must be a DNS-1123 subdomain (lower case letters, digits, '-' and '.')")
+    if secret_name.startswith(GRANT_SECRET_PREFIX):
+        # The CRD refuses such a spec.secretName; a token *named* like a grant gets here through the default.
+        raise SpecError(
+            f"the consumer Secret cannot be named {secret_name}: names starting with {GRANT_SECRET_PREFIX} "
+            "are reserved for grant Secrets; set spec.secretName"
+        )
     refresh_before = None
     if spec.get("refreshBefore"):
         try:

@@ -18,6 +18,7 @@ MICROSOFT_SERVICES = ("IMAP", "POP", "SMTP", "EWS")
 GOOGLE_SERVICES = ("Gmail",)
 SHARED_TENANTS = ("common", "organizations", "consumers")
 MICROSOFT_TOKEN_SUFFIX = "/oauth2/v2.0/token"
+GRANT_SECRET_PREFIX = "emailtoken-grant-"  # the operator's grant Secrets; never a consumer Secret's name
 
 
 @dataclass(frozen=True)
@@ -127,6 +128,11 @@ RULES: tuple[Rule, ...] = (
             or not _has(s, "tokenUrl")
             or str(s["tokenUrl"]).endswith(MICROSOFT_TOKEN_SUFFIX)
         ),
+    ),
+    Rule(
+        "secretName",
+        "secretName must not start with emailtoken-grant- (reserved for the operator's grant Secrets)",
+        lambda s: not _has(s, "secretName") or not str(s["secretName"]).startswith(GRANT_SECRET_PREFIX),
     ),
 )
 

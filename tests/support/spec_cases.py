@@ -44,6 +44,9 @@ MESSAGES = {
         "flow ClientCredentials needs a specific tenant (directory ID or domain), not common, "
         "organizations or consumers"
     ),
+    "reserved-secret-name": (
+        "secretName must not start with emailtoken-grant- (reserved for the operator's grant Secrets)"
+    ),
     "microsoft-token-url": (
         "for provider Microsoft, tokenUrl must end in /oauth2/v2.0/token (the authority is the part before it)"
     ),
@@ -206,6 +209,12 @@ CASES = [
         change(MS_AUTH_CODE, tokenUrl="https://login.example.com/tenant/oauth2/token"),
         ("microsoft-token-url",),
     ),
+    Case(
+        "secret-name-squats-a-grant",
+        change(MS_AUTH_CODE, secretName="emailtoken-grant-other"),
+        ("reserved-secret-name",),
+    ),
+    Case("secret-name-merely-similar", change(MS_AUTH_CODE, secretName="my-emailtoken-grant-x")),
     Case(
         "several-at-once",
         {"provider": "Google", "flow": "DeviceCode", "tenantId": TENANT},

@@ -291,3 +291,10 @@ def test_fingerprint_changes_with_what_shapes_the_token(change: dict[str, Any]) 
 def test_fingerprint_ignores_what_does_not_shape_the_token(change: dict[str, Any]) -> None:
     """Renaming the Secret or retuning the margin must not force a refresh."""
     assert parse_spec(ms(**change), "t").fingerprint() == parse_spec(ms(), "t").fingerprint()
+
+
+def test_a_token_named_like_a_grant_needs_its_own_secret_name() -> None:
+    """The default secretName is the token's name; a grant's name is never a consumer Secret."""
+    with pytest.raises(SpecError, match="reserved for grant Secrets"):
+        parse_spec(ms(), "emailtoken-grant-other")
+    assert parse_spec(ms(secretName="other-token"), "emailtoken-grant-other").secret_name == "other-token"
