@@ -37,12 +37,15 @@ class CallbackProcess:
         state_key_file: Path | None = None,
         extra_args: list[str] | None = None,
         name: str = "callback",
+        redirect_base_url: str | None = None,
     ) -> None:
+        """``redirect_base_url``: where the provider sends the browser back (default: this process's
+        public port; replicas behind one address share that address instead)."""
         self.public_port = free_port()
         self.admin_port = free_port()
         self.public_url = f"http://127.0.0.1:{self.public_port}"
         self.admin_url = f"http://127.0.0.1:{self.admin_port}"
-        self.redirect_uri = f"{self.public_url}/callback"
+        self.redirect_uri = f"{redirect_base_url or self.public_url}/callback"
         self.log_path = workdir / f"{name}.log"
         self.args = [
             sys.executable,
@@ -56,7 +59,7 @@ class CallbackProcess:
             "--admin-port",
             str(self.admin_port),
             "--redirect-base-url",
-            self.public_url,
+            redirect_base_url or self.public_url,
             "--admin-url",
             self.admin_url + "/",
             "-v",
