@@ -77,8 +77,9 @@ SCENARIOS: dict[str, dict[str, Any]] = {
         "watchNamespaces": ["mail"],
         "operator": {"peering": {"enabled": True, "name": "mail-tokens"}},
     },
-    "pdb": {"callback": {"replicaCount": 2, "pdb": {"enabled": True}, **STATE_KEY}},
+    "pdb": {"callback": {"replicaCount": 2, **STATE_KEY}},
     "pdbOneReplica": {"callback": {"pdb": {"enabled": True}}},
+    "pdbDisabled": {"callback": {"replicaCount": 2, "pdb": {"enabled": False}, **STATE_KEY}},
     "callbackDisabled": {"callback": {"enabled": False}},
     "hotStandby": {"operator": {"replicaCount": 2}},
     "noLeaderElection": {"operator": {"leaderElection": {"enabled": False}}},
@@ -522,6 +523,7 @@ def test_ingress_exposes_only_the_callback_path(chart: helm_python.Chart) -> Non
 
 
 def test_pdb_only_where_it_helps(chart: helm_python.Chart) -> None:
+    """Two callback replicas get a PodDisruptionBudget by default; one replica never (it would block drains)."""
     objects, _ = render(chart, SCENARIOS["pdb"])
     (pdb,) = of_kind(objects, "PodDisruptionBudget")
     assert component(pdb) == "callback"
@@ -530,7 +532,7 @@ def test_pdb_only_where_it_helps(chart: helm_python.Chart) -> None:
         pdb["spec"]["selector"]["matchLabels"]
         == one(objects, "Deployment", "callback")["spec"]["selector"]["matchLabels"]
     )
-    for name in ("pdbOneReplica", "defaults"):
+    for name in ("pdbOneReplica", "defaults", "pdbDisabled"):
         objects, _ = render(chart, SCENARIOS[name])
         assert not of_kind(objects, "PodDisruptionBudget")
 

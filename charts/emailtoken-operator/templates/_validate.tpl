@@ -14,7 +14,7 @@ callback Deployment, "emailtoken.validateOperator" by the operator Deployment.
 {{- fail "callback.redirectBaseUrl must start with https:// when callback.ingress.enabled is true: Microsoft and Google accept http:// redirect URIs only for localhost" }}
 {{- end }}
 {{- if and (gt (int .Values.callback.replicaCount) 1) (not .Values.callback.stateKeySecret.name) }}
-{{- fail "callback.replicaCount > 1 needs callback.stateKeySecret.name: every replica must verify the OAuth state signed by any other" }}
+{{- fail "callback.replicaCount > 1 needs callback.stateKeySecret.name: every replica must open the OAuth state sealed by any other" }}
 {{- end }}
 {{- if eq (int .Values.callback.publicPort) (int .Values.callback.adminPort) }}
 {{- fail "callback.publicPort and callback.adminPort must differ" }}
