@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 import trustme
 
+from emailtoken.endpoints import DEFAULT_ALLOWED_HOSTS
 from emailtoken.model import parse_spec
 from emailtoken.outcomes import ErrorKind, ProviderError
 from emailtoken.providers.base import ClientCredentials
@@ -272,3 +273,27 @@ def test_retry_after_is_bounded(provider: str, hostile: Hostile, ca_file: str) -
     exc = refresh(provider, hostile, "retryafter", ProviderSession(ca_bundle=ca_file, timeout=5))
     assert exc.kind is ErrorKind.TRANSIENT
     assert exc.retry_after == MAX_RETRY_AFTER
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_a_host_the_installer_did_not_allow_gets_nothing(provider: str, hostile: Hostile, ca_file: str) -> None:
+    """Only the host is compared: 127.0.0.1 is allowed, `localhost` (the same server) is not."""
+    before = len(hostile.bodies)
+    session = ProviderSession(ca_bundle=ca_file, timeout=5, allowed_hosts=("127.0.0.1", *DEFAULT_ALLOWED_HOSTS))
+    spec_for = microsoft if provider == "Microsoft" else google
+    spec = spec_for(hostile, "echo")
+    other = parse_spec({**spec.raw, "tokenUrl": spec.token_url.replace("127.0.0.1", "localhost")}, "box")
+    impl = MicrosoftProvider(session) if provider == "Microsoft" else GoogleProvider(session)
+    with pytest.raises(ProviderError) as info:
+        impl.refresh(other, ClientCredentials(client_secret=SECRET), REFRESH)
+    assert hostile.bodies[before:] == [], "a request left for a host that is not allowed"
+    assert (info.value.kind, info.value.reason) == (ErrorKind.BAD_CONFIG, "EndpointNotAllowed")
+    assert "'localhost' is not allowed" in info.value.message
+    with pytest.raises(ProviderError) as info:
+        impl.authorization_url(
+            other, redirect_uri="https://cb/callback", state="s", code_challenge="c", login_hint=None
+        )
+    assert info.value.reason == "EndpointNotAllowed"
+    assert impl.authorization_url(
+        spec, redirect_uri="https://cb/callback", state="s", code_challenge="c", login_hint=None
+    ).startswith(spec.authorization_url + "?")

@@ -23,7 +23,7 @@ from google.oauth2 import service_account
 from emailtoken.model import EmailTokenSpec
 from emailtoken.outcomes import ErrorKind, ProviderError, TokenSet
 from emailtoken.providers.base import ClientCredentials
-from emailtoken.providers.http import ProviderSession, UnsafeAnswer
+from emailtoken.providers.http import EndpointNotAllowed, ProviderSession, UnsafeAnswer
 from emailtoken.redact import redact
 from emailtoken.timefmt import utcnow
 
@@ -163,6 +163,10 @@ class GoogleProvider:
         }
         if login_hint:
             params["login_hint"] = login_hint
+        try:
+            self.session.check_allowed(spec.authorization_url)
+        except EndpointNotAllowed as exc:
+            raise _network_error(exc) from None
         return f"{spec.authorization_url}?{urllib.parse.urlencode(params)}"
 
     def exchange_code(
@@ -223,6 +227,8 @@ class GoogleProvider:
 
 
 def _network_error(exc: BaseException) -> ProviderError:
+    if isinstance(exc, EndpointNotAllowed):
+        return ProviderError(ErrorKind.BAD_CONFIG, str(exc), reason="EndpointNotAllowed")
     if isinstance(exc, UnsafeAnswer):
         return ProviderError(ErrorKind.TRANSIENT, f"the Google token endpoint's answer was refused: {exc}")
     what = "timed out" if isinstance(exc, requests.Timeout) else "could not be reached"

@@ -27,11 +27,14 @@ import socket
 import threading
 import time
 import urllib.request
+from collections.abc import Iterable
 from typing import Any
 
 import requests
 import requests.adapters
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+
+from emailtoken import endpoints
 
 DEFAULT_TIMEOUT = 20.0
 MAX_ANSWER_BYTES = 1 << 20  # OAuth answers are a few KiB; discovery documents under 10 KiB
@@ -40,6 +43,10 @@ MAX_RETRY_AFTER = 3600.0  # a provider may ask for a pause, not for a day
 
 class UnsafeAnswer(requests.RequestException):
     """The endpoint answered as no OAuth endpoint does; the message is ours and carries no body."""
+
+
+class EndpointNotAllowed(UnsafeAnswer):
+    """The URL's host is not on the installer's list: nothing was sent."""
 
 
 class _Watch:
@@ -150,8 +157,11 @@ class ProviderSession(requests.Session):
         timeout: float = DEFAULT_TIMEOUT,
         pool: int = 10,
         max_answer_bytes: int = MAX_ANSWER_BYTES,
+        allowed_hosts: Iterable[str] | None = None,
     ) -> None:
+        """``allowed_hosts`` None means any host (library use); the product always passes its list."""
         super().__init__()
+        self.allowed_hosts = tuple(allowed_hosts) if allowed_hosts is not None else None
         adapter = _WatchedAdapter(pool_connections=4, pool_maxsize=max(pool, 10))
         self.mount("https://", adapter)
         self.mount("http://", adapter)
@@ -168,6 +178,7 @@ class ProviderSession(requests.Session):
     def request(self, method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any) -> requests.Response:  # type: ignore[override]
         """Send once, within ``timeout`` seconds in all, and return a complete, bounded JSON answer."""
         self._local.retry_after = None
+        self.check_allowed(url.decode() if isinstance(url, bytes) else url)
         deadline = time.monotonic() + self.timeout
         timeout = kwargs.pop("timeout", None)
         kwargs["timeout"] = min(float(timeout), self.timeout) if isinstance(timeout, int | float) else self.timeout
@@ -228,6 +239,11 @@ class ProviderSession(requests.Session):
         except ValueError:
             kind = (response.headers.get("Content-Type") or "no content type").split(";")[0][:64]
             raise UnsafeAnswer(f"the endpoint answered HTTP {status} with {kind}, not JSON") from None
+
+    def check_allowed(self, url: str) -> None:
+        """Raise :class:`EndpointNotAllowed` for a URL the installer did not allow."""
+        if self.allowed_hosts is not None and not endpoints.allowed(url, self.allowed_hosts):
+            raise EndpointNotAllowed(endpoints.refusal(url))
 
     @property
     def last_retry_after(self) -> float | None:

@@ -21,7 +21,7 @@ from emailtoken import scopes as scopes_mod
 from emailtoken.model import EmailTokenSpec
 from emailtoken.outcomes import ErrorKind, ProviderError, TokenSet
 from emailtoken.providers.base import ClientCredentials, DeviceFlow
-from emailtoken.providers.http import ProviderSession, UnsafeAnswer
+from emailtoken.providers.http import EndpointNotAllowed, ProviderSession, UnsafeAnswer
 from emailtoken.redact import redact
 from emailtoken.timefmt import utcnow
 
@@ -160,6 +160,10 @@ class MicrosoftProvider:
         }
         if login_hint:
             params["login_hint"] = login_hint
+        try:
+            self.session.check_allowed(spec.authorization_url)
+        except EndpointNotAllowed as exc:
+            raise _network_error(exc, spec) from None
         return f"{spec.authorization_url}?{urllib.parse.urlencode(params)}"
 
     def exchange_code(
@@ -274,6 +278,8 @@ class MicrosoftProvider:
 
 
 def _network_error(exc: requests.RequestException, spec: EmailTokenSpec) -> ProviderError:
+    if isinstance(exc, EndpointNotAllowed):
+        return ProviderError(ErrorKind.BAD_CONFIG, str(exc), reason="EndpointNotAllowed")
     if isinstance(exc, UnsafeAnswer):
         return ProviderError(ErrorKind.TRANSIENT, f"the Microsoft endpoint's answer was refused: {exc}")
     what = "timed out" if isinstance(exc, requests.Timeout) else "could not be reached"
