@@ -282,7 +282,14 @@ def test_a_host_the_installer_did_not_allow_gets_nothing(provider: str, hostile:
     session = ProviderSession(ca_bundle=ca_file, timeout=5, allowed_hosts=("127.0.0.1", *DEFAULT_ALLOWED_HOSTS))
     spec_for = microsoft if provider == "Microsoft" else google
     spec = spec_for(hostile, "echo")
-    other = parse_spec({**spec.raw, "tokenUrl": spec.token_url.replace("127.0.0.1", "localhost")}, "box")
+    other = parse_spec(
+        {
+            **spec.raw,
+            "tokenUrl": spec.token_url.replace("127.0.0.1", "localhost"),
+            "authorizationUrl": f"https://localhost:{hostile.server_address[1]}/authorize",
+        },
+        "box",
+    )
     impl = MicrosoftProvider(session) if provider == "Microsoft" else GoogleProvider(session)
     with pytest.raises(ProviderError) as info:
         impl.refresh(other, ClientCredentials(client_secret=SECRET), REFRESH)
