@@ -6,7 +6,8 @@
 
 Sources -> generated files:
 
-- ``crds/*.yaml`` -> ``charts/emailtoken-operator/crds/`` (byte copies)
+- ``crds/*.yaml`` -> ``charts/emailtoken-operator/crds/`` and ``operator/emailtoken/crds/`` (byte copies;
+  the package's copy serves ``emailtoken validate``)
 - ``operator/emailtoken/rbac.py`` -> ``charts/emailtoken-operator/files/rbac.yaml``
   (the chart's RBAC templates render their rules from it)
 - the chart rendered offline with helm-python-sdk -> ``deploy/kustomize/base/``
@@ -34,6 +35,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 CHART_DIR = ROOT / "charts" / "emailtoken-operator"
 CRDS_DIR = ROOT / "crds"
+PACKAGE_CRDS_DIR = ROOT / "operator" / "emailtoken" / "crds"  # for `emailtoken validate`, which ships without the repo
 KUSTOMIZE_DIR = ROOT / "deploy" / "kustomize"
 RELEASE_NAME = "emailtoken-operator"
 NAMESPACE = "emailtoken-system"
@@ -231,6 +233,7 @@ def expected_files() -> dict[Path, str]:
     files: dict[Path, str] = {}
     for crd in sorted(CRDS_DIR.glob("*.yaml")):
         files[CHART_DIR / "crds" / crd.name] = crd.read_text(encoding="utf-8")
+        files[PACKAGE_CRDS_DIR / crd.name] = crd.read_text(encoding="utf-8")
     files[CHART_DIR / "files" / "rbac.yaml"] = rbac.render_chart_file()
     return files
 
@@ -270,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--check", action="store_true", help="only report stale files; exit 1 if any")
     args = parser.parse_args(argv)
 
-    chart_dirs = [CHART_DIR / "crds"]
+    chart_dirs = [CHART_DIR / "crds", PACKAGE_CRDS_DIR]
     sources = expected_files()
     if args.check:
         stale = _stale(sources) + _extra(sources, chart_dirs)

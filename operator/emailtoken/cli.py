@@ -16,7 +16,13 @@ from emailtoken.settings import OperatorConfig
 from emailtoken.timefmt import parse_duration
 
 #: Subcommands contributed by other modules: each has ``register(subparsers)``.
-_PLUGINS = ("emailtoken.demo", "emailtoken.checkmail", "emailtoken.callback.cli", "emailtoken.authorize")
+_PLUGINS = (
+    "emailtoken.demo",
+    "emailtoken.checkmail",
+    "emailtoken.callback.cli",
+    "emailtoken.authorize",
+    "emailtoken.validate",
+)
 
 
 def _namespace(value: str) -> str:

@@ -484,6 +484,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name")
     p = sub.add_parser("authorize", parents=[common], help="sign in from this machine (emailtoken authorize)")
     p.add_argument("name")
+    p = sub.add_parser("validate", help="check EmailToken manifests offline (emailtoken validate)")
+    p.add_argument("files", nargs="+", metavar="FILE")
+    p.add_argument("-q", "--quiet", action="store_true")
     return parser
 
 
@@ -500,6 +503,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(text, flush=True)
 
     try:
+        if args.command == "validate":
+            from emailtoken import validate  # no cluster needed, and no engine or OAuth libraries
+
+            return validate.run(args)
         if args.command == "authorize":
             return cmd_authorize(args, extra, out)
         cluster = Cluster(args.kubeconfig, args.context)

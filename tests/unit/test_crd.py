@@ -24,6 +24,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from emailtoken.validate import to_jsonschema
 from tests.support.spec_cases import (
     CASES,
     GOOGLE_AUTH_CODE,
@@ -87,41 +88,6 @@ def schema_at(root: Json, path: SchemaPath) -> Json:
     for step in path:
         node = {"[]": node.get("items"), "{}": node.get("additionalProperties")}.get(step) or node["properties"][step]
     return node
-
-
-def to_jsonschema(node: Json) -> Json:
-    """Translate a structural OpenAPI v3 schema into a JSON Schema (draft 4) for `jsonschema`.
-
-    x-kubernetes-* keys are dropped except where they change what is valid: list-type set
-    becomes uniqueItems, int-or-string an anyOf. Objects with properties reject unknown
-    fields, like `kubectl apply --validate=strict` (the API server would prune them silently).
-    """
-    out: Json = {}
-    for key, value in node.items():
-        if key.startswith("x-kubernetes-") or key == "nullable":
-            continue
-        if key == "properties":
-            out[key] = {name: to_jsonschema(child) for name, child in value.items()}
-        elif key == "items" and isinstance(value, dict):
-            out[key] = to_jsonschema(value)
-        elif key == "additionalProperties" and isinstance(value, dict):
-            out[key] = to_jsonschema(value)
-        else:
-            out[key] = copy.deepcopy(value)
-    if node.get("x-kubernetes-list-type") == "set":
-        out["uniqueItems"] = True
-    if node.get("x-kubernetes-int-or-string"):
-        out.pop("type", None)
-        out["anyOf"] = [{"type": "integer"}, {"type": "string"}]
-    if node.get("nullable") and "type" in out:
-        out["type"] = [out["type"], "null"]
-    if (
-        "properties" in node
-        and "additionalProperties" not in node
-        and not node.get("x-kubernetes-preserve-unknown-fields")
-    ):
-        out["additionalProperties"] = False
-    return out
 
 
 FORMATS = jsonschema.FormatChecker(formats=())
