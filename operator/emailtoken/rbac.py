@@ -35,6 +35,9 @@ Helm release Secrets included) into the operator. Serve few namespaces in produc
 
 Deliberately not granted (the code must not need them):
 
+- ``watch`` on ``emailtokens`` for the callback: its admin page lists the tokens at each
+  request and a sign-in reads the one it authorizes; nothing follows changes. A real API
+  server runs both components with exactly these rules (tests/cluster/test_chart_install.py).
 - ``patch``/``update`` on ``emailtokens``: the operator's kopf handlers are
   ``kopf.on.event`` only, so kopf adds no finalizer and no progress annotations; the
   operator writes nothing but ``status`` (through ``/status``). GitOps sees no drift.
@@ -165,9 +168,10 @@ PERMISSIONS: dict[Component, tuple[Permission, ...]] = {
         Permission(
             api_group=GROUP,
             resource=PLURAL,
-            verbs=("get", "list", "watch"),
+            verbs=("get", "list"),
             scope=Scope.NAMESPACED,
-            why="the admin page lists the tokens; /callback reads the token being authorized",
+            why="the admin page lists the tokens at each request (CallbackApi.list_tokens); starting a "
+            "sign-in and /callback read the token being authorized (KubernetesApi.get_token)",
         ),
         Permission(
             api_group="",
