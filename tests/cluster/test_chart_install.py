@@ -22,6 +22,7 @@ import json
 import os
 import re
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -149,6 +150,24 @@ def create_ca_configmap(admin: ApiClient, provider: DevProviderThread, namespace
 
 
 # --- running the containers ---------------------------------------------------------------
+@dataclass
+class Trail:
+    """What a test leaves: secrets that must never reach a log, and its tokens (deleted after it)."""
+
+    secrets: set[str] = field(default_factory=set)
+    tokens: list[tuple[str, str]] = field(default_factory=list)
+
+
+@pytest.fixture
+def trail(admin: ApiClient, make_namespace: Callable[[str], str]) -> Iterator[Trail]:
+    """Deletes the test's tokens before its namespaces go: the namespace controller takes ~10 s
+    to get to them, and a later all-namespaces operator would wait for that."""
+    made = Trail()
+    yield made
+    for namespace, name in made.tokens:
+        admin.delete("emailtokens", namespace, name)
+
+
 @pytest.fixture
 def run_container(cluster: ControlPlane, admin: ApiClient, tmp_path: Path) -> Iterator[Callable[..., ContainerProcess]]:
     """Start a rendered Deployment's container here, as its ServiceAccount; stopped after the test."""
@@ -186,19 +205,20 @@ def is_ready(admin: ApiClient, namespace: str, name: str) -> bool:
 
 
 def app_only_token_becomes_ready(
-    admin: ApiClient, provider: DevProviderThread, namespace: str, secrets_seen: set[str]
+    admin: ApiClient, provider: DevProviderThread, namespace: str, trail: Trail
 ) -> dict[str, str]:
     """An app-only token becomes Ready: consumer Secret written, status patched, Event posted."""
     client_id = f"app-{namespace}"
     mailbox = f"shared-{namespace}@contoso.com"
     secret = f"app-secret-{namespace}"
-    secrets_seen.add(secret)
+    trail.secrets.add(secret)
     provider.add_client(client_id, secret, mailboxes=[mailbox])
     admin.create_secret(namespace, "app-secret", {"client_secret": secret})
     admin.create("emailtokens", namespace, client_credentials(provider, "inbox", client_id=client_id, mailbox=mailbox))
+    trail.tokens.append((namespace, "inbox"))
     wait_for(lambda: is_ready(admin, namespace, "inbox"), 30, what=f"{namespace}/inbox Ready")
     data = admin.secret_data(namespace, "inbox") or {}
-    secrets_seen.add(data["access_token"])
+    trail.secrets.add(data["access_token"])
     assert provider.token_info(data["access_token"])["active"]
     assert data["username"] == mailbox
     status = (admin.get("emailtokens", namespace, "inbox") or {})["status"]
@@ -216,7 +236,7 @@ def sign_in_through_callback(
     provider: DevProviderThread,
     callback: ContainerProcess,
     namespace: str,
-    secrets_seen: set[str],
+    trail: Trail,
 ) -> None:
     """Press "Get Email Token" on the admin page, sign in at the provider, land on /callback: Ready."""
     local = callback.container
@@ -224,7 +244,7 @@ def sign_in_through_callback(
     client_id = f"web-{namespace}"
     mailbox = f"alice-{namespace}@contoso.com"
     secret = f"web-secret-{namespace}"
-    secrets_seen.add(secret)
+    trail.secrets.add(secret)
     provider.add_client(client_id, secret, redirect_uris=[redirect_uri])
     provider.add_user(mailbox)
     admin.create_secret(namespace, "web-secret", {"client_secret": secret})
@@ -240,6 +260,7 @@ def sign_in_through_callback(
             authorizationUrl=provider.microsoft_authorize_url(TENANT),
         ),
     )
+    trail.tokens.append((namespace, "alice"))
     # The operator (same chart, same redirectBaseUrl value) tells the admin where to register.
     status = wait_for(
         lambda: ((admin.get("emailtokens", namespace, "alice") or {}).get("status") or {}).get("redirectUri"),
@@ -253,7 +274,7 @@ def sign_in_through_callback(
     assert to_provider.startswith(provider.microsoft_authorize_url(TENANT))
     location = sign_in(to_provider, mailbox, verify=provider.ca_pem_path)
     assert location.startswith(redirect_uri + "?")
-    secrets_seen.add(redirect_params(location)["code"])
+    trail.secrets.add(redirect_params(location)["code"])
     landed = browser_get(location)
     assert landed.status_code == 200, landed.text[-1500:]
     assert f"{mailbox}</strong> is authorized for EmailToken <code>{namespace}/alice</code>" in landed.text
@@ -264,20 +285,20 @@ def sign_in_through_callback(
     wait_for(lambda: is_ready(admin, namespace, "alice"), 30, what=f"{namespace}/alice Ready")
     data = admin.secret_data(namespace, "alice") or {}
     assert provider.token_info(data["access_token"])["email"] == mailbox
-    secrets_seen.add(data["access_token"])
-    secrets_seen.add((admin.secret_data(namespace, "emailtoken-grant-alice") or {})["refresh_token"])
+    trail.secrets.add(data["access_token"])
+    trail.secrets.add((admin.secret_data(namespace, "emailtoken-grant-alice") or {})["refresh_token"])
 
 
 FORBIDDEN = re.compile(r"forbidden|HTTP 403", re.IGNORECASE)
 
 
-def assert_clean_logs(*processes: ContainerProcess, secrets_seen: set[str]) -> None:
+def assert_clean_logs(*processes: ContainerProcess, trail: Trail) -> None:
     """No process was refused by RBAC, and no secret it handled reached its log."""
     for process in processes:
         log = process.log
         refused = [line for line in log.splitlines() if FORBIDDEN.search(line)]
         assert not refused, f"{process.container.pod_name} was refused:\n" + "\n".join(refused[:10])
-        leaked = [s for s in secrets_seen if s and s in log]
+        leaked = [s for s in trail.secrets if s and s in log]
         assert not leaked, f"{process.container.pod_name} logged a secret"
 
 
@@ -287,19 +308,25 @@ def forbidden(cluster: ControlPlane, kubeconfig: Path, *args: str) -> bool:
     return result.returncode != 0 and "forbidden" in result.stderr.lower()
 
 
-def no_namespace_terminating(admin: ApiClient) -> None:
-    """Wait until earlier tests' namespaces are gone: an all-namespaces operator would meet their tokens."""
-    wait_for(
-        lambda: (
-            not [
-                ns["metadata"]["name"]
-                for ns in admin.http.get(f"{admin.url}/api/v1/namespaces", timeout=10).json()["items"]
-                if ns.get("status", {}).get("phase") == "Terminating"
-            ]
-        ),
-        60,
-        what="no namespace terminating",
-    )
+def no_token_in_a_terminating_namespace(admin: ApiClient) -> None:
+    """Wait until earlier tests' tokens are gone with their namespaces.
+
+    An operator with ``--all-namespaces`` serves every token of the cluster, and this
+    control plane is shared by the whole session: a token of a namespace being deleted
+    would make it write Secrets where the API server forbids new content.
+    """
+
+    def leftovers() -> list[str]:
+        namespaces = admin.http.get(f"{admin.url}/api/v1/namespaces", timeout=10).json()["items"]
+        terminating = {n["metadata"]["name"] for n in namespaces if n.get("status", {}).get("phase") == "Terminating"}
+        tokens = admin.http.get(f"{admin.url}/apis/emailtoken.io/v1alpha1/emailtokens", timeout=10).json()["items"]
+        return [
+            f"{t['metadata']['namespace']}/{t['metadata']['name']}"
+            for t in tokens
+            if t["metadata"]["namespace"] in terminating
+        ]
+
+    wait_for(lambda: not leftovers(), 60, what="no EmailToken in a terminating namespace")
 
 
 # --- the chart ----------------------------------------------------------------------------
@@ -350,6 +377,7 @@ def test_chart_all_namespaces_operator_and_callback_do_their_jobs_as_their_servi
     make_namespace: Callable[[str], str],
     cluster_scoped: list[Obj],
     run_container: Callable[..., ContainerProcess],
+    trail: Trail,
 ) -> None:
     release_ns = make_namespace("rel")
     tokens_ns = make_namespace("mail")
@@ -365,17 +393,16 @@ def test_chart_all_namespaces_operator_and_callback_do_their_jobs_as_their_servi
     apply(cluster, objects)
     assert "--all-namespaces" in deployment(objects, "operator")["spec"]["template"]["spec"]["containers"][0]["args"]
 
-    seen: set[str] = set()
-    no_namespace_terminating(admin)
+    no_token_in_a_terminating_namespace(admin)
     operator = start_operator(run_container, objects)
     callback = run_container(deployment(objects, "callback"), ports={8080: public})
     callback.wait_log("callback service ready", timeout=30)
 
-    app_only_token_becomes_ready(admin, provider, tokens_ns, seen)
+    app_only_token_becomes_ready(admin, provider, tokens_ns, trail)
     holder = lease_holder(admin, release_ns, f"{release}-emailtoken-operator")
     assert holder.startswith(operator.container.pod_name)
-    sign_in_through_callback(admin, provider, callback, tokens_ns, seen)
-    assert_clean_logs(operator, callback, secrets_seen=seen)
+    sign_in_through_callback(admin, provider, callback, tokens_ns, trail)
+    assert_clean_logs(operator, callback, trail=trail)
 
 
 def test_chart_watching_namespaces_grants_and_needs_only_those(
@@ -386,6 +413,7 @@ def test_chart_watching_namespaces_grants_and_needs_only_those(
     make_namespace: Callable[[str], str],
     cluster_scoped: list[Obj],
     run_container: Callable[..., ContainerProcess],
+    trail: Trail,
 ) -> None:
     release_ns = make_namespace("rel")
     watched = [make_namespace("mail"), make_namespace("billing")]
@@ -411,16 +439,15 @@ def test_chart_watching_namespaces_grants_and_needs_only_those(
     assert {o["metadata"]["namespace"] for o in of_kind(live, "RoleBinding")} == {*watched, release_ns}
     assert of_kind(live, "NetworkPolicy")
 
-    seen: set[str] = set()
     operator = start_operator(run_container, objects)
     callback = run_container(deployment(objects, "callback"), ports={8080: public})
     callback.wait_log("callback service ready", timeout=30)
     assert "state key: file" in callback.log  # the Secret volume reached the process
 
-    app_only_token_becomes_ready(admin, provider, watched[0], seen)
+    app_only_token_becomes_ready(admin, provider, watched[0], trail)
     assert lease_holder(admin, release_ns, f"{release}-emailtoken-operator").startswith(operator.container.pod_name)
-    sign_in_through_callback(admin, provider, callback, watched[1], seen)
-    assert_clean_logs(operator, callback, secrets_seen=seen)
+    sign_in_through_callback(admin, provider, callback, watched[1], trail)
+    assert_clean_logs(operator, callback, trail=trail)
 
     # Least privilege, as the server judges it: nothing outside the watched namespaces,
     # and in its own namespace the operator may touch its Lease but no Secret.
@@ -493,6 +520,7 @@ def test_kustomize_base_and_overlays_apply_and_their_operator_does_its_job(
     make_namespace: Callable[[str], str],
     kustomize_cleanup: tuple[list[Obj], list[str]],
     run_container: Callable[..., ContainerProcess],
+    trail: Trail,
     tmp_path: Path,
 ) -> None:
     applied, made_namespaces = kustomize_cleanup
@@ -508,13 +536,12 @@ def test_kustomize_base_and_overlays_apply_and_their_operator_does_its_job(
     apply(cluster, runnable)
     lease = deployment(runnable, "operator")["metadata"]["name"]
 
-    seen: set[str] = set()
     tokens_ns = make_namespace("mail")
-    no_namespace_terminating(admin)
+    no_token_in_a_terminating_namespace(admin)
     operator = start_operator(run_container, runnable)
-    app_only_token_becomes_ready(admin, provider, tokens_ns, seen)
+    app_only_token_becomes_ready(admin, provider, tokens_ns, trail)
     assert lease_holder(admin, release_ns, lease).startswith(operator.container.pod_name)
-    assert_clean_logs(operator, secrets_seen=seen)
+    assert_clean_logs(operator, trail=trail)
     operator.stop()  # releases the Lease: the next operator takes it at once
 
     overlays = sorted(p for p in (KUSTOMIZE_DIR / "overlays").iterdir() if p.is_dir())
@@ -543,9 +570,9 @@ def test_kustomize_base_and_overlays_apply_and_their_operator_does_its_job(
 
         operator = start_operator(run_container, runnable)
         for namespace in watched or [make_namespace("mail")]:
-            app_only_token_becomes_ready(admin, provider, namespace, seen)
+            app_only_token_becomes_ready(admin, provider, namespace, trail)
         assert lease_holder(admin, release_ns, lease).startswith(operator.container.pod_name)
-        assert_clean_logs(operator, secrets_seen=seen)
+        assert_clean_logs(operator, trail=trail)
         if watched:  # the ClusterRole is gone: the same ServiceAccount now reaches only its namespaces
             assert forbidden(cluster, Path(operator.env["KUBECONFIG"]), "get", "secrets", "-n", tokens_ns)
         operator.stop()
