@@ -9,12 +9,14 @@ is what lets RBAC stay least-privilege. Optimistic concurrency uses
 from __future__ import annotations
 
 import asyncio
+import copy
 import json
 import os
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
 
 import kubernetes
+import urllib3
 from kubernetes.client.exceptions import ApiException
 
 from emailtoken import GROUP, PLURAL, VERSION
@@ -28,6 +30,7 @@ class KubeError(Exception):
     def __init__(self, status: int, message: str) -> None:
         super().__init__(f"HTTP {status}: {message}")
         self.status = status
+        self.message = message  # the API server's own words (e.g. which verb and resource RBAC refused)
 
 
 class Conflict(KubeError):
@@ -36,6 +39,19 @@ class Conflict(KubeError):
 
 class NotFound(KubeError):
     """404: no such object."""
+
+
+class Unreachable(KubeError):
+    """No HTTP answer at all (refused, reset, timed out, TLS failure): ``status`` is 0.
+
+    A KubeError like any other, so callers that already treat API errors as transient
+    (retry later, keep state) do the same during an outage instead of crashing on a
+    urllib3 exception they never heard of.
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(0, message)
+        self.args = (f"API server unreachable: {message}",)
 
 
 class KubeApi(Protocol):
@@ -66,6 +82,8 @@ def load_config() -> None:
 
 
 def _raise(exc: ApiException) -> None:
+    if not exc.status:  # the client's own wrapping of a TLS failure: no answer from the server
+        raise Unreachable(_first_line(str(exc.reason or "TLS error"))) from None
     reason = ""
     try:
         reason = json.loads(exc.body or "{}").get("message", "")
@@ -78,6 +96,16 @@ def _raise(exc: ApiException) -> None:
     raise KubeError(exc.status or 0, reason or str(exc.reason)) from None
 
 
+def _first_line(text: str) -> str:
+    return text.strip().splitlines()[0][:300] if text.strip() else ""
+
+
+def unreachable(exc: BaseException) -> Unreachable:
+    """A transport failure as :class:`Unreachable`, named by its cause (host, port, errno; never headers)."""
+    cause = exc.reason if isinstance(exc, urllib3.exceptions.MaxRetryError) and exc.reason is not None else exc
+    return Unreachable(_first_line(str(cause)) or type(cause).__name__)
+
+
 def _json(response: Any) -> dict[str, Any]:
     data = response.data if hasattr(response, "data") else response
     return json.loads(data) if data else {}
@@ -86,13 +114,30 @@ def _json(response: Any) -> dict[str, Any]:
 class KubernetesApi:
     """:class:`KubeApi` over the official client (blocking calls in threads)."""
 
-    def __init__(self, api_client: kubernetes.client.ApiClient | None = None, *, threads: int = 16) -> None:
+    def __init__(
+        self,
+        api_client: kubernetes.client.ApiClient | None = None,
+        *,
+        threads: int = 16,
+        request_timeout: float | None = None,
+        configuration: kubernetes.client.Configuration | None = None,
+    ) -> None:
+        """``request_timeout`` bounds each call of this instance (connect and read) and turns
+        off urllib3's own retries: for callers on a deadline (the leader elector), a hung call
+        is worth less than the next attempt. ``configuration``: where to connect (default: the
+        loaded kubeconfig or in-cluster config); ignored when ``api_client`` is given."""
+        self._timeout = request_timeout
         if api_client is None:
             # One pooled connection per thread: the client's default pool (5 per CPU) is smaller
             # than the thread pool on small nodes, and every call beyond it opened and then
             # discarded a connection (a TLS handshake each against a real API server).
-            configuration = kubernetes.client.Configuration.get_default_copy()
+            if configuration is None:
+                configuration = kubernetes.client.Configuration.get_default_copy()
+            else:
+                configuration = copy.deepcopy(configuration)
             configuration.connection_pool_maxsize = max(configuration.connection_pool_maxsize or 0, threads)
+            if request_timeout is not None:
+                configuration.retries = 0
             api_client = kubernetes.client.ApiClient(configuration)
         self.client = api_client
         self.core = kubernetes.client.CoreV1Api(self.client)
@@ -103,12 +148,19 @@ class KubernetesApi:
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="emailtoken-kube")
 
     async def _run(self, fn: Any, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        if self._timeout is not None:
+            kwargs.setdefault("_request_timeout", self._timeout)
+
         def call() -> dict[str, Any]:
             try:
                 return _json(fn(*args, _preload_content=False, **kwargs))
             except ApiException as exc:
                 _raise(exc)
                 raise
+            except (urllib3.exceptions.HTTPError, OSError) as exc:
+                # Refused, reset, timed out: the client lets urllib3's exceptions through
+                # (reading the body too may raise them). Callers handle KubeError.
+                raise unreachable(exc) from None
 
         return await asyncio.get_running_loop().run_in_executor(self._pool, call)
 

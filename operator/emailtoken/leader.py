@@ -3,8 +3,14 @@
 Only the holder of the Lease runs the operator; the others wait. Every write to the
 Lease carries the resourceVersion it read, so two candidates racing for an expired Lease
 cannot both win (the API server answers 409 to the slower one). A leader that cannot
-renew before its lease runs out stops itself at once instead of writing as a stale
-leader; its replacement waits out the full lease duration before taking over.
+renew within the renew deadline stops acting (:meth:`LeaderElector.fresh`) before anyone
+may take over, but keeps its process and state and goes on trying: when the API answers
+again and the Lease is still its own, it renews and acts again; if someone else holds it,
+it stops. A control-plane outage therefore pauses the operator instead of killing it.
+
+Failures are named for what they are: a missing permission (the API server's message says
+which verb on which resource), a rejected credential, a missing namespace, an unreachable
+API server; never "the lease is held" when it is not.
 """
 
 from __future__ import annotations
@@ -19,11 +25,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
-from emailtoken.kube import Conflict, KubeError, NotFound
+from emailtoken.kube import Conflict, KubeError, NotFound, Unreachable
 from emailtoken.timefmt import utcnow
 
 log = logging.getLogger(__name__)
 MICRO = "%Y-%m-%dT%H:%M:%S.%fZ"
+#: A problem that does not change is logged again this often (a single line scrolls away).
+REMIND_EVERY = 300.0
 
 
 class LeaseApi(Protocol):
@@ -94,18 +102,71 @@ def lease_body(config: LeaseConfig, previous: dict[str, Any] | None, now: dateti
     return body
 
 
-class LeaderElector:
-    """Acquire, then keep, the Lease; ``lost`` is set when leadership cannot be kept."""
+@dataclass(frozen=True)
+class LeaseProblem:
+    """Why the last attempt on the Lease failed, in words an administrator can act on.
 
-    def __init__(self, api: LeaseApi, config: LeaseConfig, *, clock: Callable[[], datetime] = utcnow) -> None:
+    ``blocking`` problems (a missing permission, a rejected credential, a missing namespace)
+    do not go away by waiting; an unreachable or failing API server usually does.
+    """
+
+    reason: str  # Forbidden, Unauthorized, NotFound, Unreachable, ServerError, Error
+    status: int
+    message: str
+
+    @property
+    def blocking(self) -> bool:
+        return self.reason in ("Forbidden", "Unauthorized", "NotFound")
+
+    def __str__(self) -> str:
+        if self.reason == "Unreachable":
+            return f"API server unreachable: {self.message}"
+        return f"HTTP {self.status} {self.reason}: {self.message}"
+
+
+def problem_of(exc: BaseException) -> LeaseProblem:
+    """Classify a failed Lease call; the API server's message (verb, resource, namespace) is kept."""
+    if isinstance(exc, Unreachable):
+        return LeaseProblem("Unreachable", 0, exc.message)
+    if isinstance(exc, KubeError):
+        reason = {401: "Unauthorized", 403: "Forbidden", 404: "NotFound"}.get(exc.status)
+        if reason is None:
+            reason = "ServerError" if exc.status >= 500 or exc.status == 429 else "Error"
+        return LeaseProblem(reason, exc.status, exc.message or "no message")
+    # Not from our API layer: name the type only, a library's message may quote a request.
+    return LeaseProblem("Error", 0, f"unexpected {type(exc).__name__}")
+
+
+class LeaderElector:
+    """Acquire, then keep, the Lease; ``lost`` is set when another candidate has taken it.
+
+    ``on_problem`` is called with the current :class:`LeaseProblem` (None once cleared)
+    whenever it changes, for the health endpoints.
+    """
+
+    def __init__(
+        self,
+        api: LeaseApi,
+        config: LeaseConfig,
+        *,
+        clock: Callable[[], datetime] = utcnow,
+        on_problem: Callable[[LeaseProblem | None], None] | None = None,
+    ) -> None:
         self.api = api
         self.config = config
         self.clock = clock
+        self.on_problem = on_problem
         self.lost = asyncio.Event()
         self.holder = ""
+        self.problem: LeaseProblem | None = None
         self._seen: tuple[str, str, str] | None = None
         self._seen_at = 0.0
         self._renewed_at: float | None = None  # loop time at which the last successful renewal started
+        self._logged_at = 0.0
+
+    @property
+    def where(self) -> str:
+        return f"{self.config.namespace}/{self.config.name}"
 
     def _unchanged_for(self, lease: dict[str, Any] | None) -> float:
         loop = asyncio.get_running_loop()
@@ -123,66 +184,113 @@ class LeaderElector:
 
         True only within the renew deadline of the start of the last successful renewal: a
         candidate takes over after a full lease duration of silence, counted from when it saw
-        that renewal, so a leader that stalled (a long pause, a frozen node, a slow API) stops
-        spending refresh tokens before anyone else may start. The keeper notices the loss on
-        its next attempt; this check covers the moments before it does.
+        that renewal, so a leader that stalled (a long pause, a frozen node, a slow or absent
+        API) stops spending refresh tokens before anyone else may start. It acts again only
+        after a renewal succeeds.
         """
         if self._renewed_at is None:
             return False
         return asyncio.get_running_loop().time() - self._renewed_at < self.config.renew_deadline
 
+    def _note(self, problem: LeaseProblem | None) -> None:
+        """Log a problem when it starts, changes or persists (every REMIND_EVERY s), and when it ends."""
+        now = asyncio.get_running_loop().time()
+        changed = problem != self.problem
+        if problem is None:
+            if changed and self.problem is not None:
+                log.info("lease %s: the API server answers again (was: %s)", self.where, self.problem.reason)
+        elif changed or now - self._logged_at >= REMIND_EVERY:
+            self._logged_at = now
+            level = logging.ERROR if problem.blocking else logging.WARNING
+            log.log(level, "lease %s: %s", self.where, problem)
+        self.problem = problem
+        if changed and self.on_problem is not None:
+            self.on_problem(problem)
+
     async def try_acquire(self) -> bool:
-        """One attempt to take or renew the Lease; False when someone else holds it or we lost a race."""
+        """One attempt to take or renew the Lease.
+
+        False when someone else holds it, when we lost a race for it, or when the attempt
+        failed (then :attr:`problem` says why). Never raises for API or network failures.
+        """
         now = self.clock()
         started = asyncio.get_running_loop().time()
         try:
             lease = await self.api.get_lease(self.config.namespace, self.config.name)
+        except Exception as exc:
+            # Silence counts only while we can see the Lease: after an outage the standby starts
+            # counting again, so the leader (which could not renew either) gets to renew first.
+            self._seen = None
+            self._note(problem_of(exc))
+            return False
+        try:
             self.holder = holder_of(lease)
             if not lease_is_free(lease, self.config.identity, self._unchanged_for(lease)):
+                self._note(None)
                 return False
             body = lease_body(self.config, lease, now)
             if lease is None:
                 await self.api.create_lease(self.config.namespace, body)
             else:
                 await self.api.patch_lease(self.config.namespace, self.config.name, body)
-            self.holder = self.config.identity
-            self._renewed_at = started
-            return True
-        except (Conflict, NotFound):
+        except Conflict:
+            self._note(None)  # another candidate wrote first: a race, not a problem
             return False
-        except KubeError as exc:
-            log.warning("lease %s/%s: API error %s", self.config.namespace, self.config.name, exc.status)
+        except NotFound as exc:
+            if lease is not None:
+                self._note(None)  # deleted between our read and our write: try again
+                return False
+            self._note(problem_of(exc))  # create answered 404: the namespace (or the API group) is missing
             return False
+        except Exception as exc:
+            self._note(problem_of(exc))
+            return False
+        self._note(None)
+        self.holder = self.config.identity
+        self._renewed_at = started
+        return True
 
     async def acquire(self) -> None:
-        """Wait until this process is the leader."""
-        announced = False
+        """Wait until this process is the leader (through API outages and missing permissions, which are logged)."""
+        waiting_for = ""
         while not await self.try_acquire():
-            if not announced:
-                log.info("waiting for leadership (lease %s/%s is held)", self.config.namespace, self.config.name)
-                announced = True
+            if self.problem is None and self.holder and self.holder != waiting_for:
+                log.info("waiting for leadership (lease %s is held by %s)", self.where, self.holder)
+                waiting_for = self.holder
             await asyncio.sleep(self.config.retry_period)
-        log.info(
-            "acquired leadership (lease %s/%s as %s)", self.config.namespace, self.config.name, self.config.identity
-        )
+        log.info("acquired leadership (lease %s as %s)", self.where, self.config.identity)
 
     async def keep(self) -> None:
-        """Renew until a renewal fails for longer than the renew deadline; then set ``lost`` and return."""
+        """Renew until another candidate holds the Lease; then set ``lost`` and return.
+
+        A renewal that keeps failing (API server or etcd down, credentials or permission
+        gone) does not end the process: past the renew deadline :meth:`fresh` is False and
+        nothing acts; renewing goes on every retry period, and the first one that succeeds
+        (the Lease still ours) resumes leadership.
+        """
         loop = asyncio.get_running_loop()
         last_ok = loop.time()
+        suspended = False
         renew_every = max(self.config.retry_period, self.config.lease_duration / 3)
         while True:
             await asyncio.sleep(renew_every if loop.time() - last_ok < renew_every else self.config.retry_period)
             if await self.try_acquire():
+                if suspended:
+                    log.warning("renewed lease %s after %.1fs without; acting again", self.where, loop.time() - last_ok)
+                    suspended = False
                 last_ok = loop.time()
             elif self.holder and self.holder != self.config.identity:
-                log.error("lease %s/%s was taken by %s; stopping", self.config.namespace, self.config.name, self.holder)
+                log.error("lease %s was taken by %s; stopping", self.where, self.holder)
                 self.lost.set()
                 return
-            elif loop.time() - last_ok > self.config.renew_deadline:
-                log.error("lost leadership of lease %s/%s; stopping", self.config.namespace, self.config.name)
-                self.lost.set()
-                return
+            elif not suspended and not self.fresh():
+                suspended = True
+                log.error(
+                    "could not renew lease %s for %.1fs (%s); not acting until it is renewed",
+                    self.where,
+                    loop.time() - last_ok,
+                    self.problem or "no answer",
+                )
 
     async def release(self) -> None:
         """Give the Lease up on a clean shutdown so a successor need not wait for it to expire."""
@@ -193,8 +301,7 @@ class LeaderElector:
             body = lease_body(self.config, lease, self.clock())
             body["spec"]["holderIdentity"] = ""
             await self.api.patch_lease(self.config.namespace, self.config.name, body)
-            log.info("released lease %s/%s", self.config.namespace, self.config.name)
-        except KubeError as exc:
-            log.warning(
-                "could not release lease %s/%s: API error %s", self.config.namespace, self.config.name, exc.status
-            )
+            log.info("released lease %s", self.where)
+        except Exception as exc:
+            # Shutting down anyway: the Lease then expires after its duration.
+            log.warning("could not release lease %s: %s", self.where, problem_of(exc))

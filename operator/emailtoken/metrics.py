@@ -8,7 +8,9 @@ global default, so tests and embedders can run several without name clashes).
 ``/metrics``  the registry in the Prometheus text format
 ``/healthz``  liveness: 200 while the asyncio loop keeps beating (see :class:`Health`)
 ``/readyz``   readiness: 200 once the process is a standby candidate or the running
-              leader, 503 while starting or stopping
+              leader, 503 while starting or stopping, or while a problem that waiting
+              will not fix (a missing Lease permission) blocks it; the body names the
+              phase and any problem (e.g. which verb on which resource was forbidden)
 
 The server starts before leader election, so a hot-standby replica (which never starts
 kopf, and therefore has no kopf ``/healthz`` on ``--health-port``) still passes its
@@ -114,6 +116,10 @@ class Health:
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self.phase = STARTING
         self.last_beat: float | None = None
+        #: What keeps the process from its job right now, in the API server's words (set by the
+        #: runner from the leader elector); ``blocked`` when waiting will not fix it.
+        self.problem = ""
+        self.blocked = False
         self._clock = clock
 
     def beat(self) -> None:
@@ -132,7 +138,11 @@ class Health:
 
     def ready(self) -> bool:
         """Readiness: standing by or running, with a live loop."""
-        return self.phase in (STANDBY, RUNNING) and self.last_beat is not None and self.alive()
+        return self.phase in (STANDBY, RUNNING) and not self.blocked and self.last_beat is not None and self.alive()
+
+    def describe(self) -> str:
+        """The phase, and the problem if there is one (the /readyz body)."""
+        return f"{self.phase}: {self.problem}" if self.problem else self.phase
 
 
 class MetricsObserver:
@@ -300,7 +310,7 @@ def wsgi_app(obs: MetricsObserver) -> Callable[[dict[str, Any], Callable[..., An
             return _plain(start_response, ok, "ok" if ok else "event loop stalled")
         if path == "/readyz":
             ok = obs.health.ready()
-            return _plain(start_response, ok, obs.health.phase)
+            return _plain(start_response, ok, obs.health.describe())
         if path == "/metrics":
             result: Iterable[bytes] = metrics_app(environ, start_response)
             return result

@@ -90,19 +90,29 @@ async def _elect_and_run(config: OperatorConfig, health: Health) -> int:
         await kopf.operator(**operator_kwargs(config))
         return 0
     from emailtoken.kube import KubernetesApi, load_config
-    from emailtoken.leader import LeaderElector, LeaseConfig, default_identity
+    from emailtoken.leader import LeaderElector, LeaseConfig, LeaseProblem, default_identity
 
     load_config()
+    lease = LeaseConfig(
+        namespace=config.lease_namespace,
+        name=config.lease_name,
+        identity=default_identity(),
+        lease_duration=config.lease_duration,
+        renew_deadline=config.lease_duration * 2 / 3,
+        retry_period=max(0.5, config.lease_duration / 7.5),
+    )
+
+    def show(problem: LeaseProblem | None) -> None:
+        # /readyz names the problem; one that waiting will not fix (RBAC) also fails readiness.
+        health.problem = f"lease {lease.namespace}/{lease.name}: {problem}" if problem else ""
+        health.blocked = problem is not None and problem.blocking
+
     elector = LeaderElector(
-        KubernetesApi(),
-        LeaseConfig(
-            namespace=config.lease_namespace,
-            name=config.lease_name,
-            identity=default_identity(),
-            lease_duration=config.lease_duration,
-            renew_deadline=config.lease_duration * 2 / 3,
-            retry_period=max(0.5, config.lease_duration / 7.5),
-        ),
+        # Its own client: a renewal never queues behind the engine's calls, and each call is
+        # bounded so that a hung API server costs one attempt, not the renew deadline.
+        KubernetesApi(threads=2, request_timeout=lease.renew_deadline / 2),
+        lease,
+        on_problem=show,
     )
     health.phase = STANDBY  # ready as a hot standby: a rolling update may proceed
     await elector.acquire()
@@ -110,14 +120,19 @@ async def _elect_and_run(config: OperatorConfig, health: Health) -> int:
     stop_flag: asyncio.Event = asyncio.Event()
     keeper = asyncio.create_task(elector.keep(), name="lease-keeper")
     # The engine checks elector.fresh before every provider call: a stalled leader stops spending
-    # refresh tokens before its Lease can pass to another replica (see LeaderElector.fresh).
+    # refresh tokens before its Lease can pass to another replica (see LeaderElector.fresh). An
+    # API outage only pauses it: kopf, the engine and their state stay, and keep() renews when
+    # the API answers again; only a Lease taken by someone else ends the process.
     # stop_flag in the memo: the cleanup handler sets it when kopf stops on its own (SIGTERM), or
     # kopf waits 5 s for its task watching an unset flag before it gives up on it.
     kwargs = operator_kwargs(config, memo={"may_act": elector.fresh, "stop_flag": stop_flag})
     operator = asyncio.create_task(kopf.operator(**kwargs, stop_flag=stop_flag), name="kopf")
-    await asyncio.wait({keeper, operator}, return_when=asyncio.FIRST_COMPLETED)
-    if elector.lost.is_set():
-        # Stop writing before anyone else may take over (renew deadline < lease duration).
+    done, _ = await asyncio.wait({keeper, operator}, return_when=asyncio.FIRST_COMPLETED)
+    if keeper in done:
+        # Another replica holds the Lease (or, a bug, the keeper failed): nothing may act any more;
+        # stop kopf and exit, and the restarted pod stands by.
+        if not elector.lost.is_set() and keeper.exception() is not None:
+            logging.getLogger("emailtoken").error("lease keeper failed", exc_info=keeper.exception())
         stop_flag.set()
         with contextlib.suppress(TimeoutError, asyncio.CancelledError):
             await asyncio.wait_for(operator, timeout=config.lease_duration / 5)

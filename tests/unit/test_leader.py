@@ -9,14 +9,17 @@ tokens, and a stale grant writer losing its compare-and-swap.
 from __future__ import annotations
 
 import asyncio
+import logging
+import socket
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import kubernetes
 import pytest
 
 from emailtoken.engine import Engine, EngineConfig
-from emailtoken.kube import Conflict
-from emailtoken.leader import LeaderElector, LeaseConfig, holder_of
+from emailtoken.kube import Conflict, KubeError, KubernetesApi, NotFound, Unreachable
+from emailtoken.leader import LeaderElector, LeaseConfig, LeaseProblem, holder_of
 from emailtoken.model import TokenRef
 from emailtoken.outcomes import TokenSet
 from emailtoken.providers.base import ClientCredentials
@@ -143,18 +146,194 @@ async def test_fresh_needs_a_renewal_within_the_renew_deadline() -> None:
     assert a.fresh()
 
 
-async def test_a_leader_that_cannot_reach_the_api_stops_within_the_renew_deadline() -> None:
+class FlakyApi(InMemoryApi):
+    """Lets a test take the API away (every Lease call fails with ``error``) and give it back."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.error: BaseException | None = None
+        self.create_error: BaseException | None = None
+
+    async def get_lease(self, namespace: str, name: str) -> dict[str, Any] | None:
+        if self.error is not None:
+            raise self.error
+        return await super().get_lease(namespace, name)
+
+    async def create_lease(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
+        if self.error is not None or self.create_error is not None:
+            raise self.error or self.create_error  # type: ignore[misc]
+        return await super().create_lease(namespace, body)
+
+    async def patch_lease(self, namespace: str, name: str, body: dict[str, Any]) -> dict[str, Any]:
+        if self.error is not None:
+            raise self.error
+        return await super().patch_lease(namespace, name, body)
+
+
+class Partition:
+    """One candidate's view of a shared API; ``cut`` makes every call of this view fail (a network partition)."""
+
+    def __init__(self, api: InMemoryApi) -> None:
+        self.api = api
+        self.cut = False
+
+    def _check(self) -> None:
+        if self.cut:
+            raise REFUSED
+
+    async def get_lease(self, namespace: str, name: str) -> dict[str, Any] | None:
+        self._check()
+        return await self.api.get_lease(namespace, name)
+
+    async def create_lease(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
+        self._check()
+        return await self.api.create_lease(namespace, body)
+
+    async def patch_lease(self, namespace: str, name: str, body: dict[str, Any]) -> dict[str, Any]:
+        self._check()
+        return await self.api.patch_lease(namespace, name, body)
+
+
+REFUSED = Unreachable("HTTPSConnection(host='127.0.0.1', port=6443): Failed to establish a new connection")
+FORBIDDEN = KubeError(
+    403,
+    'leases.coordination.k8s.io "emailtoken-operator" is forbidden: User "system:serviceaccount:ops:op" '
+    'cannot get resource "leases" in API group "coordination.k8s.io" in the namespace "ops"',
+)
+
+
+async def test_an_api_outage_pauses_the_leader_and_it_resumes_without_losing_the_lease() -> None:
+    """API gone for 40 s (longer than the lease): the leader stops acting at the renew deadline,
+    keeps trying without raising, and renews (still the holder) as soon as the API answers."""
+    api = FlakyApi()
+    problems: list[LeaseProblem | None] = []
+    a = LeaderElector(api, config("a"), clock=lambda: T0, on_problem=problems.append)
+    assert await a.try_acquire()
+    keeper = asyncio.create_task(a.keep())
+    api.error = REFUSED
+    loop = asyncio.get_running_loop()
+    went_down = loop.time()
+    while a.fresh():
+        await asyncio.sleep(0.1)
+    assert loop.time() - went_down <= 10, "stops acting within the renew deadline of the last renewal"
+    await asyncio.sleep(40)
+    assert not keeper.done() and not a.lost.is_set() and not a.fresh()
+    assert a.problem is not None and a.problem.reason == "Unreachable" and not a.problem.blocking
+    assert problems == [a.problem], "reported once, not once per attempt"
+
+    api.error = None
+    came_back = loop.time()
+    while not a.fresh():
+        await asyncio.sleep(0.1)
+    assert loop.time() - came_back <= 2.1, "the next retry (every retry period) renews"
+    assert holder_of(lease(api)) == "a" and lease(api)["spec"]["leaseTransitions"] == 0
+    assert a.problem is None and problems[-1] is None
+    keeper.cancel()
+
+
+async def test_after_an_outage_the_standby_counts_silence_afresh() -> None:
+    """The standby saw nothing during the outage, so it cannot know the leader was silent: it
+    waits a full lease from its first answer, and the leader, which renews first, stays leader."""
+    api = FlakyApi()
+    a, b = elector(api, "a"), elector(api, "b")
+    assert await a.try_acquire()
+    assert not await b.try_acquire()
+    api.error = REFUSED
+    await asyncio.sleep(30)
+    assert not await b.try_acquire() and not await a.try_acquire()
+    api.error = None
+    assert not await b.try_acquire(), "a record unchanged since before the outage is not proof of silence"
+    assert await a.try_acquire()
+    await asyncio.sleep(14)
+    assert not await b.try_acquire()
+    assert holder_of(lease(api)) == "a"
+    # If the leader really is gone, the standby takes over a full lease after the API is back.
+    await asyncio.sleep(15)
+    assert await b.try_acquire()
+
+
+async def test_a_leader_cut_off_while_the_standby_takes_over_stops_when_it_reconnects() -> None:
+    """Only the leader loses the API (a partition): it stops acting at the renew deadline, the
+    standby takes over after a full lease, and on reconnecting the old leader sees the new
+    holder and gives up (``lost``) instead of renewing."""
     api = InMemoryApi()
+    view = Partition(api)
+    a = LeaderElector(view, config("a"), clock=lambda: T0)
+    b = elector(api, "b")
+    assert await a.try_acquire()
+    keeper = asyncio.create_task(a.keep())
+    assert not await b.try_acquire()
+    view.cut = True
+    while not await b.try_acquire():
+        assert holder_of(lease(api)) == "a"
+        await asyncio.sleep(1)
+    assert not a.fresh(), "the old leader stopped acting before the standby could take over"
+    view.cut = False
+    await asyncio.wait_for(keeper, timeout=5)
+    assert a.lost.is_set() and not a.fresh()
+    assert holder_of(lease(api)) == "b"
+
+
+async def test_a_missing_permission_is_named_not_mistaken_for_a_held_lease(caplog: pytest.LogCaptureFixture) -> None:
+    """403 on the Lease: the log line and the problem carry the API server's words (verb,
+    resource, namespace); it is blocking (waiting will not fix it); acquire() keeps waiting."""
+    api = FlakyApi()
+    api.error = FORBIDDEN
+    problems: list[LeaseProblem | None] = []
+    a = LeaderElector(api, config("a"), clock=lambda: T0, on_problem=problems.append)
+    with caplog.at_level(logging.INFO, logger="emailtoken.leader"):
+        waiting = asyncio.create_task(a.acquire())
+        await asyncio.sleep(30)
+        assert not waiting.done()
+        text = caplog.text
+        assert 'HTTP 403 Forbidden: leases.coordination.k8s.io "emailtoken-operator" is forbidden' in text
+        assert 'cannot get resource "leases"' in text
+        assert "is held" not in text
+        assert [r.levelno for r in caplog.records] == [logging.ERROR], "logged once while it lasts"
+        assert problems == [a.problem] and a.problem is not None and a.problem.blocking
+
+        api.error = None
+        await asyncio.sleep(2.1)
+        assert waiting.done() and holder_of(lease(api)) == "a"
+        assert a.problem is None and problems[-1] is None
+        assert "the API server answers again (was: Forbidden)" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("error", "reason", "blocking"),
+    [
+        (KubeError(401, "Unauthorized"), "Unauthorized", True),
+        (NotFound(404, 'namespaces "ops" not found'), "NotFound", True),
+        (KubeError(503, "etcdserver: request timed out"), "ServerError", False),
+        (REFUSED, "Unreachable", False),
+        (ConnectionResetError(104, "reset"), "Error", False),
+    ],
+)
+async def test_each_failure_is_named_for_what_it_is(error: BaseException, reason: str, blocking: bool) -> None:
+    """A 404 from create is a missing namespace, not a race; nothing escapes try_acquire or release."""
+    api = FlakyApi()
+    api.create_error = error
+    a = elector(api, "a")
+    assert not await a.try_acquire()
+    assert a.problem is not None and (a.problem.reason, a.problem.blocking) == (reason, blocking)
+    if isinstance(error, KubeError) and error.message:
+        assert error.message in str(a.problem)
+    api.error = error
+    await a.release()  # logs, does not raise
+
+
+async def test_a_lease_deleted_between_read_and_write_is_a_race_not_a_problem() -> None:
+    api = RaceApi()
     a = elector(api, "a")
     assert await a.try_acquire()
-    from emailtoken.kube import KubeError
 
-    api.fail_next.extend(KubeError(503, "unavailable") for _ in range(100))
-    started = asyncio.get_running_loop().time()
-    await a.keep()
-    assert a.lost.is_set()
-    assert asyncio.get_running_loop().time() - started <= 10 + 2  # renew deadline + one retry period
-    assert not a.fresh()
+    async def delete() -> None:
+        del api.leases[(NS, "emailtoken-operator")]
+
+    api.between.append(delete)
+    assert not await a.try_acquire()
+    assert a.problem is None
+    assert await a.try_acquire()
 
 
 async def test_only_the_holder_releases() -> None:
@@ -166,6 +345,50 @@ async def test_only_the_holder_releases() -> None:
     await a.release()
     assert holder_of(lease(api)) == ""
     assert await b.try_acquire()  # a released Lease is free at once
+
+
+# --------------------------------------------------------------------------- the real client, no server
+
+
+def _at(port: int) -> kubernetes.client.Configuration:
+    configuration = kubernetes.client.Configuration()
+    configuration.host = f"http://127.0.0.1:{port}"
+    return configuration
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.mark.looptime(False)
+async def test_a_refused_connection_is_a_kube_error_and_the_elector_rides_it_out() -> None:
+    """Issue #16: the client raised urllib3's MaxRetryError, which try_acquire did not catch."""
+    api = KubernetesApi(threads=2, configuration=_at(_free_port()))
+    with pytest.raises(Unreachable) as caught:
+        await api.get_lease(NS, "emailtoken-operator")
+    assert isinstance(caught.value, KubeError) and caught.value.status == 0
+    assert "refused" in str(caught.value).lower()
+    a = LeaderElector(api, config("a"), clock=lambda: T0)
+    assert not await a.try_acquire()
+    assert a.problem is not None and a.problem.reason == "Unreachable"
+    await a.release()
+
+
+@pytest.mark.looptime(False)
+async def test_a_server_that_never_answers_costs_one_timeout_not_a_hang() -> None:
+    """A listening socket that never answers (a hung API server): each call ends after the
+    instance's request timeout, with no urllib3 retries multiplying it."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(16)
+        api = KubernetesApi(threads=2, request_timeout=0.5, configuration=_at(listener.getsockname()[1]))
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        with pytest.raises(Unreachable):
+            await api.get_lease(NS, "emailtoken-operator")
+        assert loop.time() - started < 1.5
 
 
 # --------------------------------------------------------------------------- the engine's side
