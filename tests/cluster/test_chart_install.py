@@ -200,6 +200,19 @@ def pods_in(admin: ApiClient, namespace: str) -> list[Obj]:
     return admin.http.get(f"{admin.url}/api/v1/namespaces/{namespace}/pods", timeout=10).json()["items"]
 
 
+def assert_restricted_is_enforced(admin: ApiClient, namespace: str) -> None:
+    """The namespace really refuses a Pod that breaks the restricted standard (so admitted Pods passed it)."""
+    plain = {  # no securityContext at all: root allowed, privilege escalation, all capabilities
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "plain"},
+        "spec": {"containers": [{"name": "c", "image": "busybox"}]},
+    }
+    r = admin.http.post(f"{admin.url}/api/v1/namespaces/{namespace}/pods", json=plain, timeout=10)
+    assert r.status_code == 403, (r.status_code, r.text[:500])
+    assert 'violates PodSecurity "restricted' in r.json()["message"]
+
+
 def is_ready(admin: ApiClient, namespace: str, name: str) -> bool:
     return (admin.condition(namespace, name, "Ready") or {}).get("status") == "True"
 
@@ -367,6 +380,7 @@ def test_chart_with_default_values_installs_and_its_pods_pass_restricted_admissi
     pods = wait_for(lambda: (lambda got: got if len(got) == 2 else None)(pods_in(admin, namespace)), 30, what="2 Pods")
     assert sorted(p["metadata"]["labels"]["app.kubernetes.io/component"] for p in pods) == ["callback", "operator"]
     assert {p["spec"]["serviceAccountName"] for p in pods} == {fullname, f"{fullname}-callback"}
+    assert_restricted_is_enforced(admin, namespace)
 
 
 def test_chart_all_namespaces_operator_and_callback_do_their_jobs_as_their_service_accounts(
@@ -531,6 +545,9 @@ def test_kustomize_base_and_overlays_apply_and_their_operator_does_its_job(
     (namespace_obj,) = of_kind(live, "Namespace")
     release_ns = namespace_obj["metadata"]["name"]
     assert namespace_obj["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+    # Each Deployment's Pod is admitted under the base Namespace's restricted standard.
+    wait_for(lambda: len(pods_in(admin, release_ns)) == 2, 30, what="a Pod per Deployment")
+    assert_restricted_is_enforced(admin, release_ns)
     create_ca_configmap(admin, provider, release_ns)
     runnable = kustomize(cluster, with_provider_ca(tmp_path, base_dir))
     apply(cluster, runnable)
