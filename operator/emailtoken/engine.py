@@ -4,6 +4,11 @@ A step reads the token's spec, decides whether a refresh is due, talks to the pr
 writes the grant (compare-and-swap) before the consumer Secret, then writes status and
 Events only when something changed. It returns how long to wait before the next step.
 It imports neither kopf nor an HTTP library: the API and providers are injected.
+
+What a provider call bought is never thrown away for want of a Secret write: a rotated
+refresh token (:class:`Rotation`) and an access token (:class:`Unpublished`) stay in
+memory until they are written (or, for the access token, until it expires), and the next
+attempt retries the write, not the provider call.
 """
 
 from __future__ import annotations
@@ -24,14 +29,14 @@ from typing import Any, Protocol
 from emailtoken import conditions
 from emailtoken.conditions import Condition
 from emailtoken.credcache import CredentialSecrets
-from emailtoken.kube import Conflict, KubeApi, KubeError, NotFound
+from emailtoken.kube import KubeApi, KubeError
 from emailtoken.model import EmailTokenSpec, SpecError, TokenRef, parse_spec
 from emailtoken.observe import NullObserver, Observer
 from emailtoken.outcomes import ErrorKind, ProviderError, TokenSet
 from emailtoken.providers.base import ClientCredentials, DeviceCodeProvider, DeviceFlow, Provider
 from emailtoken.schedule import DEFAULT_KEEPALIVE, backoff, invalid_client_backoff, next_refresh
 from emailtoken.secretdata import LABEL_TOKEN, Grant, PublishedToken, consumer_secret, read_published
-from emailtoken.store import GrantStore, SecretMissing, check_owner, publish, read_secret_key
+from emailtoken.store import GrantReplaced, GrantStore, SecretMissing, check_owner, publish, read_secret_key
 from emailtoken.timefmt import parse_rfc3339, rfc3339, utcnow
 
 log = logging.getLogger(__name__)
@@ -40,6 +45,12 @@ ANNOTATION_REFRESH_NOW = "emailtoken.io/refresh-now"
 ANNOTATION_REAUTHORIZE = "emailtoken.io/reauthorize"
 #: While a spec is unusable nothing can succeed; look again now and then in case a watch was missed.
 BAD_CONFIG_RETRY = timedelta(minutes=10)
+#: The API refused a call (RBAC): nothing announces the fix (Roles are not watched), so retry
+#: soon and often enough that tokens recover within seconds of the permission coming back.
+PERMISSION_RETRY_BASE = timedelta(seconds=2)
+PERMISSION_RETRY_CAP = timedelta(seconds=15)
+#: How long a cancelled step still waits for a refresh whose token it already presented.
+PERSIST_GRACE = 30.0
 
 Key = tuple[str, str]
 
@@ -79,6 +90,30 @@ class EngineConfig:
     #: a Refreshed Event for every routine refresh too (otherwise only for refresh-now and spec
     #: changes; status.lastRefreshTime and the metrics show routine ones)
     routine_events: bool = False
+    #: seconds a cancelled step (shutdown, lost leadership) waits for its refresh to be persisted
+    persist_grace: float = PERSIST_GRACE
+
+
+@dataclass(frozen=True)
+class Rotation:
+    """A refresh token the grant Secret must receive before anything else happens.
+
+    ``spent`` is the grant as read before its refresh token was presented (the provider has
+    rotated it since); None for a sign-in the operator completed itself (device code).
+    """
+
+    successor: Grant = field(repr=False)
+    spent: Grant | None = field(repr=False)
+
+
+@dataclass(frozen=True)
+class Unpublished:
+    """An access token the provider issued that the consumer Secret does not hold yet."""
+
+    result: TokenSet = field(repr=False)
+    obtained_at: datetime
+    username: str
+    fingerprint: str
 
 
 @dataclass
@@ -93,8 +128,10 @@ class TokenState:
     failures: int = 0
     error: ProviderError | None = None
     last_warning: tuple[str, str] | None = None
-    pending_grant: Grant | None = field(default=None, repr=False)
-    pending_result: TokenSet | None = field(default=None, repr=False)  # came with pending_grant
+    #: a rotated refresh token not yet in the grant Secret (the one there is spent)
+    rotation: Rotation | None = field(default=None, repr=False)
+    #: an access token not yet published; published instead of a new provider call until it expires
+    unpublished: Unpublished | None = field(default=None, repr=False)
     refs: frozenset[str] = frozenset()
     credential_refs: frozenset[str] = frozenset()
     #: digest of the client secret/key and refresh token of the last attempt the provider refused,
@@ -129,6 +166,52 @@ def _inputs_digest(creds: ClientCredentials, refresh_token: str | None) -> str:
 
 class NotLeader(Exception):
     """This replica's leadership is not confirmed any more: it must neither call providers nor write."""
+
+
+def _api_failure(exc: KubeError, doing: str, kept: str = "") -> ProviderError:
+    """An API error as a failure a step reports.
+
+    A refusal (401/403) gets a reason of its own and the API server's words, which name the
+    verb and resource RBAC refused; an outage or a busy server backs off like a provider's.
+    Other answers are shown by status only: their bodies may quote what was sent.
+    """
+    words = (getattr(exc, "message", None) or str(exc)).strip()[:300]
+    if exc.status in (401, 403):
+        return ProviderError(
+            ErrorKind.PERMISSION_DENIED, f"the Kubernetes API refused {doing}: {words}{kept}", reason="PermissionDenied"
+        )
+    if exc.status == 0:
+        return ProviderError(
+            ErrorKind.TRANSIENT,
+            f"the Kubernetes API was unreachable while {doing} ({words}){kept}",
+            reason="APIUnavailable",
+        )
+    return ProviderError(ErrorKind.TRANSIENT, f"API error {doing} (HTTP {exc.status}){kept}", reason="APIUnavailable")
+
+
+def _settle(tasks: set[asyncio.Task[Any]]) -> Callable[[asyncio.Task[Any]], None]:
+    """Done-callback for a refresh unit: forget it, and collect its outcome when no step awaits it any more."""
+
+    def done(task: asyncio.Task[Any]) -> None:
+        tasks.discard(task)
+        if not task.cancelled():
+            task.exception()  # retrieved: its step reports it, or it was cancelled and nobody will
+
+    return done
+
+
+@dataclass
+class _Attempt:
+    """What an attempt was doing when an API call failed (for the message), and what it presented."""
+
+    doing: str = ""
+    kept: str = ""
+    #: digest of what the provider call presents (set just before it; None: the failure came earlier)
+    inputs: str | None = None
+
+    def writing_grant(self, token: TokenRef, what: str) -> None:
+        self.doing = f"writing Secret {token.namespace}/{token.grant_secret_name} (the grant)"
+        self.kept = f"; the new {what} is kept in memory and the write retried"
 
 
 class _Report:
@@ -182,6 +265,8 @@ class Engine:
         self._provider_pool = ThreadPoolExecutor(
             max_workers=max(1, self.config.provider_threads), thread_name_prefix="emailtoken-provider"
         )
+        #: refreshes whose refresh token was presented and whose successor may not be stored yet
+        self._spending: set[asyncio.Task[Any]] = set()
 
     # -- bookkeeping used by the handlers -------------------------------------------------
 
@@ -242,16 +327,31 @@ class Engine:
         A replica whose leadership is not confirmed (see :attr:`EngineConfig.may_act`) does
         nothing at all and looks again in a second: it is about to stop, or to renew.
         """
+        meta = body.get("metadata") or {}
         try:
             self._fence()
             return await self._step(body)
         except NotLeader:
-            log.warning(
-                "%s/%s: leadership not confirmed; not acting",
-                (body.get("metadata") or {}).get("namespace"),
-                (body.get("metadata") or {}).get("name"),
-            )
+            log.warning("%s/%s: leadership not confirmed; not acting", meta.get("namespace"), meta.get("name"))
             return StepResult(delay=1.0)
+        except KubeError as exc:
+            # An API call outside the places that report their own failures (dropping a grant on
+            # request): back off like any outage, without a traceback.
+            st = self.states.setdefault((meta.get("namespace", ""), meta.get("name", "")), TokenState())
+            st.failures += 1
+            failure = _api_failure(exc, "acting on the token")
+            log.warning("%s/%s: %s", meta.get("namespace"), meta.get("name"), failure.message)
+            if failure.kind is ErrorKind.PERMISSION_DENIED:
+                delay = backoff(st.failures, base=PERMISSION_RETRY_BASE, cap=PERMISSION_RETRY_CAP, rng=self.rng)
+            else:
+                delay = backoff(st.failures, rng=self.rng)
+            return StepResult(delay=delay.total_seconds())
+
+    async def drain(self, timeout: float) -> None:
+        """Wait (up to ``timeout`` seconds) for refreshes that presented a refresh token to store
+        its successor: a process about to exit calls this after stopping its steps."""
+        if self._spending:
+            await asyncio.wait(set(self._spending), timeout=timeout)
 
     def _fence(self) -> None:
         if self.config.may_act is not None and not self.config.may_act():
@@ -298,8 +398,15 @@ class Engine:
             except SecretMissing as exc:
                 st.error = ProviderError(ErrorKind.BAD_CONFIG, str(exc), reason="SecretConflict")
                 self._failure_report(report, st, body, token_valid=False)
+                if st.last_warning != ("SecretConflict", st.error.message):
+                    st.last_warning = ("SecretConflict", st.error.message)
+                    report.events.append(("Warning", "RefreshFailed", f"SecretConflict: {st.error.message}"))
                 await self._finish(body, token, spec, st, report, handled, now)
                 return StepResult(delay=self.config.bad_config_retry.total_seconds())
+            except KubeError as exc:
+                self._fail(st, _api_failure(exc, f"reading Secret {token.namespace}/{spec.secret_name}"), report, now)
+                await self._finish(body, token, spec, st, report, handled, now)
+                return StepResult(delay=self._delay(st, now))
 
         annotations = meta.get("annotations") or {}
         reauth = annotations.get(ANNOTATION_REAUTHORIZE)
@@ -307,7 +414,7 @@ class Engine:
             handled["reauthorize"] = reauth
             if spec.interactive:
                 await self.grants.drop(token)
-                st.pending_grant = None
+                st.rotation, st.unpublished = None, None  # they belong to the grant just dropped
                 st.device, st.error = None, None
                 st.next_attempt = now
                 report.events.append(("Normal", "GrantDropped", "the grant was dropped on request; sign in again"))
@@ -438,102 +545,39 @@ class Engine:
         force: bool = False,
         requested: bool = False,
     ) -> bool:
-        provider = self.providers.for_spec(spec.provider)
+        """One refresh: store what an earlier attempt could not, else ask the provider; then publish."""
+        att = _Attempt()
+        att.writing_grant(token, "refresh token")
         try:
-            creds = await self._credentials(token, spec)
+            grant = await self._persist(token, st) if st.rotation is not None else None  # first: the Secret's is spent
+            if self._held(st, spec, now) is None and not await self._obtain(
+                token, spec, st, report, now, grant, att, force
+            ):
+                return False
+        except ProviderError as exc:
+            self._fail(st, exc, report, now)
+            st.failed_inputs, st.retry_not_before = att.inputs, st.next_attempt
+            return False
         except SecretMissing as exc:
             self._fail(st, ProviderError(ErrorKind.BAD_CONFIG, str(exc), reason="SecretNotFound"), report, now)
             return False
-        except KubeError as exc:
-            self._fail(
-                st,
-                ProviderError(
-                    ErrorKind.TRANSIENT, f"API error reading Secrets ({exc.status})", reason="APIUnavailable"
-                ),
-                report,
-                now,
-            )
-            return False
-
-        grant: Grant | None = None
-        inputs: str | None = None  # set just before a provider call; None: the failure came earlier
-        try:
-            if spec.interactive:
-                grant = st.pending_grant or await self.grants.load(token)
-                if grant is None and spec.flow == "DeviceCode":
-                    device_result = await self._device(token, spec, st, creds, provider, report, now)
-                    if device_result is None:
-                        return False
-                    grant, result = device_result
-                elif grant is None:
-                    self._awaiting(token, spec, st, report, now)
-                    return False
-                else:
-                    result = None
-                if spec.email_address and grant.account and grant.account.lower() != spec.email_address.lower():
-                    raise ProviderError(
-                        ErrorKind.REAUTHORIZE,
-                        f"the grant belongs to {grant.account}, not {spec.email_address}; sign in as the mailbox",
-                        reason="AccountMismatch",
-                    )
-                kept: TokenSet | None = None
-                if result is not None:
-                    kept = result  # fresh from the device flow
-                elif st.pending_grant is not None:
-                    kept = st.pending_result
-                    grant = await self._save_grant(token, st, st.pending_grant)
-                if kept is not None and kept.expires_at > now:
-                    result = kept  # the token that came with the rotated refresh token: do not spend it again
-                else:
-                    inputs = _inputs_digest(creds, grant.refresh_token)
-                    if self._same_failure_again(st, inputs, report, now, force):
-                        return False
-                    result = await self._timed(spec, "refresh", provider.refresh, spec, creds, grant.refresh_token)
-                if result.refresh_token and result.refresh_token != grant.refresh_token:
-                    rotated = Grant(
-                        refresh_token=result.refresh_token,
-                        account=grant.account or (result.account or ""),
-                        scope=result.scope or grant.scope,
-                        obtained_at=grant.obtained_at,
-                        updated_at=rfc3339(now),
-                        resource_version=grant.resource_version,
-                    )
-                    st.pending_grant, st.pending_result = rotated, result
-                    await self._save_grant(token, st, rotated)
-                    st.pending_grant = None
-            else:
-                inputs = _inputs_digest(creds, None)
-                if self._same_failure_again(st, inputs, report, now, force):
-                    return False
-                result = await self._timed(spec, "app_token", provider.acquire_app_token, spec, creds)
-        except ProviderError as exc:
-            self._fail(st, exc, report, now)
-            st.failed_inputs, st.retry_not_before = inputs, st.next_attempt
-            return False
-        except (Conflict, NotFound):
-            # Someone else (a new sign-in, a re-authorization) replaced or removed the grant:
-            # theirs wins; step again with what is there now.
-            st.pending_grant, st.pending_result = None, None
+        except GrantReplaced as exc:
+            # A new sign-in or a reauthorization changed the grant while we refreshed: theirs
+            # wins, and what our refresh bought belongs to the grant it replaced. Step again
+            # with what is there now.
+            log.info("%s: the grant changed during the refresh (%s); using what is there now", token, exc)
+            st.rotation, st.unpublished = None, None
             st.next_attempt = now
             self._steady_report(report, st, spec, now)
             return False
         except KubeError as exc:
-            self._fail(
-                st,
-                ProviderError(
-                    ErrorKind.TRANSIENT,
-                    f"API error writing the grant ({exc.status}); "
-                    "the new refresh token is kept in memory and the write retried",
-                    reason="APIUnavailable",
-                ),
-                report,
-                now,
-            )
+            self._fail(st, _api_failure(exc, att.doing, att.kept), report, now)
             return False
 
-        username = spec.email_address or (grant.account if grant else "") or (result.account or "")
+        held = st.unpublished
+        assert held is not None  # every path that got here obtained or kept one
         try:
-            await self._publish(token, spec, result, username, now, exists=st.consumer_exists)
+            await self._publish(token, spec, held, exists=st.consumer_exists)
             st.consumer_exists = True
         except SecretMissing as exc:  # someone else's Secret took the name since the step looked
             st.loaded, st.published = False, None
@@ -542,19 +586,21 @@ class Engine:
         except KubeError as exc:
             self._fail(
                 st,
-                ProviderError(
-                    ErrorKind.TRANSIENT,
-                    f"API error writing the consumer Secret ({exc.status})",
-                    reason="APIUnavailable",
+                _api_failure(
+                    exc,
+                    f"writing Secret {token.namespace}/{spec.secret_name}",
+                    "; the new access token is kept and published once the write succeeds",
                 ),
                 report,
                 now,
             )
             return False
+        st.unpublished = None
+        result, username, obtained = held.result, held.username, held.obtained_at
         was_authorized = st.error is None and st.failures == 0 and st.published is not None
         st.published = PublishedToken(
             expires_at=result.expires_at,
-            obtained_at=now,
+            obtained_at=obtained,
             username=username,
             scope=result.scope or spec.scope_string,
             spec_hash=spec.fingerprint(),
@@ -573,9 +619,130 @@ class Engine:
         elif requested or self.config.routine_events:
             report.events.append(("Normal", "Refreshed", f"access token refreshed; {validity}"))
         self._steady_report(report, st, spec, now)
-        report.fields["lastRefreshTime"] = rfc3339(now)
+        report.fields["lastRefreshTime"] = rfc3339(obtained)
         report.outcome = "ok"
         return True
+
+    async def _obtain(
+        self,
+        token: TokenRef,
+        spec: EmailTokenSpec,
+        st: TokenState,
+        report: _Report,
+        now: datetime,
+        grant: Grant | None,
+        att: _Attempt,
+        force: bool,
+    ) -> bool:
+        """Ask the provider for an access token into ``st.unpublished`` (a rotated refresh token is
+        stored on the way); False when there is nothing to ask with, already reported."""
+        provider = self.providers.for_spec(spec.provider)
+        att.doing, att.kept = "reading Secrets", ""
+        creds = await self._credentials(token, spec)
+        if not spec.interactive:
+            att.inputs = _inputs_digest(creds, None)
+            if self._same_failure_again(st, att.inputs, report, now, force):
+                return False
+            result = await self._timed(spec, "app_token", provider.acquire_app_token, spec, creds)
+            st.unpublished = Unpublished(result, now, spec.email_address or result.account or "", spec.fingerprint())
+            return True
+        att.doing = f"reading Secret {token.namespace}/{token.grant_secret_name} (the grant)"
+        grant = grant or await self.grants.load(token)
+        if grant is None and spec.flow != "DeviceCode":
+            self._awaiting(token, spec, st, report, now)
+            return False
+        if grant is None:
+            signed_in = await self._device(token, spec, st, creds, provider, report, now)
+            if signed_in is None:
+                return False
+            new_grant, result = signed_in
+            st.unpublished = Unpublished(result, now, spec.email_address or new_grant.account, spec.fingerprint())
+            st.rotation = Rotation(successor=new_grant, spent=None)
+            att.writing_grant(token, "grant")
+            await self._persist(token, st)
+            return True
+        if spec.email_address and grant.account and grant.account.lower() != spec.email_address.lower():
+            raise ProviderError(
+                ErrorKind.REAUTHORIZE,
+                f"the grant belongs to {grant.account}, not {spec.email_address}; sign in as the mailbox",
+                reason="AccountMismatch",
+            )
+        att.inputs = _inputs_digest(creds, grant.refresh_token)
+        if self._same_failure_again(st, att.inputs, report, now, force):
+            return False
+        att.writing_grant(token, "refresh token")
+        await self._spend(token, spec, st, provider, creds, grant, now)
+        return True
+
+    def _held(self, st: TokenState, spec: EmailTokenSpec, now: datetime) -> Unpublished | None:
+        """The access token an earlier attempt obtained and could not publish, while it is still worth publishing."""
+        held = st.unpublished
+        if held is not None and (held.fingerprint != spec.fingerprint() or held.result.expires_at <= now):
+            st.unpublished = held = None  # issued for another spec, or expired: ask again
+        return held
+
+    async def _spend(
+        self,
+        token: TokenRef,
+        spec: EmailTokenSpec,
+        st: TokenState,
+        provider: Provider,
+        creds: ClientCredentials,
+        grant: Grant,
+        now: datetime,
+    ) -> None:
+        """Present the grant's refresh token and keep what comes back, as one unit.
+
+        The token is spent the moment the provider sees it, so a step cancelled meanwhile
+        (shutdown, lost leadership) still waits up to ``persist_grace`` for the successor to
+        be stored: a stale writer is kept out by the compare-and-swap on the grant Secret,
+        not by cutting the write short. :meth:`drain` waits for units whose step is gone.
+        """
+        work = asyncio.ensure_future(self._redeem(token, spec, st, provider, creds, grant, now))
+        self._spending.add(work)
+        work.add_done_callback(_settle(self._spending))
+        try:
+            await asyncio.shield(work)
+        except asyncio.CancelledError:
+            if not work.done():
+                log.warning("%s: cancelled during a refresh; storing the rotated refresh token first", token)
+                await asyncio.wait({work}, timeout=self.config.persist_grace)
+            raise
+
+    async def _redeem(
+        self,
+        token: TokenRef,
+        spec: EmailTokenSpec,
+        st: TokenState,
+        provider: Provider,
+        creds: ClientCredentials,
+        grant: Grant,
+        now: datetime,
+    ) -> None:
+        result: TokenSet = await self._timed(spec, "refresh", provider.refresh, spec, creds, grant.refresh_token)
+        username = spec.email_address or grant.account or result.account or ""
+        st.unpublished = Unpublished(result, now, username, spec.fingerprint())
+        if result.refresh_token and result.refresh_token != grant.refresh_token:
+            successor = Grant(
+                refresh_token=result.refresh_token,
+                account=grant.account or (result.account or ""),
+                scope=result.scope or grant.scope,
+                obtained_at=grant.obtained_at,
+                updated_at=rfc3339(now),
+            )
+            st.rotation = Rotation(successor=successor, spent=grant)
+            await self._persist(token, st)
+
+    async def _persist(self, token: TokenRef, st: TokenState) -> Grant:
+        """Write the pending rotation (compare-and-swap); the saved grant carries its new resourceVersion."""
+        rotation = st.rotation
+        assert rotation is not None
+        if rotation.spent is None:
+            saved = await self.grants.save_new(token, rotation.successor)
+        else:
+            saved = await self.grants.save_successor(token, rotation.spent, rotation.successor)
+        st.rotation = None
+        return saved
 
     async def _device(
         self,
@@ -645,10 +812,9 @@ class Engine:
             obtained_at=rfc3339(now),
             updated_at=rfc3339(now),
         )
-        saved = await self.grants.save(token, grant, expected_version=None)
-        st.device, st.error = None, None
+        st.device, st.error = None, None  # the code is redeemed: never poll it again, whatever happens next
         report.events.append(("Normal", "DeviceCodeApproved", f"signed in as {grant.account} with the device code"))
-        return saved, result
+        return grant, result
 
     async def _timed(self, spec: EmailTokenSpec, operation: str, fn: Callable[..., Any], *args: Any) -> Any:
         """Run a blocking provider call in the provider pool and report its latency and outcome."""
@@ -674,29 +840,16 @@ class Engine:
         finally:
             self.observer.provider_call(spec.provider, operation, time.perf_counter() - started, outcome)
 
-    async def _save_grant(self, token: TokenRef, st: TokenState, grant: Grant) -> Grant:
-        saved = await self.grants.save(token, grant, expected_version=grant.resource_version)
-        st.pending_grant, st.pending_result = None, None
-        return saved  # carries the new resourceVersion for a later write in the same step
-
-    async def _publish(
-        self,
-        token: TokenRef,
-        spec: EmailTokenSpec,
-        result: TokenSet,
-        username: str,
-        now: datetime,
-        *,
-        exists: bool = True,
-    ) -> None:
+    async def _publish(self, token: TokenRef, spec: EmailTokenSpec, held: Unpublished, *, exists: bool = True) -> None:
+        result = held.result
         body = consumer_secret(
             token,
             spec.secret_name,
             access_token=result.access_token,
             token_type=result.token_type or "Bearer",
             expires_at=result.expires_at,
-            obtained_at=now,
-            username=username,
+            obtained_at=held.obtained_at,
+            username=held.username,
             scope=result.scope or spec.scope_string,
             spec_hash=spec.fingerprint(),
         )
@@ -725,6 +878,10 @@ class Engine:
             st.next_attempt = now + invalid_client_backoff(st.failures, rng=self.rng)
         elif exc.kind is ErrorKind.BAD_CONFIG:
             st.next_attempt = now + self.config.bad_config_retry
+        elif exc.kind is ErrorKind.PERMISSION_DENIED:
+            st.next_attempt = now + backoff(
+                st.failures, base=PERMISSION_RETRY_BASE, cap=PERMISSION_RETRY_CAP, rng=self.rng
+            )
         else:
             st.next_attempt = None  # a person must act; the grant Secret's change wakes us
         self._failure_report(report, st, None, token_valid=self._valid(st, now))
@@ -745,7 +902,7 @@ class Engine:
             )
         else:
             report.ready = Condition(conditions.READY, False, exc.reason, exc.message)
-        if exc.kind is not ErrorKind.TRANSIENT:
+        if exc.kind not in (ErrorKind.TRANSIENT, ErrorKind.PERMISSION_DENIED):  # the grant itself is fine then
             report.authorized = Condition(conditions.AUTHORIZED, False, exc.reason, exc.message)
 
     def _steady_report(self, report: _Report, st: TokenState, spec: EmailTokenSpec, now: datetime) -> None:

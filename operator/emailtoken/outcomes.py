@@ -19,6 +19,8 @@ class ErrorKind(enum.Enum):
     REAUTHORIZE = "reauthorize"  # the grant is dead: a person must sign in again
     INVALID_CLIENT = "invalid_client"  # client id/secret wrong: retry slowly, watch the Secret
     BAD_CONFIG = "bad_config"  # spec or referenced material is unusable: wait for a change
+    #: the Kubernetes API refused one of our calls (RBAC, 401/403): retry often, nobody tells us of the fix
+    PERMISSION_DENIED = "permission_denied"
 
 
 #: Condition reasons per kind, as written to status.
@@ -27,6 +29,7 @@ REASONS: dict[ErrorKind, str] = {
     ErrorKind.REAUTHORIZE: "ReauthorizationRequired",
     ErrorKind.INVALID_CLIENT: "InvalidClient",
     ErrorKind.BAD_CONFIG: "InvalidConfiguration",
+    ErrorKind.PERMISSION_DENIED: "PermissionDenied",
 }
 
 

@@ -2,7 +2,10 @@
 
 * The grant Secret is written compare-and-swap (resourceVersion precondition): a
   stale writer loses with :class:`~emailtoken.kube.Conflict` instead of overwriting a
-  newer refresh token.
+  newer refresh token. A conflict is not a verdict by itself: anything that touches the
+  Secret (``kubectl label``, a policy engine's annotation) moves its resourceVersion, so
+  :meth:`GrantStore.save_successor` reads it again and only a different refresh token
+  (a new sign-in) or no grant at all (a reauthorization) beats the one just rotated.
 * The consumer Secret is written with one call (patch, else create) so a refresh
   costs as few API writes as possible.
 """
@@ -10,6 +13,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 from emailtoken.credcache import CredentialSecrets
@@ -17,11 +21,27 @@ from emailtoken.kube import Conflict, KubeApi, KubeError, NotFound
 from emailtoken.model import SecretKeyRef, TokenRef
 from emailtoken.secretdata import LABEL_TOKEN, Grant, decode_data, grant_secret, read_grant
 
+log = logging.getLogger(__name__)
 WRITE_RETRIES = 5
+#: Writes of a rotated refresh token that may meet a changed-but-same grant before giving up for now
+CONFLICT_RETRIES = 5
+
+
+def retryable(exc: KubeError) -> bool:
+    """May the same call succeed if simply made again (an outage, throttling, a busy server)?
+
+    A refusal (401/403: RBAC), an invalid object (4xx) would only be refused again.
+    """
+    return exc.status == 0 or exc.status == 429 or exc.status >= 500
 
 
 class SecretMissing(Exception):
     """A referenced Secret or key does not exist; the message names it (never its value)."""
+
+
+class GrantReplaced(Exception):
+    """The grant Secret no longer holds the grant a write was meant to follow: it now holds
+    another refresh token (a new sign-in won) or none (dropped for reauthorization)."""
 
 
 async def read_secret_key(
@@ -72,11 +92,66 @@ class GrantStore:
                 return Grant(**{**grant.__dict__, "resource_version": version})
             except (Conflict, NotFound):
                 raise
-            except KubeError:
-                if attempt == WRITE_RETRIES - 1:
+            except KubeError as exc:
+                if attempt == WRITE_RETRIES - 1 or not retryable(exc):
                     raise
                 await asyncio.sleep(0.2 * 2**attempt)
         raise AssertionError("unreachable")
+
+    async def save_successor(self, token: TokenRef, spent: Grant, successor: Grant) -> Grant:
+        """Replace ``spent`` (as read before its refresh token was presented) by ``successor``.
+
+        The provider has already rotated ``spent``'s refresh token, so losing ``successor``
+        loses the grant. On a conflict the Secret is read again: still the spent token (only
+        labels, annotations or an identical rewrite moved the resourceVersion), so the
+        successor is written at the new version; the successor itself, so an earlier attempt
+        of ours landed and only its answer was lost; anything else raises
+        :class:`GrantReplaced`. :class:`Conflict` after :data:`CONFLICT_RETRIES` busy rounds
+        means "not now" (keep the successor, try again later), never "drop it".
+        """
+        expected = spent.resource_version
+        for _ in range(CONFLICT_RETRIES):
+            try:
+                return await self.save(token, successor, expected_version=expected)
+            except NotFound:
+                raise GrantReplaced("the grant Secret was deleted") from None
+            except Conflict:
+                pass
+            current = await self.load(token)
+            if current is None:
+                raise GrantReplaced("the grant Secret holds no grant any more")
+            if current.refresh_token == successor.refresh_token:
+                return current
+            if current.refresh_token != spent.refresh_token:
+                raise GrantReplaced("the grant Secret holds another refresh token")
+            log.info(
+                "%s: the grant Secret changed during the refresh but still holds the refresh token it spent "
+                "(labels or annotations); writing the rotated one at the new resourceVersion",
+                token,
+            )
+            expected = current.resource_version
+        raise Conflict(409, "the grant Secret kept changing while the rotated refresh token was written")
+
+    async def save_new(self, token: TokenRef, grant: Grant) -> Grant:
+        """Store a grant from a sign-in the operator completed itself (device code).
+
+        Created when there is no grant Secret. One that exists but holds no grant (emptied
+        for reauthorization) is written over at its resourceVersion; one that holds a
+        refresh token is someone else's newer sign-in and wins (:class:`GrantReplaced`).
+        """
+        for _ in range(CONFLICT_RETRIES):
+            current_secret = await self.api.get_secret(token.namespace, token.grant_secret_name)
+            if current_secret is not None and read_grant(current_secret) is not None:
+                current = read_grant(current_secret)
+                if current is not None and current.refresh_token == grant.refresh_token:
+                    return current  # an earlier attempt of ours landed
+                raise GrantReplaced("another sign-in stored a grant meanwhile")
+            version = None if current_secret is None else (current_secret.get("metadata") or {}).get("resourceVersion")
+            try:
+                return await self.save(token, grant, expected_version=version)
+            except (Conflict, NotFound):
+                continue  # created, changed or deleted since the read: look again
+        raise Conflict(409, "the grant Secret kept changing while the new grant was written")
 
     async def drop(self, token: TokenRef) -> None:
         """Forget the grant (re-authorization starts from scratch)."""

@@ -11,7 +11,16 @@ import pytest
 from emailtoken.kube import Conflict, KubeError, NotFound
 from emailtoken.model import SecretKeyRef, TokenRef
 from emailtoken.secretdata import Grant, consumer_secret, decode_data, grant_secret
-from emailtoken.store import WRITE_RETRIES, GrantStore, SecretMissing, publish, read_secret_key
+from emailtoken.store import (
+    CONFLICT_RETRIES,
+    WRITE_RETRIES,
+    GrantReplaced,
+    GrantStore,
+    SecretMissing,
+    publish,
+    read_secret_key,
+    retryable,
+)
 from emailtoken.timefmt import parse_rfc3339
 from tests.support.fakeapi import InMemoryApi
 
@@ -240,3 +249,123 @@ async def test_read_secret_key_missing_secret_or_key() -> None:
         await read_secret_key(api, "mail", SecretKeyRef("app", "client_secret"))
     assert str(info.value) == "Secret mail/app has no key 'client_secret'"
     assert "s3cret-value" not in str(info.value)
+
+
+# --------------------------------------------------------------------------- a rotation's write after a 409
+
+
+async def _seeded(api: InMemoryApi) -> Grant:
+    return await GrantStore(api).save(TOKEN, Grant("rt-spent", "a"), expected_version=None)
+
+
+def _bump(api: InMemoryApi, **meta: Any) -> None:
+    """Someone else's write that leaves the grant as it was (a label, an annotation)."""
+    stored = api.secrets[("mail", GRANT_NAME)]
+    for key, value in meta.items():
+        stored["metadata"].setdefault(key, {}).update(value)
+    stored["metadata"]["resourceVersion"] = str(int(stored["metadata"]["resourceVersion"]) + 500)
+
+
+async def test_save_successor_writes_over_a_label_change() -> None:
+    """A 409 caused by a label is not a new sign-in: the successor lands at the new version."""
+    api = InMemoryApi()
+    spent = await _seeded(api)
+    _bump(api, labels={"team": "mail"})
+    saved = await GrantStore(api).save_successor(TOKEN, spent, Grant("rt-next", "a"))
+    assert stored_refresh_token(api) == "rt-next"
+    assert api.secrets[("mail", GRANT_NAME)]["metadata"]["labels"]["team"] == "mail"
+    assert saved.resource_version == api.secrets[("mail", GRANT_NAME)]["metadata"]["resourceVersion"]
+
+
+async def test_save_successor_loses_to_another_refresh_token() -> None:
+    """A new sign-in (another refresh token) wins; nothing is written over it."""
+    api = InMemoryApi()
+    spent = await _seeded(api)
+    await GrantStore(api).save(TOKEN, Grant("rt-new-sign-in", "a"), expected_version=spent.resource_version)
+    writes = len(api.writes)
+    with pytest.raises(GrantReplaced):
+        await GrantStore(api).save_successor(TOKEN, spent, Grant("rt-next", "a"))
+    assert stored_refresh_token(api) == "rt-new-sign-in"
+    assert len(api.writes) == writes
+
+
+async def test_save_successor_loses_to_a_dropped_grant() -> None:
+    """Deleted (reauthorize) or emptied: the grant is gone on purpose, and stays gone."""
+    api = InMemoryApi()
+    spent = await _seeded(api)
+    await api.delete_secret("mail", GRANT_NAME)
+    with pytest.raises(GrantReplaced):
+        await GrantStore(api).save_successor(TOKEN, spent, Grant("rt-next", "a"))
+    assert ("mail", GRANT_NAME) not in api.secrets
+
+    spent = await _seeded(api)
+    api.secrets[("mail", GRANT_NAME)]["data"]["refresh_token"] = ""
+    _bump(api)
+    with pytest.raises(GrantReplaced):
+        await GrantStore(api).save_successor(TOKEN, spent, Grant("rt-next", "a"))
+    assert stored_refresh_token(api) == ""
+
+
+async def test_save_successor_recognises_its_own_landed_write() -> None:
+    """Our write landed and only its answer was lost: the re-read shows our successor, not a rival."""
+    api = InMemoryApi()
+    spent = await _seeded(api)
+    await GrantStore(api).save(TOKEN, Grant("rt-next", "a"), expected_version=spent.resource_version)
+    saved = await GrantStore(api).save_successor(TOKEN, spent, Grant("rt-next", "a"))
+    assert saved.refresh_token == "rt-next"
+    assert saved.resource_version == api.secrets[("mail", GRANT_NAME)]["metadata"]["resourceVersion"]
+
+
+class EverBusy(InMemoryApi):
+    """Every write to the grant meets a fresh label change first."""
+
+    async def patch_secret(
+        self, namespace: str, name: str, patch: dict[str, Any], *, resource_version: str | None = None
+    ) -> dict[str, Any]:
+        _bump(self, annotations={"busy": "yes"})
+        return await super().patch_secret(namespace, name, patch, resource_version=resource_version)
+
+
+async def test_save_successor_gives_up_for_now_with_a_conflict_not_a_verdict() -> None:
+    """A Secret that changes under every attempt: Conflict (keep the successor, retry later), bounded."""
+    api = EverBusy()
+    spent = await _seeded(api)
+    with pytest.raises(Conflict) as info:
+        await GrantStore(api).save_successor(TOKEN, spent, Grant("rt-next", "a"))
+    assert not isinstance(info.value, GrantReplaced)
+    assert stored_refresh_token(api) == "rt-spent"
+    assert sum(1 for r in api.reads if r[2] == GRANT_NAME) == CONFLICT_RETRIES
+
+
+async def test_save_new_creates_or_fills_an_emptied_secret_but_never_replaces_a_grant() -> None:
+    api = InMemoryApi()
+    store = GrantStore(api)
+    await store.save_new(TOKEN, Grant("rt-device", "a"))
+    assert stored_refresh_token(api) == "rt-device"
+    assert (await store.save_new(TOKEN, Grant("rt-device", "a"))).refresh_token == "rt-device"  # ours already
+    with pytest.raises(GrantReplaced):
+        await store.save_new(TOKEN, Grant("rt-other", "a"))
+    assert stored_refresh_token(api) == "rt-device"
+
+    api.secrets[("mail", GRANT_NAME)]["data"]["refresh_token"] = ""
+    saved = await store.save_new(TOKEN, Grant("rt-again", "a"))
+    assert stored_refresh_token(api) == "rt-again"
+    assert saved.resource_version == api.secrets[("mail", GRANT_NAME)]["metadata"]["resourceVersion"]
+
+
+async def test_save_does_not_retry_a_refusal() -> None:
+    """403/422 would be answered the same way again: one attempt, at once."""
+    api = InMemoryApi()
+    api.fail_next = [KubeError(403, "forbidden"), KubeError(403, "forbidden")]
+    with pytest.raises(KubeError):
+        await GrantStore(api).save(TOKEN, Grant("rt", "a"), expected_version=None)
+    assert len(api.fail_next) == 1
+    assert [retryable(KubeError(s, "")) for s in (0, 403, 409, 422, 429, 500, 503)] == [
+        True,
+        False,
+        False,
+        False,
+        True,
+        True,
+        True,
+    ]
