@@ -67,8 +67,6 @@ class KubeApi(Protocol):
 
     async def delete_secret(self, namespace: str, name: str) -> None: ...
 
-    async def get_token(self, namespace: str, name: str) -> dict[str, Any] | None: ...
-
     async def patch_token_status(self, namespace: str, name: str, status: dict[str, Any]) -> None: ...
 
 
@@ -190,13 +188,6 @@ class KubernetesApi:
             await self._run(self.core.delete_namespaced_secret, name, namespace)
         except NotFound:
             return
-
-    async def get_token(self, namespace: str, name: str) -> dict[str, Any] | None:
-        """The EmailToken, or None."""
-        try:
-            return await self._run(self.custom.get_namespaced_custom_object, GROUP, VERSION, namespace, PLURAL, name)
-        except NotFound:
-            return None
 
     async def patch_token_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
         """Merge-patch the status subresource (never spec)."""

@@ -35,9 +35,12 @@ Helm release Secrets included) into the operator. Serve few namespaces in produc
 
 Deliberately not granted (the code must not need them):
 
+- ``get`` on ``emailtokens`` for the operator: kopf lists and watches them, and events
+  carry the whole object; reading one by name is the callback's (``CallbackApi.get_token``).
 - ``watch`` on ``emailtokens`` for the callback: its admin page lists the tokens at each
-  request and a sign-in reads the one it authorizes; nothing follows changes. A real API
-  server runs both components with exactly these rules (tests/cluster/test_chart_install.py).
+  request and a sign-in reads the one it authorizes; nothing follows changes.
+  A real API server runs both components with exactly these rules
+  (tests/cluster/test_chart_install.py).
 - ``patch``/``update`` on ``emailtokens``: the operator's kopf handlers are
   ``kopf.on.event`` only, so kopf adds no finalizer and no progress annotations; the
   operator writes nothing but ``status`` (through ``/status``). GitOps sees no drift.
@@ -110,10 +113,10 @@ PERMISSIONS: dict[Component, tuple[Permission, ...]] = {
         Permission(
             api_group=GROUP,
             resource=PLURAL,
-            verbs=("get", "list", "watch"),
+            verbs=("list", "watch"),
             scope=Scope.NAMESPACED,
-            why="kopf.on.event watches every EmailToken of the served namespaces "
-            "(handlers.token_event); KubernetesApi.get_token reads one",
+            why="kopf.on.event lists and watches every EmailToken of the served namespaces "
+            "(handlers.token_event); the operator never reads one by name",
         ),
         Permission(
             api_group=GROUP,
@@ -171,7 +174,7 @@ PERMISSIONS: dict[Component, tuple[Permission, ...]] = {
             verbs=("get", "list"),
             scope=Scope.NAMESPACED,
             why="the admin page lists the tokens at each request (CallbackApi.list_tokens); starting a "
-            "sign-in and /callback read the token being authorized (KubernetesApi.get_token)",
+            "sign-in and /callback read the token being authorized (CallbackApi.get_token)",
         ),
         Permission(
             api_group="",

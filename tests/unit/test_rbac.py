@@ -68,7 +68,7 @@ def test_least_privilege_decisions() -> None:
     # The operator: status through /status only, core v1 Events, Secrets as the code uses them.
     operator = rbac.permissions(rbac.Component.OPERATOR, all_namespaces=True, peering=False)
     assert {(p.api_group, p.resource): set(p.verbs) for p in operator} == {
-        ("emailtoken.io", "emailtokens"): {"get", "list", "watch"},
+        ("emailtoken.io", "emailtokens"): {"list", "watch"},  # kopf's watch; never a GET by name
         ("emailtoken.io", "emailtokens/status"): {"patch"},
         ("", "secrets"): {"get", "list", "watch", "create", "patch", "delete"},
         ("", "events"): {"create"},
@@ -252,3 +252,37 @@ def test_operator_api_client_calls_are_in_the_table() -> None:
             assert rbac.is_allowed("operator", verb, resource, group, all_namespaces=mode, leader_election=True), (
                 f"kube.py calls {call} ({verb} {resource}) but emailtoken/rbac.py does not grant it"
             )
+
+
+def _client_calls_of(method: str, *sources: Path) -> set[str]:
+    """kubernetes-client calls in the body of ``async def method`` in any of the sources."""
+    calls: set[str] = set()
+    for source in sources:
+        text = source.read_text(encoding="utf-8")
+        # Every definition of that name (a Protocol's stub makes no call; the adapter's does).
+        for match in re.finditer(rf"\n    async def {method}\(.*?(?=\n    (?:async )?def |\nclass |\Z)", text, re.S):
+            calls |= set(re.findall(r"self\.(?:core|custom|coordination)\.(\w+)", match.group(0)))
+    return calls
+
+
+def test_callback_api_client_calls_are_in_the_table() -> None:
+    """Every API method the callback service calls maps to client calls its table rows permit."""
+    callback_dir = PACKAGE_DIR / "callback"
+    used = {
+        m
+        for path in sorted(callback_dir.glob("*.py"))
+        if path.name != "kubeapi.py"
+        for m in re.findall(r"\bapi\.(\w+)\(", path.read_text(encoding="utf-8"))
+    }
+    assert {"get_token", "list_tokens", "get_secret"} <= used, used
+    resources = {**_RESOURCES, "cluster_custom_object": ("emailtoken.io", "emailtokens")}
+    for method in sorted(used):
+        calls = _client_calls_of(method, callback_dir / "kubeapi.py", PACKAGE_DIR / "kube.py")
+        assert calls, f"the callback calls api.{method}, which makes no kubernetes-client call this test can see"
+        for call in calls:
+            verb_word, _, rest = call.partition("_")
+            group, resource = resources[rest]
+            for mode in (True, False):
+                assert rbac.is_allowed("callback", _VERBS[verb_word], resource, group, all_namespaces=mode), (
+                    f"api.{method} calls {call} ({_VERBS[verb_word]} {resource}) not granted to the callback"
+                )

@@ -6,7 +6,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 from emailtoken.callback.csrf import CsrfGuard
 from emailtoken.callback.state import StateSealer
@@ -52,6 +52,8 @@ class CallbackConfig:
 
 class ApiForCallback(KubeApi, Protocol):
     """The API calls the callback service makes (see :class:`~emailtoken.callback.kubeapi.CallbackApi`)."""
+
+    async def get_token(self, namespace: str, name: str) -> dict[str, Any] | None: ...
 
     async def list_tokens(self, namespaces: tuple[str, ...] = ()) -> list[dict[str, object]]: ...
 

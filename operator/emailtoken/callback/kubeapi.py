@@ -1,7 +1,9 @@
-"""The Kubernetes calls the callback service makes beyond the operator's (listing tokens).
+"""The Kubernetes calls the callback service makes beyond the operator's (reading and listing tokens).
 
 The callback's RBAC (``emailtoken.rbac``, component ``callback``) grants exactly:
-EmailTokens get/list, Secrets get/create/patch.
+EmailTokens get/list, Secrets get/create/patch. Reading one EmailToken lives here, not in
+:class:`~emailtoken.kube.KubernetesApi`: the operator only watches them (kopf) and its
+Role has no ``get`` on EmailTokens.
 """
 
 from __future__ import annotations
@@ -10,11 +12,18 @@ from collections.abc import Sequence
 from typing import Any
 
 from emailtoken import GROUP, PLURAL, VERSION
-from emailtoken.kube import KubernetesApi
+from emailtoken.kube import KubernetesApi, NotFound
 
 
 class CallbackApi(KubernetesApi):
-    """:class:`~emailtoken.kube.KubernetesApi` plus listing EmailTokens."""
+    """:class:`~emailtoken.kube.KubernetesApi` plus reading and listing EmailTokens."""
+
+    async def get_token(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """The EmailToken, or None."""
+        try:
+            return await self._run(self.custom.get_namespaced_custom_object, GROUP, VERSION, namespace, PLURAL, name)
+        except NotFound:
+            return None
 
     async def list_tokens(self, namespaces: Sequence[str] = ()) -> list[dict[str, Any]]:
         """EmailTokens of the given namespaces, or of all namespaces when none are given."""
