@@ -175,6 +175,14 @@ def run_container(cluster: ControlPlane, admin: ApiClient, tmp_path: Path) -> It
 
     def run(deployment: Obj, *, ports: dict[int, int] | None = None) -> ContainerProcess:
         local: LocalContainer = prepare(deployment, api=admin, workdir=tmp_path, ports=ports)
+        # Exactly the rendered args: only a container port or a mounted path may read differently here.
+        (rendered,) = deployment["spec"]["template"]["spec"]["containers"]
+        assert len(local.argv) == 1 + len(rendered["args"])
+        for before, after in zip(rendered["args"], local.argv[1:], strict=True):
+            assert before == after or (
+                (before.isdigit() and after == str(local.ports[int(before)]))
+                or any(before.startswith(m + "/") and after.startswith(str(d)) for m, d in local.mounts.items())
+            ), (before, after)
         kubeconfig = cluster.service_account_kubeconfig(local.namespace, local.service_account)
         process = ContainerProcess(local, kubeconfig, tmp_path).start()
         started.append(process)

@@ -281,7 +281,7 @@ def _env_value(
         if ref["key"] not in data:
             raise LookupError(f"{ref['name']}/{ref['key']} for env {item['name']} does not exist")
         return base64.b64decode(data[ref["key"]]).decode() if is_secret else data[ref["key"]]
-    return ""
+    raise NotImplementedError(f"env {item['name']}: {sorted(source)} is not emulated")
 
 
 class ContainerProcess:
