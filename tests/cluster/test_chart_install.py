@@ -391,6 +391,43 @@ def test_chart_with_default_values_installs_and_its_pods_pass_restricted_admissi
     assert_restricted_is_enforced(admin, namespace)
 
 
+def test_chart_optional_objects_install(
+    cluster: ControlPlane,
+    admin: ApiClient,
+    chart: helm_python.Chart,
+    make_namespace: Callable[[str], str],
+    cluster_scoped: list[Obj],
+) -> None:
+    """Ingress, PodDisruptionBudget, NetworkPolicies and a hot standby are accepted too.
+
+    Left out: the ServiceMonitor (needs the Prometheus Operator's CRD) and the kopf peering
+    objects (need kopf's CRDs); this control plane has neither, and without its CRD even a
+    server-side dry-run of such a kind is refused.
+    """
+    namespace = make_namespace("rel")
+    label_namespace(admin, namespace, RESTRICTED)
+    values = {
+        "watchNamespaces": [namespace],
+        "networkPolicy": {"enabled": True},
+        "operator": {"replicaCount": 2},
+        "callback": {
+            "redirectBaseUrl": "https://mail-auth.example.com",
+            "replicaCount": 2,
+            "pdb": {"enabled": True},
+            "stateKeySecret": {"name": "callback-state-key", "key": "state-key"},
+            "ingress": {"enabled": True, "className": "nginx", "tlsSecretName": "mail-auth-tls"},
+        },
+    }
+    objects = render_chart(chart, values, namespace, namespace)
+    track(cluster_scoped, objects)
+    live = apply(cluster, objects)
+    kinds = {o["kind"] for o in live}
+    assert {"Ingress", "PodDisruptionBudget", "NetworkPolicy"} <= kinds, kinds
+    (ingress,) = of_kind(live, "Ingress")
+    assert [p["path"] for r in ingress["spec"]["rules"] for p in r["http"]["paths"]] == ["/callback"]
+    assert deployment(live, "operator")["spec"]["strategy"]["type"] == "RollingUpdate"
+
+
 def test_chart_all_namespaces_operator_and_callback_do_their_jobs_as_their_service_accounts(
     cluster: ControlPlane,
     admin: ApiClient,
