@@ -999,6 +999,6 @@ class Engine:
             try:
                 await self.api.patch_token_status(token.namespace, token.name, changed)
             except KubeError as exc:
-                log.warning("could not write status of %s: HTTP %s", token, exc.status)
+                log.warning("could not write status of %s: %s", token, f"HTTP {exc.status}" if exc.status else exc)
         for type_, reason, message in report.events:
             self.events(body, type=type_, reason=reason, message=message)

@@ -6,6 +6,8 @@
   a provider that rotates refresh tokens and revokes the whole grant when one is presented
   twice: nothing may be redeemed twice, no grant the provider honours may be lost.
 * A conflicting write at each point of a refresh, with the end state checked.
+* The API server refusing connections while a new token is published: the documented
+  backoff, the same access token, no traceback.
 * ``patch`` on Secrets revoked from the operator's ServiceAccount and restored: the
   condition and a Warning Event name the verb and resource, the provider is asked once
   per due token, and the tokens recover within the retry cap once the Role is fixed.
@@ -18,6 +20,8 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import kubernetes
@@ -34,6 +38,7 @@ from tests.support.cluster import ControlPlane
 from tests.support.faultkit import (
     Delegated,
     SecretLedger,
+    TcpRelay,
     annotate,
     condition,
     delegated_token,
@@ -482,3 +487,74 @@ def test_patch_on_secrets_revoked_then_restored(
     assert rt and refresh_token_status(provider, rt) == "active"
     assert reuse_errors(provider, delegated.client_id) == 0
     assert "unexpected" not in op.log
+
+
+# --------------------------------------------------------------------------- the API refuses connections
+
+
+def test_a_refused_connection_during_the_publish_follows_the_backoff(
+    cluster: ControlPlane,
+    admin: ApiClient,
+    provider: DevProviderThread,
+    namespace: str,
+    start_operator: Callable[..., Any],
+    tmp_path: Path,
+) -> None:
+    """The operator reaches the API server through a relay that goes down just before a refresh is
+    due: the provider is asked once, the publish fails with a refused connection, and the retry
+    comes on the documented backoff (5 s, jittered) with the same access token, not 30 s later
+    after an 'unexpected' traceback."""
+    relay = TcpRelay(cluster.port)
+    try:
+        kubeconfig = tmp_path / "kubeconfig-relay"
+        kubeconfig.write_text(
+            cluster.admin_kubeconfig.read_text().replace(cluster.url, f"https://127.0.0.1:{relay.port}")
+        )
+        client_id = f"app-{namespace}"
+        provider.add_client(client_id, "relay-secret-value", mailboxes=["shared@contoso.com"])
+        admin.create_secret(namespace, "app-secret", {"client_secret": "relay-secret-value"})
+        provider.token_lifetime = 9  # due ~6 s after it is obtained
+        op = start_operator([namespace], kubeconfig=kubeconfig)
+        admin.create(
+            "emailtokens",
+            namespace,
+            client_credentials(provider, "inbox", client_id=client_id, mailbox="shared@contoso.com"),
+        )
+        wait_for(lambda: is_ready(admin, namespace, "inbox"), 30, what="Ready")
+        first = (admin.secret_data(namespace, "inbox") or {})["access_token"]
+        provider.token_lifetime = 3600
+        due_at = datetime.fromisoformat(status(admin, namespace, "inbox")["nextRefreshTime"].replace("Z", "+00:00"))
+        time.sleep(max(0.0, due_at.timestamp() - time.time() - 1.0))
+        calls = [c for c in provider.calls if c.client_id == client_id and c.endpoint == "token"]
+        relay.down()
+        try:
+            wait_for(
+                lambda: (
+                    len([c for c in provider.calls if c.client_id == client_id and c.endpoint == "token"]) > len(calls)
+                ),
+                15,
+                what="the refresh reached the provider while the API server was out of reach",
+            )
+            time.sleep(1.0)  # the publish has met the refused connection by now
+        finally:
+            relay.up()
+        back = time.monotonic()
+        wait_for(
+            lambda: (
+                is_ready(admin, namespace, "inbox")
+                and (admin.secret_data(namespace, "inbox") or {}).get("access_token") != first
+            ),
+            20,
+            what="the kept token published once the API server answers",
+        )
+        recovered = time.monotonic() - back
+        print(f"\npublished {recovered:.1f}s after the API server was reachable again")
+        assert recovered <= 6, "the retry did not follow the 5 s backoff"
+        new_calls = [c for c in provider.calls if c.client_id == client_id and c.endpoint == "token"]
+        assert len(new_calls) == len(calls) + 1, "the access token was kept, not asked for again"
+        assert "failed unexpectedly" not in op.log
+        refused = [line for line in op.log.splitlines() if "Connection refused" in line]
+        assert any("secrets/inbox" in line for line in refused), "the publish itself met the refused connection"
+        assert f"could not write status of {namespace}/inbox: API server unreachable" in op.log
+    finally:
+        relay.down()

@@ -435,6 +435,26 @@ async def test_a_cancelled_step_loses_to_a_newer_writer_by_compare_and_swap() ->
     assert h.grant_rt() == "refresh-token-from-the-new-leader"
 
 
+async def test_drain_waits_for_a_refresh_whose_step_stopped_waiting() -> None:
+    """A second cancel ends the step's wait; the refresh unit runs on, and drain() is how a process
+    about to exit waits for it."""
+    h = await delegated_harness()
+    provider = BlockingProvider(h.clock)
+    h.provider = provider
+    h.engine = h.new_engine()
+    step = asyncio.create_task(h.step())
+    await asyncio.to_thread(provider.entered.wait, 10)
+    step.cancel()
+    await asyncio.sleep(0.05)
+    step.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await step
+    assert h.grant_rt() == INITIAL_RT
+    provider.release.set()
+    await h.engine.drain(5)
+    assert h.grant_rt() == h.provider.issued[0].refresh_token
+
+
 # --------------------------------------------------------------------------- device code
 
 
