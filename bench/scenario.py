@@ -218,6 +218,8 @@ class Run:
                     "--all-namespaces",
                     "--ca-bundle",
                     self.ca,
+                    "--allow-provider-host",
+                    "127.0.0.1",
                     "--health-port",
                     "0",
                     # as the chart deploys it (metrics on); also the "resumed" signal

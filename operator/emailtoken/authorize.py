@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import parse_qs, urlsplit
 
+from emailtoken import endpoints
 from emailtoken.callback import pages, pkce
 from emailtoken.callback.signin import SignInRefused, SignInResult, authorization_url, complete, load_token
 from emailtoken.model import EmailTokenSpec, TokenRef
@@ -63,6 +64,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         help="host name in the redirect URI, as registered at the provider (default 127.0.0.1)",
     )
     p.add_argument("--ca-bundle", metavar="PATH", help="CA bundle for the identity provider (private CAs)")
+    endpoints.add_argument(p)
     p.add_argument("--timeout", type=float, default=300, help="seconds to wait for the sign-in (default 300)")
     p.set_defaults(func=run)
 
@@ -178,7 +180,8 @@ def _finisher(
 
 def authorize(args: argparse.Namespace) -> SignInResult:
     """Run one loopback sign-in; raises AuthorizeError/SignInRefused with a readable message."""
-    from emailtoken.kube import KubernetesApi, load_config
+    from emailtoken.callback.kubeapi import CallbackApi
+    from emailtoken.kube import load_config
     from emailtoken.providers import Providers
 
     namespace, name = _target(args.target)
@@ -186,9 +189,11 @@ def authorize(args: argparse.Namespace) -> SignInResult:
         load_config()
     except Exception as exc:  # the kubernetes client raises several types for a bad kubeconfig
         raise AuthorizeError(f"no usable kubeconfig: {exc}") from None
-    api = KubernetesApi()
+    api = CallbackApi()  # reads one EmailToken and writes its grant, as the callback does
     token, spec = asyncio.run(load_token(api, namespace, name, flows=FLOWS))
-    provider = Providers(ca_bundle=args.ca_bundle).for_spec(spec.provider)
+    provider = Providers(
+        ca_bundle=args.ca_bundle, allowed_hosts=endpoints.from_args(args.allow_provider_hosts)
+    ).for_spec(spec.provider)
     state = secrets.token_urlsafe(32)
     verifier = pkce.new_verifier()
 

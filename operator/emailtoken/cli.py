@@ -11,7 +11,7 @@ import sys
 from collections.abc import Sequence
 from datetime import timedelta
 
-from emailtoken import __version__
+from emailtoken import __version__, endpoints
 from emailtoken.settings import OperatorConfig
 from emailtoken.timefmt import parse_duration
 
@@ -66,6 +66,7 @@ def _add_run(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--lease-name", default="emailtoken-operator")
     p.add_argument("--lease-duration", type=float, default=15.0, help="seconds a silent leader keeps the Lease")
     p.add_argument("--ca-bundle", metavar="PATH", help="CA bundle for the identity providers (private CAs)")
+    endpoints.add_argument(p)
     p.add_argument(
         "--redirect-base-url",
         metavar="URL",
@@ -99,6 +100,7 @@ def config_from_args(args: argparse.Namespace) -> OperatorConfig:
         redirect_base_url=args.redirect_base_url,
         admin_url=args.admin_url,
         ca_bundle=args.ca_bundle,
+        allowed_provider_hosts=endpoints.from_args(args.allow_provider_hosts),
         provider_timeout=args.provider_timeout,
         concurrency=args.concurrency,
         keepalive=keepalive,

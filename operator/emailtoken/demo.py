@@ -25,7 +25,11 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from emailtoken.endpoints import DEFAULT_ALLOWED_HOSTS
+
 DEMO_NAMESPACE = "demo"
+#: the demo provider listens on loopback; a real installation allows only its providers' hosts
+DEMO_PROVIDER_HOSTS = (*DEFAULT_ALLOWED_HOSTS, "127.0.0.1")
 DEMO_CLIENT = "demo-app"
 DEMO_SECRET = "demo-client-secret"  # a local demo value, not a credential anywhere
 DEMO_MAILBOX = "shared-mailbox@demo.example"
@@ -102,7 +106,7 @@ async def _demo(args: argparse.Namespace) -> int:
         print(f"  provider's certificate (a local test CA: {provider.ca_pem_path}): accept it for this demo")
         print(
             f"  or, in another terminal: KUBECONFIG={kubeconfig} emailtoken authorize "
-            f"{DEMO_NAMESPACE}/alice-mailbox --ca-bundle {provider.ca_pem_path}"
+            f"{DEMO_NAMESPACE}/alice-mailbox --ca-bundle {provider.ca_pem_path} --allow-provider-host 127.0.0.1"
         )
         operator = asyncio.create_task(_operator(provider.ca_pem_path, url, redirect_base, admin_url))
         await _apply_examples(emulator, provider)
@@ -151,6 +155,7 @@ def _callback_service(ca_bundle: str | None, args: argparse.Namespace) -> Any:
         public_port=public_port,
         admin_port=admin_port,
         ca_bundle=ca_bundle,
+        provider_hosts=DEMO_PROVIDER_HOSTS,
         admin_url=f"http://127.0.0.1:{admin_port}/",
     )
     return CallbackService(build_services(config, secrets.token_bytes(32)))
@@ -164,6 +169,7 @@ async def _operator(ca_bundle: str | None, url: str, redirect_base_url: str, adm
 
     config = OperatorConfig(
         ca_bundle=ca_bundle,
+        allowed_provider_hosts=DEMO_PROVIDER_HOSTS,
         health_port=None,
         log_format="plain",
         redirect_base_url=redirect_base_url,

@@ -75,7 +75,12 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     load_config()
     # As many API and provider connections as steps run at once (Scheduler concurrency).
     api = KubernetesApi(threads=max(config.concurrency, 4))
-    providers = Providers(ca_bundle=config.ca_bundle, timeout=config.provider_timeout, pool=config.concurrency)
+    providers = Providers(
+        ca_bundle=config.ca_bundle,
+        timeout=config.provider_timeout,
+        pool=config.concurrency,
+        allowed_hosts=config.allowed_provider_hosts,
+    )
     engine = Engine(
         api,
         providers,

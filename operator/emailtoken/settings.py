@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import timedelta
 
+from emailtoken.endpoints import DEFAULT_ALLOWED_HOSTS
 from emailtoken.schedule import DEFAULT_KEEPALIVE
 
 
@@ -17,6 +18,8 @@ class OperatorConfig:
     redirect_base_url: str | None = None
     admin_url: str | None = None
     ca_bundle: str | None = None
+    #: provider hosts tokens may name (emailtoken.endpoints); the installer adds to the defaults
+    allowed_provider_hosts: tuple[str, ...] = DEFAULT_ALLOWED_HOSTS
     provider_timeout: float = 20.0
     concurrency: int = 16
     keepalive: timedelta = DEFAULT_KEEPALIVE

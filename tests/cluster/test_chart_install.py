@@ -126,6 +126,10 @@ def label_namespace(admin: ApiClient, name: str, labels: dict[str, str]) -> None
     r.raise_for_status()
 
 
+#: The local provider listens on loopback: an installer allows its host like any private IdP.
+LOCAL_PROVIDER = {"allowedHosts": ["127.0.0.1"]}
+
+
 def ca_values() -> dict[str, Any]:
     """How an installer hands a private CA to a component: a ConfigMap volume and --ca-bundle."""
     return {
@@ -443,6 +447,7 @@ def test_chart_all_namespaces_operator_and_callback_do_their_jobs_as_their_servi
     release = release_ns
     public = free_port()  # the callback's public port 8080, as `kubectl port-forward` would expose it
     values = {
+        "providers": LOCAL_PROVIDER,
         "operator": ca_values(),
         "callback": {**ca_values(), "redirectBaseUrl": f"http://127.0.0.1:{public}"},
     }
@@ -482,6 +487,7 @@ def test_chart_watching_namespaces_grants_and_needs_only_those(
     admin.create_secret(release_ns, "callback-state-key", {"state-key": "k" * 64})
     values = {
         "watchNamespaces": watched,
+        "providers": LOCAL_PROVIDER,
         "networkPolicy": {"enabled": True},
         "operator": ca_values(),
         "callback": {
@@ -530,7 +536,7 @@ def with_provider_ca(workdir: Path, source: Path) -> Path:
     """A kustomization over ``source`` that hands the provider's CA to every Deployment.
 
     The plain manifests have no values: this is how their user adds a private CA, a patch
-    that appends ``--ca-bundle`` and mounts the ConfigMap. Everything else stays as built.
+    that appends ``--ca-bundle`` (and allows the provider's host) and mounts the ConfigMap. Everything else stays as built.
     """
     folder = workdir / f"with-ca-{source.parent.name}-{source.name}"
     folder.mkdir()
@@ -538,6 +544,8 @@ def with_provider_ca(workdir: Path, source: Path) -> Path:
     patch = [
         {"op": "add", "path": f"{container}/args/-", "value": "--ca-bundle"},
         {"op": "add", "path": f"{container}/args/-", "value": f"{CA_MOUNT}/ca.crt"},
+        {"op": "add", "path": f"{container}/args/-", "value": "--allow-provider-host"},
+        {"op": "add", "path": f"{container}/args/-", "value": "127.0.0.1"},
         {"op": "add", "path": f"{container}/volumeMounts/-", "value": ca_values()["extraVolumeMounts"][0]},
         {"op": "add", "path": "/spec/template/spec/volumes/-", "value": ca_values()["extraVolumes"][0]},
     ]

@@ -62,6 +62,11 @@ class AuthorizeProcess:
         return code, "".join(self.lines), self.proc.stderr.read()
 
 
+def local(provider: DevProviderThread) -> list[str]:
+    """The flags an installer would give for the local provider: its CA, and its host allowed."""
+    return ["--ca-bundle", provider.ca_pem_path, "--allow-provider-host", "127.0.0.1"]
+
+
 def browser() -> requests.Session:
     http = requests.Session()
     http.trust_env = False
@@ -109,7 +114,15 @@ def test_loopback_sign_in_stores_grant_and_operator_makes_it_ready(
     wait_for(lambda: api.condition(namespace, "carol", "Authorized"), 30, what="AwaitingAuthorization")
 
     cli = AuthorizeProcess(
-        kube, f"{namespace}/carol", "--no-browser", "--port", "0", "--ca-bundle", provider.ca_pem_path
+        kube,
+        f"{namespace}/carol",
+        "--no-browser",
+        "--port",
+        "0",
+        "--ca-bundle",
+        provider.ca_pem_path,
+        "--allow-provider-host",
+        "127.0.0.1",
     )
     url = cli.sign_in_url()
     assert url.startswith(provider.microsoft_authorize_url("contoso"))
@@ -155,7 +168,15 @@ def test_wrong_account_is_refused_and_nothing_stored(
     api: ApiClient, provider: DevProviderThread, kube: KmockThread, namespace: str, client_id: str
 ):
     api.create("emailtokens", namespace, user_token(provider, "carol", client_id))
-    cli = AuthorizeProcess(kube, f"{namespace}/carol", "--no-browser", "--ca-bundle", provider.ca_pem_path)
+    cli = AuthorizeProcess(
+        kube,
+        f"{namespace}/carol",
+        "--no-browser",
+        "--ca-bundle",
+        provider.ca_pem_path,
+        "--allow-provider-host",
+        "127.0.0.1",
+    )
     location = sign_in(cli.sign_in_url(), "mallory@contoso.com", verify=provider.ca_pem_path)
     page = browser().get(location, timeout=60)
     assert page.status_code == 400
@@ -170,7 +191,15 @@ def test_cancelled_sign_in_reports_the_provider_error(
     api: ApiClient, provider: DevProviderThread, kube: KmockThread, namespace: str, client_id: str
 ):
     api.create("emailtokens", namespace, user_token(provider, "carol", client_id))
-    cli = AuthorizeProcess(kube, f"{namespace}/carol", "--no-browser", "--ca-bundle", provider.ca_pem_path)
+    cli = AuthorizeProcess(
+        kube,
+        f"{namespace}/carol",
+        "--no-browser",
+        "--ca-bundle",
+        provider.ca_pem_path,
+        "--allow-provider-host",
+        "127.0.0.1",
+    )
     location = sign_in(cli.sign_in_url(), MAILBOX, verify=provider.ca_pem_path, accept=False)
     assert "error=access_denied" in location
     page = browser().get(location, timeout=60)
@@ -185,7 +214,15 @@ def test_timeout_and_usage_errors(
 ):
     api.create("emailtokens", namespace, user_token(provider, "carol", client_id))
     cli = AuthorizeProcess(
-        kube, f"{namespace}/carol", "--no-browser", "--timeout", "2", "--ca-bundle", provider.ca_pem_path
+        kube,
+        f"{namespace}/carol",
+        "--no-browser",
+        "--timeout",
+        "2",
+        "--ca-bundle",
+        provider.ca_pem_path,
+        "--allow-provider-host",
+        "127.0.0.1",
     )
     cli.sign_in_url()
     status, _, err = cli.finish()

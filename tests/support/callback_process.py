@@ -64,8 +64,8 @@ class CallbackProcess:
             self.admin_url + "/",
             "-v",
         ]
-        if ca_bundle:
-            self.args += ["--ca-bundle", ca_bundle]
+        if ca_bundle:  # the local provider: its CA, and its host allowed like an installer would
+            self.args += ["--ca-bundle", ca_bundle, "--allow-provider-host", "127.0.0.1"]
         if state_key_file:
             self.args += ["--state-key-file", str(state_key_file)]
         self.args += extra_args or []

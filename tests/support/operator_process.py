@@ -43,8 +43,8 @@ class OperatorProcess:
             "full",
             "-v",
         ]
-        if ca_bundle:
-            self.args += ["--ca-bundle", ca_bundle]
+        if ca_bundle:  # the local provider: its CA, and its host allowed like an installer would
+            self.args += ["--ca-bundle", ca_bundle, "--allow-provider-host", "127.0.0.1"]
         self.args += extra_args or []
         self.env = {**free_env(), "KUBECONFIG": str(kubeconfig), **(env or {})}
         self.proc: subprocess.Popen[bytes] | None = None

@@ -197,3 +197,13 @@ def test_hostname_and_admin_hosts():
     assert config.redirect_uri == "https://cb/callback"
     assert CallbackConfig(redirect_base_url="https://cb", namespaces=("a",)).serves("a")
     assert not CallbackConfig(redirect_base_url="https://cb", namespaces=("a",)).serves("b")
+
+
+def test_the_confirmation_page_names_the_real_sign_in_host():
+    """A tenant chooses spec.authorizationUrl: the administrator must see where the button sends them."""
+    row = row_of(token(authorizationUrl="https://login.evil.example/contoso/oauth2/v2.0/authorize"))
+    assert row.sign_in_host == "login.evil.example"
+    html = pages.confirm(row, redirect_uri="https://cb.example/callback", csrf_token="t", now=NOW)
+    assert "You will be sent to Microsoft at <strong><code>login.evil.example</code></strong>" in html
+    default = pages.confirm(row_of(token()), redirect_uri="https://cb.example/callback", csrf_token="t", now=NOW)
+    assert "<code>login.microsoftonline.com</code>" in default

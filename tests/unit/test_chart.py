@@ -82,6 +82,7 @@ SCENARIOS: dict[str, dict[str, Any]] = {
     "pdbDisabled": {"callback": {"replicaCount": 2, "pdb": {"enabled": False}, **STATE_KEY}},
     "callbackDisabled": {"callback": {"enabled": False}},
     "hotStandby": {"operator": {"replicaCount": 2}},
+    "privateProvider": {"providers": {"allowedHosts": ["idp.corp.example", "*.login.example"]}},
     "noLeaderElection": {"operator": {"leaderElection": {"enabled": False}}},
     "scheduling": {
         "imagePullSecrets": [{"name": "regcred"}],
@@ -405,6 +406,10 @@ def test_operator_command_line(scenario: tuple[str, dict[str, Any], list[Obj]], 
         assert "--standalone" in args and "--peering" not in args
     expected_redirect = [v["callback"]["redirectBaseUrl"]] if v["callback"]["enabled"] else []
     assert option_values(args, "--redirect-base-url") == expected_redirect
+    # Both components that talk to providers get the installer's extra provider hosts.
+    for component in ("operator", "callback") if v["callback"]["enabled"] else ("operator",):
+        component_args = args_of(one(objects, "Deployment", component))
+        assert option_values(component_args, "--allow-provider-host") == v["providers"]["allowedHosts"]
     pod = one(objects, "Deployment", "operator")["spec"]["template"]["spec"]
     container = pod["containers"][0]
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}

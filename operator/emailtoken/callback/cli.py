@@ -8,6 +8,7 @@ import logging
 import sys
 from urllib.parse import urlsplit
 
+from emailtoken import endpoints
 from emailtoken.callback.app import hostname, quiet_libraries, serve_forever
 from emailtoken.callback.context import LOOPBACK_HOSTS, CallbackConfig, Services
 
@@ -39,6 +40,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         help="serve EmailTokens of this namespace (repeatable); default: all namespaces",
     )
     p.add_argument("--ca-bundle", metavar="PATH", help="CA bundle for the identity providers (private CAs)")
+    endpoints.add_argument(p)
     p.add_argument(
         "--state-key-file",
         metavar="PATH",
@@ -85,6 +87,7 @@ def config_from_args(args: argparse.Namespace) -> CallbackConfig:
         admin_port=args.admin_port,
         namespaces=tuple(args.namespace),
         ca_bundle=args.ca_bundle,
+        provider_hosts=endpoints.from_args(args.allow_provider_hosts),
         state_ttl=args.state_ttl,
         admin_url=args.admin_url,
         allowed_hosts=tuple(args.allowed_host),
@@ -104,7 +107,9 @@ def build_services(config: CallbackConfig, key: bytes) -> Services:
     return Services(
         config=config,
         api=CallbackApi(),  # type: ignore[arg-type]
-        providers=Providers(ca_bundle=config.ca_bundle, timeout=config.provider_timeout),
+        providers=Providers(
+            ca_bundle=config.ca_bundle, timeout=config.provider_timeout, allowed_hosts=config.provider_hosts
+        ),
         sealer=StateSealer(key, ttl=config.state_ttl),
         csrf=CsrfGuard(key),
     )

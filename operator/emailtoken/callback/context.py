@@ -10,6 +10,7 @@ from typing import Any, Protocol
 
 from emailtoken.callback.csrf import CsrfGuard
 from emailtoken.callback.state import StateSealer
+from emailtoken.endpoints import DEFAULT_ALLOWED_HOSTS
 from emailtoken.kube import KubeApi
 from emailtoken.providers.base import Provider
 from emailtoken.timefmt import utcnow
@@ -28,6 +29,8 @@ class CallbackConfig:
     admin_port: int = 8081
     namespaces: tuple[str, ...] = ()
     ca_bundle: str | None = None
+    #: identity-provider hosts tokens may name (emailtoken.endpoints)
+    provider_hosts: tuple[str, ...] = DEFAULT_ALLOWED_HOSTS
     state_ttl: float = 600
     admin_url: str | None = None
     allowed_hosts: tuple[str, ...] = ()

@@ -208,6 +208,7 @@ def confirm(row: TokenRow, *, redirect_uri: str, csrf_token: str, now: datetime)
     """The page behind ``status.authorizeUrl``: what will happen, and the button."""
     facts = (
         ("Provider", escape(row.provider)),
+        ("Sign-in at", f"<code>{escape(row.sign_in_host)}</code>" if row.sign_in_host else "-"),
         ("Mailbox", escape(row.mailbox) or "any account"),
         ("Flow", escape(row.flow)),
         ("State", _state_cell(row)),
@@ -220,7 +221,8 @@ def confirm(row: TokenRow, *, redirect_uri: str, csrf_token: str, now: datetime)
     if row.can_sign_in:
         who = f"as <strong>{escape(row.mailbox)}</strong>" if row.mailbox else "with the mailbox's account"
         body.append(
-            f'<h2>Sign in</h2><p class="notice">You will be sent to {escape(row.provider)} to sign in {who}. '
+            f'<h2>Sign in</h2><p class="notice">You will be sent to {escape(row.provider)} at '
+            f"<strong><code>{escape(row.sign_in_host)}</code></strong> to sign in {who}. "
             "Another account is refused and nothing is stored. After the sign-in you come back here and the "
             "operator publishes the access token within seconds.</p>"
         )

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from emailtoken import endpoints
 from emailtoken.model import SpecError, parse_spec
 from emailtoken.timefmt import parse_rfc3339
 
@@ -59,6 +60,8 @@ class TokenRow:
     secret_name: str
     action: Action
     device_code: Mapping[str, Any] | None = None
+    #: the host the browser is sent to for the sign-in (from the spec: show it, a tenant chose it)
+    sign_in_host: str = ""
 
     @property
     def key(self) -> str:
@@ -96,9 +99,11 @@ def row_of(obj: Mapping[str, Any]) -> TokenRow:
     authorized = _condition(status, "Authorized")
     flow = str(spec_raw.get("flow") or "AuthorizationCode")
     spec_error: str | None = None
+    sign_in_host = ""
     try:
         spec = parse_spec(spec_raw, str(meta.get("name", "")))
         secret_name = spec.secret_name
+        sign_in_host = endpoints.host_of(spec.authorization_url)
     except SpecError as exc:
         spec_error = str(exc)
         secret_name = str(spec_raw.get("secretName") or meta.get("name", ""))
@@ -142,6 +147,7 @@ def row_of(obj: Mapping[str, Any]) -> TokenRow:
         secret_name=secret_name,
         action=action,
         device_code=status.get("deviceCode") if isinstance(status.get("deviceCode"), Mapping) else None,
+        sign_in_host=sign_in_host,
     )
 
 
