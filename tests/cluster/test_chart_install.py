@@ -536,7 +536,8 @@ def with_provider_ca(workdir: Path, source: Path) -> Path:
     """A kustomization over ``source`` that hands the provider's CA to every Deployment.
 
     The plain manifests have no values: this is how their user adds a private CA, a patch
-    that appends ``--ca-bundle`` (and allows the provider's host) and mounts the ConfigMap. Everything else stays as built.
+    that appends ``--ca-bundle`` (and allows the provider's host) and mounts the ConfigMap. Everything else
+    stays as built.
     """
     folder = workdir / f"with-ca-{source.parent.name}-{source.name}"
     folder.mkdir()
