@@ -9,12 +9,14 @@ internal address.
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import ssl
 import threading
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -129,6 +131,24 @@ class Hostile(ThreadingHTTPServer):
                     self.send_header("Content-Length", str(len(page)))
                     self.end_headers()
                     self.wfile.write(page)
+                elif mode == "forever":
+                    self._json(200, {"access_token": "at", "token_type": "Bearer", "expires_in": 10**12})
+                elif mode == "instant":
+                    self._json(200, {"access_token": "at", "token_type": "Bearer", "expires_in": -5})
+                elif mode == "novel":
+                    self._json(400, {"error": "invalid_grant", "error_description": "x" * 100_000})
+                elif mode in ("unverified", "verified"):
+                    claims = {"email": "boss@example.com", "email_verified": mode == "verified"}
+                    payload = base64.urlsafe_b64encode(json.dumps(claims).encode()).decode().rstrip("=")
+                    self._json(
+                        200,
+                        {
+                            "access_token": "at",
+                            "expires_in": 3600,
+                            "refresh_token": "rt",
+                            "id_token": f"e30.{payload}.sig",
+                        },
+                    )
                 elif mode == "retryafter":
                     self._json(429, {"error": "temporarily_unavailable"}, {"Retry-After": "1000000000000"})
                 else:
@@ -304,3 +324,42 @@ def test_a_host_the_installer_did_not_allow_gets_nothing(provider: str, hostile:
     assert impl.authorization_url(
         spec, redirect_uri="https://cb/callback", state="s", code_challenge="c", login_hint=None
     ).startswith(spec.authorization_url + "?")
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_lifetimes_are_bounded(provider: str, hostile: Hostile, ca_file: str) -> None:
+    """expires_in 10**12 (an overflow) or negative: a bounded lifetime, never an exception out of the step."""
+    session = ProviderSession(ca_bundle=ca_file, timeout=5)
+    creds = ClientCredentials(client_secret=SECRET)
+    for mode, low, high in (("forever", 0, 86400), ("instant", -1, 1)):
+        spec = (microsoft if provider == "Microsoft" else google)(hostile, mode)
+        impl = MicrosoftProvider(session) if provider == "Microsoft" else GoogleProvider(session)
+        started = datetime.now(UTC)
+        try:
+            tokens = impl.refresh(spec, creds, REFRESH)
+        except ProviderError as exc:  # google-auth computes the expiry itself: a clear, retryable refusal
+            assert provider == "Google" and mode == "forever", exc
+            assert exc.kind is ErrorKind.TRANSIENT and "unusable expires_in" in exc.message
+            continue
+        lifetime = (tokens.expires_at - started).total_seconds()
+        assert low <= lifetime <= high + 5, (mode, lifetime)
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_provider_text_is_cut_to_fit_status(provider: str, hostile: Hostile, ca_file: str) -> None:
+    exc = refresh(provider, hostile, "novel", ProviderSession(ca_bundle=ca_file, timeout=5))
+    assert exc.kind is ErrorKind.REAUTHORIZE
+    assert len(exc.message) < 700 and exc.message.endswith("…")
+
+
+@pytest.mark.parametrize(("mode", "account"), [("unverified", None), ("verified", "boss@example.com")])
+def test_google_pins_only_a_verified_email(hostile: Hostile, ca_file: str, mode: str, account: str | None) -> None:
+    """An id_token's email without email_verified proves nothing about who signed in."""
+    tokens = GoogleProvider(ProviderSession(ca_bundle=ca_file, timeout=5)).exchange_code(
+        google(hostile, mode),
+        ClientCredentials(client_secret=SECRET),
+        code="c",
+        redirect_uri="https://cb",
+        code_verifier="v",
+    )
+    assert tokens.account == account

@@ -2,12 +2,41 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from emailtoken.model import EmailTokenSpec
 from emailtoken.outcomes import TokenSet
+
+#: Bounds on what a provider's answer may say (the answer is hostile input; see providers.http).
+MAX_LIFETIME = timedelta(days=1)  # real access tokens live an hour or so
+MAX_DEVICE_CODE_LIFETIME = timedelta(hours=1)
+MAX_POLL_INTERVAL = 60.0
+MAX_TEXT = 512  # provider text quoted in status and Events
+
+
+def seconds(value: Any, default: float, *, low: float = 0.0, high: float) -> float:
+    """A provider's number of seconds (``expires_in``, ``interval``), bounded; ``default`` when unusable."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return default
+    if math.isnan(number):
+        return default
+    return min(max(number, low), high)
+
+
+def lifetime(value: Any, default: float = 3600.0) -> timedelta:
+    """``expires_in`` as a bounded timedelta (0 up to a day): no overflow, no negative lifetimes."""
+    return timedelta(seconds=seconds(value, default, high=MAX_LIFETIME.total_seconds()))
+
+
+def text(value: Any) -> str:
+    """Provider text for a message: one line, at most MAX_TEXT characters."""
+    line = " ".join(str(value or "").split())
+    return line if len(line) <= MAX_TEXT else line[: MAX_TEXT - 1] + "…"
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from google.oauth2 import service_account
 
 from emailtoken.model import EmailTokenSpec
 from emailtoken.outcomes import ErrorKind, ProviderError, TokenSet
-from emailtoken.providers.base import ClientCredentials
+from emailtoken.providers.base import MAX_LIFETIME, ClientCredentials, lifetime, text
 from emailtoken.providers.http import EndpointNotAllowed, ProviderSession, UnsafeAnswer
 from emailtoken.redact import redact
 from emailtoken.timefmt import utcnow
@@ -200,7 +200,7 @@ class GoogleProvider:
         return TokenSet(
             access_token=body["access_token"],
             token_type=body.get("token_type", "Bearer"),
-            expires_at=utcnow() + timedelta(seconds=int(body.get("expires_in", 3600))),
+            expires_at=utcnow() + lifetime(body.get("expires_in")),
             scope=body.get("scope", spec.scope_string),
             refresh_token=body.get("refresh_token"),
             account=account,
@@ -224,6 +224,11 @@ class GoogleProvider:
             ) from None
         except google.auth.exceptions.TransportError as exc:
             raise _network_error(exc.__cause__ or exc) from None
+        except (OverflowError, ValueError, TypeError):
+            # google-auth turns expires_in into a datetime itself; 10**12 seconds overflows it.
+            raise ProviderError(
+                ErrorKind.TRANSIENT, "the Google token endpoint answered with an unusable expires_in"
+            ) from None
 
 
 def _network_error(exc: BaseException) -> ProviderError:
@@ -236,10 +241,12 @@ def _network_error(exc: BaseException) -> ProviderError:
 
 
 def _aware(expiry: datetime | None) -> datetime:
-    """google-auth reports naive UTC expiry times."""
+    """google-auth reports naive UTC expiry times; bounded like every provider number (0 to a day from now)."""
     if expiry is None:
         return utcnow() + timedelta(hours=1)
-    return expiry if expiry.tzinfo else expiry.replace(tzinfo=UTC)
+    aware = expiry if expiry.tzinfo else expiry.replace(tzinfo=UTC)
+    now = utcnow()
+    return min(max(aware, now), now + MAX_LIFETIME)
 
 
 def _id_token_email(id_token: str | None) -> str | None:
@@ -258,8 +265,12 @@ def _id_token_email(id_token: str | None) -> str | None:
         claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
     except (IndexError, ValueError):
         return None
+    # Google's id_token may carry an address the account has not proven it owns: pin only a verified one.
     email = claims.get("email")
-    return str(email) if email else None
+    verified = claims.get("email_verified")
+    if not email or verified not in (True, "true"):
+        return None
+    return str(email)
 
 
 def classify(
@@ -271,15 +282,15 @@ def classify(
     retryable: bool = False,
 ) -> ProviderError:
     """Turn a Google error body into a typed, safe ProviderError."""
-    error = str(data.get("error") or "")
-    description = redact(str(data.get("error_description") or ""), *secrets)
+    error = text(data.get("error") or "")[:64]
+    description = text(redact(str(data.get("error_description") or ""), *secrets))
     if error == "invalid_grant":
-        text = (
+        message = (
             REVOKED_TEXT
             if "expired or revoked" in description
             else f"the grant is no longer valid: {description or error}"
         )
-        return ProviderError(ErrorKind.REAUTHORIZE, text, code=error)
+        return ProviderError(ErrorKind.REAUTHORIZE, message, code=error)
     if error in ("invalid_client", "unauthorized_client"):
         return ProviderError(
             ErrorKind.INVALID_CLIENT, f"Google rejected the client: {description or error}", code=error

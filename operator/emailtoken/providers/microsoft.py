@@ -20,7 +20,15 @@ import requests
 from emailtoken import scopes as scopes_mod
 from emailtoken.model import EmailTokenSpec
 from emailtoken.outcomes import ErrorKind, ProviderError, TokenSet
-from emailtoken.providers.base import ClientCredentials, DeviceFlow
+from emailtoken.providers.base import (
+    MAX_DEVICE_CODE_LIFETIME,
+    MAX_POLL_INTERVAL,
+    ClientCredentials,
+    DeviceFlow,
+    lifetime,
+    seconds,
+    text,
+)
 from emailtoken.providers.http import EndpointNotAllowed, ProviderSession, UnsafeAnswer
 from emailtoken.redact import redact
 from emailtoken.timefmt import utcnow
@@ -197,13 +205,13 @@ class MicrosoftProvider:
             raise ProviderError(ErrorKind.BAD_CONFIG, f"device code flow unavailable: {exc}") from None
         if "user_code" not in flow:
             raise classify(flow, retry_after=self.session.last_retry_after, secrets=(creds.client_secret,))
-        expires_in = int(flow.get("expires_in", 900))
+        expires_in = seconds(flow.get("expires_in"), 900, high=MAX_DEVICE_CODE_LIFETIME.total_seconds())
         return DeviceFlow(
-            user_code=flow["user_code"],
-            verification_uri=flow.get("verification_uri") or flow.get("verification_url", ""),
+            user_code=text(flow["user_code"])[:64],
+            verification_uri=text(flow.get("verification_uri") or flow.get("verification_url", "")),
             expires_at=utcnow() + timedelta(seconds=expires_in),
-            interval=float(flow.get("interval", 5)),
-            message=flow.get("message", ""),
+            interval=seconds(flow.get("interval"), 5, low=1, high=MAX_POLL_INTERVAL),
+            message=text(flow.get("message", "")),
             state=flow,
         )
 
@@ -268,7 +276,7 @@ class MicrosoftProvider:
         return TokenSet(
             access_token=result["access_token"],
             token_type=result.get("token_type", "Bearer"),
-            expires_at=utcnow() + timedelta(seconds=int(result.get("expires_in", 3600))),
+            expires_at=utcnow() + lifetime(result.get("expires_in")),
             scope=result.get("scope", "")
             if isinstance(result.get("scope"), str)
             else " ".join(result.get("scope", [])),
@@ -298,9 +306,9 @@ def classify(
     result: dict[str, Any], *, retry_after: float | None = None, secrets: tuple[str | None, ...] = ()
 ) -> ProviderError:
     """Turn an msal error dict into a typed, safe ProviderError."""
-    error = str(result.get("error") or "unknown_error")
+    error = text(result.get("error") or "unknown_error")[:64]
     codes = [int(c) for c in result.get("error_codes") or [] if str(c).isdigit()]
-    description = redact(str(result.get("error_description") or ""), *secrets).split("\r\n")[0]
+    description = text(redact(str(result.get("error_description") or ""), *secrets).split("\r\n")[0])
     code_text = f"AADSTS{codes[0]}" if codes else error
     for code in codes:
         if code in INVALID_CLIENT_CODES:
