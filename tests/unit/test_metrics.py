@@ -97,6 +97,21 @@ def test_health_phases() -> None:
     assert health.alive() and not health.ready()
 
 
+def test_health_names_a_problem_and_only_a_blocking_one_fails_readiness() -> None:
+    """A missing Lease permission cannot be waited out (not ready); an unreachable API server can."""
+    health = metrics.Health()
+    health.beat()
+    health.phase = metrics.STANDBY
+    health.problem = 'lease ops/x: HTTP 403 Forbidden: ... cannot get resource "leases" ...'
+    health.blocked = True
+    assert not health.ready()
+    assert health.describe() == 'standby: lease ops/x: HTTP 403 Forbidden: ... cannot get resource "leases" ...'
+    health.problem, health.blocked = "lease ops/x: API server unreachable: refused", False
+    assert health.ready() and health.describe().endswith("API server unreachable: refused")
+    health.problem = ""
+    assert health.describe() == "standby"
+
+
 def test_http_endpoints() -> None:
     obs = metrics.observer()
     assert metrics.observer() is obs and metrics.health() is obs.health
