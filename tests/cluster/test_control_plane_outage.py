@@ -133,15 +133,20 @@ def test_the_operator_rides_out_an_api_server_outage_longer_than_its_lease(
     ledger: SecretLedger,
     restore: ControlPlane,
 ) -> None:
-    """API server SIGKILLed for OUTAGE s, then restarted on the same port: the process stays up,
-    spends nothing while it cannot renew, renews the same Lease (no transition) and refreshes
-    each token that came due exactly once, within FRESH_BOUND of the API's return."""
+    """API server SIGKILLed for OUTAGE s, then restarted on the same port: the leader stays up,
+    spends nothing while it cannot renew, renews the same Lease (no transition; its standby
+    does not snatch it) and refreshes each token that came due exactly once, within
+    FRESH_BOUND of the API server's restart."""
     cluster = restore
     tokens = [
         delegated_token(admin, provider, ledger, namespace=make_namespace("out"), name="box", create=False)
         for _ in range(2)
     ]
     op, port = start(start_operator, [t.namespace for t in tokens])
+    # A hot standby (the chart with replicaCount 2): it saw nothing during the outage, so it must
+    # not read the Lease left unrenewed since before it as a dead leader's and take it over.
+    standby, _ = start(start_operator, [t.namespace for t in tokens], wait=False)
+    standby.wait_log("waiting for leadership", timeout=30)
     for t in tokens:
         t.create(admin)
     for t in tokens:
@@ -180,6 +185,7 @@ def test_the_operator_rides_out_an_api_server_outage_longer_than_its_lease(
     spec = lease_spec(admin, lease_ns)
     assert spec["holderIdentity"] == holder and int(spec.get("leaseTransitions") or 0) == 0
     assert "acting again" in op.log and "exiting" not in op.log
+    assert "acquired leadership" not in standby.log and standby.proc is not None and standby.proc.poll() is None
     for t in tokens:
         due_at = planned[t.namespace].timestamp()
         assert killed_at + RENEW_DEADLINE + 1 < due_at < restarted_at, "the refresh came due while the API was away"
@@ -189,7 +195,7 @@ def test_the_operator_rides_out_an_api_server_outage_longer_than_its_lease(
         assert len(due) == 1, f"{t.client_id}: {len(due)} provider calls for one due refresh"
         assert_no_reuse(admin, provider, t)
     ledger.harvest(admin, [t.namespace for t in tokens])
-    assert not ledger.leaks(op.log, *ledger.api_texts(admin))
+    assert not ledger.leaks(op.log, standby.log, *ledger.api_texts(admin))
 
 
 def test_an_operator_started_while_the_api_server_is_down_waits_then_works(
