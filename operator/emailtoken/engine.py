@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from emailtoken import conditions
+from emailtoken import conditions, grants
 from emailtoken.conditions import Condition
 from emailtoken.credcache import CredentialSecrets
 from emailtoken.kube import KubeApi, KubeError
@@ -36,7 +36,15 @@ from emailtoken.outcomes import ErrorKind, ProviderError, TokenSet
 from emailtoken.providers.base import ClientCredentials, DeviceCodeProvider, DeviceFlow, Provider
 from emailtoken.schedule import DEFAULT_KEEPALIVE, backoff, invalid_client_backoff, next_refresh
 from emailtoken.secretdata import LABEL_TOKEN, Grant, PublishedToken, consumer_secret, read_published
-from emailtoken.store import GrantReplaced, GrantStore, SecretMissing, check_owner, publish, read_secret_key
+from emailtoken.store import (
+    GrantReplaced,
+    GrantStore,
+    NotOurGrant,
+    SecretMissing,
+    check_owner,
+    publish,
+    read_secret_key,
+)
 from emailtoken.timefmt import parse_rfc3339, rfc3339, utcnow
 
 log = logging.getLogger(__name__)
@@ -413,11 +421,15 @@ class Engine:
         if reauth and reauth != handled.get("reauthorize"):
             handled["reauthorize"] = reauth
             if spec.interactive:
-                await self.grants.drop(token)
-                st.rotation, st.unpublished = None, None  # they belong to the grant just dropped
-                st.device, st.error = None, None
-                st.next_attempt = now
-                report.events.append(("Normal", "GrantDropped", "the grant was dropped on request; sign in again"))
+                try:
+                    await self.grants.drop(token)
+                except NotOurGrant as exc:
+                    report.events.append(("Warning", "RefreshFailed", f"SecretConflict: {exc}"))
+                else:
+                    st.rotation, st.unpublished = None, None  # they belong to the grant just dropped
+                    st.device, st.error = None, None
+                    st.next_attempt = now
+                    report.events.append(("Normal", "GrantDropped", "the grant was dropped on request; sign in again"))
         force = bool(annotations.get(ANNOTATION_REFRESH_NOW)) and annotations.get(
             ANNOTATION_REFRESH_NOW
         ) != handled.get("refreshNow")
@@ -558,6 +570,9 @@ class Engine:
             self._fail(st, exc, report, now)
             st.failed_inputs, st.retry_not_before = att.inputs, st.next_attempt
             return False
+        except NotOurGrant as exc:
+            self._fail(st, ProviderError(ErrorKind.BAD_CONFIG, str(exc), reason="SecretConflict"), report, now)
+            return False
         except SecretMissing as exc:
             self._fail(st, ProviderError(ErrorKind.BAD_CONFIG, str(exc), reason="SecretNotFound"), report, now)
             return False
@@ -661,12 +676,16 @@ class Engine:
             att.writing_grant(token, "grant")
             await self._persist(token, st)
             return True
-        if spec.email_address and grant.account and grant.account.lower() != spec.email_address.lower():
+        if spec.email_address and not grants.same_account(spec.email_address, grant.account):
             raise ProviderError(
                 ErrorKind.REAUTHORIZE,
-                f"the grant belongs to {grant.account}, not {spec.email_address}; sign in as the mailbox",
+                f"the grant belongs to {grant.account or 'an unnamed account'}, not {spec.email_address}; "
+                "sign in as the mailbox",
                 reason="AccountMismatch",
             )
+        moved = grants.endpoint_problem(grant, spec)
+        if moved:
+            raise ProviderError(ErrorKind.REAUTHORIZE, moved, reason="EndpointChanged")
         att.inputs = _inputs_digest(creds, grant.refresh_token)
         if self._same_failure_again(st, att.inputs, report, now, force):
             return False
@@ -722,14 +741,8 @@ class Engine:
         result: TokenSet = await self._timed(spec, "refresh", provider.refresh, spec, creds, grant.refresh_token)
         username = spec.email_address or grant.account or result.account or ""
         st.unpublished = Unpublished(result, now, username, spec.fingerprint())
-        if result.refresh_token and result.refresh_token != grant.refresh_token:
-            successor = Grant(
-                refresh_token=result.refresh_token,
-                account=grant.account or (result.account or ""),
-                scope=result.scope or grant.scope,
-                obtained_at=grant.obtained_at,
-                updated_at=rfc3339(now),
-            )
+        successor = grants.successor(grant, spec, result, now)
+        if successor is not None:
             st.rotation = Rotation(successor=successor, spent=grant)
             await self._persist(token, st)
 
@@ -792,11 +805,12 @@ class Engine:
             self._failure_report(report, st, None, token_valid=self._valid(st, now))
             return None
         account = result.account or ""
-        if spec.email_address and account and account.lower() != spec.email_address.lower():
+        problem = grants.account_problem(spec, account)
+        if problem:
             raise ProviderError(
                 ErrorKind.REAUTHORIZE,
-                f"signed in as {account}, not {spec.email_address}; nothing was stored. Set the "
-                "emailtoken.io/reauthorize annotation to a new value and sign in as the mailbox",
+                f"{problem}; nothing was stored. Set the emailtoken.io/reauthorize annotation to a new value "
+                "and sign in as the mailbox",
                 reason="AccountMismatch",
             )
         if not result.refresh_token:
@@ -805,13 +819,7 @@ class Engine:
                 "the provider issued no refresh token (offline_access was not granted)",
                 reason="NoRefreshToken",
             )
-        grant = Grant(
-            refresh_token=result.refresh_token,
-            account=account or (spec.email_address or ""),
-            scope=result.scope,
-            obtained_at=rfc3339(now),
-            updated_at=rfc3339(now),
-        )
+        grant = grants.from_sign_in(spec, result, account, now)
         st.device, st.error = None, None  # the code is redeemed: never poll it again, whatever happens next
         report.events.append(("Normal", "DeviceCodeApproved", f"signed in as {grant.account} with the device code"))
         return grant, result

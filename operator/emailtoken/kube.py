@@ -65,7 +65,7 @@ class KubeApi(Protocol):
         self, namespace: str, name: str, patch: dict[str, Any], *, resource_version: str | None = None
     ) -> dict[str, Any]: ...
 
-    async def delete_secret(self, namespace: str, name: str) -> None: ...
+    async def delete_secret(self, namespace: str, name: str, *, resource_version: str | None = None) -> None: ...
 
     async def patch_token_status(self, namespace: str, name: str, status: dict[str, Any]) -> None: ...
 
@@ -182,10 +182,15 @@ class KubernetesApi:
             body.setdefault("metadata", {})["resourceVersion"] = resource_version
         return await self._run(self.core.patch_namespaced_secret, name, namespace, body, _content_type=MERGE_PATCH)
 
-    async def delete_secret(self, namespace: str, name: str) -> None:
-        """Delete; a missing Secret is fine."""
+    async def delete_secret(self, namespace: str, name: str, *, resource_version: str | None = None) -> None:
+        """Delete (only that version of it, when ``resource_version`` is given: else Conflict); missing is fine."""
+        options = None
+        if resource_version:
+            options = kubernetes.client.V1DeleteOptions(
+                preconditions=kubernetes.client.V1Preconditions(resource_version=resource_version)
+            )
         try:
-            await self._run(self.core.delete_namespaced_secret, name, namespace)
+            await self._run(self.core.delete_namespaced_secret, name, namespace, body=options)
         except NotFound:
             return
 

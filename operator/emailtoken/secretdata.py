@@ -139,6 +139,8 @@ class Grant:
     scope: str = ""
     obtained_at: str = ""
     updated_at: str = ""
+    #: the token endpoint that issued it: its refresh token is presented nowhere else
+    token_url: str = ""
     resource_version: str | None = field(default=None, compare=False)
 
 
@@ -161,6 +163,7 @@ def grant_secret(token: TokenRef, grant: Grant) -> dict[str, Any]:
                 "scope": grant.scope,
                 "obtained_at": grant.obtained_at,
                 "updated_at": grant.updated_at,
+                "token_url": grant.token_url,
             }
         ),
     }
@@ -179,5 +182,6 @@ def read_grant(secret: Mapping[str, Any] | None) -> Grant | None:
         scope=data.get("scope", ""),
         obtained_at=data.get("obtained_at", ""),
         updated_at=data.get("updated_at", ""),
+        token_url=data.get("token_url", ""),
         resource_version=(secret.get("metadata") or {}).get("resourceVersion"),
     )

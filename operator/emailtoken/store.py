@@ -16,6 +16,7 @@ import asyncio
 import logging
 from typing import Any
 
+from emailtoken import grants
 from emailtoken.credcache import CredentialSecrets
 from emailtoken.kube import Conflict, KubeApi, KubeError, NotFound
 from emailtoken.model import SecretKeyRef, TokenRef
@@ -37,6 +38,10 @@ def retryable(exc: KubeError) -> bool:
 
 class SecretMissing(Exception):
     """A referenced Secret or key does not exist; the message names it (never its value)."""
+
+
+class NotOurGrant(SecretMissing):
+    """A Secret has the grant's name but is not this token's grant (type and label): never read, replaced or deleted."""
 
 
 class GrantReplaced(Exception):
@@ -68,8 +73,17 @@ class GrantStore:
         self.api = api
 
     async def load(self, token: TokenRef) -> Grant | None:
-        """The current grant (with its resourceVersion), or None."""
-        return read_grant(await self.api.get_secret(token.namespace, token.grant_secret_name))
+        """The current grant (with its resourceVersion), or None; :class:`NotOurGrant` for a squatter."""
+        return read_grant(self._own(token, await self.api.get_secret(token.namespace, token.grant_secret_name)))
+
+    @staticmethod
+    def _own(token: TokenRef, secret: dict[str, Any] | None) -> dict[str, Any] | None:
+        if secret is not None and not grants.is_grant_of(secret, token.name):
+            raise NotOurGrant(
+                f"Secret {token.namespace}/{token.grant_secret_name} exists but is not this token's grant "
+                "(wrong type or label); the operator will not read, replace or delete it: rename or delete it"
+            )
+        return secret
 
     async def save(self, token: TokenRef, grant: Grant, *, expected_version: str | None) -> Grant:
         """Write the grant only if nobody changed it since ``expected_version``.
@@ -140,7 +154,7 @@ class GrantStore:
         refresh token is someone else's newer sign-in and wins (:class:`GrantReplaced`).
         """
         for _ in range(CONFLICT_RETRIES):
-            current_secret = await self.api.get_secret(token.namespace, token.grant_secret_name)
+            current_secret = self._own(token, await self.api.get_secret(token.namespace, token.grant_secret_name))
             if current_secret is not None and read_grant(current_secret) is not None:
                 current = read_grant(current_secret)
                 if current is not None and current.refresh_token == grant.refresh_token:
@@ -154,8 +168,16 @@ class GrantStore:
         raise Conflict(409, "the grant Secret kept changing while the new grant was written")
 
     async def drop(self, token: TokenRef) -> None:
-        """Forget the grant (re-authorization starts from scratch)."""
-        await self.api.delete_secret(token.namespace, token.grant_secret_name)
+        """Forget the grant (re-authorization starts from scratch): this token's grant only, as read."""
+        secret = self._own(token, await self.api.get_secret(token.namespace, token.grant_secret_name))
+        if secret is None:
+            return
+        version = (secret.get("metadata") or {}).get("resourceVersion") or None
+        try:
+            await self.api.delete_secret(token.namespace, token.grant_secret_name, resource_version=version)
+        except Conflict:
+            # Written since we read it: a sign-in that completed after the annotation was set wins.
+            log.info("%s: the grant changed since the reauthorization was asked for; keeping the newer one", token)
 
 
 def _patch_of(body: dict[str, Any]) -> dict[str, Any]:

@@ -64,8 +64,11 @@ class InMemoryApi:
         self.writes.append(("patch", "secret", name))
         return copy.deepcopy(merged)
 
-    async def delete_secret(self, namespace: str, name: str) -> None:
+    async def delete_secret(self, namespace: str, name: str, *, resource_version: str | None = None) -> None:
         self._maybe_fail()
+        obj = self.secrets.get((namespace, name))
+        if obj is not None and resource_version is not None and obj["metadata"]["resourceVersion"] != resource_version:
+            raise Conflict(409, "the object has been modified")
         if self.secrets.pop((namespace, name), None) is not None:
             self.writes.append(("delete", "secret", name))
 

@@ -14,8 +14,9 @@ import pytest
 from emailtoken.callback import pages
 from emailtoken.callback.app import hostname
 from emailtoken.callback.context import CallbackConfig
-from emailtoken.callback.signin import SignInRefused, check_account, same_account
+from emailtoken.callback.signin import SignInRefused, check_account
 from emailtoken.callback.tokens import Action, Tone, relative, row_of, rows_of
+from emailtoken.grants import same_account
 from emailtoken.model import parse_spec
 
 NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)

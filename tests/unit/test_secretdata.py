@@ -178,7 +178,9 @@ def test_decode_data_tolerates_binary_neighbours() -> None:
 
 def test_grant_secret_body() -> None:
     """Operator-only type and label; every field base64-encoded."""
-    grant = Grant("rt-1", "box@contoso.example", "scope-a", "2026-01-01T00:00:00Z", "2026-01-02T00:00:00Z")
+    grant = Grant(
+        "rt-1", "box@contoso.example", "scope-a", "2026-01-01T00:00:00Z", "2026-01-02T00:00:00Z", "https://idp/token"
+    )
     body = grant_secret(TOKEN, grant)
     assert body["type"] == "emailtoken.io/grant"
     assert body["metadata"]["name"] == "emailtoken-grant-box"
@@ -194,7 +196,9 @@ def test_grant_secret_body() -> None:
         "scope": b64("scope-a"),
         "obtained_at": b64("2026-01-01T00:00:00Z"),
         "updated_at": b64("2026-01-02T00:00:00Z"),
+        "token_url": b64("https://idp/token"),
     }
+    assert read_grant(body) == grant, "the issuing endpoint round-trips"
 
 
 def test_grant_round_trip_with_resource_version() -> None:

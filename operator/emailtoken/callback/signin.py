@@ -16,15 +16,16 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from emailtoken import grants
 from emailtoken.callback import pkce
 from emailtoken.callback.state import SignInState
 from emailtoken.kube import Conflict, KubeApi, KubeError, NotFound
 from emailtoken.model import EmailTokenSpec, SpecError, TokenRef, parse_spec
 from emailtoken.outcomes import ProviderError, TokenSet
 from emailtoken.providers.base import ClientCredentials, Provider
-from emailtoken.secretdata import GRANT_TYPE, LABEL_GRANT_FOR, Grant, grant_secret, read_grant
+from emailtoken.secretdata import Grant, grant_secret, read_grant
 from emailtoken.store import SecretMissing, read_secret_key
-from emailtoken.timefmt import rfc3339, utcnow
+from emailtoken.timefmt import utcnow
 
 GRANT_WRITE_ATTEMPTS = 3
 #: Grant Secret annotation: ids of completed callback sign-ins -> their states' expiry (JSON).
@@ -90,37 +91,16 @@ def authorization_url(provider: Provider, spec: EmailTokenSpec, *, redirect_uri:
     return pkce.ensure_pkce(url, challenge)
 
 
-def same_account(expected: str, account: str | None) -> bool:
-    """The one rule for "this is the mailbox's account": equal after casefold, and never empty.
-
-    Providers report the case the directory holds (``Alice@Contoso.com``) while specs are
-    often written in lower case; an empty account proves nothing, so it never matches.
-    """
-    if not account or not account.strip() or not expected:
-        return False
-    return account.casefold() == expected.casefold()
-
-
 def check_account(spec: EmailTokenSpec, account: str | None) -> str:
     """The signed-in account, if it may hold this token's grant (pinned to emailAddress).
 
-    An unnamed account is refused even when nothing is pinned: the account becomes the
-    SASL user name mail tasks log in with, and an empty one cannot log in anywhere.
+    The rule is :func:`emailtoken.grants.account_problem`, shared with the operator's device flow.
     """
-    if not account or not account.strip():
-        why = f", so it cannot be checked against {spec.email_address}" if spec.email_address else ""
-        raise SignInRefused(
-            "AccountMismatch",
-            f"the provider did not say which account signed in{why}; nothing was stored",
-            status=403,
-        )
-    if spec.email_address and not same_account(spec.email_address, account):
-        raise SignInRefused(
-            "AccountMismatch",
-            f"signed in as {account}, but this token is for {spec.email_address}; nothing was stored. "
-            f"Sign in again as {spec.email_address}",
-            status=403,
-        )
+    problem = grants.account_problem(spec, account)
+    if problem:
+        again = f" Sign in again as {spec.email_address}" if spec.email_address and account else ""
+        raise SignInRefused("AccountMismatch", f"{problem}; nothing was stored.{again}", status=403)
+    assert account is not None
     return account
 
 
@@ -166,8 +146,7 @@ def _grant_version(current: Mapping[str, Any] | None, token: TokenRef) -> str | 
     if current is None:
         return None
     meta = current.get("metadata") or {}
-    labels = meta.get("labels") or {}
-    if current.get("type") != GRANT_TYPE and labels.get(LABEL_GRANT_FOR) != token.name:
+    if not grants.is_grant_of(current, token.name):
         raise SignInRefused(
             "SecretConflict",
             f"Secret {token.namespace}/{token.grant_secret_name} exists and is not this token's grant; "
@@ -296,14 +275,7 @@ async def complete(
             f"{spec.provider} issued no refresh token (offline access was not granted); nothing was stored",
             status=502,
         )
-    now = rfc3339(utcnow())
-    grant = Grant(
-        refresh_token=tokens.refresh_token,
-        account=account,
-        scope=tokens.scope or spec.scope_string,
-        obtained_at=now,
-        updated_at=now,
-    )
+    grant = grants.from_sign_in(spec, tokens, account, utcnow())
     await replace_grant(api, token, grant, sign_in=sign_in)
     return SignInResult(
         token=token,
