@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import threading
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -389,6 +390,30 @@ async def test_a_server_that_never_answers_costs_one_timeout_not_a_hang() -> Non
         with pytest.raises(Unreachable):
             await api.get_lease(NS, "emailtoken-operator")
         assert loop.time() - started < 1.5
+
+
+@pytest.mark.looptime(False)
+async def test_a_tls_failure_is_unreachable_too() -> None:
+    """A server that does not speak TLS on the API port: no HTTP answer, so Unreachable (not HTTP 0)."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(16)
+        listener.settimeout(10)
+
+        def answer_in_plain_text() -> None:
+            conn, _ = listener.accept()  # one attempt: request_timeout turns urllib3's retries off
+            with conn:
+                conn.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+
+        server = threading.Thread(target=answer_in_plain_text, daemon=True)
+        server.start()
+        configuration = _at(listener.getsockname()[1])
+        configuration.host = configuration.host.replace("http://", "https://")
+        api = KubernetesApi(threads=2, request_timeout=2, configuration=configuration)
+        with pytest.raises(Unreachable) as caught:
+            await api.get_lease(NS, "emailtoken-operator")
+        assert "ssl" in str(caught.value).lower()
+        server.join(5)
 
 
 # --------------------------------------------------------------------------- the engine's side
