@@ -82,6 +82,11 @@ def _add_run(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--provider-timeout", type=float, default=20.0, help="seconds per provider request")
     p.add_argument("--keepalive", default="3d", help="refresh idle grants at least this often (default 3d)")
     p.add_argument(
+        "--min-refresh-interval",
+        default="15s",
+        help="never refresh one token more often than this, whatever lifetime its provider claims (default 15s)",
+    )
+    p.add_argument(
         "--refresh-events",
         choices=("changes", "all"),
         default="changes",
@@ -104,6 +109,7 @@ def config_from_args(args: argparse.Namespace) -> OperatorConfig:
         provider_timeout=args.provider_timeout,
         concurrency=args.concurrency,
         keepalive=keepalive,
+        min_refresh_interval=parse_duration(args.min_refresh_interval),
         routine_events=args.refresh_events == "all",
         health_port=args.health_port or None,
         metrics_port=args.metrics_port or None,

@@ -15,6 +15,9 @@ from emailtoken.timefmt import rfc3339
 
 READY = "Ready"
 AUTHORIZED = "Authorized"
+#: Far below the CRD's maxLength (32768): a status the API server refuses would go stale,
+#: and the text (provider answers among it) is for people, who read the start.
+MAX_MESSAGE = 2048
 
 
 @dataclass(frozen=True)
@@ -48,7 +51,7 @@ def merge(
             "type": cond.type,
             "status": cond.status_text,
             "reason": cond.reason,
-            "message": cond.message,
+            "message": cond.message if len(cond.message) <= MAX_MESSAGE else cond.message[: MAX_MESSAGE - 1] + "…",
             "lastTransitionTime": rfc3339(now) if changed else old.get("lastTransitionTime", rfc3339(now)),
         }
         if generation is not None:

@@ -34,7 +34,13 @@ from emailtoken.model import EmailTokenSpec, SpecError, TokenRef, parse_spec
 from emailtoken.observe import NullObserver, Observer
 from emailtoken.outcomes import ErrorKind, ProviderError, TokenSet
 from emailtoken.providers.base import ClientCredentials, DeviceCodeProvider, DeviceFlow, Provider
-from emailtoken.schedule import DEFAULT_KEEPALIVE, backoff, invalid_client_backoff, next_refresh
+from emailtoken.schedule import (
+    DEFAULT_KEEPALIVE,
+    MIN_REFRESH_INTERVAL,
+    backoff,
+    invalid_client_backoff,
+    next_refresh,
+)
 from emailtoken.secretdata import LABEL_TOKEN, Grant, PublishedToken, consumer_secret, read_published
 from emailtoken.store import (
     GrantReplaced,
@@ -90,6 +96,8 @@ class EngineConfig:
     redirect_base_url: str | None = None
     admin_url: str | None = None
     keepalive: timedelta = DEFAULT_KEEPALIVE
+    #: no token is refreshed more often than this, whatever lifetime its provider claims
+    min_refresh_interval: timedelta = MIN_REFRESH_INTERVAL
     bad_config_retry: timedelta = BAD_CONFIG_RETRY
     #: threads for blocking provider calls (as many as steps run at once, see Scheduler)
     provider_threads: int = 16
@@ -505,7 +513,12 @@ class Engine:
             return st.refresh_at
         obtained = pub.obtained_at or (pub.expires_at - timedelta(hours=1))
         st.refresh_at = next_refresh(
-            obtained, pub.expires_at, spec.refresh_before, keepalive=self.config.keepalive, rng=self.rng
+            obtained,
+            pub.expires_at,
+            spec.refresh_before,
+            keepalive=self.config.keepalive,
+            min_interval=self.config.min_refresh_interval,
+            rng=self.rng,
         )
         return st.refresh_at
 

@@ -89,6 +89,7 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
             redirect_base_url=config.redirect_base_url,
             admin_url=config.admin_url,
             keepalive=config.keepalive,
+            min_refresh_interval=config.min_refresh_interval,
             routine_events=config.routine_events,
             provider_threads=config.concurrency,
             may_act=memo.get("may_act"),  # set by the runner when leader election is on

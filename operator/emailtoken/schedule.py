@@ -9,6 +9,9 @@ import random
 from datetime import datetime, timedelta
 
 MIN_MARGIN = timedelta(minutes=5)
+#: However short-lived the provider says a token is (``expires_in: 0``), one token is not
+#: refreshed more often than this: a tenant's endpoint must not turn the operator into a loop.
+MIN_REFRESH_INTERVAL = timedelta(seconds=15)
 JITTER_FRACTION = 0.1
 BACKOFF_BASE = timedelta(seconds=5)
 BACKOFF_CAP = timedelta(minutes=5)
@@ -36,6 +39,7 @@ def next_refresh(
     refresh_before: timedelta | None = None,
     *,
     keepalive: timedelta = DEFAULT_KEEPALIVE,
+    min_interval: timedelta = MIN_REFRESH_INTERVAL,
     rng: random.Random | None = None,
 ) -> datetime:
     """The moment to refresh a token obtained at ``obtained_at`` that expires at ``expires_at``.
@@ -46,7 +50,7 @@ def next_refresh(
     margin = refresh_margin(lifetime, refresh_before)
     jitter = (rng or random).uniform(0, JITTER_FRACTION) * margin
     due = expires_at - margin - jitter
-    return min(due, obtained_at + keepalive)
+    return max(min(due, obtained_at + keepalive), obtained_at + min_interval)
 
 
 def is_due(now: datetime, refresh_at: datetime) -> bool:

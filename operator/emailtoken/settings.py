@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from emailtoken.endpoints import DEFAULT_ALLOWED_HOSTS
-from emailtoken.schedule import DEFAULT_KEEPALIVE
+from emailtoken.schedule import DEFAULT_KEEPALIVE, MIN_REFRESH_INTERVAL
 
 
 @dataclass(frozen=True)
@@ -23,6 +23,7 @@ class OperatorConfig:
     provider_timeout: float = 20.0
     concurrency: int = 16
     keepalive: timedelta = DEFAULT_KEEPALIVE
+    min_refresh_interval: timedelta = MIN_REFRESH_INTERVAL
     routine_events: bool = False
     watch_timeout: int = 300
     health_port: int | None = 8080

@@ -6,6 +6,7 @@ The operator process runs as an installer would run it for the local provider
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
@@ -87,3 +88,30 @@ def test_moving_an_authorized_token_to_another_host_spends_nothing(
     assert api.condition(namespace, "moved", "Ready")["status"] == "True"
     assert provider.count(client_id=client_id) == calls
     assert api.secret_data(namespace, "moved") == published, "the valid token stays published"
+
+
+def test_a_provider_claiming_zero_lifetimes_cannot_spin_the_operator(
+    api: ApiClient, provider: DevProviderThread, namespace: str, operator: OperatorProcess
+) -> None:
+    """``expires_in: 0`` once made one token refresh in a hot loop (66 provider calls in 3 s).
+
+    Tests run the operator with a 1 s floor (``--min-refresh-interval 1s``; the product's is 15 s),
+    so 6 s allow at most about 7 calls.
+    """
+    client_id = setup(api, provider, namespace)
+    saved = provider.token_lifetime
+    provider.token_lifetime = 0
+    try:
+        api.create(
+            "emailtokens",
+            namespace,
+            client_credentials(provider, "zero", client_id=client_id, mailbox="shared@contoso.com"),
+        )
+        wait_for(lambda: provider.count(client_id=client_id) >= 1, 30, what="the first call")
+        first = provider.count(client_id=client_id)
+        time.sleep(6)
+        calls = provider.count(client_id=client_id) - first
+    finally:
+        provider.token_lifetime = saved
+    assert 3 <= calls <= 8, calls
+    assert operator.proc is not None and operator.proc.poll() is None

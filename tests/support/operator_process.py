@@ -42,6 +42,9 @@ class OperatorProcess:
             "--log-format",
             "full",
             "-v",
+            # Tests use tokens that live seconds; the product's floor (15 s) would only slow them.
+            "--min-refresh-interval",
+            "1s",
         ]
         if ca_bundle:  # the local provider: its CA, and its host allowed like an installer would
             self.args += ["--ca-bundle", ca_bundle, "--allow-provider-host", "127.0.0.1"]

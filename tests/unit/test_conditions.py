@@ -103,3 +103,12 @@ def test_status_text() -> None:
     assert Condition(READY, True, "", "").status_text == "True"
     assert Condition(READY, False, "", "").status_text == "False"
     assert Condition(READY, None, "", "").status_text == "Unknown"
+
+
+def test_messages_are_cut_to_fit_status() -> None:
+    """A long message (provider text, API errors) must not make the API server refuse the status."""
+    from emailtoken.conditions import MAX_MESSAGE, Condition, merge
+
+    long = "x" * 100_000
+    [entry] = merge(None, [Condition("Ready", False, "ProviderUnavailable", long)], now=T0, generation=1)
+    assert len(entry["message"]) == MAX_MESSAGE and entry["message"].endswith("…")

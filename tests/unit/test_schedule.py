@@ -11,6 +11,7 @@ from emailtoken.schedule import (
     BACKOFF_CAP,
     DEFAULT_KEEPALIVE,
     INVALID_CLIENT_CAP,
+    MIN_REFRESH_INTERVAL,
     backoff,
     invalid_client_backoff,
     is_due,
@@ -97,10 +98,16 @@ def test_keepalive_caps_long_lived_tokens() -> None:
     assert short == T0 + timedelta(minutes=30)
 
 
-def test_next_refresh_for_already_expired_token_is_not_after_expiry() -> None:
-    """A token obtained after its expiry (clock skew) is due at once, not in the future."""
-    due = next_refresh(T0, T0 - timedelta(minutes=1), rng=random.Random(1))
-    assert due <= T0
+def test_a_token_born_expired_is_not_refreshed_in_a_loop() -> None:
+    """``expires_in: 0`` (or clock skew) used to make the token due at once, again and again:
+    a tenant's endpoint could spin the operator. One refresh per MIN_REFRESH_INTERVAL at most."""
+    assert next_refresh(T0, T0, rng=random.Random(1)) == T0 + MIN_REFRESH_INTERVAL
+    assert next_refresh(T0, T0 - timedelta(minutes=1), rng=random.Random(1)) == T0 + MIN_REFRESH_INTERVAL
+    assert next_refresh(T0, T0 + timedelta(seconds=4), rng=random.Random(1)) == T0 + MIN_REFRESH_INTERVAL
+    # Without a floor (tests of seconds-long tokens) the old rule holds: due at once.
+    assert next_refresh(T0, T0 - timedelta(minutes=1), min_interval=timedelta(0), rng=random.Random(1)) <= T0
+    # An hour-long token is not affected.
+    assert next_refresh(T0, T0 + timedelta(hours=1), rng=random.Random(1)) > T0 + timedelta(minutes=30)
 
 
 def test_is_due() -> None:
