@@ -14,17 +14,17 @@ attempt retries the write, not the provider call.
 from __future__ import annotations
 
 import asyncio
-import functools
 import hashlib
 import json
 import logging
+import math
 import random
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from emailtoken import conditions, grants
 from emailtoken.conditions import Condition
@@ -65,6 +65,9 @@ PERMISSION_RETRY_BASE = timedelta(seconds=2)
 PERMISSION_RETRY_CAP = timedelta(seconds=15)
 #: How long a cancelled step still waits for a refresh whose token it already presented.
 PERSIST_GRACE = 30.0
+#: A step that may not act waits this long for a renewal before it looks again. It holds its
+#: scheduler slot meanwhile, so a pause costs a few idle steps, not one per token per second.
+LEADERSHIP_WAIT = 5.0
 
 Key = tuple[str, str]
 
@@ -89,6 +92,23 @@ class ProviderSource(Protocol):
     def for_spec(self, provider: str) -> Provider: ...
 
 
+@runtime_checkable
+class Leadership(Protocol):
+    """Leader election as the engine needs it (:class:`emailtoken.leader.LeaderElector`)."""
+
+    def fresh(self) -> bool:
+        """May this replica act (write) right now?"""
+        ...
+
+    def call_window(self) -> float:
+        """Seconds from now in which a provider call may start and still end before the Lease could pass on."""
+        ...
+
+    async def next_renewal(self, timeout: float) -> bool:
+        """Return at the next renewal or after ``timeout``; False once leadership is lost for good."""
+        ...
+
+
 @dataclass
 class EngineConfig:
     """Operator-wide settings that shape every step."""
@@ -101,8 +121,9 @@ class EngineConfig:
     bad_config_retry: timedelta = BAD_CONFIG_RETRY
     #: threads for blocking provider calls (as many as steps run at once, see Scheduler)
     provider_threads: int = 16
-    #: may this replica act (leader election's fence, :meth:`LeaderElector.fresh`); None: always
-    may_act: Callable[[], bool] | None = None
+    #: may this replica act: leader election (a :class:`Leadership`, which also fences provider calls
+    #: by time and wakes paused steps), or a plain predicate polled every second; None: always
+    may_act: Leadership | Callable[[], bool] | None = None
     #: a Refreshed Event for every routine refresh too (otherwise only for refresh-now and spec
     #: changes; status.lastRefreshTime and the metrics show routine ones)
     routine_events: bool = False
@@ -181,7 +202,15 @@ def _inputs_digest(creds: ClientCredentials, refresh_token: str | None) -> str:
 
 
 class NotLeader(Exception):
-    """This replica's leadership is not confirmed any more: it must neither call providers nor write."""
+    """This replica's leadership is not confirmed any more: it must neither call providers nor write.
+
+    ``paused``: leadership itself is unconfirmed (not just too little of the Lease left for a
+    provider call to end in time).
+    """
+
+    def __init__(self, *, paused: bool = True) -> None:
+        super().__init__("leadership not confirmed" if paused else "too little of the Lease left for a provider call")
+        self.paused = paused
 
 
 def _api_failure(exc: KubeError, doing: str, kept: str = "") -> ProviderError:
@@ -283,6 +312,11 @@ class Engine:
         )
         #: refreshes whose refresh token was presented and whose successor may not be stored yet
         self._spending: set[asyncio.Task[Any]] = set()
+        may_act = self.config.may_act
+        self._leader: Leadership | None = may_act if isinstance(may_act, Leadership) else None
+        self._may_act: Callable[[], bool] | None = None if isinstance(may_act, Leadership) else may_act
+        #: steps found leadership unconfirmed (logged once when that starts and once when it ends)
+        self._paused = False
 
     # -- bookkeeping used by the handlers -------------------------------------------------
 
@@ -341,15 +375,17 @@ class Engine:
         """Bring one token up to date and report; never raises for a token's own problems.
 
         A replica whose leadership is not confirmed (see :attr:`EngineConfig.may_act`) does
-        nothing at all and looks again in a second: it is about to stop, or to renew.
+        nothing at all and waits for it (:meth:`_await_leadership`).
         """
         meta = body.get("metadata") or {}
         try:
             self._fence()
+            if self._paused:
+                self._paused = False
+                log.info("leadership confirmed again: tokens act again")
             return await self._step(body)
-        except NotLeader:
-            log.warning("%s/%s: leadership not confirmed; not acting", meta.get("namespace"), meta.get("name"))
-            return StepResult(delay=1.0)
+        except NotLeader as exc:
+            return await self._await_leadership(exc)
         except KubeError as exc:
             # An API call outside the places that report their own failures (dropping a grant on
             # request): back off like any outage, without a traceback.
@@ -370,8 +406,48 @@ class Engine:
             await asyncio.wait(set(self._spending), timeout=timeout)
 
     def _fence(self) -> None:
-        if self.config.may_act is not None and not self.config.may_act():
+        """NotLeader unless this replica's leadership is confirmed."""
+        if self._leader is not None:
+            if not self._leader.fresh():
+                raise NotLeader()
+        elif self._may_act is not None and not self._may_act():
             raise NotLeader()
+
+    async def _await_leadership(self, exc: NotLeader) -> StepResult:
+        """A step refused for want of leadership: say so once for all tokens, then wait for a renewal.
+
+        Logging per token and stepping every token again each second made an outage cost a line
+        and a no-op step per token per second (5,000 of each at 5,000 tokens).
+        """
+        if exc.paused and not self._paused:
+            self._paused = True
+            log.warning("leadership not confirmed (the Lease is not renewed): no token acts until it is")
+        if self._leader is None:
+            return StepResult(delay=1.0)  # a plain predicate announces nothing: look again in a second
+        if not await self._leader.next_renewal(LEADERSHIP_WAIT):
+            return StepResult(delay=None)  # lost for good: the process is stopping
+        return StepResult(delay=0.0)
+
+    async def _call_window(self) -> float:
+        """Seconds in which the provider call about to be made may still start; NotLeader when none.
+
+        A call may start only if it can end, and its answer be stored, before another replica
+        could take the Lease: else the next leader presents the refresh token it spends. A healthy
+        leader renews well within the window; when it is closed, wait for one renewal.
+        """
+        leader = self._leader
+        if leader is None:
+            self._fence()
+            return math.inf
+        for waited in (False, True):
+            if not leader.fresh():
+                raise NotLeader()
+            window = leader.call_window()
+            if window > 0:
+                return window
+            if waited or not await leader.next_renewal(LEADERSHIP_WAIT):
+                break
+        raise NotLeader(paused=not leader.fresh())
 
     async def _step(self, body: Mapping[str, Any]) -> StepResult:
         meta = body.get("metadata") or {}
@@ -428,6 +504,9 @@ class Engine:
         reauth = annotations.get(ANNOTATION_REAUTHORIZE)
         if reauth and reauth != handled.get("reauthorize"):
             handled["reauthorize"] = reauth
+            # Remembered now, not only with the status at the end: a step that stops early (no
+            # leadership) must not drop a grant signed in since when it runs again.
+            st.handled["reauthorize"] = reauth
             if spec.interactive:
                 try:
                     await self.grants.drop(token)
@@ -839,11 +918,22 @@ class Engine:
 
     async def _timed(self, spec: EmailTokenSpec, operation: str, fn: Callable[..., Any], *args: Any) -> Any:
         """Run a blocking provider call in the provider pool and report its latency and outcome."""
-        self._fence()  # the point of no return: a refresh token presented is spent
-        started = time.perf_counter()
+        window = await self._call_window()  # the point of no return: a refresh token presented is spent
+        opened = time.monotonic()
+        started: list[float] = []
+
+        def call() -> Any:
+            # Queued for a thread past the window (every thread busy): it may not end in time any more.
+            if time.monotonic() - opened >= window:
+                raise NotLeader(paused=False)
+            started.append(time.perf_counter())
+            return fn(*args)
+
         outcome = "ok"
         try:
-            return await asyncio.get_running_loop().run_in_executor(self._provider_pool, functools.partial(fn, *args))
+            return await asyncio.get_running_loop().run_in_executor(self._provider_pool, call)
+        except NotLeader:
+            raise
         except ProviderError as exc:
             outcome = exc.reason
             raise
@@ -859,7 +949,8 @@ class Engine:
                 ErrorKind.TRANSIENT, f"the {spec.provider} client library failed unexpectedly ({type(exc).__name__})"
             ) from None
         finally:
-            self.observer.provider_call(spec.provider, operation, time.perf_counter() - started, outcome)
+            if started:
+                self.observer.provider_call(spec.provider, operation, time.perf_counter() - started[0], outcome)
 
     async def _publish(self, token: TokenRef, spec: EmailTokenSpec, held: Unpublished, *, exists: bool = True) -> None:
         result = held.result

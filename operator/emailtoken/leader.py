@@ -8,6 +8,11 @@ may take over, but keeps its process and state and goes on trying: when the API 
 again and the Lease is still its own, it renews and acts again; if someone else holds it,
 it stops. A control-plane outage therefore pauses the operator instead of killing it.
 
+A provider call spends a rotating refresh token the moment the provider sees it, so one may
+start only if it can end, and its successor be stored, before another candidate could take
+the Lease (:meth:`LeaderElector.call_window`): the lease duration must exceed the provider
+timeout by :data:`CALL_MARGIN` plus :data:`MIN_CALL_WINDOW` (:func:`timing_problem`).
+
 Failures are named for what they are: a missing permission (the API server's message says
 which verb on which resource), a rejected credential, a missing namespace, an unreachable
 API server; never "the lease is held" when it is not.
@@ -16,6 +21,7 @@ API server; never "the lease is held" when it is not.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import socket
@@ -32,6 +38,28 @@ log = logging.getLogger(__name__)
 MICRO = "%Y-%m-%dT%H:%M:%S.%fZ"
 #: A problem that does not change is logged again this often (a single line scrolls away).
 REMIND_EVERY = 300.0
+#: Seconds allowed after a provider call ends to store what it returned (the rotated refresh token).
+CALL_MARGIN = 3.0
+#: After each renewal, provider calls must have at least this long in which they may start.
+MIN_CALL_WINDOW = 2.0
+
+
+def timing_problem(lease_duration: float, provider_timeout: float) -> str | None:
+    """Why a Lease of ``lease_duration`` cannot fence provider calls of ``provider_timeout`` (None: it can).
+
+    A refresh that started under this replica's Lease must end, and its rotated refresh token
+    be stored, before another replica could take the Lease; else the next leader presents the
+    token that refresh spent, and a provider with reuse detection revokes the grant.
+    """
+    need = provider_timeout + CALL_MARGIN + MIN_CALL_WINDOW
+    if lease_duration >= need:
+        return None
+    return (
+        f"--lease-duration {lease_duration:g} is too short for --provider-timeout {provider_timeout:g}: "
+        f"it must be at least the provider timeout + {CALL_MARGIN + MIN_CALL_WINDOW:g} s ({need:g} s), so that "
+        "a refresh started under this replica's Lease ends, and its new refresh token is stored, before "
+        "another replica may take the Lease"
+    )
 
 
 class LeaseApi(Protocol):
@@ -54,6 +82,15 @@ class LeaseConfig:
     lease_duration: float = 15.0
     renew_deadline: float = 10.0
     retry_period: float = 2.0
+    #: what a provider call may need once started: the provider timeout plus CALL_MARGIN (0: calls unfenced)
+    call_budget: float = 0.0
+
+    @property
+    def renew_every(self) -> float:
+        """A third of the lease, or more often: twice within the window in which provider calls may
+        start, so that a healthy leader's calls never find it closed."""
+        window = self.lease_duration - self.call_budget
+        return max(0.5, min(self.lease_duration / 3, window / 2))
 
 
 def default_identity() -> str:
@@ -163,6 +200,8 @@ class LeaderElector:
         self._seen_at = 0.0
         self._renewed_at: float | None = None  # loop time at which the last successful renewal started
         self._logged_at = 0.0
+        #: set (and replaced) at every renewal, and when the Lease is lost: what paused steps wait on
+        self._renewal = asyncio.Event()
 
     @property
     def where(self) -> str:
@@ -188,9 +227,46 @@ class LeaderElector:
         API) stops spending refresh tokens before anyone else may start. It acts again only
         after a renewal succeeds.
         """
-        if self._renewed_at is None:
+        if self._renewed_at is None or self.lost.is_set():
             return False
         return asyncio.get_running_loop().time() - self._renewed_at < self.config.renew_deadline
+
+    def time_left(self) -> float:
+        """Seconds until another candidate could take the Lease (0 when not leading).
+
+        Counted from the start of the last successful renewal: a candidate counts a full lease
+        from when it saw that renewal, which was later.
+        """
+        if self._renewed_at is None or self.lost.is_set():
+            return 0.0
+        return max(0.0, self._renewed_at + self.config.lease_duration - asyncio.get_running_loop().time())
+
+    def call_window(self) -> float:
+        """Seconds from now in which a provider call may still start (0 or less: none may).
+
+        A call may take ``call_budget`` (the provider timeout plus the time to store its answer),
+        and must be over before another candidate could take the Lease: a call that ended later
+        would leave the next leader holding a refresh token this one spent.
+        """
+        if not self.fresh():
+            return 0.0
+        return self.time_left() - self.config.call_budget
+
+    async def next_renewal(self, timeout: float) -> bool:
+        """Wait for the next successful renewal, at most ``timeout`` seconds; False once the Lease is lost.
+
+        Steps that may not act wait here instead of looking again every second.
+        """
+        if self.lost.is_set():
+            return False
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._renewal.wait(), timeout)
+        return not self.lost.is_set()
+
+    def _renewed(self, started: float) -> None:
+        self._renewed_at = started
+        self._renewal.set()
+        self._renewal = asyncio.Event()
 
     def _note(self, problem: LeaseProblem | None) -> None:
         """Log a problem when it starts, changes or persists (every REMIND_EVERY s), and when it ends."""
@@ -247,7 +323,7 @@ class LeaderElector:
             return False
         self._note(None)
         self.holder = self.config.identity
-        self._renewed_at = started
+        self._renewed(started)
         return True
 
     async def acquire(self) -> None:
@@ -271,9 +347,10 @@ class LeaderElector:
         loop = asyncio.get_running_loop()
         last_ok = loop.time()
         suspended = False
-        renew_every = max(self.config.retry_period, self.config.lease_duration / 3)
+        renew_every = self.config.renew_every
+        retry = min(renew_every, self.config.retry_period)
         while True:
-            await asyncio.sleep(renew_every if loop.time() - last_ok < renew_every else self.config.retry_period)
+            await asyncio.sleep(renew_every if loop.time() - last_ok < renew_every else retry)
             if await self.try_acquire():
                 if suspended:
                     log.warning("renewed lease %s after %.1fs without; acting again", self.where, loop.time() - last_ok)
@@ -282,6 +359,7 @@ class LeaderElector:
             elif self.holder and self.holder != self.config.identity:
                 log.error("lease %s was taken by %s; stopping", self.where, self.holder)
                 self.lost.set()
+                self._renewal.set()  # steps waiting for a renewal: there will be none
                 return
             elif not suspended and not self.fresh():
                 suspended = True

@@ -12,6 +12,7 @@ import asyncio
 import logging
 import socket
 import threading
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -20,10 +21,11 @@ import pytest
 
 from emailtoken.engine import Engine, EngineConfig
 from emailtoken.kube import Conflict, KubeError, KubernetesApi, NotFound, Unreachable
-from emailtoken.leader import LeaderElector, LeaseConfig, LeaseProblem, holder_of
+from emailtoken.leader import CALL_MARGIN, LeaderElector, LeaseConfig, LeaseProblem, holder_of, timing_problem
 from emailtoken.model import TokenRef
 from emailtoken.outcomes import TokenSet
 from emailtoken.providers.base import ClientCredentials
+from emailtoken.scheduler import Scheduler
 from emailtoken.secretdata import Grant, decode_data
 from emailtoken.store import GrantStore
 from tests.support.fakeapi import InMemoryApi
@@ -527,3 +529,207 @@ async def test_a_stale_grant_writer_loses_and_publishes_nothing() -> None:
     assert decode_data(api.secrets[(NS, "box")])["access_token"] == "new-access-token-001"
     with pytest.raises(Conflict):
         await GrantStore(api).save(TOKEN, Grant("stale-rt", MAILBOX), expected_version="1")
+
+
+# --------------------------------------------------------------------------- provider calls fenced by time
+
+
+def timed_config(identity: str, provider_timeout: float = 5.0) -> LeaseConfig:
+    """The runner's proportions for a 15 s Lease and a 5 s provider timeout (call budget 8 s)."""
+    return LeaseConfig(
+        namespace=NS,
+        identity=identity,
+        lease_duration=15.0,
+        renew_deadline=10.0,
+        retry_period=2.0,
+        call_budget=provider_timeout + CALL_MARGIN,
+    )
+
+
+async def test_a_provider_call_may_start_only_while_it_can_end_before_a_takeover() -> None:
+    """fresh() alone let a call start up to the renew deadline (10 s) after the last renewal and run
+    for the provider timeout past the lease. The call window closes a call budget before the lease
+    could pass on: the last call it admits, running its whole budget, ends before the standby gets in."""
+    api = InMemoryApi()
+    a = LeaderElector(api, timed_config("a"), clock=lambda: T0)
+    b = elector(api, "b")
+    assert await a.try_acquire()
+    assert not await b.try_acquire()  # the standby starts counting the leader's silence
+    loop = asyncio.get_running_loop()
+    renewed = loop.time()
+    while a.call_window() > 0:
+        await asyncio.sleep(0.1)
+    closed = loop.time() - renewed
+    assert closed == pytest.approx(15.0 - 8.0, abs=0.11)
+    assert a.fresh(), "the leader may still write (store what it has) but starts no provider call"
+    await asyncio.sleep(8.0 - 0.1)  # the last admitted call, lasting its whole budget, ends now
+    assert not await b.try_acquire(), "the standby must not be able to take over before that call ended"
+    await asyncio.sleep(0.2)
+    assert await b.try_acquire()
+
+
+def test_the_renewal_keeps_the_call_window_open() -> None:
+    """The leader renews twice per window when the window is shorter than a third of the lease."""
+    assert LeaseConfig(namespace=NS, lease_duration=15.0).renew_every == 5.0  # client-go's proportions
+    assert LeaseConfig(namespace=NS, lease_duration=30.0, call_budget=23.0).renew_every == 3.5  # the defaults
+    assert LeaseConfig(namespace=NS, lease_duration=25.0, call_budget=23.0).renew_every == 1.0  # the tightest allowed
+
+
+async def test_a_healthy_leader_never_closes_the_call_window() -> None:
+    """With the defaults (30 s Lease, 20 s provider timeout) a leader that renews without trouble
+    always admits provider calls: nothing waits in normal operation."""
+    api = InMemoryApi()
+    a = LeaderElector(
+        api,
+        LeaseConfig(namespace=NS, identity="a", lease_duration=30, renew_deadline=20, call_budget=20 + CALL_MARGIN),
+        clock=lambda: T0,
+    )
+    assert await a.try_acquire()
+    keeper = asyncio.create_task(a.keep())
+    lowest = 30.0
+    for _ in range(1200):  # two minutes
+        await asyncio.sleep(0.1)
+        lowest = min(lowest, a.call_window())
+    keeper.cancel()
+    assert lowest > 2.5, f"the window fell to {lowest:.2f}s"
+
+
+@pytest.mark.parametrize(
+    ("lease", "timeout", "ok"), [(30, 20, True), (25, 20, True), (24.9, 20, False), (15, 20, False), (10, 5, True)]
+)
+def test_timings_that_cannot_fence_a_provider_call_are_refused(lease: float, timeout: float, ok: bool) -> None:
+    problem = timing_problem(lease, timeout)
+    assert (problem is None) is ok
+    if problem:
+        assert f"--lease-duration {lease:g}" in problem and f"--provider-timeout {timeout:g}" in problem
+        assert f"({timeout + 5:g} s)" in problem and "\n" not in problem
+
+
+class SlowRotating(Rotating):
+    """Rotating, but each call holds its thread for ``hold`` real seconds first."""
+
+    def __init__(self, clock: Any, hold: float) -> None:
+        super().__init__(clock)
+        self.hold = hold
+
+    def refresh(self, spec: Any, creds: ClientCredentials, refresh_token: str) -> TokenSet:
+        time.sleep(self.hold)
+        return super().refresh(spec, creds, refresh_token)
+
+
+async def test_a_step_finding_the_window_closed_waits_for_the_renewal_then_refreshes() -> None:
+    """Leadership confirmed, but too little of the Lease left for a call: the step waits for the
+    next renewal (not a second's poll, no log line), then refreshes in the same step."""
+    api = await seeded_api()
+    provider = Rotating(lambda: T0)
+    a = LeaderElector(api, timed_config("a"), clock=lambda: T0)
+    assert await a.try_acquire()
+    await asyncio.sleep(8)  # fresh (renew deadline 10 s), but the window closed at 7 s
+    engine = Engine(api, provider, events=lambda *a, **k: None, clock=lambda: T0, config=EngineConfig(may_act=a))
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    step = asyncio.create_task(engine.step(body()))
+    await asyncio.sleep(1.5)
+    assert not step.done() and provider.presented == []
+    assert await a.try_acquire()
+    result = await step
+    assert result.refreshed and provider.presented == ["rt-000"] and grant_rt(api) == "rt-001"
+    assert loop.time() - began == pytest.approx(1.5, abs=0.1)
+
+
+@pytest.mark.looptime(False)
+async def test_a_provider_call_queued_past_its_window_is_not_made() -> None:
+    """Every provider thread busy: a call admitted by the window but still queued when it closes
+    is never made (the thread checks the window again before presenting the token)."""
+    api = await seeded_api()
+    await GrantStore(api).save(TokenRef(NS, "other", "uid-2"), Grant("rt-other", MAILBOX), expected_version=None)
+    provider = SlowRotating(lambda: T0, hold=1.5)
+    # A 3 s Lease and a 1 s budget: calls may start during the first 2 s after a renewal.
+    a = LeaderElector(
+        api,
+        LeaseConfig(namespace=NS, identity="a", lease_duration=3, renew_deadline=2.5, call_budget=1.0),
+        clock=lambda: T0,
+    )
+    assert await a.try_acquire()
+    engine = Engine(
+        api,
+        provider,
+        events=lambda *a, **k: None,
+        clock=lambda: T0,
+        config=EngineConfig(may_act=a, provider_threads=1),
+    )
+    other = body()
+    other["metadata"].update(name="other", uid="uid-2")
+    await asyncio.sleep(0.8)  # 1.2 s of window left when both steps pass it; the first call holds the thread 1.5 s
+    first, second = await asyncio.gather(engine.step(body()), engine.step(other))
+    assert first.refreshed and not second.refreshed
+    assert provider.presented == ["rt-000"], "the queued call must not present its refresh token"
+    stored = decode_data(api.secrets[(NS, "emailtoken-grant-other")])["refresh_token"]
+    assert stored == "rt-other"
+
+
+# --------------------------------------------------------------------------- a pause
+
+
+def box(i: int) -> dict[str, Any]:
+    b = body()
+    b["metadata"].update(name=f"box-{i}", uid=f"uid-box-{i}")
+    return b
+
+
+async def test_a_paused_leader_logs_once_and_its_steps_wait_instead_of_polling(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Issue #16: while a leader could not renew, every token logged a warning and was stepped again
+    every second (5,000 lines and no-op steps per second at 5,000 tokens). Now a 60 s outage with
+    50 due tokens logs one line when acting pauses and one when it resumes; the steps wait for the
+    renewal and the tokens refresh as soon as it comes."""
+    api = FlakyApi()
+    secret = {"metadata": {"name": "app-secret", "namespace": NS}, "data": {"client_secret": "c2VjcmV0LXZhbHVl"}}
+    await api.create_secret(NS, secret)
+    tokens = 50
+    for i in range(tokens):
+        await GrantStore(api).save(
+            TokenRef(NS, f"box-{i}", f"uid-box-{i}"), Grant("rt", MAILBOX), expected_version=None
+        )
+    provider = Rotating(lambda: T0)
+    a = LeaderElector(api, timed_config("a"), clock=lambda: T0)
+    assert await a.try_acquire()
+    keeper = asyncio.create_task(a.keep())
+    engine = Engine(api, provider, events=lambda *a, **k: None, clock=lambda: T0, config=EngineConfig(may_act=a))
+    steps: list[float] = []
+    loop = asyncio.get_running_loop()
+
+    async def step(b: dict[str, Any]) -> float | None:
+        steps.append(loop.time())
+        return (await engine.step(b)).delay
+
+    scheduler = Scheduler(step, concurrency=4)
+    running = asyncio.create_task(scheduler.run())
+    api.error = REFUSED
+    await asyncio.sleep(11)  # past the renew deadline: paused
+    assert not a.fresh()
+    with caplog.at_level(logging.INFO, logger="emailtoken.engine"):
+        paused_at = loop.time()
+        for i in range(tokens):  # every token due now (a restart's first steps, or refresh times reached)
+            scheduler.upsert(("ops", f"box-{i}"), box(i))
+        await asyncio.sleep(60)
+        during = len(steps)
+        api.error = None
+        await asyncio.sleep(2.5)  # the keeper retries every 2 s
+        assert a.fresh()
+        for _ in range(100):
+            if len(provider.presented) == tokens:
+                break
+            await asyncio.sleep(0.1)
+        resumed_after = loop.time() - paused_at - 60
+    keeper.cancel()
+    running.cancel()
+    await asyncio.gather(keeper, running, return_exceptions=True)
+    lines = [r.getMessage() for r in caplog.records]
+    assert sum("leadership not confirmed" in line for line in lines) == 1, lines[:5]
+    assert sum("tokens act again" in line for line in lines) == 1
+    # 4 slots, each step waiting up to 5 s for a renewal: about 4 x 60 / 5 steps, not 50 x 60.
+    assert during <= 4 * (60 / 5 + 1), f"{during} steps during a 60 s pause"
+    assert len(provider.presented) == tokens, "every due token refreshed once leadership returned"
+    assert resumed_after < 5
