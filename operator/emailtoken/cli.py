@@ -64,7 +64,13 @@ def _add_run(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         help="namespace of the Lease (default: $POD_NAMESPACE or default)",
     )
     p.add_argument("--lease-name", default="emailtoken-operator")
-    p.add_argument("--lease-duration", type=float, default=15.0, help="seconds a silent leader keeps the Lease")
+    p.add_argument(
+        "--lease-duration",
+        type=float,
+        default=30.0,
+        help="seconds a silent leader keeps the Lease (default 30); at least --provider-timeout + 5, so that "
+        "a refresh in flight ends before another replica may take over",
+    )
     p.add_argument("--ca-bundle", metavar="PATH", help="CA bundle for the identity providers (private CAs)")
     endpoints.add_argument(p)
     p.add_argument(
@@ -79,7 +85,12 @@ def _add_run(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "status.authorizeUrl links there",
     )
     p.add_argument("--concurrency", type=int, default=16, help="token refreshes in flight at once")
-    p.add_argument("--provider-timeout", type=float, default=20.0, help="seconds per provider request")
+    p.add_argument(
+        "--provider-timeout",
+        type=float,
+        default=20.0,
+        help="seconds per provider request (default 20); with leader election at most --lease-duration - 5",
+    )
     p.add_argument("--keepalive", default="3d", help="refresh idle grants at least this often (default 3d)")
     p.add_argument(
         "--min-refresh-interval",

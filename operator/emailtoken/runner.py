@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from collections.abc import Callable
+import sys
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import kopf
@@ -13,7 +13,13 @@ import kopf
 from emailtoken.settings import OperatorConfig
 
 if TYPE_CHECKING:
+    from emailtoken.leader import LeaseApi, LeaseConfig
     from emailtoken.metrics import Health
+
+log = logging.getLogger("emailtoken")
+#: Beyond the provider timeout, how long a stopping leader waits for refreshes in flight to store
+#: their rotated refresh tokens (a grant write or two).
+STOP_MARGIN = 5.0
 
 _FORMATS = {"plain": kopf.LogFormat.PLAIN, "full": kopf.LogFormat.FULL, "json": kopf.LogFormat.JSON}
 
@@ -44,7 +50,15 @@ def configure_logging(config: OperatorConfig) -> None:
 
 
 def run_operator(config: OperatorConfig) -> int:
-    """Run until interrupted (blocking); exit code 1 when leadership was lost."""
+    """Run until interrupted (blocking); exit code 1 when leadership was lost or kopf failed, 2 for
+    timings that cannot work (said in one line on stderr)."""
+    if config.leader_election:
+        from emailtoken.leader import timing_problem
+
+        problem = timing_problem(config.lease_duration, config.provider_timeout)
+        if problem:
+            print(f"emailtoken run: {problem}", file=sys.stderr)
+            return 2
     configure_logging(config)
     if config.metrics_port:
         from emailtoken import metrics
@@ -81,64 +95,114 @@ async def _main(config: OperatorConfig) -> int:
         await asyncio.gather(beating, return_exceptions=True)
 
 
-async def _elect_and_run(config: OperatorConfig, health: Health) -> int:
-    """Run kopf, after winning the Lease when leader election is on."""
+def lease_config(config: OperatorConfig, identity: str) -> LeaseConfig:
+    """The Lease timings for this config: client-go's proportions, and provider calls fenced by the
+    provider timeout (see :func:`emailtoken.leader.timing_problem`)."""
+    from emailtoken import leader
+
+    return leader.LeaseConfig(
+        namespace=config.lease_namespace,
+        name=config.lease_name,
+        identity=identity,
+        lease_duration=config.lease_duration,
+        renew_deadline=config.lease_duration * 2 / 3,
+        retry_period=max(0.5, min(2.0, config.lease_duration / 7.5)),
+        call_budget=config.provider_timeout + leader.CALL_MARGIN,
+    )
+
+
+async def _elect_and_run(
+    config: OperatorConfig,
+    health: Health,
+    *,
+    api: LeaseApi | None = None,
+    run_kopf: Callable[..., Awaitable[Any]] = kopf.operator,
+) -> int:
+    """Run kopf, after winning the Lease when leader election is on.
+
+    ``api`` (the Lease calls) and ``run_kopf`` are for tests; production uses the real client
+    and ``kopf.operator``.
+    """
     from emailtoken.metrics import RUNNING, STANDBY
 
     if not config.leader_election:
         health.phase = RUNNING
-        await kopf.operator(**operator_kwargs(config))
+        await run_kopf(**operator_kwargs(config))
         return 0
-    from emailtoken.kube import KubernetesApi, load_config
-    from emailtoken.leader import LeaderElector, LeaseConfig, LeaseProblem, default_identity
+    from emailtoken.leader import LeaderElector, LeaseProblem, default_identity
 
-    load_config()
-    lease = LeaseConfig(
-        namespace=config.lease_namespace,
-        name=config.lease_name,
-        identity=default_identity(),
-        lease_duration=config.lease_duration,
-        renew_deadline=config.lease_duration * 2 / 3,
-        retry_period=max(0.5, config.lease_duration / 7.5),
-    )
+    lease = lease_config(config, default_identity())
+    if api is None:
+        from emailtoken.kube import KubernetesApi, load_config
+
+        load_config()
+        # Its own client: a renewal never queues behind the engine's calls, and each call is
+        # bounded so that a hung API server costs one attempt, not the renew deadline.
+        api = KubernetesApi(threads=2, request_timeout=lease.renew_deadline / 2)
 
     def show(problem: LeaseProblem | None) -> None:
         # /readyz names the problem; one that waiting will not fix (RBAC) also fails readiness.
         health.problem = f"lease {lease.namespace}/{lease.name}: {problem}" if problem else ""
         health.blocked = problem is not None and problem.blocking
 
-    elector = LeaderElector(
-        # Its own client: a renewal never queues behind the engine's calls, and each call is
-        # bounded so that a hung API server costs one attempt, not the renew deadline.
-        KubernetesApi(threads=2, request_timeout=lease.renew_deadline / 2),
-        lease,
-        on_problem=show,
-    )
+    elector = LeaderElector(api, lease, on_problem=show)
     health.phase = STANDBY  # ready as a hot standby: a rolling update may proceed
     await elector.acquire()
     health.phase = RUNNING
     stop_flag: asyncio.Event = asyncio.Event()
     keeper = asyncio.create_task(elector.keep(), name="lease-keeper")
-    # The engine checks elector.fresh before every provider call: a stalled leader stops spending
-    # refresh tokens before its Lease can pass to another replica (see LeaderElector.fresh). An
-    # API outage only pauses it: kopf, the engine and their state stay, and keep() renews when
-    # the API answers again; only a Lease taken by someone else ends the process.
+    # The engine asks the elector before every step and every provider call (see
+    # LeaderElector.fresh and call_window): a stalled leader stops spending refresh tokens before
+    # its Lease can pass to another replica. An API outage only pauses it: kopf, the engine and
+    # their state stay, and keep() renews when the API answers again; only a Lease taken by
+    # someone else ends the process.
     # stop_flag in the memo: the cleanup handler sets it when kopf stops on its own (SIGTERM), or
     # kopf waits 5 s for its task watching an unset flag before it gives up on it.
-    kwargs = operator_kwargs(config, memo={"may_act": elector.fresh, "stop_flag": stop_flag})
-    operator = asyncio.create_task(kopf.operator(**kwargs, stop_flag=stop_flag), name="kopf")
+    kwargs = operator_kwargs(config, memo={"may_act": elector, "stop_flag": stop_flag})
+    memo = kwargs["memo"]  # the startup handler puts the engine here
+    operator = asyncio.create_task(run_kopf(**kwargs, stop_flag=stop_flag), name="kopf")
     done, _ = await asyncio.wait({keeper, operator}, return_when=asyncio.FIRST_COMPLETED)
+    grace = config.provider_timeout + STOP_MARGIN
     if keeper in done:
-        # Another replica holds the Lease (or, a bug, the keeper failed): nothing may act any more;
-        # stop kopf and exit, and the restarted pod stands by.
+        # Another replica holds the Lease (or, a bug, the keeper failed): nothing new may start
+        # (the fence is shut), but a refresh whose token is at the provider must still store the
+        # successor, or the next leader presents a spent token. The compare-and-swap on the grant
+        # keeps a stale write out, so waiting is safe; cancelling is not.
         if not elector.lost.is_set() and keeper.exception() is not None:
-            logging.getLogger("emailtoken").error("lease keeper failed", exc_info=keeper.exception())
-        stop_flag.set()
-        with contextlib.suppress(TimeoutError, asyncio.CancelledError):
-            await asyncio.wait_for(operator, timeout=config.lease_duration / 5)
-        logging.getLogger("emailtoken").error("exiting after losing leadership")
+            log.error("lease keeper failed", exc_info=keeper.exception())
+        await _stop_kopf(operator, stop_flag, memo, grace)
+        log.error("exiting after losing leadership")
         return 1
+    # kopf ended: on SIGTERM (its cleanup handler drained the scheduler), or because it failed.
+    failed = operator.cancelled() or operator.exception() is not None
+    if failed:
+        log.error("kopf stopped unexpectedly; exiting", exc_info=None if operator.cancelled() else operator.exception())
+    await _drain(memo, grace)
     keeper.cancel()
     await asyncio.gather(keeper, return_exceptions=True)
-    await elector.release()
-    return 0
+    await elector.release()  # after the drain: a successor may start at once
+    return 1 if failed else 0
+
+
+async def _drain(memo: Any, timeout: float) -> None:
+    """Wait for refreshes that presented a refresh token to store its successor (the engine's drain)."""
+    engine = memo.get("engine")
+    if engine is not None and timeout > 0:
+        await engine.drain(timeout)
+
+
+async def _stop_kopf(operator: asyncio.Task[Any], stop_flag: asyncio.Event, memo: Any, grace: float) -> None:
+    """Stop kopf, giving refreshes in flight up to ``grace`` seconds in all to persist, then cancel it.
+
+    kopf's cleanup drains the scheduler, whose steps wait for their refreshes; the engine's own
+    drain covers refreshes whose step is gone. Both run before kopf is cancelled: kopf cancels
+    every task it did not start with (the engine's refresh units too) once it is done.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + grace
+    stop_flag.set()
+    await asyncio.wait({operator}, timeout=grace)
+    if not operator.done():
+        await _drain(memo, deadline - loop.time())
+        operator.cancel()
+    await asyncio.gather(operator, return_exceptions=True)

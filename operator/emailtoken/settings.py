@@ -32,6 +32,7 @@ class OperatorConfig:
     leader_election: bool = True
     lease_namespace: str = "default"
     lease_name: str = "emailtoken-operator"
-    lease_duration: float = 15.0
+    #: at least provider_timeout + 5 s (emailtoken.leader.timing_problem)
+    lease_duration: float = 30.0
     log_format: str = "plain"
     verbose: bool = False

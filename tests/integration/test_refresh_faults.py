@@ -68,7 +68,7 @@ def operator(kube: FaultyKube, provider: DevProviderThread, workdir: Path) -> It
         kube.kubeconfig,
         workdir,
         ca_bundle=provider.ca_pem_path,
-        extra_args=["--provider-timeout", str(PROVIDER_TIMEOUT), "--lease-duration", "3"],
+        extra_args=["--provider-timeout", str(PROVIDER_TIMEOUT), "--lease-duration", str(PROVIDER_TIMEOUT + 5)],
     ).start()
     op.wait_log("emailtoken operator started")
     yield op

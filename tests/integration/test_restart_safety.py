@@ -51,7 +51,9 @@ from tests.support.kube import ApiClient, wait_for
 from tests.support.operator_process import OperatorProcess
 
 REFRESH_NOW = "emailtoken.io/refresh-now"
-LEASE = ["--lease-duration", "3"]
+#: A short Lease, so a restart after SIGKILL waits little for it; the provider timeout must stay
+#: 5 s under it (emailtoken.leader.timing_problem) and above the 3 s late answer below.
+LEASE = ["--lease-duration", "10", "--provider-timeout", "5"]
 
 StartOperator = Callable[..., OperatorProcess]
 
