@@ -22,6 +22,7 @@ import signal
 import socket
 import sys
 import tempfile
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -108,7 +109,9 @@ async def _demo(args: argparse.Namespace) -> int:
             f"  or, in another terminal: KUBECONFIG={kubeconfig} emailtoken authorize "
             f"{DEMO_NAMESPACE}/alice-mailbox --ca-bundle {provider.ca_pem_path} --allow-provider-host 127.0.0.1"
         )
-        operator = asyncio.create_task(_operator(provider.ca_pem_path, url, redirect_base, admin_url))
+        operator = asyncio.create_task(
+            _operator(provider.ca_pem_path, url, redirect_base, admin_url, lifetime=args.lifetime)
+        )
         await _apply_examples(emulator, provider)
         print(f"applied Secret {DEMO_NAMESPACE}/demo-app-secret and EmailToken {DEMO_NAMESPACE}/shared-mailbox")
         print(
@@ -161,10 +164,11 @@ def _callback_service(ca_bundle: str | None, args: argparse.Namespace) -> Any:
     return CallbackService(build_services(config, secrets.token_bytes(32)))
 
 
-async def _operator(ca_bundle: str | None, url: str, redirect_base_url: str, admin_url: str) -> None:
+async def _operator(ca_bundle: str | None, url: str, redirect_base_url: str, admin_url: str, *, lifetime: int) -> None:
     import kopf
 
     from emailtoken.runner import configure_logging, operator_kwargs
+    from emailtoken.schedule import MIN_REFRESH_INTERVAL
     from emailtoken.settings import OperatorConfig
 
     config = OperatorConfig(
@@ -174,6 +178,9 @@ async def _operator(ca_bundle: str | None, url: str, redirect_base_url: str, adm
         log_format="plain",
         redirect_base_url=redirect_base_url,
         admin_url=admin_url.rstrip("/"),
+        # The demo's tokens may live seconds (--lifetime): its own provider, so no floor is needed
+        # beyond a quarter of that lifetime.
+        min_refresh_interval=min(MIN_REFRESH_INTERVAL, timedelta(seconds=max(1, lifetime // 4))),
     )
     configure_logging(config)
     import logging
