@@ -364,16 +364,92 @@ async def test_a_write_whose_answer_was_lost_is_not_reported_as_already_used():
         await replace_grant(api, TOKEN, grant("rt-other"), sign_in=one)
 
 
-async def test_transient_api_errors_are_retried_and_lasting_ones_refused():
+FORBIDDEN_PATCH = (
+    f'secrets "{TOKEN.grant_secret_name}" is forbidden: User "system:serviceaccount:ops:emailtoken-callback" '
+    f'cannot patch resource "secrets" in API group "" in the namespace "{TOKEN.namespace}"'
+)
+
+
+async def test_transient_api_errors_are_retried_and_a_refusal_is_named():
+    """A 500 is retried; a 403 was reported as 'APIUnavailable, try again' (503), which no retry
+    fixes. It is PermissionDenied now, in the API server's words (verb, resource, namespace)."""
     api = InMemoryApi()
-    api.fail_next = [KubeError(500, "etcd hiccup")]
+    api.fail_next = [KubeError(500, "etcd hiccup"), KubeError(503, "etcd hiccup")]
     await replace_grant(api, TOKEN, grant("rt-1"), sign_in=sign_in_of())
     assert read_grant(grant_secret_of(api)).refresh_token == "rt-1"
-    api.fail_next = [KubeError(403, "forbidden")]
+    writes = len(api.writes)
+    api.fail_next = [KubeError(403, FORBIDDEN_PATCH)]
     with pytest.raises(SignInRefused) as exc:
         await replace_grant(api, TOKEN, grant("rt-2"), sign_in=sign_in_of())
-    assert (exc.value.reason, exc.value.status) == ("APIUnavailable", 503)
+    assert (exc.value.reason, exc.value.status) == ("PermissionDenied", 500)
+    assert FORBIDDEN_PATCH in exc.value.message and "HTTP 403" in exc.value.message
+    assert f"Secret {TOKEN.namespace}/{TOKEN.grant_secret_name}" in exc.value.message
+    assert "try again" not in exc.value.message
+    assert len(api.writes) == writes, "a refusal is not retried"
     assert read_grant(grant_secret_of(api)).refresh_token == "rt-1"
+
+
+class RelabellingApi(InMemoryApi):
+    """Another writer (a policy engine, a backup tool) touches the grant Secret between each of
+    our reads and our write, ``burst`` times (None: for ever)."""
+
+    def __init__(self, burst: int | None) -> None:
+        super().__init__()
+        self.burst = burst
+        self.touched = 0
+
+    async def get_secret(self, namespace: str, name: str) -> dict[str, Any] | None:
+        answer = await super().get_secret(namespace, name)
+        stored = self.secrets.get((namespace, name))
+        if stored is not None and (self.burst is None or self.touched < self.burst):
+            self.touched += 1
+            stored["metadata"].setdefault("labels", {})["backup.example/seen"] = str(self.touched)
+            stored["metadata"]["resourceVersion"] = str(next(self._rv))
+        return answer
+
+
+async def test_a_burst_of_relabelling_does_not_discard_a_sign_in_whose_code_is_spent():
+    """Three conflicts in a row used to end the sign-in (GrantWriteConflict) after its code was
+    redeemed. The write is bounded by time now: ten conflicts in a row, and it still lands."""
+    api = RelabellingApi(burst=0)
+    await replace_grant(api, TOKEN, grant("rt-old"))
+    api.burst = 10
+    one = sign_in_of()
+    await replace_grant(api, TOKEN, grant("rt-new"), sign_in=one)
+    assert api.touched == 10
+    stored = grant_secret_of(api)
+    assert read_grant(stored).refresh_token == "rt-new"
+    assert stored["metadata"]["labels"]["backup.example/seen"] == "10", "the other writer's label is kept"
+    assert one.sign_in_id in recorded(api)
+
+
+async def test_conflicts_that_never_end_give_up_after_the_patience():
+    api = RelabellingApi(burst=0)
+    await replace_grant(api, TOKEN, grant("rt-old"))
+    api.burst = None
+    started = time.monotonic()
+    with pytest.raises(SignInRefused) as exc:
+        await replace_grant(api, TOKEN, grant("rt-new"), sign_in=sign_in_of(), patience=1.0)
+    took = time.monotonic() - started
+    assert (exc.value.reason, exc.value.status) == ("GrantWriteConflict", 409)
+    assert 0.5 < took < 1.5, took
+    assert read_grant(grant_secret_of(api)).refresh_token == "rt-old"
+
+
+FORBIDDEN_GET = FORBIDDEN_PATCH.replace("cannot patch", "cannot get")
+
+
+class ForbiddenReads(InMemoryApi):
+    async def get_secret(self, namespace: str, name: str) -> dict[str, Any] | None:
+        raise KubeError(403, FORBIDDEN_GET)
+
+
+async def test_the_other_api_reads_name_a_refusal_too():
+    """Reading the grant (single use) and the client secret: a 403 is PermissionDenied as well."""
+    with pytest.raises(SignInRefused) as exc:
+        await ensure_unused(ForbiddenReads(), TOKEN, sign_in_of())
+    assert (exc.value.reason, exc.value.status) == ("PermissionDenied", 500)
+    assert FORBIDDEN_GET in exc.value.message
 
 
 async def test_a_secret_that_is_not_the_grant_is_never_touched():

@@ -27,7 +27,10 @@ from emailtoken.secretdata import Grant, grant_secret, read_grant
 from emailtoken.store import SecretMissing, read_secret_key
 from emailtoken.timefmt import utcnow
 
-GRANT_WRITE_ATTEMPTS = 3
+#: How long a finished sign-in keeps trying to store its grant through write conflicts and API
+#: hiccups. Its code is already spent, so giving up loses the sign-in; bounded by time, not by a
+#: count, so that a burst of relabelling (a policy engine, a backup tool) cannot exhaust it.
+GRANT_WRITE_PATIENCE = 10.0
 #: Grant Secret annotation: ids of completed callback sign-ins -> their states' expiry (JSON).
 ANNOTATION_SIGN_INS = "emailtoken.io/completed-sign-ins"
 #: More completed sign-ins of one token within one state TTL than this is not a person at work.
@@ -62,9 +65,7 @@ async def load_token(
     try:
         obj = await api.get_token(namespace, name)
     except KubeError as exc:
-        raise SignInRefused(
-            "APIUnavailable", f"the Kubernetes API could not be read (HTTP {exc.status})", status=503
-        ) from None
+        raise _api_refused(exc, f"reading EmailToken {namespace}/{name}") from None
     if obj is None:
         raise SignInRefused("TokenNotFound", f"there is no EmailToken {namespace}/{name}", status=404)
     meta = obj.get("metadata") or {}
@@ -113,9 +114,7 @@ async def credentials(api: KubeApi, token: TokenRef, spec: EmailTokenSpec) -> Cl
     except SecretMissing as exc:
         raise SignInRefused("SecretNotFound", str(exc), status=500) from None
     except KubeError as exc:
-        raise SignInRefused(
-            "APIUnavailable", f"the client secret could not be read (HTTP {exc.status})", status=503
-        ) from None
+        raise _api_refused(exc, f"reading Secret {token.namespace}/{spec.client_secret_ref.name}") from None
 
 
 async def exchange(
@@ -172,6 +171,20 @@ def used_sign_ins(current: Mapping[str, Any] | None, now: float) -> dict[str, in
     return {str(k): int(v) for k, v in raw.items() if isinstance(v, int) and v > now}
 
 
+def _api_refused(exc: KubeError, doing: str) -> SignInRefused:
+    """An API error as a refusal: a missing permission named in the API server's words (verb,
+    resource, namespace), which waiting will not fix; anything else is worth another try."""
+    if exc.status in (401, 403):
+        words = (exc.message or "no message").strip()[:300]
+        return SignInRefused(
+            "PermissionDenied",
+            f"the Kubernetes API refused {doing} (HTTP {exc.status}): {words}; the identity this "
+            "runs as needs that permission (the chart's callback Role grants it)",
+            status=500,
+        )
+    return SignInRefused("APIUnavailable", f"{doing} failed (HTTP {exc.status}); try again", status=503)
+
+
 def _already_used() -> SignInRefused:
     return SignInRefused("AlreadyUsed", "this sign-in was already completed", status=400)
 
@@ -181,9 +194,7 @@ async def ensure_unused(api: KubeApi, token: TokenRef, sign_in: SignInState) -> 
     try:
         current = await api.get_secret(token.namespace, token.grant_secret_name)
     except KubeError as exc:
-        raise SignInRefused(
-            "APIUnavailable", f"the grant Secret could not be read (HTTP {exc.status}); try again", status=503
-        ) from None
+        raise _api_refused(exc, f"reading Secret {token.namespace}/{token.grant_secret_name}") from None
     _grant_version(current, token)
     if sign_in.sign_in_id in used_sign_ins(current, time.time()):
         raise _already_used()
@@ -196,17 +207,27 @@ def _grant_body(token: TokenRef, grant: Grant, used: Mapping[str, int]) -> dict[
     return body
 
 
-async def replace_grant(api: KubeApi, token: TokenRef, grant: Grant, *, sign_in: SignInState | None = None) -> None:
+async def replace_grant(
+    api: KubeApi,
+    token: TokenRef,
+    grant: Grant,
+    *,
+    sign_in: SignInState | None = None,
+    patience: float = GRANT_WRITE_PATIENCE,
+) -> None:
     """Write the grant, replacing whatever grant exists (a new sign-in wins); single use of ``sign_in``.
 
     Compare-and-swap against the grant Secret's current resourceVersion: if the operator
-    rotates the old refresh token in between, read again and retry rather than
-    overwrite blindly. The sign-in's id is recorded in the same write, so of two replicas
-    finishing the same sign-in at once exactly one writes: the other's write conflicts,
-    and its re-read finds the id recorded.
+    rotates the old refresh token in between, or someone relabels the Secret, read again and
+    retry rather than overwrite blindly, for up to ``patience`` seconds. The sign-in's id is
+    recorded in the same write, so of two replicas finishing the same sign-in at once exactly
+    one writes: the other's write conflicts, and its re-read finds the id recorded.
     """
-    for attempt in range(GRANT_WRITE_ATTEMPTS):
-        last = attempt == GRANT_WRITE_ATTEMPTS - 1
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + patience
+    doing = f"storing the grant in Secret {token.namespace}/{token.grant_secret_name}"
+    attempt = 0
+    while True:
         try:
             current = await api.get_secret(token.namespace, token.grant_secret_name)
             version = _grant_version(current, token)
@@ -234,17 +255,24 @@ async def replace_grant(api: KubeApi, token: TokenRef, grant: Grant, *, sign_in:
                 )
             return
         except (Conflict, NotFound):
-            if last:
+            # Someone wrote in between: read again after a short pause (growing, so a burst of
+            # writers does not turn this into a tight loop).
+            pause = min(0.05 * 2**attempt, 0.5)
+            if loop.time() + pause >= deadline:
                 raise SignInRefused(
-                    "GrantWriteConflict", "the grant Secret kept changing while it was written; try again", status=409
+                    "GrantWriteConflict",
+                    f"the grant Secret kept changing for {patience:g} s while it was written; nothing was stored",
+                    status=409,
                 ) from None
         except KubeError as exc:
             # The code is spent: a transient API failure must not lose the grant it bought.
-            if last or not (exc.status in (0, 429) or exc.status >= 500):
-                raise SignInRefused(
-                    "APIUnavailable", f"the grant could not be written (HTTP {exc.status}); try again", status=503
-                ) from None
-            await asyncio.sleep(0.2 * 2**attempt)
+            refusal = _api_refused(exc, doing)
+            pause = min(0.2 * 2**attempt, 2.0)
+            transient = exc.status in (0, 429) or exc.status >= 500
+            if not transient or loop.time() + pause >= deadline:
+                raise refusal from None
+        await asyncio.sleep(pause)
+        attempt += 1
 
 
 async def complete(
