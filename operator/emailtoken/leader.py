@@ -202,6 +202,8 @@ class LeaderElector:
         self._logged_at = 0.0
         #: set (and replaced) at every renewal, and when the Lease is lost: what paused steps wait on
         self._renewal = asyncio.Event()
+        #: the lease duration of another candidate that held the Lease when we last read it
+        self._other_held: float | None = None
 
     @property
     def where(self) -> str:
@@ -301,7 +303,20 @@ class LeaderElector:
             return False
         try:
             self.holder = holder_of(lease)
-            if not lease_is_free(lease, self.config.identity, self._unchanged_for(lease)):
+            unchanged = self._unchanged_for(lease)
+            if lease is None and self._other_held is not None:
+                # Deleted while another candidate held it (kubectl, a GitOps prune): that leader may
+                # still be acting, and will create it again when it renews. Its absence counts as
+                # its silence, or two leaders could spend the same refresh token.
+                free = unchanged >= self._other_held
+            else:
+                free = lease_is_free(lease, self.config.identity, unchanged)
+            if lease is not None:
+                spec = lease.get("spec") or {}
+                other = self.holder not in ("", self.config.identity)
+                duration = float(spec.get("leaseDurationSeconds") or self.config.lease_duration)
+                self._other_held = duration if other else None
+            if not free:
                 self._note(None)
                 return False
             body = lease_body(self.config, lease, now)
@@ -323,6 +338,7 @@ class LeaderElector:
             return False
         self._note(None)
         self.holder = self.config.identity
+        self._other_held = None
         self._renewed(started)
         return True
 

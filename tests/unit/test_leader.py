@@ -339,6 +339,30 @@ async def test_a_lease_deleted_between_read_and_write_is_a_race_not_a_problem() 
     assert await a.try_acquire()
 
 
+async def test_a_lease_deleted_under_a_live_leader_is_not_taken_by_the_standby() -> None:
+    """Deleting the Lease (kubectl, a GitOps prune) freed it at once: a standby created it while
+    the leader, still running, could have a refresh at the provider. A standby that saw the Lease
+    held now waits a full lease of absence; the live leader creates it again when it renews."""
+    api = InMemoryApi()
+    a, b = elector(api, "a"), elector(api, "b")
+    assert await a.try_acquire()
+    assert not await b.try_acquire()
+    del api.leases[(NS, "emailtoken-operator")]
+    assert not await b.try_acquire(), "an absent Lease is not a free one to a standby that saw it held"
+    await asyncio.sleep(5)
+    assert await a.try_acquire()
+    assert holder_of(lease(api)) == "a"
+    assert not await b.try_acquire()
+    # A leader that really is gone: the standby creates the Lease after a full lease of absence.
+    del api.leases[(NS, "emailtoken-operator")]
+    assert not await b.try_acquire()
+    await asyncio.sleep(14.9)
+    assert not await b.try_acquire()
+    await asyncio.sleep(0.2)
+    assert await b.try_acquire()
+    assert holder_of(lease(api)) == "b"
+
+
 async def test_only_the_holder_releases() -> None:
     api = InMemoryApi()
     a, b = elector(api, "a"), elector(api, "b")
