@@ -121,11 +121,14 @@ class Scheduler:
                     self._tasks.add(task)
                     task.add_done_callback(self._tasks.discard)
                     now = loop.time()
-                timeout = (self._heap[0][0] - loop.time()) if self._heap else None
+                # Not asyncio.wait_for: on Python 3.11 it swallows a cancel that arrives just as the
+                # event is set (a step ending at shutdown), and the dispatcher would never stop.
+                alarm = loop.call_at(self._heap[0][0], self._changed.set) if self._heap else None
                 try:
-                    await asyncio.wait_for(self._changed.wait(), timeout=timeout)
-                except TimeoutError:
-                    pass
+                    await self._changed.wait()
+                finally:
+                    if alarm is not None:
+                        alarm.cancel()
         finally:
             if self._tasks and self._drain > 0:
                 log.info("waiting up to %.0fs for %d step(s) in flight", self._drain, len(self._tasks))

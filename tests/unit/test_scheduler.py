@@ -332,3 +332,23 @@ async def test_the_drain_is_bounded() -> None:
         started = now()
     assert cancelled.is_set()
     assert now() - started == pytest.approx(25, abs=0.1)
+
+
+@pytest.mark.parametrize("turns", range(4))
+async def test_a_cancel_that_meets_a_wake_still_stops_the_dispatcher(turns: int) -> None:
+    """kopf cancels the dispatcher at shutdown, often just as a step ends and wakes it; on Python
+    3.11 asyncio.wait_for returns instead of raising when both land together, and the operator
+    would keep stepping tokens instead of stopping."""
+    log = Log(lambda key, n: 60.0)
+    scheduler = Scheduler(log)
+    task = asyncio.create_task(scheduler.run())
+    scheduler.upsert(A, body(A))
+    await asyncio.sleep(10)
+    scheduler.wake(A)
+    for _ in range(turns):
+        await asyncio.sleep(0)
+    task.cancel()
+    async with asyncio.timeout(100):
+        await asyncio.gather(task, return_exceptions=True)
+    assert task.cancelled()
+    assert len(log.times(A)) <= 2
