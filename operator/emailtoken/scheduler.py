@@ -4,6 +4,14 @@ Why not a kopf daemon per token: daemons need a finalizer on every object (a stu
 deletion whenever the operator is uninstalled first) and a task each; one heap of due
 times with bounded concurrency costs a few hundred bytes per token and lets a restart
 resume without a refresh storm. kopf still does the watching (see handlers).
+
+Why a fair share per namespace: tenants are untrusted, and a token endpoint that drips its
+answer holds a step slot for up to the provider timeout. Handed out by due time alone, the
+slots would all go to one namespace's hanging tokens and stop refreshes everywhere. So a free
+slot goes to the namespace holding the fewest slots among those with due steps (within a
+namespace, earliest due first). One namespace alone still gets every slot; once another has
+due steps, the slots that come free go to it until their holdings are even, so a hanging
+namespace delays the others by about one provider timeout at most, not by its whole backlog.
 """
 
 from __future__ import annotations
@@ -38,10 +46,18 @@ class Scheduler:
         self._step = step
         self._drain = drain
         self._entries: dict[Key, _Entry] = {}
+        #: (due, seq, key) of every scheduled step; stale items are skipped when popped
         self._heap: list[tuple[float, int, Key]] = []
         self._seq = itertools.count()
         self._changed = asyncio.Event()
-        self._slots = asyncio.Semaphore(concurrency)
+        self._concurrency = max(1, concurrency)
+        self._free = self._concurrency
+        #: steps that are due and wait for a slot: per namespace, (due, seq, name) earliest first
+        self._waiting: dict[str, list[tuple[float, int, str]]] = {}
+        #: slots held by each namespace's running steps
+        self._held: dict[str, int] = {}
+        #: namespaces with waiting steps, by the slots they hold; within one count, longest waiting first
+        self._turns: list[dict[str, None]] = [{} for _ in range(self._concurrency + 1)]
         self._tasks: set[asyncio.Task[None]] = set()
         self._running: set[Key] = set()
         self._error_retry = error_retry
@@ -76,11 +92,14 @@ class Scheduler:
         self._entries.pop(key, None)
 
     def due_in(self, key: Key) -> float | None:
-        """Seconds until the token's next step, for metrics and tests."""
+        """Seconds until the token's next step (negative while it waits for a slot), for metrics and tests."""
         entry = self._entries.get(key)
         if entry is None or entry.due is None:
             return None
         return entry.due - asyncio.get_running_loop().time()
+
+    def _holding(self, namespace: str) -> int:
+        return self._held.get(namespace, 0)
 
     def _schedule(self, key: Key, delay: float) -> None:
         loop = asyncio.get_running_loop()
@@ -89,6 +108,50 @@ class Scheduler:
         entry.due = due
         heapq.heappush(self._heap, (due, next(self._seq), key))
         self._changed.set()
+
+    def _seat(self, namespace: str, was: int | None) -> None:
+        """Move the namespace to the end of its turn list after its slot count changed (or it got work)."""
+        if was is not None:
+            self._turns[was].pop(namespace, None)
+        if self._waiting.get(namespace):
+            self._turns[self._held.get(namespace, 0)][namespace] = None
+
+    def _next_namespace(self) -> str | None:
+        """The namespace holding the fewest slots among those with waiting steps."""
+        for namespaces in self._turns:
+            if namespaces:
+                return next(iter(namespaces))
+        return None
+
+    def _dispatch(self) -> None:
+        """Start waiting steps while slots are free, each slot to the namespace with the fewest."""
+        while self._free > 0:
+            namespace = self._next_namespace()
+            if namespace is None:
+                return
+            queue = self._waiting[namespace]
+            due, _, name = heapq.heappop(queue)
+            if not queue:
+                del self._waiting[namespace]
+                self._turns[self._holding(namespace)].pop(namespace, None)
+            key = (namespace, name)
+            entry = self._entries.get(key)
+            if entry is None or entry.due != due or entry.running:
+                continue  # stale: removed, rescheduled or running
+            if key in self._running:
+                entry.again = True  # a removed-and-recreated token's old step is still running
+                entry.due = None
+                continue
+            self._running.add(key)
+            entry.running = True
+            entry.due = None
+            self._free -= 1
+            was = self._holding(namespace)
+            self._held[namespace] = was + 1
+            self._seat(namespace, was)
+            task = asyncio.create_task(self._run_one(key, entry))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
 
     async def run(self) -> None:
         """Dispatch due steps until cancelled; then let steps in flight finish (up to ``drain`` seconds).
@@ -105,22 +168,16 @@ class Scheduler:
                 self._changed.clear()
                 now = loop.time()
                 while self._heap and self._heap[0][0] <= now:
-                    due, _, key = heapq.heappop(self._heap)
+                    due, seq, key = heapq.heappop(self._heap)
                     entry = self._entries.get(key)
                     if entry is None or entry.due != due or entry.running:
                         continue  # stale heap item: removed, rescheduled or running
-                    if key in self._running:
-                        entry.again = True  # a removed-and-recreated token's old step is still running
-                        entry.due = None
-                        continue
-                    self._running.add(key)
-                    entry.running = True
-                    entry.due = None
-                    await self._slots.acquire()
-                    task = asyncio.create_task(self._run_one(key, entry))
-                    self._tasks.add(task)
-                    task.add_done_callback(self._tasks.discard)
-                    now = loop.time()
+                    namespace, name = key
+                    queue = self._waiting.setdefault(namespace, [])
+                    heapq.heappush(queue, (due, seq, name))
+                    if len(queue) == 1:
+                        self._seat(namespace, None)
+                self._dispatch()
                 # Not asyncio.wait_for: on Python 3.11 it swallows a cancel that arrives just as the
                 # event is set (a step ending at shutdown), and the dispatcher would never stop.
                 alarm = loop.call_at(self._heap[0][0], self._changed.set) if self._heap else None
@@ -138,6 +195,17 @@ class Scheduler:
             if self._tasks:
                 await asyncio.gather(*self._tasks, return_exceptions=True)
 
+    def _release(self, namespace: str) -> None:
+        """Give the slot back and let the dispatcher hand it out."""
+        self._free += 1
+        was = self._holding(namespace)
+        if was > 1:
+            self._held[namespace] = was - 1
+        else:
+            self._held.pop(namespace, None)
+        self._seat(namespace, was)
+        self._changed.set()
+
     async def _run_one(self, key: Key, entry: _Entry) -> None:
         delay: float | None
         try:
@@ -148,7 +216,7 @@ class Scheduler:
             log.exception("step of %s/%s failed unexpectedly; retrying in %.0fs", *key, self._error_retry)
             delay = self._error_retry
         finally:
-            self._slots.release()
+            self._release(key[0])
             entry.running = False
             self._running.discard(key)
             self.steps += 1

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
@@ -352,3 +354,163 @@ async def test_a_cancel_that_meets_a_wake_still_stops_the_dispatcher(turns: int)
         await asyncio.gather(task, return_exceptions=True)
     assert task.cancelled()
     assert len(log.times(A)) <= 2
+
+
+# Fair share per namespace (issue #15): a tenant whose token endpoint hangs must not stop the others.
+
+DEADLINE = 20.0  # the provider timeout: how long a hanging endpoint holds a slot
+
+
+class Holding:
+    """Counts each namespace's steps in flight, as the steps themselves see it."""
+
+    def __init__(self) -> None:
+        self.now: dict[str, int] = {}
+        self.peak: dict[str, int] = {}
+
+    @asynccontextmanager
+    async def step(self, key: Key) -> AsyncIterator[None]:
+        ns = key[0]
+        self.now[ns] = self.now.get(ns, 0) + 1
+        self.peak[ns] = max(self.peak.get(ns, 0), self.now[ns])
+        try:
+            yield
+        finally:
+            self.now[ns] -= 1
+
+    def __call__(self, *namespaces: str) -> tuple[int, ...]:
+        return tuple(self.now.get(ns, 0) for ns in namespaces)
+
+
+async def test_one_namespace_alone_uses_every_slot() -> None:
+    """A single-namespace install (or the only namespace with due work) is not held to a share."""
+    holding = Holding()
+
+    async def step(b: Mapping[str, Any]) -> float | None:
+        if key_of(b)[0] == "other":
+            return 3600.0
+        async with holding.step(key_of(b)):
+            await asyncio.sleep(DEADLINE)
+        return None
+
+    scheduler = Scheduler(step, concurrency=4)
+    async with running(scheduler):
+        scheduler.upsert(("other", "idle"), body(("other", "idle")))  # known, but not due again for an hour
+        await asyncio.sleep(1)
+        for i in range(12):
+            scheduler.upsert(("busy", f"t{i}"), body(("busy", f"t{i}")))
+        await asyncio.sleep(5)
+        assert holding("busy") == (4,)
+        await asyncio.sleep(3 * DEADLINE)
+    assert holding.peak["busy"] == 4
+    assert scheduler.steps == 13
+
+
+async def test_a_hanging_namespace_delays_another_by_at_most_one_deadline() -> None:
+    """Forty tokens whose endpoint always hangs for the deadline (then back off 5 s) against four
+    slots: the other namespace's refreshes still start within one deadline of their due time.
+    By due time alone they would queue behind the whole hanging namespace (~200 s late)."""
+    starts: dict[Key, list[float]] = {}
+
+    async def step(b: Mapping[str, Any]) -> float:
+        key = key_of(b)
+        starts.setdefault(key, []).append(now())
+        if key[0] == "hostile":
+            await asyncio.sleep(DEADLINE)
+            return 5.0
+        await asyncio.sleep(0.1)
+        return 60.0
+
+    scheduler = Scheduler(step, concurrency=4)
+    healthy = [("healthy", f"h{i}") for i in range(3)]
+    start = now()
+    async with running(scheduler):
+        for i in range(40):
+            scheduler.upsert(("hostile", f"x{i:02d}"), body(("hostile", f"x{i:02d}")))
+        for key in healthy:
+            scheduler.upsert(key, body(key))
+        await asyncio.sleep(1800)
+    lateness = [
+        later - (earlier + 0.1 + 60.0)
+        for key in healthy
+        for earlier, later in itertools.pairwise([start, *starts[key]][1:])
+    ]
+    assert len(lateness) >= 3 * 25
+    assert max(lateness) <= DEADLINE + 0.01
+    assert min(starts[key][0] for key in healthy) - start == pytest.approx(0)
+    # The hanging namespace keeps every slot the healthy one does not need (work-conserving).
+    hostile_steps = sum(len(times) for key, times in starts.items() if key[0] == "hostile")
+    assert hostile_steps >= 0.95 * 4 * 1800 / DEADLINE
+
+
+async def test_a_namespace_gives_up_slots_to_others_as_they_come_free() -> None:
+    """A namespace that took every slot while alone keeps at most half of them once another has due work."""
+
+    holding = Holding()
+
+    async def step(b: Mapping[str, Any]) -> None:
+        async with holding.step(key_of(b)):
+            await asyncio.sleep(10 if key_of(b)[0] == "first" else 30)
+
+    scheduler = Scheduler(step, concurrency=4)
+    async with running(scheduler):
+        for i in range(20):
+            scheduler.upsert(("first", f"t{i:02d}"), body(("first", f"t{i:02d}")))
+        await asyncio.sleep(5)
+        assert holding("first", "second") == (4, 0)
+        for i in range(6):
+            scheduler.upsert(("second", f"t{i}"), body(("second", f"t{i}")))
+        await asyncio.sleep(10)  # t=15: the first namespace's steps ended at t=10
+        assert holding("first", "second") == (2, 2)
+        await asyncio.sleep(10)  # t=25: the first namespace's next two ended at t=20
+        assert holding("first", "second") == (2, 2)
+
+
+async def test_busy_namespaces_share_the_slots_evenly_and_keep_their_own_order() -> None:
+    """The first namespace to come due takes all six slots; once three namespaces have more due
+    work than slots, each holds two as slots come free. Within a namespace, due order still rules."""
+    holding = Holding()
+
+    async def answer(key: Key, n: int) -> None:
+        async with holding.step(key):
+            await asyncio.sleep(10)
+
+    log = Log(answer)
+    scheduler = Scheduler(log, concurrency=6)
+    namespaces = ["a", "b", "c"]
+    async with running(scheduler):
+        for ns in namespaces:
+            for i in range(10):
+                scheduler.upsert((ns, f"t{i}"), body((ns, f"t{i}")))
+                await asyncio.sleep(0.01)  # distinct due times, all of a's first
+        assert holding(*namespaces) == (6, 0, 0)
+        await asyncio.sleep(10.2)  # t=10.5: a's first six steps ended at t=10.00..10.05
+        assert holding(*namespaces) == (2, 2, 2)
+        await asyncio.sleep(10)
+        assert holding(*namespaces) == (2, 2, 2)
+        await asyncio.sleep(40)
+    assert scheduler.steps == 30
+    for ns in namespaces:
+        assert [k[1] for k, _ in log.calls if k[0] == ns] == [f"t{i}" for i in range(10)]
+
+
+async def test_waiting_for_a_slot_is_not_a_busy_loop() -> None:
+    """While every slot hangs and hundreds of steps wait, the dispatcher sleeps: an hour of loop
+    time passes in a blink of real time, and nothing starts beyond the slots."""
+    started = 0
+
+    async def step(b: Mapping[str, Any]) -> None:
+        nonlocal started
+        started += 1
+        await asyncio.sleep(7200)
+
+    scheduler = Scheduler(step, concurrency=4)
+    real = time.monotonic()
+    async with running(scheduler):
+        for i in range(300):
+            scheduler.upsert((f"ns{i % 3}", f"t{i}"), body((f"ns{i % 3}", f"t{i}")))
+            scheduler.wake((f"ns{i % 3}", f"t{i}"))
+        await asyncio.sleep(3600)
+        assert started == 4
+        assert scheduler.due_in(("ns2", "t299")) == pytest.approx(-3600)
+    assert time.monotonic() - real < 2
