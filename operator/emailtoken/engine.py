@@ -299,7 +299,7 @@ class Engine:
         #: (namespace, Secret name) -> the tokens whose step reads that Secret: a Secret's watch
         #: event finds its tokens without a scan over every token (quadratic at startup)
         self._readers: dict[tuple[str, str], set[Key]] = {}
-        #: client secrets and keys as the Secret watch delivers them (fed by the handlers)
+        #: client secrets and keys read once, dropped when the Secret watch reports a change (handlers)
         self.credential_secrets = CredentialSecrets()
         #: consumer Secrets the watch delivered before their token's first step (a restart lists
         #: both at once): (namespace, token name) -> (Secret name, what it holds); saves a GET each

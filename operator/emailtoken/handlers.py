@@ -24,7 +24,7 @@ from emailtoken.informer import Event, SecretInformer
 from emailtoken.kube import KubernetesApi, load_config
 from emailtoken.providers import Providers
 from emailtoken.scheduler import Scheduler
-from emailtoken.secretdata import LABEL_TOKEN
+from emailtoken.secretdata import LABEL_MANAGED_BY, LABEL_TOKEN, MANAGED_BY
 from emailtoken.settings import OperatorConfig
 
 log = logging.getLogger("emailtoken")
@@ -103,9 +103,11 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     scheduler = Scheduler(step, concurrency=config.concurrency)
     memo["engine"] = engine
     memo["scheduler"] = scheduler
-    # Secrets are followed outside kopf (see emailtoken.informer for why).
+    # Secrets are followed outside kopf (see emailtoken.informer for why): the metadata of every
+    # Secret in scope, the bodies of the operator's own.
     informer = SecretInformer(
         partial(secret_events, engine, scheduler),
+        own=partial(own_secret_events, engine),
         namespaces=() if config.all_namespaces else config.namespaces,
         page=settings.watching.chunk_size,
         timeout=config.watch_timeout,
@@ -189,10 +191,11 @@ async def token_event(event: Mapping[str, Any], body: kopf.Body, memo: kopf.Memo
 
 
 def secret_events(engine: Engine, scheduler: Scheduler, events: list[Event]) -> None:
-    """Secrets changed (the informer's batch): keep the caches current, let waiting tokens retry now.
+    """Secrets changed (the informer's batch of metadata): drop stale credentials, let waiting tokens retry now.
 
     A Secret a token reads (client secret, key, grant, its consumer Secret) changing wakes a
-    failing token at once instead of at its next backoff.
+    failing token at once instead of at its next backoff; a credential Secret's value kept
+    from a GET is dropped, so the step reads the new one.
     """
     for kind, secret in events:
         metadata = secret.get("metadata") or {}
@@ -201,8 +204,7 @@ def secret_events(engine: Engine, scheduler: Scheduler, events: list[Event]) -> 
         if deleted:
             engine.credential_secrets.removed(namespace, name)
         else:
-            engine.credential_secrets.observed(namespace, name, secret)
-        engine.consumer_observed(namespace, name, secret, deleted=deleted)
+            engine.credential_secrets.observed(namespace, name, secret, kind=kind)
         for key in engine.referencing(namespace, name):
             if deleted:
                 engine.secret_deleted(key, name)
@@ -210,6 +212,17 @@ def secret_events(engine: Engine, scheduler: Scheduler, events: list[Event]) -> 
                 continue
             engine.nudge(key)
             scheduler.wake(key)
+
+
+def own_secret_events(engine: Engine, events: list[Event]) -> None:
+    """The operator's own Secrets with their data: what each consumer Secret holds, for a token
+    not stepped yet (a restart reads them here instead of one GET per token)."""
+    for kind, secret in events:
+        metadata = secret.get("metadata") or {}
+        if (metadata.get("labels") or {}).get(LABEL_MANAGED_BY) != MANAGED_BY:
+            continue  # a server that ignored the label selector (kmock)
+        namespace, name = metadata.get("namespace") or "", metadata.get("name") or ""
+        engine.consumer_observed(namespace, name, secret, deleted=kind == "DELETED")
 
 
 def _own_write(engine: Engine, key: tuple[str, str], name: str, metadata: Mapping[str, Any]) -> bool:

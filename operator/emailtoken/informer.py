@@ -1,4 +1,4 @@
-"""Follow the Secrets of the served namespaces with one paged list and one watch, outside kopf.
+"""Follow the Secrets of the served namespaces with paged lists and watches, outside kopf.
 
 Why not ``@kopf.on.event("", "v1", "secrets")``: kopf gives every object it sees a worker
 task, a queue and a Body, and runs its handler machinery per event. The Secret watch carries
@@ -9,6 +9,15 @@ event once, in its own thread, and hands batches of raw dicts to a callback on t
 loop. It does what client-go's reflector does: list in pages, watch from the list's
 resourceVersion with bookmarks, resume after a dropped watch, list again on 410 Gone and
 report the Secrets that disappeared meanwhile as deleted.
+
+Two streams per scope, so that Secrets the operator does not need cost it no memory
+(issues #15 and #20: parsed pages of 800 KiB Helm release records took it from 69 to
+325 MiB, and glibc keeps the freed heap):
+
+- the metadata of every Secret (the API server's ``PartialObjectMetadata``): which Secrets
+  exist, and a change to one a token reads (its resourceVersion moves), never their data;
+- the full bodies of the operator's own Secrets only (a label selector): consumer Secrets
+  are read from it after a restart instead of a GET each.
 """
 
 from __future__ import annotations
@@ -20,10 +29,13 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import kubernetes
 from kubernetes.client.exceptions import ApiException
+
+from emailtoken.secretdata import LABEL_MANAGED_BY, MANAGED_BY
 
 log = logging.getLogger("emailtoken")
 
@@ -31,6 +43,11 @@ log = logging.getLogger("emailtoken")
 Event = tuple[str, dict[str, Any]]
 Deliver = Callable[[list[Event]], None]
 
+#: The operator's own Secrets (consumer and grant), the ones whose bodies it follows.
+OWN_SELECTOR = f"{LABEL_MANAGED_BY}={MANAGED_BY}"
+#: Metadata only, as client-go's metadata informers ask (plain JSON from a server that cannot).
+_METADATA_LIST = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1,application/json"
+_METADATA_WATCH = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1,application/json"
 _BACKOFF = (1, 2, 5, 10, 30)
 
 
@@ -38,28 +55,58 @@ class _Gone(Exception):
     """The resourceVersion (or continue token) is too old: list again."""
 
 
+@dataclass(eq=False)
+class _Stream:
+    """One list-and-watch: all Secrets' metadata, or the bodies of the selected ones, in one scope."""
+
+    namespace: str | None
+    deliver: Deliver
+    metadata_only: bool
+    selector: str | None = None
+    #: (namespace, name) of every Secret it follows, as of the last list and watch event
+    known: set[tuple[str, str]] = field(default_factory=set)
+
+    @property
+    def name(self) -> str:
+        what = "metadata" if self.metadata_only else f"bodies of {self.selector}"
+        return f"{self.namespace or 'all namespaces'}, {what}"
+
+    def item(self, obj: dict[str, Any]) -> dict[str, Any]:
+        """What is delivered: a metadata stream never passes data on, even from a server that sent it."""
+        metadata = obj.get("metadata") or {}
+        if self.namespace is not None:
+            metadata.setdefault("namespace", self.namespace)
+        if self.metadata_only:
+            return {"metadata": {k: v for k, v in metadata.items() if k != "managedFields"}}
+        obj["metadata"] = metadata
+        return obj
+
+
 class SecretInformer:
     """List and watch Secrets in threads; deliver batches of events on the event loop.
 
-    ``namespaces`` empty means all namespaces (one cluster-wide watch); otherwise one watch
-    per namespace, as the operator's RBAC may be namespaced.
+    ``deliver`` gets the metadata of every Secret (no ``data``); ``own``, if given, the full
+    bodies of the Secrets matching ``own_selector``. ``namespaces`` empty means all namespaces
+    (cluster-wide watches); otherwise each namespace is watched on its own, as the operator's
+    RBAC may be namespaced.
     """
 
     def __init__(
         self,
         deliver: Deliver,
         *,
+        own: Deliver | None = None,
+        own_selector: str = OWN_SELECTOR,
         namespaces: Sequence[str] = (),
-        api_client: kubernetes.client.ApiClient | None = None,
+        configuration: kubernetes.client.Configuration | None = None,
         page: int = 500,
         timeout: int = 300,
     ) -> None:
         # A client of its own: a watch holds its connection for minutes, which would take one
         # out of the pool the engine's calls are sized to.
-        client = api_client or kubernetes.client.ApiClient(kubernetes.client.Configuration.get_default_copy())
-        self._core = kubernetes.client.CoreV1Api(client)
-        self._deliver = deliver
         self._namespaces: tuple[str | None, ...] = tuple(namespaces) or (None,)
+        config = configuration or kubernetes.client.Configuration.get_default_copy()
+        self._core = kubernetes.client.CoreV1Api(kubernetes.client.ApiClient(config))
         self._page = page
         self._timeout = timeout
         self._stopping = threading.Event()
@@ -67,18 +114,22 @@ class SecretInformer:
         self._open: set[Any] = set()
         self._threads: list[threading.Thread] = []
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._synced: set[str | None] = set()
-        #: (namespace, name) of every Secret per scope, as of the last list and watch event
-        self._known: dict[str | None, set[tuple[str, str]]] = {scope: set() for scope in self._namespaces}
-        #: set (on the loop) once every namespace has been listed once
+        #: the metadata stream of each scope: which Secrets exist
+        self._index = {scope: _Stream(scope, deliver, metadata_only=True) for scope in self._namespaces}
+        self._streams = list(self._index.values())
+        if own is not None:
+            self._streams += [_Stream(scope, own, False, own_selector) for scope in self._namespaces]
+        self._listed: set[_Stream] = set()
+        #: set (on the loop) once every stream has been listed once
         self.synced = asyncio.Event()
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Start one thread per watched scope; events are delivered on ``loop``."""
+        """Start one thread per stream; events are delivered on ``loop``."""
         self._loop = loop
-        for namespace in self._namespaces:
+        for stream in self._streams:
+            kind = "secrets" if stream.metadata_only else "own-secrets"
             thread = threading.Thread(
-                target=self._run, args=(namespace,), name=f"emailtoken-secrets-{namespace or 'all'}", daemon=True
+                target=self._run, args=(stream,), name=f"emailtoken-{kind}-{stream.namespace or 'all'}", daemon=True
             )
             self._threads.append(thread)
             thread.start()
@@ -100,21 +151,21 @@ class SecretInformer:
         Called on the event loop: a scope counts as listed once that list's events were
         delivered there. The answer may lag the API server by the watch's latency.
         """
-        scope = None if self._namespaces == (None,) else namespace
-        if scope not in self._synced:
+        stream = self._index.get(None if self._namespaces == (None,) else namespace)
+        if stream is None or stream not in self._listed:
             return None
-        return (namespace, name) in self._known[scope]
+        return (namespace, name) in stream.known
 
-    def _run(self, namespace: str | None) -> None:
+    def _run(self, stream: _Stream) -> None:
         version: str | None = None
         failures = 0
         while not self._stopping.is_set():
             try:
                 if version is None:
-                    version = self._list(namespace)
-                    self._post(self._listed, namespace)
+                    version = self._list(stream)
+                    self._post(self._mark_listed, stream)
                 started = time.monotonic()
-                version, lines = self._watch(namespace, version, self._known[namespace])
+                version, lines = self._watch(stream, version)
                 failures = 0
                 if not lines and time.monotonic() - started < 1:
                     # A watch that ended at once with nothing in it (a proxy cutting streams, say)
@@ -127,63 +178,65 @@ class SecretInformer:
                     return
                 delay = _BACKOFF[min(failures, len(_BACKOFF) - 1)]
                 failures += 1
-                scope = namespace or "all namespaces"
-                log.warning("Secret watch (%s) failed: %s; retrying in %d s", scope, _describe(exc), delay)
+                log.warning("Secret watch (%s) failed: %s; retrying in %d s", stream.name, _describe(exc), delay)
                 self._stopping.wait(delay)
 
-    def _listed(self, namespace: str | None) -> None:
-        self._synced.add(namespace)
-        if len(self._synced) == len(self._namespaces):
+    def _mark_listed(self, stream: _Stream) -> None:
+        self._listed.add(stream)
+        if len(self._listed) == len(self._streams):
             self.synced.set()
 
-    def _call(self, namespace: str | None, **kwargs: Any) -> Any:
+    def _call(self, stream: _Stream, accept: str, **kwargs: Any) -> Any:
         kwargs["_preload_content"] = False
+        if stream.selector:
+            kwargs["label_selector"] = stream.selector
+        if stream.metadata_only:
+            kwargs["_headers"] = {"Accept": accept}
         try:
-            if namespace is None:
+            if stream.namespace is None:
                 return self._core.list_secret_for_all_namespaces(**kwargs)
-            return self._core.list_namespaced_secret(namespace, **kwargs)
+            return self._core.list_namespaced_secret(stream.namespace, **kwargs)
         except ApiException as exc:
             if exc.status == 410:
                 raise _Gone from None
             raise
 
-    def _list(self, namespace: str | None) -> str:
-        """List every Secret in pages; deliver each page; report the ones gone since the last list."""
+    def _list(self, stream: _Stream) -> str:
+        """List in pages; deliver each page; report the Secrets gone since the last list."""
         listed: set[tuple[str, str]] = set()
         token: str | None = None
         while True:
             kwargs: dict[str, Any] = {"limit": self._page, "_request_timeout": 60}
             if token:
                 kwargs["_continue"] = token
-            body = json.loads(self._call(namespace, **kwargs).data)
+            body = json.loads(self._call(stream, _METADATA_LIST, **kwargs).data)
             events: list[Event] = []
-            for item in body.get("items") or ():
-                metadata = item.setdefault("metadata", {})
-                if namespace is not None:
-                    metadata.setdefault("namespace", namespace)
+            for obj in body.get("items") or ():
+                item = stream.item(obj)
+                metadata = item["metadata"]
                 listed.add((metadata.get("namespace") or "", metadata.get("name") or ""))
                 events.append(("ADDED", item))
-            self._post(self._deliver, events)
+            self._post(stream.deliver, events)
             meta = body.get("metadata") or {}
             token = meta.get("continue")
             if not token:
                 break
         gone = [
-            ("DELETED", {"metadata": {"namespace": ns, "name": name}})
-            for ns, name in sorted(self._known[namespace] - listed)
+            ("DELETED", {"metadata": {"namespace": ns, "name": name}}) for ns, name in sorted(stream.known - listed)
         ]
         if gone:
-            self._post(self._deliver, gone)
-        self._known[namespace] = listed
+            self._post(stream.deliver, gone)
+        stream.known = listed
         return str(meta.get("resourceVersion") or "")
 
-    def _watch(self, namespace: str | None, version: str, known: set[tuple[str, str]]) -> tuple[str, int]:
+    def _watch(self, stream: _Stream, version: str) -> tuple[str, int]:
         """Follow changes from ``version`` until the server ends the watch.
 
         Returns the last version seen and how many lines (events and bookmarks) arrived.
         """
         response = self._call(
-            namespace,
+            stream,
+            _METADATA_WATCH,
             watch=True,
             resource_version=version,
             allow_watch_bookmarks=True,
@@ -211,14 +264,15 @@ class SecretInformer:
                     version = str(metadata.get("resourceVersion") or version)
                     if kind == "BOOKMARK":
                         continue
-                    key = (metadata.get("namespace") or namespace or "", metadata.get("name") or "")
+                    item = stream.item(obj)
+                    key = (item["metadata"].get("namespace") or "", item["metadata"].get("name") or "")
                     if kind == "DELETED":
-                        known.discard(key)
+                        stream.known.discard(key)
                     else:
-                        known.add(key)
-                    events.append((kind, obj))
+                        stream.known.add(key)
+                    events.append((kind, item))
                 if events:
-                    self._post(self._deliver, events)
+                    self._post(stream.deliver, events)
         finally:
             with self._lock:
                 self._open.discard(response)

@@ -1,5 +1,7 @@
 """emailtoken.informer over HTTP: against kmock, and against a scripted API server for the
-cases kmock cannot produce (pages, bookmarks, a dropped watch, 410 Gone, a failing watch).
+cases kmock cannot produce (pages, bookmarks, a dropped watch, 410 Gone, a failing watch,
+what each request asks for). That a real API server answers the metadata-only requests and
+the label selector as asked is proven in tests/cluster/test_secret_memory.py.
 """
 
 from __future__ import annotations
@@ -40,8 +42,8 @@ class Collector:
         return any(e[:3] == (kind, namespace, name) for e in self.events)
 
 
-def client_for(url: str) -> kubernetes.client.ApiClient:
-    return kubernetes.client.ApiClient(kubernetes.client.Configuration(host=url))
+def config_for(url: str) -> kubernetes.client.Configuration:
+    return kubernetes.client.Configuration(host=url)
 
 
 async def until(predicate: Callable[[], Any], timeout: float = 10, what: str = "") -> None:
@@ -60,9 +62,11 @@ def api(kube: KmockThread) -> ApiClient:
 def test_lists_then_follows_adds_changes_and_deletes(kube: KmockThread, api: ApiClient, namespace: str) -> None:
     api.create_secret(namespace, "before", {"k": "1"})
 
+    own = Collector()
+
     async def main() -> Collector:
         seen = Collector()
-        informer = SecretInformer(seen, api_client=client_for(kube.url), timeout=30)
+        informer = SecretInformer(seen, own=own, configuration=config_for(kube.url), timeout=30)
         assert informer.exists(namespace, "before") is None, "not listed yet: no answer"
         informer.start(asyncio.get_running_loop())
         try:
@@ -85,9 +89,12 @@ def test_lists_then_follows_adds_changes_and_deletes(kube: KmockThread, api: Api
         return seen
 
     seen = asyncio.run(main())
-    modified = [e for e in seen.events if e[:3] == ("MODIFIED", namespace, "after")]
-    assert modified[-1][3] == {"k": "Mw=="}, "the callback gets the Secret as the server sent it"
-    assert seen.thread_ids == {threading.main_thread().ident}, "callbacks run on the event loop's thread"
+    assert seen.seen("MODIFIED", namespace, "after")
+    assert all(e[3] == {} for e in seen.events), "the metadata stream passes no data on, though kmock sent it"
+    # kmock ignores the label selector, so the bodies stream has them all (the handler filters by label).
+    modified = [e for e in own.events if e[:3] == ("MODIFIED", namespace, "after")]
+    assert modified[-1][3] == {"k": "Mw=="}, "the bodies stream gets the Secret as the server sent it"
+    assert seen.thread_ids | own.thread_ids == {threading.main_thread().ident}, "callbacks run on the loop's thread"
 
 
 def test_namespaced_informer_sees_only_its_namespaces(kube: KmockThread, api: ApiClient, namespace: str) -> None:
@@ -95,7 +102,7 @@ def test_namespaced_informer_sees_only_its_namespaces(kube: KmockThread, api: Ap
 
     async def main() -> Collector:
         seen = Collector()
-        informer = SecretInformer(seen, namespaces=[namespace], api_client=client_for(kube.url), timeout=30)
+        informer = SecretInformer(seen, namespaces=[namespace], configuration=config_for(kube.url), timeout=30)
         informer.start(asyncio.get_running_loop())
         try:
             await asyncio.wait_for(informer.synced.wait(), 10)
@@ -119,12 +126,23 @@ def secret(name: str, version: str, value: str = "djE=") -> dict[str, Any]:
     return {"metadata": {"namespace": "ns", "name": name, "resourceVersion": version}, "data": {"k": value}}
 
 
-class ScriptedApi:
-    """Answers list and watch requests for /api/v1/secrets from a script, recording each request."""
+Script = list[Callable[[aiohttp.web.Request], Any]]
 
-    def __init__(self, script: list[Callable[[aiohttp.web.Request], Any]]) -> None:
+
+class ScriptedApi:
+    """Answers list and watch requests for /api/v1/secrets from a script, recording each request.
+
+    Requests with a label selector (the informer's stream of its own Secrets) are answered from
+    ``own`` and recorded in ``own_requests``; the others from ``script``.
+    """
+
+    def __init__(self, script: Script, own: Script | None = None) -> None:
         self.script = script
+        self.own = own or []
         self.requests: list[dict[str, str]] = []
+        self.accept: list[str] = []
+        self.own_requests: list[dict[str, str]] = []
+        self.own_accept: list[str] = []
         self.times: list[float] = []
         self.loop = asyncio.new_event_loop()
         self.ready = threading.Event()
@@ -157,12 +175,22 @@ class ScriptedApi:
         self.loop.close()
 
     async def _handle(self, request: aiohttp.web.Request) -> Any:
-        self.requests.append(dict(request.query))
-        self.times.append(time.monotonic())
-        if not self.script:
-            await self.release.wait()  # an idle watch, open until the test ends
-            return aiohttp.web.Response(status=503)
-        return await self.script.pop(0)(request)
+        script = self.script
+        if "labelSelector" in request.query:
+            script = self.own
+            self.own_requests.append(dict(request.query))
+            self.own_accept.append(request.headers.get("Accept", ""))
+        else:
+            self.requests.append(dict(request.query))
+            self.accept.append(request.headers.get("Accept", ""))
+            self.times.append(time.monotonic())
+        if not script:
+            # An idle watch, open until the test ends: headers first, as an API server sends them.
+            response = aiohttp.web.StreamResponse()
+            await response.prepare(request)
+            await self.release.wait()
+            return response
+        return await script.pop(0)(request)
 
 
 def listing(items: list[dict[str, Any]], version: str, more: str = "") -> Callable[..., Any]:
@@ -193,12 +221,23 @@ def failing(status: int, body: str) -> Callable[..., Any]:
     return answer
 
 
+def dropping() -> Callable[..., Any]:
+    """The connection closed with no answer at all (a dying API server or proxy)."""
+
+    async def answer(request: aiohttp.web.Request) -> Any:
+        assert request.transport is not None
+        request.transport.close()
+        return aiohttp.web.Response(status=500)
+
+    return answer
+
+
 @pytest.fixture
-def scripted() -> Iterator[Callable[[list[Any]], ScriptedApi]]:
+def scripted() -> Iterator[Callable[..., ScriptedApi]]:
     servers: list[ScriptedApi] = []
 
-    def make(script: list[Any]) -> ScriptedApi:
-        server = ScriptedApi(script).__enter__()
+    def make(script: Script, own: Script | None = None) -> ScriptedApi:
+        server = ScriptedApi(script, own).__enter__()
         servers.append(server)
         return server
 
@@ -208,7 +247,7 @@ def scripted() -> Iterator[Callable[[list[Any]], ScriptedApi]]:
 
 
 def test_pages_bookmarks_resume_gone_and_failures(
-    scripted: Callable[[list[Any]], ScriptedApi], caplog: pytest.LogCaptureFixture
+    scripted: Callable[..., ScriptedApi], caplog: pytest.LogCaptureFixture
 ) -> None:
     server = scripted(
         [
@@ -227,7 +266,7 @@ def test_pages_bookmarks_resume_gone_and_failures(
 
     async def main() -> Collector:
         seen = Collector()
-        informer = SecretInformer(seen, api_client=client_for(server.url), page=1, timeout=30)
+        informer = SecretInformer(seen, configuration=config_for(server.url), page=1, timeout=30)
         informer.start(asyncio.get_running_loop())
         try:
             await until(lambda: seen.seen("DELETED", "ns", "b"), timeout=15, what="b reported gone after 410")
@@ -256,16 +295,27 @@ def test_pages_bookmarks_resume_gone_and_failures(
     assert requests[6]["resourceVersion"] == "20"
     assert "HTTP 500" in caplog.text
     assert "s3cr3t" not in caplog.text, "an error body never reaches the log"
+    # Metadata only, of every Secret: lists and watches ask for PartialObjectMetadata, nothing is filtered.
+    assert all(e[3] == {} for e in seen.events), "no data passed on, though the server sent it"
+    lists = [a for r, a in zip(requests, server.accept, strict=False) if r.get("watch") != "true"]
+    watches = [a for r, a in zip(requests, server.accept, strict=False) if r.get("watch") == "true"]
+    assert lists and all(
+        a.startswith("application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1") for a in lists
+    )
+    assert watches and all(
+        a.startswith("application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1") for a in watches
+    )
+    assert not any("labelSelector" in r for r in requests) and not server.own_requests
 
 
 def test_a_server_that_ends_every_watch_at_once_is_not_hammered(
-    scripted: Callable[[list[Any]], ScriptedApi],
+    scripted: Callable[..., ScriptedApi],
 ) -> None:
     """An empty watch that ends at once (a proxy cutting streams) waits a second before the next."""
     server = scripted([listing([secret("a", "5")], "10"), watching(), watching(), watching()])
 
     async def main() -> None:
-        informer = SecretInformer(Collector(), api_client=client_for(server.url), timeout=30)
+        informer = SecretInformer(Collector(), configuration=config_for(server.url), timeout=30)
         informer.start(asyncio.get_running_loop())
         try:
             await until(lambda: len(server.requests) >= 5, timeout=15, what="the fourth watch")
@@ -277,3 +327,31 @@ def test_a_server_that_ends_every_watch_at_once_is_not_hammered(
     gaps = [later - earlier for earlier, later in itertools.pairwise(watches)]
     assert all(gap >= 0.9 for gap in gaps), gaps
     assert all(r["resourceVersion"] == "10" for r in server.requests[1:5])
+
+
+def test_own_secrets_come_with_their_bodies_and_only_they(scripted: Callable[..., ScriptedApi]) -> None:
+    """The second stream asks for the operator's Secrets by label, as plain JSON, and delivers them whole."""
+    ours = secret("box", "5", "b3Vycw==")
+    ours["metadata"]["labels"] = {"app.kubernetes.io/managed-by": "emailtoken-operator"}
+    server = scripted(
+        [listing([secret("box", "5"), secret("helm-release", "6")], "10")],
+        own=[listing([ours], "10"), watching({"type": "MODIFIED", "object": {**ours, "data": {"k": "bmV3"}}})],
+    )
+
+    async def main() -> tuple[Collector, Collector]:
+        seen, own = Collector(), Collector()
+        informer = SecretInformer(seen, own=own, configuration=config_for(server.url), timeout=30)
+        informer.start(asyncio.get_running_loop())
+        try:
+            await asyncio.wait_for(informer.synced.wait(), 10)
+            await until(lambda: own.seen("MODIFIED", "ns", "box"), what="the change to our Secret")
+            assert informer.exists("ns", "helm-release") is True, "existence comes from the metadata of all"
+        finally:
+            await asyncio.to_thread(informer.stop)
+        return seen, own
+
+    seen, own = asyncio.run(main())
+    assert [e[:3] for e in seen.events] == [("ADDED", "ns", "box"), ("ADDED", "ns", "helm-release")]
+    assert [(e[0], e[3]) for e in own.events] == [("ADDED", {"k": "b3Vycw=="}), ("MODIFIED", {"k": "bmV3"})]
+    assert {r["labelSelector"] for r in server.own_requests} == {"app.kubernetes.io/managed-by=emailtoken-operator"}
+    assert not any("PartialObjectMetadata" in a for a in server.own_accept)

@@ -1038,9 +1038,9 @@ async def test_invalid_client_is_retried_at_once_when_the_secret_changes_only() 
     assert h.provider.creds[-1].client_secret == "the-fixed-client-secret"
 
 
-async def test_client_secret_is_read_once_then_kept_from_the_watch() -> None:
-    """One GET for the client secret; later refreshes use what the watch delivered (no read per
-    refresh); a deleted Secret is read again and reported missing."""
+async def test_client_secret_is_read_once_then_kept_until_the_watch_reports_a_change() -> None:
+    """One GET for the client secret; later refreshes read nothing; a change the watch reports
+    (metadata only) costs one more GET; a deleted Secret is read again and reported missing."""
     h = await app_harness()
     await h.step()
     h.clock.set(h.due_time())
@@ -1048,16 +1048,19 @@ async def test_client_secret_is_read_once_then_kept_from_the_watch() -> None:
     assert h.provider.app_calls == 2
     assert h.api.reads.count(("get", "secret", "app-secret")) == 1
     rotated = await h.api.patch_secret(NS, "app-secret", {"data": {"client_secret": b64("rotated")}})
-    h.engine.credential_secrets.observed(NS, "app-secret", rotated)
+    h.engine.credential_secrets.observed(NS, "app-secret", {"metadata": rotated["metadata"]})
     h.annotations["emailtoken.io/refresh-now"] = "rotate"
     await h.step()
     assert h.provider.creds[-1].client_secret == "rotated"
-    assert h.api.reads.count(("get", "secret", "app-secret")) == 1
+    assert h.api.reads.count(("get", "secret", "app-secret")) == 2
+    h.annotations["emailtoken.io/refresh-now"] = "again"
+    await h.step()
+    assert h.provider.app_calls == 4 and h.api.reads.count(("get", "secret", "app-secret")) == 2
     await h.api.delete_secret(NS, "app-secret")
     h.engine.credential_secrets.removed(NS, "app-secret")
     h.annotations["emailtoken.io/refresh-now"] = "after-delete"
     await h.step()
-    assert h.api.reads.count(("get", "secret", "app-secret")) == 2
+    assert h.api.reads.count(("get", "secret", "app-secret")) == 3
     assert h.cond("Authorized")["reason"] == "SecretNotFound"
 
 
