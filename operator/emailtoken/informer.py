@@ -48,7 +48,9 @@ OWN_SELECTOR = f"{LABEL_MANAGED_BY}={MANAGED_BY}"
 #: Metadata only, as client-go's metadata informers ask (plain JSON from a server that cannot).
 _METADATA_LIST = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1,application/json"
 _METADATA_WATCH = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1,application/json"
-_BACKOFF = (1, 2, 5, 10, 30)
+#: Retry delays after a failed list or watch. Capped at 5 s: the watch is how a fixed Secret
+#: wakes its token, so after an API outage it must be back within seconds.
+_BACKOFF = (1, 2, 5)
 
 
 class _Gone(Exception):
@@ -103,9 +105,13 @@ class SecretInformer:
         timeout: int = 300,
     ) -> None:
         # A client of its own: a watch holds its connection for minutes, which would take one
-        # out of the pool the engine's calls are sized to.
+        # out of the pool the engine's calls are sized to. No urllib3 retries: a failed call
+        # is retried here on a short backoff, and urllib3's would only add its own warnings.
         self._namespaces: tuple[str | None, ...] = tuple(namespaces) or (None,)
         config = configuration or kubernetes.client.Configuration.get_default_copy()
+        config.retries = False
+        # A connection per open watch (two per scope): a smaller pool would drop and reopen them.
+        config.connection_pool_maxsize = max(config.connection_pool_maxsize or 0, 2 * len(self._namespaces))
         self._core = kubernetes.client.CoreV1Api(kubernetes.client.ApiClient(config))
         self._page = page
         self._timeout = timeout

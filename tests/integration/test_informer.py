@@ -119,6 +119,30 @@ def test_namespaced_informer_sees_only_its_namespaces(kube: KmockThread, api: Ap
     assert {e[1] for e in seen.events} == {namespace}
 
 
+def test_many_namespaces_share_no_connection_pool_slot(
+    kube: KmockThread, namespace: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Two watches per namespace, more than the client's default pool (5 per core): every watch
+    keeps its connection, and urllib3 does not warn that it discards some."""
+    count = kubernetes.client.Configuration().connection_pool_maxsize // 2 + 2
+    caplog.set_level(logging.WARNING)
+
+    async def main() -> None:
+        namespaces = [f"{namespace}-{i}" for i in range(count)]
+        informer = SecretInformer(
+            Collector(), own=Collector(), namespaces=namespaces, configuration=config_for(kube.url), timeout=1
+        )
+        informer.start(asyncio.get_running_loop())
+        try:
+            await asyncio.wait_for(informer.synced.wait(), 10)
+            await asyncio.sleep(3)  # a few watch cycles: each connection goes back to the pool
+        finally:
+            await asyncio.to_thread(informer.stop)
+
+    asyncio.run(main())
+    assert not [r.getMessage() for r in caplog.records if r.name.startswith("urllib3")]
+
+
 # --------------------------------------------------------------------------- scripted API server
 
 
@@ -355,3 +379,28 @@ def test_own_secrets_come_with_their_bodies_and_only_they(scripted: Callable[...
     assert [(e[0], e[3]) for e in own.events] == [("ADDED", {"k": "b3Vycw=="}), ("MODIFIED", {"k": "bmV3"})]
     assert {r["labelSelector"] for r in server.own_requests} == {"app.kubernetes.io/managed-by=emailtoken-operator"}
     assert not any("PartialObjectMetadata" in a for a in server.own_accept)
+
+
+def test_a_failing_api_server_is_retried_within_5_s_without_urllib3_retries(
+    scripted: Callable[..., ScriptedApi], caplog: pytest.LogCaptureFixture
+) -> None:
+    """After an outage the watch is back within 5 s (it used to wait up to 30 s), and each attempt is
+    one request: urllib3 neither retries on its own nor logs its own warnings."""
+    server = scripted([dropping(), dropping(), dropping(), dropping(), listing([secret("a", "5")], "10")])
+    caplog.set_level(logging.WARNING)
+
+    async def main() -> None:
+        informer = SecretInformer(Collector(), configuration=config_for(server.url), timeout=30)
+        informer.start(asyncio.get_running_loop())
+        try:
+            await asyncio.wait_for(informer.synced.wait(), 20)
+            await until(lambda: len(server.requests) >= 6, what="the watch after the list")
+        finally:
+            await asyncio.to_thread(informer.stop)
+
+    asyncio.run(main())
+    gaps = [later - earlier for earlier, later in itertools.pairwise(server.times[:5])]
+    assert len(gaps) == 4 and all(gap >= 0.9 for gap in gaps), gaps  # one request per attempt
+    assert max(gaps) <= 5.5, gaps  # 1, 2, 5, 5 s: the fourth failure no longer waits 10 s
+    assert caplog.text.count("Secret watch (all namespaces, metadata) failed") == 4
+    assert not [r for r in caplog.records if r.name.startswith("urllib3")], "urllib3 logged its own retries"
