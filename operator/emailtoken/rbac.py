@@ -28,10 +28,12 @@ of the release namespace: keep that namespace for the operator.
 
 Why the operator may list/watch Secrets: ``emailtoken.informer`` watches the Secrets
 of the served namespaces so that a token whose client secret, key or grant Secret
-changed (e.g. the callback just wrote a grant) retries at once. The price: the watch
-streams every Secret of those namespaces (of the whole cluster with ``--all-namespaces``,
-Helm release Secrets included) into the operator. Serve few namespaces in production
-(chart value ``watchNamespaces``); RBAC cannot narrow a watch by label.
+changed (e.g. the callback just wrote a grant) retries at once. It asks for the metadata
+of every Secret and the bodies of its own only (a label selector), so unrelated Secrets
+(Helm release records) cost it no memory; but RBAC cannot narrow ``list``/``watch`` to
+metadata or to a label, so the permission reads every Secret of those namespaces (of the
+whole cluster with ``--all-namespaces``). Serve few namespaces in production (chart value
+``watchNamespaces``).
 
 Deliberately not granted (the code must not need them):
 
