@@ -1,7 +1,8 @@
 """Issue #14: leader election on a real API server, with the chart's settings and RBAC.
 
 Two replicas run with the chart's arguments (``--leader-election --lease-namespace
-<release namespace> --lease-name <name> --standalone``, the default 15 s Lease) as a
+<release namespace> --lease-name <name> --standalone``) and a 15 s Lease with a 5 s provider
+timeout (the defaults, 30 s and 20 s, keep the same proportions and would only slow this) as a
 ServiceAccount holding exactly the chart's rules (``emailtoken.rbac``: the namespaced rows
 in each watched namespace, the Lease row in the release namespace). The local provider
 rotates refresh tokens and revokes the whole family when a spent one comes back, so a
@@ -40,8 +41,11 @@ from tests.support.faultkit import (
 from tests.support.kube import ApiClient, wait_for
 from tests.support.operator_process import OperatorProcess
 
-LEASE = 15.0  # the chart passes no --lease-duration: the default
-RENEW_EVERY = LEASE / 3  # the leader writes the Lease this often
+LEASE, PROVIDER_TIMEOUT = 15.0, 5.0
+TIMINGS = ["--lease-duration", f"{LEASE:g}", "--provider-timeout", f"{PROVIDER_TIMEOUT:g}"]
+#: The leader writes the Lease this often: twice within the window in which provider calls may
+#: start (the lease minus the provider timeout and 3 s to store an answer), see LeaseConfig.
+RENEW_EVERY = (LEASE - PROVIDER_TIMEOUT - 3) / 2
 RETRY = LEASE / 7.5  # a standby looks this often
 #: A standby takes over after a full lease of silence, counted from when it saw the last
 #: renewal: at least LEASE - RENEW_EVERY after the kill (that renewal was up to RENEW_EVERY
@@ -111,7 +115,7 @@ def replica(
 ) -> tuple[OperatorProcess, int]:
     """One replica with the chart's leader-election args (and a metrics/probe port, as the chart has)."""
     port = free_port()
-    args = ["--leader-election", "--lease-namespace", release, "--lease-name", LEASE_NAME, "--standalone"]
+    args = ["--leader-election", "--lease-namespace", release, "--lease-name", LEASE_NAME, "--standalone", *TIMINGS]
     op = start_operator(watched, extra_args=[*args, "--metrics-port", str(port)], name=name, wait=False, **kw)
     return op, port
 
