@@ -164,3 +164,6 @@ def test_unrelated_large_secrets_cost_the_operator_no_memory(
     woke = time.monotonic() - fixed
     print(f"fixed client secret: Authorized again after {woke:.2f} s")
     assert woke <= WAKE_BOUND
+    # The API server answered every metadata-only and label-selected list and watch as asked.
+    for process in (op, restarted):
+        assert "Secret watch (" not in process.log, process.log[-3000:]
