@@ -159,7 +159,6 @@ async def _elect_and_run(
     # stop_flag in the memo: the cleanup handler sets it when kopf stops on its own (SIGTERM), or
     # kopf waits 5 s for its task watching an unset flag before it gives up on it.
     kwargs = operator_kwargs(config, memo={"may_act": elector, "stop_flag": stop_flag})
-    memo = kwargs["memo"]  # the startup handler puts the engine here
     operator = asyncio.create_task(run_kopf(**kwargs, stop_flag=stop_flag), name="kopf")
     done, _ = await asyncio.wait({keeper, operator}, return_when=asyncio.FIRST_COMPLETED)
     grace = config.provider_timeout + STOP_MARGIN
@@ -170,39 +169,31 @@ async def _elect_and_run(
         # keeps a stale write out, so waiting is safe; cancelling is not.
         if not elector.lost.is_set() and keeper.exception() is not None:
             log.error("lease keeper failed", exc_info=keeper.exception())
-        await _stop_kopf(operator, stop_flag, memo, grace)
+        await _stop_kopf(operator, stop_flag, grace)
         log.error("exiting after losing leadership")
         return 1
-    # kopf ended: on SIGTERM (its cleanup handler drained the scheduler), or because it failed.
+    # kopf ended: on SIGTERM (its cleanup handler drained the scheduler, whose steps wait for
+    # their refreshes), or because it failed. Nothing of the engine runs any more: kopf cancels
+    # every task it did not start with before it returns.
     failed = operator.cancelled() or operator.exception() is not None
     if failed:
         log.error("kopf stopped unexpectedly; exiting", exc_info=None if operator.cancelled() else operator.exception())
-    await _drain(memo, grace)
     keeper.cancel()
     await asyncio.gather(keeper, return_exceptions=True)
-    await elector.release()  # after the drain: a successor may start at once
+    await elector.release()  # nothing in flight: a successor may start at once
     return 1 if failed else 0
 
 
-async def _drain(memo: Any, timeout: float) -> None:
-    """Wait for refreshes that presented a refresh token to store its successor (the engine's drain)."""
-    engine = memo.get("engine")
-    if engine is not None and timeout > 0:
-        await engine.drain(timeout)
+async def _stop_kopf(operator: asyncio.Task[Any], stop_flag: asyncio.Event, grace: float) -> None:
+    """Stop kopf, giving refreshes in flight up to ``grace`` seconds to store their rotated tokens.
 
-
-async def _stop_kopf(operator: asyncio.Task[Any], stop_flag: asyncio.Event, memo: Any, grace: float) -> None:
-    """Stop kopf, giving refreshes in flight up to ``grace`` seconds in all to persist, then cancel it.
-
-    kopf's cleanup drains the scheduler, whose steps wait for their refreshes; the engine's own
-    drain covers refreshes whose step is gone. Both run before kopf is cancelled: kopf cancels
-    every task it did not start with (the engine's refresh units too) once it is done.
+    kopf's cleanup handler drains the scheduler, whose steps wait for their refreshes (shielded
+    from cancellation, see Engine._spend); a refresh that started before the loss ends within the
+    provider timeout plus a grant write. kopf is cancelled only after ``grace``: cancelled, it
+    cancels every task it did not start with, the engine's refreshes too.
     """
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + grace
     stop_flag.set()
     await asyncio.wait({operator}, timeout=grace)
     if not operator.done():
-        await _drain(memo, deadline - loop.time())
         operator.cancel()
     await asyncio.gather(operator, return_exceptions=True)

@@ -35,6 +35,7 @@ from tests.support.faultkit import (
     refresh_token_status,
     reuse_errors,
     status,
+    token_manifest,
 )
 from tests.support.kube import ApiClient, wait_for
 from tests.support.operator_process import OperatorProcess
@@ -179,8 +180,18 @@ async def test_a_callback_that_may_not_write_the_grant_names_the_missing_permiss
             "subjects": [{"kind": "ServiceAccount", "namespace": namespace, "name": account}],
         },
     )
-    token = TokenRef(namespace, "alice", "uid-1")
-    old = Grant(refresh_token="rt-old", account="alice@contoso.com", scope="s", obtained_at="t", updated_at="t")
+    # A real owner: the grant Secret is owned by its EmailToken, and the garbage collector deletes
+    # a Secret whose owner does not exist.
+    spec = {
+        "provider": "Google",
+        "clientId": "app.apps.googleusercontent.com",
+        "clientSecretRef": {"name": "app-secret"},
+        "emailAddress": "alice@example.com",
+        "services": ["Gmail"],
+    }
+    owner = admin.create("emailtokens", namespace, token_manifest("alice", spec))
+    token = TokenRef(namespace, "alice", owner["metadata"]["uid"])
+    old = Grant(refresh_token="rt-old", account="alice@example.com", scope="s", obtained_at="t", updated_at="t")
     as_admin = kubernetes.config.new_client_from_config(config_file=str(cluster.admin_kubeconfig))
     await replace_grant(KubernetesApi(as_admin), token, old)
     restricted = kubernetes.config.new_client_from_config(
@@ -189,9 +200,10 @@ async def test_a_callback_that_may_not_write_the_grant_names_the_missing_permiss
     sign_in = StateSealer(b"k" * 32).seal(token, verifier=pkce.new_verifier())[1]
     started = time.monotonic()
     with pytest.raises(SignInRefused) as refused:
-        await replace_grant(KubernetesApi(restricted), token, Grant("rt-new", "alice@contoso.com"), sign_in=sign_in)
+        await replace_grant(KubernetesApi(restricted), token, Grant("rt-new", "alice@example.com"), sign_in=sign_in)
     assert time.monotonic() - started < 5, "a refusal is not retried for the whole patience"
     exc = refused.value
+    print("\nMESSAGE", exc.message)
     assert (exc.reason, exc.status) == ("PermissionDenied", 500), exc
     assert f"system:serviceaccount:{namespace}:{account}" in exc.message
     assert 'cannot patch resource "secrets"' in exc.message and f'in the namespace "{namespace}"' in exc.message
