@@ -14,7 +14,7 @@ from aiohttp import web
 from emailtoken.callback import pages, pkce
 from emailtoken.callback.csrf import COOKIE, FIELD, same_origin
 from emailtoken.callback.responses import html, log, refusal, services
-from emailtoken.callback.signin import SignInRefused, authorization_url, load_token
+from emailtoken.callback.signin import SignInRefused, api_refused, authorization_url, load_token
 from emailtoken.callback.tokens import CALLBACK_FLOWS, TokenRow, row_of, rows_of
 from emailtoken.kube import KubeError
 from emailtoken.outcomes import ProviderError
@@ -52,7 +52,7 @@ async def index(request: web.Request) -> web.Response:
     try:
         rows = rows_of(await svc.api.list_tokens(svc.config.namespaces))
     except KubeError as exc:
-        rows, error = [], f"The EmailTokens could not be listed: Kubernetes API answered HTTP {exc.status}."
+        rows, error = [], f"The EmailTokens could not be listed: {api_refused(exc, 'listing EmailTokens').message}"
     page = pages.admin_index(
         rows,
         redirect_uri=svc.config.redirect_uri,
@@ -69,7 +69,7 @@ async def _row(request: web.Request, namespace: str, name: str) -> TokenRow:
     try:
         obj = await services(request).api.get_token(namespace, name)
     except KubeError as exc:
-        raise SignInRefused("APIUnavailable", f"the Kubernetes API answered HTTP {exc.status}", status=503) from None
+        raise api_refused(exc, f"reading EmailToken {namespace}/{name}") from None
     if obj is None:
         raise SignInRefused("TokenNotFound", f"there is no EmailToken {namespace}/{name}", status=404)
     return row_of(obj)

@@ -17,6 +17,7 @@ from datetime import datetime
 from typing import Any
 
 from emailtoken import grants
+from emailtoken.api import ANNOTATION_SIGN_INS
 from emailtoken.callback import pkce
 from emailtoken.callback.state import SignInState
 from emailtoken.kube import Conflict, KubeApi, KubeError, NotFound
@@ -32,7 +33,6 @@ from emailtoken.timefmt import utcnow
 #: count, so that a burst of relabelling (a policy engine, a backup tool) cannot exhaust it.
 GRANT_WRITE_PATIENCE = 10.0
 #: Grant Secret annotation: ids of completed callback sign-ins -> their states' expiry (JSON).
-ANNOTATION_SIGN_INS = "emailtoken.io/completed-sign-ins"
 #: More completed sign-ins of one token within one state TTL than this is not a person at work.
 MAX_RECORDED_SIGN_INS = 32
 
@@ -65,7 +65,7 @@ async def load_token(
     try:
         obj = await api.get_token(namespace, name)
     except KubeError as exc:
-        raise _api_refused(exc, f"reading EmailToken {namespace}/{name}") from None
+        raise api_refused(exc, f"reading EmailToken {namespace}/{name}") from None
     if obj is None:
         raise SignInRefused("TokenNotFound", f"there is no EmailToken {namespace}/{name}", status=404)
     meta = obj.get("metadata") or {}
@@ -114,7 +114,7 @@ async def credentials(api: KubeApi, token: TokenRef, spec: EmailTokenSpec) -> Cl
     except SecretMissing as exc:
         raise SignInRefused("SecretNotFound", str(exc), status=500) from None
     except KubeError as exc:
-        raise _api_refused(exc, f"reading Secret {token.namespace}/{spec.client_secret_ref.name}") from None
+        raise api_refused(exc, f"reading Secret {token.namespace}/{spec.client_secret_ref.name}") from None
 
 
 async def exchange(
@@ -171,7 +171,7 @@ def used_sign_ins(current: Mapping[str, Any] | None, now: float) -> dict[str, in
     return {str(k): int(v) for k, v in raw.items() if isinstance(v, int) and v > now}
 
 
-def _api_refused(exc: KubeError, doing: str) -> SignInRefused:
+def api_refused(exc: KubeError, doing: str) -> SignInRefused:
     """An API error as a refusal: a missing permission named in the API server's words (verb,
     resource, namespace), which waiting will not fix; anything else is worth another try."""
     if exc.status in (401, 403):
@@ -194,7 +194,7 @@ async def ensure_unused(api: KubeApi, token: TokenRef, sign_in: SignInState) -> 
     try:
         current = await api.get_secret(token.namespace, token.grant_secret_name)
     except KubeError as exc:
-        raise _api_refused(exc, f"reading Secret {token.namespace}/{token.grant_secret_name}") from None
+        raise api_refused(exc, f"reading Secret {token.namespace}/{token.grant_secret_name}") from None
     _grant_version(current, token)
     if sign_in.sign_in_id in used_sign_ins(current, time.time()):
         raise _already_used()
@@ -266,7 +266,7 @@ async def replace_grant(
                 ) from None
         except KubeError as exc:
             # The code is spent: a transient API failure must not lose the grant it bought.
-            refusal = _api_refused(exc, doing)
+            refusal = api_refused(exc, doing)
             pause = min(0.2 * 2**attempt, 2.0)
             transient = exc.status in (0, 429) or exc.status >= 500
             if not transient or loop.time() + pause >= deadline:
