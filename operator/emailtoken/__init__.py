@@ -2,8 +2,6 @@
 
 __version__ = "0.1.0"
 
-GROUP = "emailtoken.io"
-VERSION = "v1alpha1"
-PLURAL = "emailtokens"
-KIND = "EmailToken"
-API_VERSION = f"{GROUP}/{VERSION}"
+from emailtoken.api import API_VERSION, GROUP, KIND, PLURAL, VERSION
+
+__all__ = ["API_VERSION", "GROUP", "KIND", "PLURAL", "VERSION", "__version__"]

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-Key = tuple[str, str]
+from emailtoken.api import Key
 
 
 class CredentialSecrets:

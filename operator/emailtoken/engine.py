@@ -27,6 +27,7 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol, runtime_checkable
 
 from emailtoken import conditions, grants
+from emailtoken.api import ANNOTATION_REAUTHORIZE, ANNOTATION_REFRESH_NOW, Key
 from emailtoken.conditions import Condition
 from emailtoken.credcache import CredentialSecrets
 from emailtoken.kube import KubeApi, KubeError
@@ -55,8 +56,6 @@ from emailtoken.timefmt import parse_rfc3339, rfc3339, utcnow
 
 log = logging.getLogger(__name__)
 
-ANNOTATION_REFRESH_NOW = "emailtoken.io/refresh-now"
-ANNOTATION_REAUTHORIZE = "emailtoken.io/reauthorize"
 #: While a spec is unusable nothing can succeed; look again now and then in case a watch was missed.
 BAD_CONFIG_RETRY = timedelta(minutes=10)
 #: The API refused a call (RBAC): nothing announces the fix (Roles are not watched), so retry
@@ -68,8 +67,6 @@ PERSIST_GRACE = 30.0
 #: A step that may not act waits this long for a renewal before it looks again. It holds its
 #: scheduler slot meanwhile, so a pause costs a few idle steps, not one per token per second.
 LEADERSHIP_WAIT = 5.0
-
-Key = tuple[str, str]
 
 
 class EventSink(Protocol):

@@ -18,13 +18,22 @@ from typing import Any
 
 import kopf
 
-from emailtoken import GROUP, PLURAL, VERSION, metrics
-from emailtoken.engine import ANNOTATION_REAUTHORIZE, ANNOTATION_REFRESH_NOW, Engine, EngineConfig
+from emailtoken import metrics
+from emailtoken.api import (
+    ANNOTATION_REAUTHORIZE,
+    ANNOTATION_REFRESH_NOW,
+    GROUP,
+    LABEL_MANAGED_BY,
+    LABEL_TOKEN,
+    MANAGED_BY,
+    PLURAL,
+    VERSION,
+)
+from emailtoken.engine import Engine, EngineConfig
 from emailtoken.informer import Event, SecretInformer
 from emailtoken.kube import KubernetesApi, load_config
 from emailtoken.providers import Providers
 from emailtoken.scheduler import Scheduler
-from emailtoken.secretdata import LABEL_MANAGED_BY, LABEL_TOKEN, MANAGED_BY
 from emailtoken.settings import OperatorConfig
 
 log = logging.getLogger("emailtoken")

@@ -19,7 +19,7 @@ import kubernetes
 import urllib3
 from kubernetes.client.exceptions import ApiException
 
-from emailtoken import GROUP, PLURAL, VERSION
+from emailtoken.api import GROUP, PLURAL, VERSION
 
 MERGE_PATCH = "application/merge-patch+json"
 

@@ -30,8 +30,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from emailtoken import GROUP, PLURAL, VERSION
-from emailtoken.engine import ANNOTATION_REAUTHORIZE, ANNOTATION_REFRESH_NOW
+from emailtoken.api import ANNOTATION_REAUTHORIZE, ANNOTATION_REFRESH_NOW, GROUP, PLURAL, VERSION
 from emailtoken.timefmt import parse_duration, parse_rfc3339
 
 MERGE_PATCH = "application/merge-patch+json"

@@ -17,6 +17,7 @@ from typing import Any
 
 from emailtoken import scopes as scopes_mod
 from emailtoken import specrules
+from emailtoken.api import GRANT_SECRET_PREFIX, consumer_secret_name, grant_secret_name
 from emailtoken.timefmt import parse_duration
 
 PROVIDERS = ("Microsoft", "Google")
@@ -28,7 +29,6 @@ GOOGLE_AUTHORIZATION_URL = "https://accounts.google.com/o/oauth2/v2/auth"
 GOOGLE_TOKEN_URL = "https://oauth2.googleapis.com/token"
 DEFAULT_CLIENT_SECRET_KEY = "client_secret"
 DEFAULT_SA_KEY = "key.json"
-GRANT_SECRET_PREFIX = specrules.GRANT_SECRET_PREFIX
 _DNS1123 = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 
 
@@ -66,7 +66,7 @@ class TokenRef:
     @property
     def grant_secret_name(self) -> str:
         """Name of the operator-only Secret holding the refresh token."""
-        return f"{GRANT_SECRET_PREFIX}{self.name}"
+        return grant_secret_name(self.name)
 
 
 @dataclass(frozen=True)
@@ -163,7 +163,7 @@ def parse_spec(spec: Mapping[str, Any], name: str) -> EmailTokenSpec:
     else:
         token_url = _https(spec.get("tokenUrl") or GOOGLE_TOKEN_URL, "tokenUrl")
         authorization_url = _https(spec.get("authorizationUrl") or GOOGLE_AUTHORIZATION_URL, "authorizationUrl")
-    secret_name = spec.get("secretName") or name
+    secret_name = consumer_secret_name(name, spec)
     if not _DNS1123.match(secret_name) or len(secret_name) > 253:
         raise SpecError("secretName must be a DNS-1123 subdomain (lower case letters, digits, '-' and '.')")
     if secret_name.startswith(GRANT_SECRET_PREFIX):

@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Protocol
 
-Key = tuple[str, str]
+from emailtoken.api import Key
 
 
 class Observer(Protocol):

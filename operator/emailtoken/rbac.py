@@ -73,7 +73,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from emailtoken import GROUP, PLURAL
+from emailtoken.api import GROUP, PLURAL
 
 KOPF_GROUP = "kopf.dev"
 COORDINATION_GROUP = "coordination.k8s.io"

@@ -24,9 +24,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from emailtoken.api import Key
+
 log = logging.getLogger(__name__)
 
-Key = tuple[str, str]
 #: The body is whatever ``upsert`` was given (the handlers keep it as compact JSON bytes).
 StepFn = Callable[[Any], Awaitable[float | None]]
 

@@ -12,17 +12,20 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from emailtoken import API_VERSION, KIND
+from emailtoken.api import (
+    ANNOTATION_OBTAINED_AT,
+    ANNOTATION_SPEC_HASH,
+    API_VERSION,
+    GRANT_TYPE,
+    KIND,
+    LABEL_GRANT_FOR,
+    LABEL_MANAGED_BY,
+    LABEL_TOKEN,
+    MANAGED_BY,
+)
 from emailtoken.model import TokenRef
 from emailtoken.timefmt import parse_rfc3339, rfc3339
 
-MANAGED_BY = "emailtoken-operator"
-LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
-LABEL_TOKEN = "emailtoken.io/token"
-LABEL_GRANT_FOR = "emailtoken.io/grant-for"
-ANNOTATION_SPEC_HASH = "emailtoken.io/spec-hash"
-ANNOTATION_OBTAINED_AT = "emailtoken.io/obtained-at"
-GRANT_TYPE = "emailtoken.io/grant"
 CONSUMER_KEYS = ("access_token", "token_type", "expires_at", "username", "xoauth2", "scope")
 
 

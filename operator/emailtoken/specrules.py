@@ -13,12 +13,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from emailtoken.api import GRANT_SECRET_PREFIX
+
 Spec = Mapping[str, Any]
 MICROSOFT_SERVICES = ("IMAP", "POP", "SMTP", "EWS")
 GOOGLE_SERVICES = ("Gmail",)
 SHARED_TENANTS = ("common", "organizations", "consumers")
 MICROSOFT_TOKEN_SUFFIX = "/oauth2/v2.0/token"
-GRANT_SECRET_PREFIX = "emailtoken-grant-"  # the operator's grant Secrets; never a consumer Secret's name
 
 
 @dataclass(frozen=True)

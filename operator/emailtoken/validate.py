@@ -24,10 +24,9 @@ import jsonschema
 import yaml
 
 from emailtoken import specrules
+from emailtoken.api import API_VERSION, GROUP, KIND
 from emailtoken.model import SpecError, parse_spec
 
-API_VERSION = "emailtoken.io/v1alpha1"
-KIND = "EmailToken"
 CRD_RESOURCE = "emailtokens.emailtoken.io.yaml"
 OK, INVALID, UNREADABLE = 0, 1, 2
 
@@ -135,7 +134,7 @@ def check_stream(stream: TextIO, source: str) -> tuple[int, list[Problem]]:
     problems: list[Problem] = []
     for doc in _documents(stream):
         for obj in _items(doc):
-            if obj.get("kind") != KIND or not str(obj.get("apiVersion", "")).startswith("emailtoken.io/"):
+            if obj.get("kind") != KIND or not str(obj.get("apiVersion", "")).startswith(f"{GROUP}/"):
                 continue
             seen += 1
             if obj.get("apiVersion") != API_VERSION:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from emailtoken import GROUP, PLURAL, VERSION
+from emailtoken.api import GROUP, PLURAL, VERSION
 from emailtoken.kube import KubernetesApi, NotFound
 
 

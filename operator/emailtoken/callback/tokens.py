@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from emailtoken import endpoints
+from emailtoken.api import consumer_secret_name
 from emailtoken.model import SpecError, parse_spec
 from emailtoken.timefmt import parse_rfc3339
 
@@ -106,7 +107,7 @@ def row_of(obj: Mapping[str, Any]) -> TokenRow:
         sign_in_host = endpoints.host_of(spec.authorization_url)
     except SpecError as exc:
         spec_error = str(exc)
-        secret_name = str(spec_raw.get("secretName") or meta.get("name", ""))
+        secret_name = consumer_secret_name(str(meta.get("name", "")), spec_raw)
 
     if spec_error is not None:
         action = Action.FIX_SPEC
