@@ -53,6 +53,7 @@ from emailtoken.store import (
     read_secret_key,
 )
 from emailtoken.timefmt import parse_rfc3339, rfc3339, utcnow
+from emailtoken.tokenindex import TokenIndex
 
 log = logging.getLogger(__name__)
 
@@ -62,8 +63,9 @@ BAD_CONFIG_RETRY = timedelta(minutes=10)
 #: soon and often enough that tokens recover within seconds of the permission coming back.
 PERMISSION_RETRY_BASE = timedelta(seconds=2)
 PERMISSION_RETRY_CAP = timedelta(seconds=15)
-#: How long a cancelled step still waits for a refresh whose token it already presented.
-PERSIST_GRACE = 30.0
+#: How long a cancelled step still waits for a refresh whose token it already presented: the
+#: default provider timeout + 5 s (the wiring sets :attr:`OperatorConfig.stop_grace`).
+PERSIST_GRACE = 25.0
 #: A step that may not act waits this long for a renewal before it looks again. It holds its
 #: scheduler slot meanwhile, so a pause costs a few idle steps, not one per token per second.
 LEADERSHIP_WAIT = 5.0
@@ -293,9 +295,9 @@ class Engine:
         self.rng = rng or random.Random()
         self.grants = GrantStore(api)
         self.states: dict[Key, TokenState] = {}
-        #: (namespace, Secret name) -> the tokens whose step reads that Secret: a Secret's watch
-        #: event finds its tokens without a scan over every token (quadratic at startup)
-        self._readers: dict[tuple[str, str], set[Key]] = {}
+        #: which tokens read which Secret: a Secret's watch event finds its tokens without a scan
+        #: over every token (quadratic at startup)
+        self.index = TokenIndex()
         #: client secrets and keys read once, dropped when the Secret watch reports a change (handlers)
         self.credential_secrets = CredentialSecrets()
         #: consumer Secrets the watch delivered before their token's first step (a restart lists
@@ -334,23 +336,13 @@ class Engine:
         self._seen_consumers.pop(key, None)
         st = self.states.pop(key, None)
         if st is not None:
-            self._index_refs(key, st.refs, frozenset())
+            self.index.track(key, st.refs, frozenset())
             self.credential_secrets.track(key, st.credential_refs, frozenset())
         self.observer.forget(key)
 
     def referencing(self, namespace: str, secret_name: str) -> list[Key]:
-        """Tokens whose step reads this Secret (client secret, key, grant, consumer)."""
-        return sorted(self._readers.get((namespace, secret_name), ()))
-
-    def _index_refs(self, key: Key, old: frozenset[str], new: frozenset[str]) -> None:
-        for name in old - new:
-            readers = self._readers.get((key[0], name))
-            if readers is not None:
-                readers.discard(key)
-                if not readers:
-                    del self._readers[(key[0], name)]
-        for name in new - old:
-            self._readers.setdefault((key[0], name), set()).add(key)
+        """Tokens whose step reads this Secret (see :class:`~emailtoken.tokenindex.TokenIndex`)."""
+        return self.index.referencing(namespace, secret_name)
 
     def secret_deleted(self, key: Key, name: str) -> None:
         """Someone deleted the consumer Secret: publish again at the next step."""
@@ -471,7 +463,7 @@ class Engine:
             spec.secret_name,
         }
         if refs != st.refs:
-            self._index_refs(key, st.refs, refs)
+            self.index.track(key, st.refs, refs)
             st.refs = refs
             credential_refs = frozenset(
                 r.name for r in (spec.client_secret_ref, spec.service_account_key_ref) if r is not None

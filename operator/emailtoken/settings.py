@@ -8,6 +8,10 @@ from datetime import timedelta
 from emailtoken.endpoints import DEFAULT_ALLOWED_HOSTS
 from emailtoken.schedule import DEFAULT_KEEPALIVE, MIN_REFRESH_INTERVAL
 
+#: Beyond the provider timeout, how long a stopping operator waits for refreshes in flight to store
+#: their rotated refresh tokens (a grant write or two).
+STOP_MARGIN = 5.0
+
 
 @dataclass(frozen=True)
 class OperatorConfig:
@@ -36,3 +40,10 @@ class OperatorConfig:
     lease_duration: float = 30.0
     log_format: str = "plain"
     verbose: bool = False
+
+    @property
+    def stop_grace(self) -> float:
+        """Seconds a stopping operator gives a refresh in flight to end and store its rotated refresh
+        token: the scheduler's drain, the engine's persist grace and the runner's wait for kopf. The
+        chart's terminationGracePeriodSeconds must exceed it."""
+        return self.provider_timeout + STOP_MARGIN

@@ -39,6 +39,7 @@ try:
 except ImportError:  # the package is not installed: use the source root
     sys.path.insert(0, str(ROOT / "operator"))
     from emailtoken import rbac
+from emailtoken.settings import OperatorConfig  # noqa: E402  (after the source-root fallback)
 
 try:
     from tests.support.system import need_binary
@@ -377,6 +378,19 @@ def test_operator_is_a_single_writer(scenario: tuple[str, dict[str, Any], list[O
         assert "--no-leader-election" in args and "--leader-election" not in args
         assert operator["spec"]["replicas"] == 1
     assert not [p for p in of_kind(objects, "PodDisruptionBudget") if component(p) == "operator"]
+
+
+def test_termination_grace_outlasts_the_stop_grace(chart: helm_python.Chart) -> None:
+    """The kubelet waits longer than the operator's stop grace (provider timeout + 5 s,
+    OperatorConfig.stop_grace), so a refresh in flight stores its rotated refresh token."""
+    for timeout in (None, 50):
+        values = {} if timeout is None else {"operator": {"providerTimeout": timeout}}
+        operator = one(render(chart, values)[0], "Deployment", "operator")
+        expected = 20 if timeout is None else timeout
+        assert option_values(args_of(operator), "--provider-timeout") == [str(expected)]
+        grace = operator["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+        assert grace > OperatorConfig(provider_timeout=expected).stop_grace
+        assert grace == expected + 10
 
 
 def args_of(deployment: Obj) -> list[str]:

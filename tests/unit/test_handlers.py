@@ -1,4 +1,4 @@
-"""emailtoken.handlers: what the thin kopf layer keeps per token between steps."""
+"""emailtoken.handlers and emailtoken.wiring: what the thin kopf layer keeps per token between steps."""
 
 from __future__ import annotations
 
@@ -6,8 +6,10 @@ import json
 
 import kopf
 
+import emailtoken.handlers  # noqa: F401  (registers the handlers)
 from emailtoken import GROUP, PLURAL, VERSION
-from emailtoken.handlers import _pack, _watched
+from emailtoken.wiring import pack as _pack
+from emailtoken.wiring import watched as _watched
 
 
 def body(**metadata: object) -> dict:

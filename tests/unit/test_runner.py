@@ -60,7 +60,7 @@ async def test_kopf_stopping_on_its_own_is_a_clean_exit() -> None:
 
     async def kopf_stopped_by_sigterm(*, memo: Any, stop_flag: asyncio.Event, **_: Any) -> None:
         await asyncio.sleep(30)
-        memo["stop_flag"].set()
+        memo["launch"].stop_flag.set()
 
     assert await _elect_and_run(CONFIG, Health(), api=api, run_kopf=kopf_stopped_by_sigterm) == 0
     assert holder_of(api.leases[LEASE]) == ""

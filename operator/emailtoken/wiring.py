@@ -1,0 +1,177 @@
+"""The operator's parts, built once from its config and held in one typed object.
+
+The runner hands kopf a :class:`Launch` (the config and what leader election adds); kopf's
+startup handler builds a :class:`Wiring` from it with :func:`build` and the handlers use
+only that object. Nothing else lives in kopf's memo.
+
+Flows (see docs/CONTRIBUTING-internals.md): an EmailToken event goes handlers →
+:meth:`Wiring.token_event` → scheduler → :meth:`Engine.step`; a Secret event goes informer →
+:func:`emailtoken.tokenindex.secret_events` → scheduler.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from emailtoken import metrics
+from emailtoken.api import ANNOTATION_REAUTHORIZE, ANNOTATION_REFRESH_NOW, Key
+from emailtoken.engine import Engine, EngineConfig, EventSink, Leadership
+from emailtoken.informer import Event, SecretInformer
+from emailtoken.kube import KubernetesApi, load_config
+from emailtoken.providers import Providers
+from emailtoken.scheduler import Scheduler
+from emailtoken.settings import OperatorConfig
+from emailtoken.tokenindex import own_secret_events, secret_events
+
+log = logging.getLogger("emailtoken")
+_WATCHED_ANNOTATIONS = (ANNOTATION_REFRESH_NOW, ANNOTATION_REAUTHORIZE)
+#: List in pages like client-go (500): the initial list is otherwise one response parsed at once.
+PAGE = 500
+
+
+@dataclass(frozen=True)
+class Launch:
+    """What the runner gives kopf's startup handler (kopf's memo carries it as ``launch``)."""
+
+    config: OperatorConfig = field(default_factory=OperatorConfig)
+    #: the leader elector when leader election is on (fences every step and provider call)
+    may_act: Leadership | None = None
+    #: the runner's flag: set by the cleanup handler when kopf stops on its own (SIGTERM)
+    stop_flag: asyncio.Event | None = None
+
+
+@dataclass
+class Wiring:
+    """The engine, the scheduler that runs its steps and the informer that wakes them."""
+
+    launch: Launch
+    engine: Engine
+    scheduler: Scheduler
+    informer: SecretInformer
+    #: per token, what decides whether its next event needs a step now (see :func:`watched`)
+    seen: dict[Key, tuple[bytes, tuple[str | None, ...]]] = field(default_factory=dict)
+    _task: asyncio.Task[None] | None = None
+
+    @property
+    def config(self) -> OperatorConfig:
+        return self.launch.config
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Start following Secrets (the scheduler starts with the first watch event, see :meth:`ensure_running`)."""
+        self.informer.start(loop)
+
+    def ensure_running(self) -> None:
+        """Start the scheduler from a handler: kopf's event poster is only reachable from there."""
+        if self._task is None:
+            self._task = asyncio.create_task(self.scheduler.run(), name="emailtoken-scheduler")
+
+    def token_event(self, key: Key, body: Mapping[str, Any], *, gone: bool) -> None:
+        """Keep the scheduler's copy of one EmailToken current; a change of spec or of a control
+        annotation needs a step now, status echoes do not."""
+        if gone:
+            self.scheduler.remove(key)
+            self.engine.forget(key)
+            self.seen.pop(key, None)
+            return
+        now = watched(body)
+        previous = self.seen.get(key)
+        self.seen[key] = now
+        self.scheduler.upsert(key, pack(body), wake=previous != now)
+
+    async def stop(self) -> None:
+        """Stop the scheduler (steps in flight get its drain period, see Scheduler.run), then the informer."""
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        await asyncio.to_thread(self.informer.stop)
+        if self.launch.stop_flag is not None:
+            self.launch.stop_flag.set()  # kopf is stopping anyway (see runner)
+
+
+def build(launch: Launch, *, events: EventSink) -> Wiring:
+    """Build the operator's parts from its config (the kube config is loaded here)."""
+    config = launch.config
+    load_config()
+    # As many API and provider connections as steps run at once (Scheduler concurrency).
+    api = KubernetesApi(threads=max(config.concurrency, 4))
+    providers = Providers(
+        ca_bundle=config.ca_bundle,
+        timeout=config.provider_timeout,
+        pool=config.concurrency,
+        allowed_hosts=config.allowed_provider_hosts,
+    )
+    # The informer calls back into the engine and the scheduler, which it is built before: the
+    # callbacks look them up when a batch arrives (after start()).
+    parts: dict[str, Any] = {}
+
+    def on_secrets(batch: list[Event]) -> None:
+        secret_events(parts["engine"], parts["scheduler"], batch)
+
+    def on_own_secrets(batch: list[Event]) -> None:
+        own_secret_events(parts["engine"], batch)
+
+    # Secrets are followed outside kopf (see emailtoken.informer for why): the metadata of every
+    # Secret in scope, the bodies of the operator's own.
+    informer = SecretInformer(
+        on_secrets,
+        own=on_own_secrets,
+        namespaces=() if config.all_namespaces else config.namespaces,
+        page=PAGE,
+        timeout=config.watch_timeout,
+    )
+    engine = Engine(
+        api,
+        providers,
+        events=events,
+        config=engine_config(launch),
+        observer=metrics.observer() if config.metrics_port else None,
+        secret_index=informer,
+    )
+    scheduler = Scheduler(_stepper(engine), concurrency=config.concurrency, drain=config.stop_grace)
+    parts.update(engine=engine, scheduler=scheduler)
+    return Wiring(launch=launch, engine=engine, scheduler=scheduler, informer=informer)
+
+
+def engine_config(launch: Launch) -> EngineConfig:
+    """The engine's share of the operator config."""
+    config = launch.config
+    return EngineConfig(
+        redirect_base_url=config.redirect_base_url,
+        admin_url=config.admin_url,
+        keepalive=config.keepalive,
+        min_refresh_interval=config.min_refresh_interval,
+        routine_events=config.routine_events,
+        provider_threads=config.concurrency,
+        may_act=launch.may_act,
+        persist_grace=config.stop_grace,
+    )
+
+
+def _stepper(engine: Engine) -> Callable[[bytes], Any]:
+    async def step(packed: bytes) -> float | None:
+        return (await engine.step(json.loads(packed))).delay
+
+    return step
+
+
+def pack(body: Mapping[str, Any]) -> bytes:
+    """The body as compact JSON: between steps a token waits as ~1.5 KB instead of ~6 KB of dicts.
+
+    ``metadata.managedFields`` (server-side apply bookkeeping, often larger than the rest of
+    the object) is left out: no step reads it.
+    """
+    metadata = {k: v for k, v in (body.get("metadata") or {}).items() if k != "managedFields"}
+    return json.dumps({**body, "metadata": metadata}, separators=(",", ":")).encode()
+
+
+def watched(body: Mapping[str, Any]) -> tuple[bytes, tuple[str | None, ...]]:
+    """What decides whether an event needs a step: a digest of the spec, the control annotations."""
+    spec = hashlib.blake2b(json.dumps(body.get("spec"), sort_keys=True).encode(), digest_size=16).digest()
+    annotations = (body.get("metadata") or {}).get("annotations") or {}
+    return spec, tuple(annotations.get(a) for a in _WATCHED_ANNOTATIONS)
