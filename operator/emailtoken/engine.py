@@ -28,13 +28,13 @@ from typing import Any, Protocol, runtime_checkable
 
 from emailtoken import conditions, grants
 from emailtoken.api import ANNOTATION_REAUTHORIZE, ANNOTATION_REFRESH_NOW, Key
-from emailtoken.conditions import Condition
 from emailtoken.credcache import CredentialSecrets
 from emailtoken.kube import KubeApi, KubeError
 from emailtoken.model import EmailTokenSpec, SpecError, TokenRef, parse_spec
 from emailtoken.observe import NullObserver, Observer
 from emailtoken.outcomes import ErrorKind, ProviderError, TokenSet
 from emailtoken.providers.base import ClientCredentials, DeviceCodeProvider, DeviceFlow, Provider
+from emailtoken.report import Findings, Links, Report, changed, is_true, render_status
 from emailtoken.schedule import (
     DEFAULT_KEEPALIVE,
     MIN_REFRESH_INTERVAL,
@@ -258,17 +258,6 @@ class _Attempt:
         self.kept = f"; the new {what} is kept in memory and the write retried"
 
 
-class _Report:
-    """What a step found out, turned into status and Events at the end."""
-
-    def __init__(self) -> None:
-        self.ready: Condition | None = None
-        self.authorized: Condition | None = None
-        self.events: list[tuple[str, str, str]] = []
-        self.fields: dict[str, Any] = {}
-        self.outcome: str | None = None
-
-
 class Engine:
     """Keeps every EmailToken's consumer Secret fresh."""
 
@@ -294,6 +283,7 @@ class Engine:
         self.clock = clock
         self.rng = rng or random.Random()
         self.grants = GrantStore(api)
+        self._links = Links(self.config.redirect_base_url, self.config.admin_url)
         self.states: dict[Key, TokenState] = {}
         #: which tokens read which Secret: a Secret's watch event finds its tokens without a scan
         #: over every token (quadratic at startup)
@@ -444,7 +434,7 @@ class Engine:
         key = (token.namespace, token.name)
         st = self.states.setdefault(key, TokenState())
         now = self.clock()
-        report = _Report()
+        report = Report()
         status_in: Mapping[str, Any] = body.get("status") or {}
         handled = {**(status_in.get("handledAnnotations") or {}), **st.handled}
         refreshed = False
@@ -611,7 +601,7 @@ class Engine:
                 ) from None
         return ClientCredentials(client_secret=secret, service_account_info=info)
 
-    def _same_failure_again(self, st: TokenState, inputs: str, report: _Report, now: datetime, force: bool) -> bool:
+    def _same_failure_again(self, st: TokenState, inputs: str, report: Report, now: datetime, force: bool) -> bool:
         """Would this attempt repeat one the provider already refused, before its retry is due?
 
         Woken by a change to some watched Secret (a nudge, a watch re-list, a tool touching
@@ -632,7 +622,7 @@ class Engine:
         token: TokenRef,
         spec: EmailTokenSpec,
         st: TokenState,
-        report: _Report,
+        report: Report,
         now: datetime,
         *,
         force: bool = False,
@@ -724,7 +714,7 @@ class Engine:
         token: TokenRef,
         spec: EmailTokenSpec,
         st: TokenState,
-        report: _Report,
+        report: Report,
         now: datetime,
         grant: Grant | None,
         att: _Attempt,
@@ -845,7 +835,7 @@ class Engine:
         st: TokenState,
         creds: ClientCredentials,
         provider: Provider,
-        report: _Report,
+        report: Report,
         now: datetime,
     ) -> tuple[Grant, TokenSet] | None:
         """Drive the device authorization grant one poll at a time (status and an Event show the code)."""
@@ -956,7 +946,7 @@ class Engine:
         )
         await publish(self.api, token.namespace, body, exists=exists)
 
-    def _awaiting(self, token: TokenRef, spec: EmailTokenSpec, st: TokenState, report: _Report, now: datetime) -> None:
+    def _awaiting(self, token: TokenRef, spec: EmailTokenSpec, st: TokenState, report: Report, now: datetime) -> None:
         how = f"run `emailtoken authorize {token}` or use the callback service's admin page"
         if spec.flow == "DeviceCode":
             how = "the device-code sign-in has not started yet"
@@ -968,7 +958,7 @@ class Engine:
             st.last_warning = ("AwaitingAuthorization", st.error.message)
             report.events.append(("Normal", "AwaitingAuthorization", st.error.message))
 
-    def _fail(self, st: TokenState, exc: ProviderError, report: _Report, now: datetime) -> None:
+    def _fail(self, st: TokenState, exc: ProviderError, report: Report, now: datetime) -> None:
         now = max(now, self.clock())  # back off from the failure, not from the start of a slow call
         report.outcome = exc.reason
         st.failures += 1
@@ -992,35 +982,15 @@ class Engine:
             reason = "ReauthorizationRequired" if exc.kind is ErrorKind.REAUTHORIZE else "RefreshFailed"
             report.events.append(("Warning", reason, f"{exc.reason}: {exc.message}"))
 
-    def _failure_report(self, report: _Report, st: TokenState, body: Any, *, token_valid: bool) -> None:
-        exc = st.error
-        assert exc is not None
-        pub = st.published
-        until = rfc3339(pub.expires_at) if pub is not None else ""
-        if token_valid:
-            report.ready = Condition(
-                conditions.READY, True, "TokenValid", f"the access token stays valid until {until}; {exc.message}"
-            )
-        else:
-            report.ready = Condition(conditions.READY, False, exc.reason, exc.message)
-        if exc.kind not in (ErrorKind.TRANSIENT, ErrorKind.PERMISSION_DENIED):  # the grant itself is fine then
-            report.authorized = Condition(conditions.AUTHORIZED, False, exc.reason, exc.message)
+    def _failure_report(self, report: Report, st: TokenState, body: Any, *, token_valid: bool) -> None:
+        assert st.error is not None
+        report.failed(st.error, st.published, token_valid=token_valid)
 
-    def _steady_report(self, report: _Report, st: TokenState, spec: EmailTokenSpec, now: datetime) -> None:
+    def _steady_report(self, report: Report, st: TokenState, spec: EmailTokenSpec, now: datetime) -> None:
         if st.error is not None:
-            self._failure_report(report, st, None, token_valid=self._valid(st, now))
-            return
-        pub = st.published
-        if pub is None or not self._valid(st, now):
-            report.ready = Condition(conditions.READY, False, "Pending", "no access token has been issued yet")
-            return
-        report.ready = Condition(
-            conditions.READY, True, "TokenValid", f"access token valid until {rfc3339(pub.expires_at)}"
-        )
-        who = pub.username or "the application"
-        report.authorized = Condition(
-            conditions.AUTHORIZED, True, "Authorized", f"{spec.provider} issues tokens for {who}"
-        )
+            report.failed(st.error, st.published, token_valid=self._valid(st, now))
+        else:
+            report.steady(st.published, spec.provider, token_valid=self._valid(st, now))
 
     def _delay(self, st: TokenState, now: datetime) -> float | None:
         candidates = []
@@ -1036,70 +1006,38 @@ class Engine:
         token: TokenRef,
         spec: EmailTokenSpec | None,
         st: TokenState,
-        report: _Report,
+        report: Report,
         handled: dict[str, str],
         now: datetime,
     ) -> None:
-        status_in: Mapping[str, Any] = body.get("status") or {}
-        generation = (body.get("metadata") or {}).get("generation")
-        updates = [c for c in (report.ready, report.authorized) if c is not None]
-        conds = conditions.merge(status_in.get("conditions"), updates, now=now, generation=generation)
-        status: dict[str, Any] = {"conditions": conds}
-        ready = conditions.get(conds, conditions.READY)
-        authorized = conditions.get(conds, conditions.AUTHORIZED)
-        phase = "Ready"
-        if authorized is not None and authorized.get("status") == "False":
-            phase = authorized.get("reason", "Error")
-        elif ready is None or ready.get("status") != "True":
-            phase = (ready or {}).get("reason", "Pending")
-        status["phase"] = phase
-        pub = st.published
-        if spec is not None:
-            status["secretName"] = spec.secret_name
-            if spec.interactive and self.config.redirect_base_url:
-                status["redirectUri"] = self.config.redirect_base_url.rstrip("/") + "/callback"
-            if spec.flow == "AuthorizationCode" and self.config.admin_url:
-                status["authorizeUrl"] = f"{self.config.admin_url.rstrip('/')}/authorize/{token.namespace}/{token.name}"
-        if pub is not None:
-            status["expiresAt"] = rfc3339(pub.expires_at)
-            if pub.username:
-                status["account"] = pub.username
-            if pub.obtained_at is not None:
-                status["lastRefreshTime"] = rfc3339(pub.obtained_at)
-        status["nextRefreshTime"] = rfc3339(st.next_attempt) if st.next_attempt is not None else None
-        device = st.device
-        if device is not None and st.error is not None and st.error.reason == "AwaitingAuthorization":
-            status["deviceCode"] = {
-                "userCode": device.user_code,
-                "verificationUri": device.verification_uri,
-                "expiresAt": rfc3339(device.expires_at),
-            }
-        else:
-            status["deviceCode"] = None
-        status["refreshFailures"] = st.failures
-        if generation is not None:
-            status["observedGeneration"] = generation
+        """Render the status (pure, :mod:`emailtoken.report`), update the metrics, write what changed, post Events."""
         if handled:
-            status["handledAnnotations"] = handled
             st.handled = dict(handled)
-        status.update(report.fields)
-        key = (token.namespace, token.name)
+        found = Findings(st.published, st.next_attempt, st.error, st.failures, st.device, handled)
+        status = render_status(body, token, spec, found, report, self._links, now)
         provider_name = spec.provider if spec is not None else str((body.get("spec") or {}).get("provider", ""))
-        if report.outcome is not None:
-            self.observer.refresh_attempt(key, provider_name, report.outcome)
-        self.observer.token_state(
-            key,
-            provider=provider_name,
-            ready=bool(ready and ready.get("status") == "True"),
-            authorized=bool(authorized and authorized.get("status") == "True"),
-            expires_at=pub.expires_at if pub is not None else None,
-            next_refresh=st.next_attempt,
-        )
-        changed = {k: v for k, v in status.items() if status_in.get(k) != v}
-        if changed:
+        self._observe(token, provider_name, st, report, status)
+        patch = changed(status, body.get("status") or {})
+        if patch:
             try:
-                await self.api.patch_token_status(token.namespace, token.name, changed)
+                await self.api.patch_token_status(token.namespace, token.name, patch)
             except KubeError as exc:
                 log.warning("could not write status of %s: %s", token, f"HTTP {exc.status}" if exc.status else exc)
         for type_, reason, message in report.events:
             self.events(body, type=type_, reason=reason, message=message)
+
+    def _observe(
+        self, token: TokenRef, provider: str, st: TokenState, report: Report, status: Mapping[str, Any]
+    ) -> None:
+        key = (token.namespace, token.name)
+        if report.outcome is not None:
+            self.observer.refresh_attempt(key, provider, report.outcome)
+        pub = st.published
+        self.observer.token_state(
+            key,
+            provider=provider,
+            ready=is_true(conditions.get(status["conditions"], conditions.READY)),
+            authorized=is_true(conditions.get(status["conditions"], conditions.AUTHORIZED)),
+            expires_at=pub.expires_at if pub is not None else None,
+            next_refresh=st.next_attempt,
+        )

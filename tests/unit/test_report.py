@@ -1,0 +1,52 @@
+"""emailtoken.report: the pure policy from a step's findings to the status it writes."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from emailtoken.model import TokenRef, parse_spec
+from emailtoken.outcomes import ErrorKind, ProviderError
+from emailtoken.report import Findings, Links, Report, changed, phase_of, render_status
+from emailtoken.secretdata import PublishedToken
+
+NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
+TOKEN = TokenRef("mail", "inbox")
+SPEC = parse_spec(
+    {"provider": "Microsoft", "tenantId": "t", "clientId": "c", "clientSecretRef": {"name": "s"}, "services": ["IMAP"]},
+    "inbox",
+)
+
+
+def published(expires_in: timedelta) -> PublishedToken:
+    return PublishedToken(NOW + expires_in, NOW, "ann@example.com", "IMAP", None)
+
+
+def test_phase_names_the_condition_that_is_not_true() -> None:
+    assert phase_of({"status": "True"}, {"status": "True"}) == "Ready"
+    assert phase_of({"status": "True"}, {"status": "False", "reason": "ReauthorizationRequired"}) == (
+        "ReauthorizationRequired"
+    )
+    assert phase_of({"status": "False", "reason": "ProviderUnavailable"}, None) == "ProviderUnavailable"
+    assert phase_of(None, None) == "Pending"
+
+
+def test_a_transient_failure_keeps_ready_while_the_token_is_valid_and_says_nothing_of_the_grant() -> None:
+    report = Report()
+    error = ProviderError(ErrorKind.TRANSIENT, "HTTP 503", reason="ProviderUnavailable")
+    report.failed(error, published(timedelta(minutes=30)), token_valid=True)
+    assert report.ready is not None and report.ready.status and report.ready.reason == "TokenValid"
+    assert report.authorized is None
+
+
+def test_status_is_rendered_whole_and_only_changes_are_written() -> None:
+    report = Report()
+    report.steady(published(timedelta(hours=1)), "Microsoft", token_valid=True)
+    found = Findings(published(timedelta(hours=1)), NOW + timedelta(minutes=40), None, 0, None, {})
+    body = {"metadata": {"generation": 3}, "status": {}}
+    status = render_status(body, TOKEN, SPEC, found, report, Links("https://cb.example", None), NOW)
+    assert status["phase"] == "Ready" and status["secretName"] == "inbox"
+    assert status["redirectUri"] == "https://cb.example/callback" and "authorizeUrl" not in status
+    assert status["account"] == "ann@example.com" and status["observedGeneration"] == 3
+    assert status["deviceCode"] is None and status["refreshFailures"] == 0
+    again = render_status({**body, "status": status}, TOKEN, SPEC, found, Report(), Links("https://cb.example"), NOW)
+    assert changed(again, status) == {}
