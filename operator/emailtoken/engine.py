@@ -258,6 +258,14 @@ class _Attempt:
         self.kept = f"; the new {what} is kept in memory and the write retried"
 
 
+def _asked(value: str | None, handled: dict[str, str], name: str) -> bool:
+    """A control annotation with a value not handled yet: mark it handled and say so."""
+    if not value or value == handled.get(name):
+        return False
+    handled[name] = value
+    return True
+
+
 class Engine:
     """Keeps every EmailToken's consumer Secret fresh."""
 
@@ -429,15 +437,14 @@ class Engine:
         raise NotLeader(paused=not leader.fresh())
 
     async def _step(self, body: Mapping[str, Any]) -> StepResult:
+        """Read the spec, load what is published, apply the control annotations, refresh when due, report."""
         meta = body.get("metadata") or {}
         token = TokenRef(meta.get("namespace", ""), meta["name"], meta.get("uid", ""))
-        key = (token.namespace, token.name)
-        st = self.states.setdefault(key, TokenState())
+        st = self.states.setdefault((token.namespace, token.name), TokenState())
         now = self.clock()
         report = Report()
         status_in: Mapping[str, Any] = body.get("status") or {}
         handled = {**(status_in.get("handledAnnotations") or {}), **st.handled}
-        refreshed = False
 
         try:
             spec = parse_spec(body.get("spec") or {}, token.name)
@@ -447,61 +454,100 @@ class Engine:
             self._failure_report(report, st, body, token_valid=self._valid(st, now))
             await self._finish(body, token, None, st, report, handled, now)
             return StepResult(delay=None)
+        self._track_refs(token, spec, st)
+        if not st.loaded or st.published is None:
+            stopped = await self._load(body, token, spec, st, report, handled, now)
+            if stopped is not None:
+                return stopped
 
-        refs = frozenset(r.name for r in (spec.client_secret_ref, spec.service_account_key_ref) if r is not None) | {
-            token.grant_secret_name,
-            spec.secret_name,
-        }
+        annotations = meta.get("annotations") or {}
+        await self._reauthorize_if_asked(token, spec, st, annotations.get(ANNOTATION_REAUTHORIZE), handled, report, now)
+        force = _asked(annotations.get(ANNOTATION_REFRESH_NOW), handled, "refreshNow")
+        # Worth an Event even when routine refreshes get none: someone asked, or the spec changed.
+        requested = force or not self._follow_spec(st, spec, now)
+        refreshed = False
+        if force or (st.next_attempt is not None and now >= st.next_attempt):
+            refreshed = await self._attempt(token, spec, st, report, now, force=force, requested=requested)
+            now = max(now, self.clock())  # a provider call can take up to its timeout: judge expiry after it
+        else:
+            self._steady_report(report, st, spec, now)
+
+        await self._finish(body, token, spec, st, report, handled, now)
+        return StepResult(delay=self._delay(st, now), refreshed=refreshed)
+
+    def _track_refs(self, token: TokenRef, spec: EmailTokenSpec, st: TokenState) -> None:
+        """Index the Secrets this token reads (its Secret events wake it) and its credentials (kept from a GET)."""
+        key = (token.namespace, token.name)
+        credential_refs = frozenset(
+            r.name for r in (spec.client_secret_ref, spec.service_account_key_ref) if r is not None
+        )
+        refs = credential_refs | {token.grant_secret_name, spec.secret_name}
         if refs != st.refs:
             self.index.track(key, st.refs, refs)
             st.refs = refs
-            credential_refs = frozenset(
-                r.name for r in (spec.client_secret_ref, spec.service_account_key_ref) if r is not None
-            )
             self.credential_secrets.track(key, st.credential_refs, credential_refs)
             st.credential_refs = credential_refs
         st.consumer = spec.secret_name
 
-        if not st.loaded or st.published is None:
-            try:
-                await self._load_published(token, spec, st)
-                self._remember_plan(st, status_in)
-            except SecretMissing as exc:
-                st.error = ProviderError(ErrorKind.BAD_CONFIG, str(exc), reason="SecretConflict")
-                self._failure_report(report, st, body, token_valid=False)
-                if st.last_warning != ("SecretConflict", st.error.message):
-                    st.last_warning = ("SecretConflict", st.error.message)
-                    report.events.append(("Warning", "RefreshFailed", f"SecretConflict: {st.error.message}"))
-                await self._finish(body, token, spec, st, report, handled, now)
-                return StepResult(delay=self.config.bad_config_retry.total_seconds())
-            except KubeError as exc:
-                self._fail(st, _api_failure(exc, f"reading Secret {token.namespace}/{spec.secret_name}"), report, now)
-                await self._finish(body, token, spec, st, report, handled, now)
-                return StepResult(delay=self._delay(st, now))
+    async def _load(
+        self,
+        body: Mapping[str, Any],
+        token: TokenRef,
+        spec: EmailTokenSpec,
+        st: TokenState,
+        report: Report,
+        handled: dict[str, str],
+        now: datetime,
+    ) -> StepResult | None:
+        """Read what the consumer Secret holds; on failure report it and return the step's result."""
+        try:
+            await self._load_published(token, spec, st)
+            self._remember_plan(st, body.get("status") or {})
+            return None
+        except SecretMissing as exc:
+            st.error = ProviderError(ErrorKind.BAD_CONFIG, str(exc), reason="SecretConflict")
+            self._failure_report(report, st, body, token_valid=False)
+            if st.last_warning != ("SecretConflict", st.error.message):
+                st.last_warning = ("SecretConflict", st.error.message)
+                report.events.append(("Warning", "RefreshFailed", f"SecretConflict: {st.error.message}"))
+            await self._finish(body, token, spec, st, report, handled, now)
+            return StepResult(delay=self.config.bad_config_retry.total_seconds())
+        except KubeError as exc:
+            self._fail(st, _api_failure(exc, f"reading Secret {token.namespace}/{spec.secret_name}"), report, now)
+            await self._finish(body, token, spec, st, report, handled, now)
+            return StepResult(delay=self._delay(st, now))
 
-        annotations = meta.get("annotations") or {}
-        reauth = annotations.get(ANNOTATION_REAUTHORIZE)
-        if reauth and reauth != handled.get("reauthorize"):
-            handled["reauthorize"] = reauth
-            # Remembered now, not only with the status at the end: a step that stops early (no
-            # leadership) must not drop a grant signed in since when it runs again.
-            st.handled["reauthorize"] = reauth
-            if spec.interactive:
-                try:
-                    await self.grants.drop(token)
-                except NotOurGrant as exc:
-                    report.events.append(("Warning", "RefreshFailed", f"SecretConflict: {exc}"))
-                else:
-                    st.rotation, st.unpublished = None, None  # they belong to the grant just dropped
-                    st.device, st.error = None, None
-                    st.next_attempt = now
-                    report.events.append(("Normal", "GrantDropped", "the grant was dropped on request; sign in again"))
-        force = bool(annotations.get(ANNOTATION_REFRESH_NOW)) and annotations.get(
-            ANNOTATION_REFRESH_NOW
-        ) != handled.get("refreshNow")
-        if force:
-            handled["refreshNow"] = annotations[ANNOTATION_REFRESH_NOW]
+    async def _reauthorize_if_asked(
+        self,
+        token: TokenRef,
+        spec: EmailTokenSpec,
+        st: TokenState,
+        value: str | None,
+        handled: dict[str, str],
+        report: Report,
+        now: datetime,
+    ) -> None:
+        """A new ``emailtoken.io/reauthorize`` value: drop the grant (interactive flows) and start over."""
+        if not _asked(value, handled, "reauthorize"):
+            return
+        # Remembered now, not only with the status at the end: a step that stops early (no
+        # leadership) must not drop a grant signed in since when it runs again.
+        st.handled["reauthorize"] = handled["reauthorize"]
+        if not spec.interactive:
+            return
+        try:
+            await self.grants.drop(token)
+        except NotOurGrant as exc:
+            report.events.append(("Warning", "RefreshFailed", f"SecretConflict: {exc}"))
+        else:
+            st.rotation, st.unpublished = None, None  # they belong to the grant just dropped
+            st.device, st.error = None, None
+            st.next_attempt = now
+            report.events.append(("Normal", "GrantDropped", "the grant was dropped on request; sign in again"))
 
+    def _follow_spec(self, st: TokenState, spec: EmailTokenSpec, now: datetime) -> bool:
+        """A new spec starts over (failures forgotten; refresh now unless the published token is
+        from this spec). Returns whether the published token belongs to the current spec."""
         fingerprint = spec.fingerprint()
         published_current = (
             st.published is not None and st.published.has_token and st.published.spec_hash == fingerprint
@@ -512,18 +558,7 @@ class Engine:
             if not published_current:
                 st.planned_hint = None
             st.next_attempt = self._planned(st, spec, now) if published_current else now
-        # Worth an Event even when routine refreshes get none: someone asked, or the spec changed.
-        requested = force or not published_current
-        due = force or (st.next_attempt is not None and now >= st.next_attempt)
-
-        if due:
-            refreshed = await self._attempt(token, spec, st, report, now, force=force, requested=requested)
-            now = max(now, self.clock())  # a provider call can take up to its timeout: judge expiry after it
-        else:
-            self._steady_report(report, st, spec, now)
-
-        await self._finish(body, token, spec, st, report, handled, now)
-        return StepResult(delay=self._delay(st, now), refreshed=refreshed)
+        return published_current
 
     # -- pieces of a step --------------------------------------------------------------------
 
@@ -629,24 +664,34 @@ class Engine:
         requested: bool = False,
     ) -> bool:
         """One refresh: store what an earlier attempt could not, else ask the provider; then publish."""
+        if not await self._acquire(token, spec, st, report, now, force):
+            return False
+        held = st.unpublished
+        assert held is not None  # every path that got here obtained or kept one
+        if not await self._publish_held(token, spec, st, held, report, now):
+            return False
+        self._published(spec, st, held, report, now, requested=requested)
+        return True
+
+    async def _acquire(
+        self, token: TokenRef, spec: EmailTokenSpec, st: TokenState, report: Report, now: datetime, force: bool
+    ) -> bool:
+        """An access token into ``st.unpublished`` (kept from before, or from the provider); every
+        failure is reported here and returns False."""
         att = _Attempt()
         att.writing_grant(token, "refresh token")
         try:
             grant = await self._persist(token, st) if st.rotation is not None else None  # first: the Secret's is spent
-            if self._held(st, spec, now) is None and not await self._obtain(
+            return self._held(st, spec, now) is not None or await self._obtain(
                 token, spec, st, report, now, grant, att, force
-            ):
-                return False
+            )
         except ProviderError as exc:
             self._fail(st, exc, report, now)
             st.failed_inputs, st.retry_not_before = att.inputs, st.next_attempt
-            return False
         except NotOurGrant as exc:
             self._fail(st, ProviderError(ErrorKind.BAD_CONFIG, str(exc), reason="SecretConflict"), report, now)
-            return False
         except SecretMissing as exc:
             self._fail(st, ProviderError(ErrorKind.BAD_CONFIG, str(exc), reason="SecretNotFound"), report, now)
-            return False
         except GrantReplaced as exc:
             # A new sign-in or a reauthorization changed the grant while we refreshed: theirs
             # wins, and what our refresh bought belongs to the grant it replaced. Step again
@@ -655,32 +700,31 @@ class Engine:
             st.rotation, st.unpublished = None, None
             st.next_attempt = now
             self._steady_report(report, st, spec, now)
-            return False
         except KubeError as exc:
             self._fail(st, _api_failure(exc, att.doing, att.kept), report, now)
-            return False
+        return False
 
-        held = st.unpublished
-        assert held is not None  # every path that got here obtained or kept one
+    async def _publish_held(
+        self, token: TokenRef, spec: EmailTokenSpec, st: TokenState, held: Unpublished, report: Report, now: datetime
+    ) -> bool:
+        """Write the consumer Secret; a failure is reported and the token stays held for the next attempt."""
         try:
             await self._publish(token, spec, held, exists=st.consumer_exists)
             st.consumer_exists = True
+            return True
         except SecretMissing as exc:  # someone else's Secret took the name since the step looked
             st.loaded, st.published = False, None
             self._fail(st, ProviderError(ErrorKind.BAD_CONFIG, str(exc), reason="SecretConflict"), report, now)
-            return False
         except KubeError as exc:
-            self._fail(
-                st,
-                _api_failure(
-                    exc,
-                    f"writing Secret {token.namespace}/{spec.secret_name}",
-                    "; the new access token is kept and published once the write succeeds",
-                ),
-                report,
-                now,
-            )
-            return False
+            doing = f"writing Secret {token.namespace}/{spec.secret_name}"
+            kept = "; the new access token is kept and published once the write succeeds"
+            self._fail(st, _api_failure(exc, doing, kept), report, now)
+        return False
+
+    def _published(
+        self, spec: EmailTokenSpec, st: TokenState, held: Unpublished, report: Report, now: datetime, *, requested: bool
+    ) -> None:
+        """The consumer Secret holds the new token: the state starts over, plan the next refresh, report."""
         st.unpublished = None
         result, username, obtained = held.result, held.username, held.obtained_at
         was_authorized = st.error is None and st.failures == 0 and st.published is not None
@@ -707,7 +751,6 @@ class Engine:
         self._steady_report(report, st, spec, now)
         report.fields["lastRefreshTime"] = rfc3339(obtained)
         report.outcome = "ok"
-        return True
 
     async def _obtain(
         self,
