@@ -168,8 +168,8 @@ async def _operator(ca_bundle: str | None, url: str, redirect_base_url: str, adm
     import kopf
 
     from emailtoken.runner import configure_logging, operator_kwargs
-    from emailtoken.schedule import MIN_REFRESH_INTERVAL
     from emailtoken.settings import OperatorConfig
+    from emailtoken.timing import MIN_REFRESH_INTERVAL
 
     config = OperatorConfig(
         ca_bundle=ca_bundle,

@@ -35,13 +35,6 @@ from emailtoken.observe import NullObserver, Observer
 from emailtoken.outcomes import ErrorKind, ProviderError, TokenSet
 from emailtoken.providers.base import ClientCredentials, DeviceCodeProvider, DeviceFlow, Provider
 from emailtoken.report import Findings, Links, Report, changed, is_true, render_status
-from emailtoken.schedule import (
-    DEFAULT_KEEPALIVE,
-    MIN_REFRESH_INTERVAL,
-    backoff,
-    invalid_client_backoff,
-    next_refresh,
-)
 from emailtoken.secretdata import LABEL_TOKEN, Grant, PublishedToken, consumer_secret, read_published
 from emailtoken.store import (
     GrantReplaced,
@@ -53,6 +46,13 @@ from emailtoken.store import (
     read_secret_key,
 )
 from emailtoken.timefmt import parse_rfc3339, rfc3339, utcnow
+from emailtoken.timing import (
+    DEFAULT_KEEPALIVE,
+    MIN_REFRESH_INTERVAL,
+    backoff,
+    invalid_client_backoff,
+    next_refresh,
+)
 from emailtoken.tokenindex import TokenIndex
 
 log = logging.getLogger(__name__)
@@ -264,6 +264,40 @@ def _asked(value: str | None, handled: dict[str, str], name: str) -> bool:
         return False
     handled[name] = value
     return True
+
+
+def _device_account(spec: EmailTokenSpec, result: TokenSet) -> str:
+    """The account a device-code sign-in returned, if it may become this token's grant (else raises)."""
+    account = result.account or ""
+    problem = grants.account_problem(spec, account)
+    if problem:
+        raise ProviderError(
+            ErrorKind.REAUTHORIZE,
+            f"{problem}; nothing was stored. Set the emailtoken.io/reauthorize annotation to a new value "
+            "and sign in as the mailbox",
+            reason="AccountMismatch",
+        )
+    if not result.refresh_token:
+        raise ProviderError(
+            ErrorKind.BAD_CONFIG,
+            "the provider issued no refresh token (offline_access was not granted)",
+            reason="NoRefreshToken",
+        )
+    return account
+
+
+def _presentable(spec: EmailTokenSpec, grant: Grant) -> None:
+    """Raise unless the grant may be presented for this spec: the mailbox's account, the same endpoint."""
+    if spec.email_address and not grants.same_account(spec.email_address, grant.account):
+        raise ProviderError(
+            ErrorKind.REAUTHORIZE,
+            f"the grant belongs to {grant.account or 'an unnamed account'}, not {spec.email_address}; "
+            "sign in as the mailbox",
+            reason="AccountMismatch",
+        )
+    moved = grants.endpoint_problem(grant, spec)
+    if moved:
+        raise ProviderError(ErrorKind.REAUTHORIZE, moved, reason="EndpointChanged")
 
 
 class Engine:
@@ -790,16 +824,7 @@ class Engine:
             att.writing_grant(token, "grant")
             await self._persist(token, st)
             return True
-        if spec.email_address and not grants.same_account(spec.email_address, grant.account):
-            raise ProviderError(
-                ErrorKind.REAUTHORIZE,
-                f"the grant belongs to {grant.account or 'an unnamed account'}, not {spec.email_address}; "
-                "sign in as the mailbox",
-                reason="AccountMismatch",
-            )
-        moved = grants.endpoint_problem(grant, spec)
-        if moved:
-            raise ProviderError(ErrorKind.REAUTHORIZE, moved, reason="EndpointChanged")
+        _presentable(spec, grant)
         att.inputs = _inputs_digest(creds, grant.refresh_token)
         if self._same_failure_again(st, att.inputs, report, now, force):
             return False
@@ -892,18 +917,7 @@ class Engine:
             st.next_attempt = None  # finished without a grant: the reauthorize annotation starts over
             return None
         if st.device is None:
-            flow = await self._timed(spec, "device_start", device_provider.start_device_flow, spec, creds)
-            st.device = flow
-            message = (
-                f"to sign in, open {flow.verification_uri} and enter the code {flow.user_code} "
-                f"(expires at {rfc3339(flow.expires_at)})"
-            )
-            st.error = ProviderError(ErrorKind.REAUTHORIZE, message, reason="AwaitingAuthorization")
-            st.failures = 0
-            report.events.append(("Normal", "DeviceCodeIssued", message))
-            st.last_warning = ("AwaitingAuthorization", message)
-            st.next_attempt = now + timedelta(seconds=flow.interval)
-            self._failure_report(report, st, None, token_valid=self._valid(st, now))
+            await self._device_start(spec, st, creds, device_provider, report, now)
             return None
         if now >= st.device.expires_at:
             raise ProviderError(
@@ -918,25 +932,34 @@ class Engine:
             st.failures = 0
             self._failure_report(report, st, None, token_valid=self._valid(st, now))
             return None
-        account = result.account or ""
-        problem = grants.account_problem(spec, account)
-        if problem:
-            raise ProviderError(
-                ErrorKind.REAUTHORIZE,
-                f"{problem}; nothing was stored. Set the emailtoken.io/reauthorize annotation to a new value "
-                "and sign in as the mailbox",
-                reason="AccountMismatch",
-            )
-        if not result.refresh_token:
-            raise ProviderError(
-                ErrorKind.BAD_CONFIG,
-                "the provider issued no refresh token (offline_access was not granted)",
-                reason="NoRefreshToken",
-            )
+        account = _device_account(spec, result)
         grant = grants.from_sign_in(spec, result, account, now)
         st.device, st.error = None, None  # the code is redeemed: never poll it again, whatever happens next
         report.events.append(("Normal", "DeviceCodeApproved", f"signed in as {grant.account} with the device code"))
         return grant, result
+
+    async def _device_start(
+        self,
+        spec: EmailTokenSpec,
+        st: TokenState,
+        creds: ClientCredentials,
+        device_provider: DeviceCodeProvider,
+        report: Report,
+        now: datetime,
+    ) -> None:
+        """Ask for a device code; status and an Event show it until someone signs in."""
+        flow = await self._timed(spec, "device_start", device_provider.start_device_flow, spec, creds)
+        st.device = flow
+        message = (
+            f"to sign in, open {flow.verification_uri} and enter the code {flow.user_code} "
+            f"(expires at {rfc3339(flow.expires_at)})"
+        )
+        st.error = ProviderError(ErrorKind.REAUTHORIZE, message, reason="AwaitingAuthorization")
+        st.failures = 0
+        report.events.append(("Normal", "DeviceCodeIssued", message))
+        st.last_warning = ("AwaitingAuthorization", message)
+        st.next_attempt = now + timedelta(seconds=flow.interval)
+        self._failure_report(report, st, None, token_valid=self._valid(st, now))
 
     async def _timed(self, spec: EmailTokenSpec, operation: str, fn: Callable[..., Any], *args: Any) -> Any:
         """Run a blocking provider call in the provider pool and report its latency and outcome."""

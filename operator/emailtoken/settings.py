@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from emailtoken.endpoints import DEFAULT_ALLOWED_HOSTS
-from emailtoken.schedule import DEFAULT_KEEPALIVE, MIN_REFRESH_INTERVAL
+from emailtoken.timing import DEFAULT_KEEPALIVE, MIN_REFRESH_INTERVAL
 
 #: Beyond the provider timeout, how long a stopping operator waits for refreshes in flight to store
 #: their rotated refresh tokens (a grant write or two).

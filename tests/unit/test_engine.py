@@ -23,10 +23,10 @@ from emailtoken.kube import KubeError
 from emailtoken.model import EmailTokenSpec, TokenRef, parse_spec
 from emailtoken.outcomes import ErrorKind, ProviderError, TokenSet
 from emailtoken.providers.base import ClientCredentials
-from emailtoken.schedule import DEFAULT_KEEPALIVE, next_refresh
 from emailtoken.secretdata import Grant, decode_data
 from emailtoken.store import WRITE_RETRIES, GrantStore
 from emailtoken.timefmt import parse_rfc3339, rfc3339
+from emailtoken.timing import DEFAULT_KEEPALIVE, next_refresh
 from tests.support.fakeapi import InMemoryApi
 
 NS, NAME = "mail", "box"

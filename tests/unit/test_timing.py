@@ -1,4 +1,4 @@
-"""emailtoken.schedule: refresh margins, jitter, keepalive and backoff, with pinned randomness."""
+"""emailtoken.timing: refresh margins, jitter, keepalive and backoff, with pinned randomness."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from emailtoken.schedule import (
+from emailtoken.timing import (
     BACKOFF_CAP,
     DEFAULT_KEEPALIVE,
     INVALID_CLIENT_CAP,
