@@ -14,7 +14,6 @@ attempt retries the write, not the provider call.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import logging
 import math
@@ -22,7 +21,7 @@ import random
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol, runtime_checkable
 
@@ -33,7 +32,7 @@ from emailtoken.kube import KubeApi, KubeError
 from emailtoken.model import EmailTokenSpec, SpecError, TokenRef, parse_spec
 from emailtoken.observe import NullObserver, Observer
 from emailtoken.outcomes import ErrorKind, ProviderError, TokenSet
-from emailtoken.providers.base import ClientCredentials, DeviceCodeProvider, DeviceFlow, Provider
+from emailtoken.providers.base import ClientCredentials, DeviceCodeProvider, Provider
 from emailtoken.report import Findings, Links, Report, changed, is_true, render_status
 from emailtoken.secretdata import LABEL_TOKEN, Grant, PublishedToken, consumer_secret, read_published
 from emailtoken.store import (
@@ -54,6 +53,7 @@ from emailtoken.timing import (
     next_refresh,
 )
 from emailtoken.tokenindex import TokenIndex
+from emailtoken.tokenstate import Rotation, StepResult, TokenState, Unpublished, inputs_digest
 
 log = logging.getLogger(__name__)
 
@@ -128,76 +128,6 @@ class EngineConfig:
     routine_events: bool = False
     #: seconds a cancelled step (shutdown, lost leadership) waits for its refresh to be persisted
     persist_grace: float = PERSIST_GRACE
-
-
-@dataclass(frozen=True)
-class Rotation:
-    """A refresh token the grant Secret must receive before anything else happens.
-
-    ``spent`` is the grant as read before its refresh token was presented (the provider has
-    rotated it since); None for a sign-in the operator completed itself (device code).
-    """
-
-    successor: Grant = field(repr=False)
-    spent: Grant | None = field(repr=False)
-
-
-@dataclass(frozen=True)
-class Unpublished:
-    """An access token the provider issued that the consumer Secret does not hold yet."""
-
-    result: TokenSet = field(repr=False)
-    obtained_at: datetime
-    username: str
-    fingerprint: str
-
-
-@dataclass
-class TokenState:
-    """What the engine remembers about one token between steps (lost on restart by design)."""
-
-    loaded: bool = False
-    published: PublishedToken | None = None
-    refresh_at: datetime | None = None
-    next_attempt: datetime | None = None
-    fingerprint: str | None = None
-    failures: int = 0
-    error: ProviderError | None = None
-    last_warning: tuple[str, str] | None = None
-    #: a rotated refresh token not yet in the grant Secret (the one there is spent)
-    rotation: Rotation | None = field(default=None, repr=False)
-    #: an access token not yet published; published instead of a new provider call until it expires
-    unpublished: Unpublished | None = field(default=None, repr=False)
-    refs: frozenset[str] = frozenset()
-    credential_refs: frozenset[str] = frozenset()
-    #: digest of the client secret/key and refresh token of the last attempt the provider refused,
-    #: and the earliest retry the failure allows (None: only once a person acts)
-    failed_inputs: str | None = None
-    retry_not_before: datetime | None = None
-    planned_hint: datetime | None = None
-    #: annotation values already acted on; status.handledAnnotations says the same, but the body a
-    #: step gets may predate our own status write (a step right after a wake-up), so memory wins
-    handled: dict[str, str] = field(default_factory=dict)
-    consumer: str = ""
-    #: does the consumer Secret exist, as far as this process knows (it read or wrote it)
-    consumer_exists: bool = True
-    device: DeviceFlow | None = field(default=None, repr=False)
-
-
-@dataclass(frozen=True)
-class StepResult:
-    """When to step again: seconds, or None to wait for a change to the object or its Secrets."""
-
-    delay: float | None
-    refreshed: bool = False
-
-
-def _inputs_digest(creds: ClientCredentials, refresh_token: str | None) -> str:
-    """A digest of what a provider call presents (kept in memory only, never the values)."""
-    material = json.dumps(
-        [creds.client_secret or "", creds.service_account_info or {}, refresh_token or ""], sort_keys=True
-    )
-    return hashlib.sha256(material.encode()).hexdigest()
 
 
 class NotLeader(Exception):
@@ -636,10 +566,10 @@ class Engine:
         if pub is None:
             return now
         if st.planned_hint is not None:
-            st.refresh_at, st.planned_hint = st.planned_hint, None
-            return st.refresh_at
+            planned, st.planned_hint = st.planned_hint, None
+            return planned
         obtained = pub.obtained_at or (pub.expires_at - timedelta(hours=1))
-        st.refresh_at = next_refresh(
+        return next_refresh(
             obtained,
             pub.expires_at,
             spec.refresh_before,
@@ -647,7 +577,6 @@ class Engine:
             min_interval=self.config.min_refresh_interval,
             rng=self.rng,
         )
-        return st.refresh_at
 
     def _valid(self, st: TokenState, now: datetime) -> bool:
         return st.published is not None and st.published.has_token and st.published.expires_at > now
@@ -803,7 +732,7 @@ class Engine:
         att.doing, att.kept = "reading Secrets", ""
         creds = await self._credentials(token, spec)
         if not spec.interactive:
-            att.inputs = _inputs_digest(creds, None)
+            att.inputs = inputs_digest(creds, None)
             if self._same_failure_again(st, att.inputs, report, now, force):
                 return False
             result = await self._timed(spec, "app_token", provider.acquire_app_token, spec, creds)
@@ -825,7 +754,7 @@ class Engine:
             await self._persist(token, st)
             return True
         _presentable(spec, grant)
-        att.inputs = _inputs_digest(creds, grant.refresh_token)
+        att.inputs = inputs_digest(creds, grant.refresh_token)
         if self._same_failure_again(st, att.inputs, report, now, force):
             return False
         att.writing_grant(token, "refresh token")

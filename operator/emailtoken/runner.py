@@ -14,7 +14,7 @@ import kopf
 from emailtoken.settings import OperatorConfig
 
 if TYPE_CHECKING:
-    from emailtoken.leader import LeaseApi, LeaseConfig
+    from emailtoken.leader import LeaderElector, LeaseApi, LeaseConfig
     from emailtoken.metrics import Health
     from emailtoken.wiring import Launch
 
@@ -147,23 +147,30 @@ async def _elect_and_run(
     from emailtoken.leader import LeaderElector, LeaseProblem, default_identity
 
     lease = lease_config(config, default_identity())
-    if api is None:
-        from emailtoken.kube import KubernetesApi, load_config
-
-        load_config()
-        # Its own client: a renewal never queues behind the engine's calls, and each call is
-        # bounded so that a hung API server costs one attempt, not the renew deadline.
-        api = KubernetesApi(threads=2, request_timeout=lease.renew_deadline / 2)
 
     def show(problem: LeaseProblem | None) -> None:
         # /readyz names the problem; one that waiting will not fix (RBAC) also fails readiness.
         health.problem = f"lease {lease.namespace}/{lease.name}: {problem}" if problem else ""
         health.blocked = problem is not None and problem.blocking
 
-    elector = LeaderElector(api, lease, on_problem=show)
+    elector = LeaderElector(api or _lease_api(lease), lease, on_problem=show)
     health.phase = STANDBY  # ready as a hot standby: a rolling update may proceed
     await elector.acquire()
     health.phase = RUNNING
+    return await _lead(config, elector, run_kopf)
+
+
+def _lease_api(lease: LeaseConfig) -> LeaseApi:
+    """The Lease calls' own client: a renewal never queues behind the engine's calls, and each call
+    is bounded so that a hung API server costs one attempt, not the renew deadline."""
+    from emailtoken.kube import KubernetesApi, load_config
+
+    load_config()
+    return KubernetesApi(threads=2, request_timeout=lease.renew_deadline / 2)
+
+
+async def _lead(config: OperatorConfig, elector: LeaderElector, run_kopf: Callable[..., Awaitable[Any]]) -> int:
+    """Run kopf while holding the Lease; stop it when the Lease is lost (exit code 1) or kopf ends."""
     stop_flag: asyncio.Event = asyncio.Event()
     keeper = asyncio.create_task(elector.keep(), name="lease-keeper")
     # The engine asks the elector before every step and every provider call (see

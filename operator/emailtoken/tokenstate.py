@@ -1,0 +1,88 @@
+"""What the engine remembers about each EmailToken between steps, and what a step returns.
+
+Plain data (no I/O, no policy): :class:`TokenState` per token, the provider results still to
+be written (:class:`Rotation`, :class:`Unpublished`), :class:`StepResult`. Lost on restart by
+design: what matters is in the Secrets and status.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from emailtoken.outcomes import ProviderError, TokenSet
+from emailtoken.providers.base import ClientCredentials, DeviceFlow
+from emailtoken.secretdata import Grant, PublishedToken
+
+
+@dataclass(frozen=True)
+class Rotation:
+    """A refresh token the grant Secret must receive before anything else happens.
+
+    ``spent`` is the grant as read before its refresh token was presented (the provider has
+    rotated it since); None for a sign-in the operator completed itself (device code).
+    """
+
+    successor: Grant = field(repr=False)
+    spent: Grant | None = field(repr=False)
+
+
+@dataclass(frozen=True)
+class Unpublished:
+    """An access token the provider issued that the consumer Secret does not hold yet."""
+
+    result: TokenSet = field(repr=False)
+    obtained_at: datetime
+    username: str
+    fingerprint: str
+
+
+@dataclass
+class TokenState:
+    """What the engine remembers about one token between steps (lost on restart by design)."""
+
+    loaded: bool = False
+    published: PublishedToken | None = None
+    #: when the next step should act (the plan, or a backoff after a failure); None: only on a change
+    next_attempt: datetime | None = None
+    fingerprint: str | None = None
+    failures: int = 0
+    error: ProviderError | None = None
+    last_warning: tuple[str, str] | None = None
+    #: a rotated refresh token not yet in the grant Secret (the one there is spent)
+    rotation: Rotation | None = field(default=None, repr=False)
+    #: an access token not yet published; published instead of a new provider call until it expires
+    unpublished: Unpublished | None = field(default=None, repr=False)
+    refs: frozenset[str] = frozenset()
+    credential_refs: frozenset[str] = frozenset()
+    #: digest of the client secret/key and refresh token of the last attempt the provider refused,
+    #: and the earliest retry the failure allows (None: only once a person acts)
+    failed_inputs: str | None = None
+    retry_not_before: datetime | None = None
+    #: a plan read back from status.nextRefreshTime after a restart, used once instead of a new one
+    planned_hint: datetime | None = None
+    #: annotation values already acted on; status.handledAnnotations says the same, but the body a
+    #: step gets may predate our own status write (a step right after a wake-up), so memory wins
+    handled: dict[str, str] = field(default_factory=dict)
+    consumer: str = ""
+    #: does the consumer Secret exist, as far as this process knows (it read or wrote it)
+    consumer_exists: bool = True
+    device: DeviceFlow | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True)
+class StepResult:
+    """When to step again: seconds, or None to wait for a change to the object or its Secrets."""
+
+    delay: float | None
+    refreshed: bool = False
+
+
+def inputs_digest(creds: ClientCredentials, refresh_token: str | None) -> str:
+    """A digest of what a provider call presents (kept in memory only, never the values)."""
+    material = json.dumps(
+        [creds.client_secret or "", creds.service_account_info or {}, refresh_token or ""], sort_keys=True
+    )
+    return hashlib.sha256(material.encode()).hexdigest()
