@@ -20,7 +20,15 @@ from emailtoken import grants
 from emailtoken.credcache import CredentialSecrets
 from emailtoken.kube import Conflict, KubeApi, KubeError, NotFound
 from emailtoken.model import SecretKeyRef, TokenRef
-from emailtoken.secretdata import LABEL_TOKEN, Grant, decode_data, grant_secret, read_grant
+from emailtoken.secretdata import (
+    LABEL_MANAGED_BY,
+    LABEL_TOKEN,
+    MANAGED_BY,
+    Grant,
+    decode_data,
+    grant_secret,
+    read_grant,
+)
 
 log = logging.getLogger(__name__)
 WRITE_RETRIES = 5
@@ -56,14 +64,32 @@ async def read_secret_key(
     secret = cache.get(namespace, ref.name) if cache is not None else None
     if secret is None:
         secret = await api.get_secret(namespace, ref.name)
-        if secret is not None and cache is not None:
+        if secret is None:
+            raise SecretMissing(f"Secret {namespace}/{ref.name} does not exist")
+        _check_credential_secret(namespace, ref.name, secret)
+        if cache is not None:
             cache.fill(namespace, ref.name, secret)
-    if secret is None:
-        raise SecretMissing(f"Secret {namespace}/{ref.name} does not exist")
     value = decode_data(secret).get(ref.key)
     if not value:
         raise SecretMissing(f"Secret {namespace}/{ref.name} has no key {ref.key!r}")
     return value.strip()
+
+
+def _check_credential_secret(namespace: str, name: str, secret: dict[str, Any]) -> None:
+    """Only a plain (Opaque) Secret a person made may serve as client credentials.
+
+    A token's author names ``clientSecretRef`` but may not read Secrets: pointing it at a
+    ServiceAccount token, a registry credential, a TLS key, a Helm release or the
+    operator's own grant and consumer Secrets would send that value to the token endpoint.
+    A Secret's type cannot change after creation, so the check holds for its lifetime.
+    """
+    kind = str(secret.get("type") or "Opaque")
+    labels = (secret.get("metadata") or {}).get("labels") or {}
+    if kind != "Opaque" or labels.get(LABEL_MANAGED_BY) == MANAGED_BY:
+        what = "the operator's own" if labels.get(LABEL_MANAGED_BY) == MANAGED_BY else f"of type {kind}"
+        raise SecretMissing(
+            f"Secret {namespace}/{name} is {what}: only an Opaque Secret made for it can hold client credentials"
+        )
 
 
 class GrantStore:

@@ -115,3 +115,29 @@ def test_a_provider_claiming_zero_lifetimes_cannot_spin_the_operator(
         provider.token_lifetime = saved
     assert 3 <= calls <= 8, calls
     assert operator.proc is not None and operator.proc.poll() is None
+
+
+def test_client_secret_ref_cannot_aim_at_any_secret_of_the_namespace(
+    api: ApiClient, provider: DevProviderThread, namespace: str, operator: OperatorProcess
+) -> None:
+    """A registry credential (or a ServiceAccount token, a TLS key, a grant) is never sent as a client secret."""
+    client_id = setup(api, provider, namespace)
+    api.create(
+        "secrets",
+        namespace,
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "type": "kubernetes.io/dockerconfigjson",
+            "metadata": {"name": "registry"},
+            "data": {".dockerconfigjson": "eyJhdXRocyI6e319"},
+        },
+    )
+    before = provider.count(client_id=client_id)
+    body = client_credentials(provider, "aimed", client_id=client_id, mailbox="shared@contoso.com")
+    body["spec"]["clientSecretRef"] = {"name": "registry", "key": ".dockerconfigjson"}
+    api.create("emailtokens", namespace, body)
+    wait_for(
+        lambda: "only an Opaque Secret" in (api.condition(namespace, "aimed", "Ready") or {}).get("message", ""), 30
+    )
+    assert provider.count(client_id=client_id) == before

@@ -369,3 +369,33 @@ async def test_save_does_not_retry_a_refusal() -> None:
         True,
         True,
     ]
+
+
+@pytest.mark.parametrize(
+    ("kind", "labels"),
+    [
+        ("kubernetes.io/service-account-token", {}),
+        ("kubernetes.io/dockerconfigjson", {}),
+        ("emailtoken.io/grant", {}),
+        ("helm.sh/release.v1", {}),
+        ("Opaque", {"app.kubernetes.io/managed-by": "emailtoken-operator"}),  # a consumer Secret: an access token
+    ],
+)
+async def test_only_plain_secrets_serve_as_client_credentials(kind: str, labels: dict[str, str]) -> None:
+    """clientSecretRef is the token author's to name, not to aim at any Secret of the namespace."""
+    from emailtoken.model import SecretKeyRef
+    from emailtoken.store import SecretMissing, read_secret_key
+    from tests.support.fakeapi import InMemoryApi
+
+    api = InMemoryApi()
+    body = {
+        "metadata": {"name": "target", "namespace": "mail", "labels": labels},
+        "type": kind,
+        "data": {"token": base64.b64encode(b"valuable").decode()},
+    }
+    await api.create_secret("mail", body)
+    with pytest.raises(SecretMissing, match="only an Opaque Secret made for it"):
+        await read_secret_key(api, "mail", SecretKeyRef("target", "token"))
+    await api.delete_secret("mail", "target")
+    await api.create_secret("mail", {**body, "type": "Opaque", "metadata": {"name": "target", "namespace": "mail"}})
+    assert await read_secret_key(api, "mail", SecretKeyRef("target", "token")) == "valuable"
