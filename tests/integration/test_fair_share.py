@@ -74,6 +74,15 @@ class Dripping(ThreadingHTTPServer):
                 self.end_headers()
                 self.wfile.write(body)
 
+            def _huge(self) -> None:
+                """A 600 MiB JSON-looking answer without Content-Length (the client cannot refuse it by header)."""
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.end_headers()
+                chunk = b" " * 65536
+                for _ in range(600 * 16):
+                    self.wfile.write(chunk)
+
             def do_POST(self) -> None:
                 form = urllib.parse.parse_qs(self.rfile.read(int(self.headers.get("Content-Length") or 0)).decode())
                 with outer._lock:
@@ -81,6 +90,10 @@ class Dripping(ThreadingHTTPServer):
                     outer.open += 1
                     outer.most_open = max(outer.most_open, outer.open)
                 try:
+                    if self.path.startswith("/huge/"):
+                        outer.huge += 1
+                        self._huge()
+                        return
                     self.wfile.write(b"HTTP/1.1 200 OK\r\n")
                     for _ in range(600):  # two minutes at most
                         self.wfile.write(b"X")
@@ -99,6 +112,8 @@ class Dripping(ThreadingHTTPServer):
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         ca.issue_cert("127.0.0.1").configure_cert(context)
         self.socket = context.wrap_socket(self.socket, server_side=True)
+
+    huge = 0
 
     def token_url(self, tenant: str) -> str:
         return f"https://127.0.0.1:{self.server_address[1]}/{tenant}/oauth2/v2.0/token"
@@ -230,3 +245,33 @@ def test_a_hanging_namespace_does_not_stall_the_others(
     assert all(len(w.lateness) >= 2 for w in watches.values()), {n: w.lateness for n, w in watches.items()}
     assert max([*lateness, overdue]) <= DEADLINE + 2, lateness  # a slot frees within a deadline; 1 s resolution
     assert not expired
+
+
+def rss_mib(op: OperatorProcess) -> tuple[float, float]:
+    """(VmRSS, VmHWM) of the operator process in MiB, from /proc."""
+    assert op.proc is not None
+    fields = dict(line.split(":", 1) for line in Path(f"/proc/{op.proc.pid}/status").read_text().splitlines())
+    return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
+
+
+def test_huge_answers_do_not_grow_the_operator(
+    small_operator: OperatorProcess, api: ApiClient, provider: DevProviderThread, dripping: Dripping
+) -> None:
+    """600 MiB answers (a 3.2 GiB operator once) are cut at 1 MiB: peak memory moves by a few MiB."""
+    namespace = f"huge-{uuid.uuid4().hex[:6]}"
+    _, peak_before = rss_mib(small_operator)
+    api.create_secret(namespace, "app-secret", {"client_secret": "whatever"})
+    for i in range(4):
+        token = client_credentials(provider, f"huge-{i}", client_id=f"huge-{i}", mailbox=f"h{i}@contoso.com")
+        token["spec"]["tokenUrl"] = dripping.token_url("huge")
+        api.create("emailtokens", namespace, token)
+    wait_for(lambda: dripping.huge >= 8, 60, what="eight huge answers sent")
+    wait_for(
+        lambda: "larger than 1048576 bytes" in (api.condition(namespace, "huge-0", "Ready") or {}).get("message", ""),
+        30,
+    )
+    rss, peak = rss_mib(small_operator)
+    print(
+        f"\noperator peak RSS {peak_before:.0f} -> {peak:.0f} MiB (now {rss:.0f} MiB), {dripping.huge} huge answers"
+    )
+    assert peak - peak_before < 40, (peak_before, peak)
