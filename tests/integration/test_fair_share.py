@@ -271,7 +271,5 @@ def test_huge_answers_do_not_grow_the_operator(
         30,
     )
     rss, peak = rss_mib(small_operator)
-    print(
-        f"\noperator peak RSS {peak_before:.0f} -> {peak:.0f} MiB (now {rss:.0f} MiB), {dripping.huge} huge answers"
-    )
+    print(f"\noperator peak RSS {peak_before:.0f} -> {peak:.0f} MiB (now {rss:.0f} MiB), {dripping.huge} huge answers")
     assert peak - peak_before < 40, (peak_before, peak)
