@@ -13,6 +13,24 @@ def emailtoken(name: str, spec: dict[str, Any], **metadata: Any) -> dict[str, An
     return {"apiVersion": API_VERSION, "kind": "EmailToken", "metadata": {"name": name, **metadata}, "spec": spec}
 
 
+def _microsoft(
+    provider: DevProviderThread, name: str, client_id: str, mailbox: str, secret: str, tenant: str, **spec: Any
+) -> dict[str, Any]:
+    return emailtoken(
+        name,
+        {
+            "provider": "Microsoft",
+            "tenantId": tenant,
+            "clientId": client_id,
+            "clientSecretRef": {"name": secret, "key": "client_secret"},
+            "emailAddress": mailbox,
+            "services": ["IMAP", "SMTP"],
+            "tokenUrl": provider.microsoft_token_url(tenant),
+            **spec,
+        },
+    )
+
+
 def client_credentials(
     provider: DevProviderThread,
     name: str,
@@ -24,20 +42,7 @@ def client_credentials(
     **spec: Any,
 ) -> dict[str, Any]:
     """A Microsoft app-only token against the local provider (no sign-in needed)."""
-    return emailtoken(
-        name,
-        {
-            "provider": "Microsoft",
-            "flow": "ClientCredentials",
-            "tenantId": tenant,
-            "clientId": client_id,
-            "clientSecretRef": {"name": secret, "key": "client_secret"},
-            "emailAddress": mailbox,
-            "services": ["IMAP", "SMTP"],
-            "tokenUrl": provider.microsoft_token_url(tenant),
-            **spec,
-        },
-    )
+    return _microsoft(provider, name, client_id, mailbox, secret, tenant, flow="ClientCredentials", **spec)
 
 
 def authorization_code(
@@ -51,16 +56,4 @@ def authorization_code(
     **spec: Any,
 ) -> dict[str, Any]:
     """A Microsoft delegated token against the local provider; it waits for a sign-in."""
-    return emailtoken(
-        name,
-        {
-            "provider": "Microsoft",
-            "tenantId": tenant,
-            "clientId": client_id,
-            "clientSecretRef": {"name": secret, "key": "client_secret"},
-            "emailAddress": mailbox,
-            "services": ["IMAP", "SMTP"],
-            "tokenUrl": provider.microsoft_token_url(tenant),
-            **spec,
-        },
-    )
+    return _microsoft(provider, name, client_id, mailbox, secret, tenant, **spec)
