@@ -41,11 +41,11 @@ $(VENV)/.test-installed: pyproject.toml | $(BIN)/python
 demo: $(VENV)/.demo-installed
 	$(BIN)/emailtoken demo
 
-## Run every test (unit, integration, cluster, e2e) on two workers, each module whole on one
-## (tests/README.md); Dovecot/Chromium/control-plane tests fail instead of skipping when CI=true.
+## Run every test (unit, integration, cluster, e2e); Dovecot/Chromium/control-plane tests fail
+## instead of skipping when CI=true.
 test: $(VENV)/.test-installed $(K8S_ASSETS)
 	$(BIN)/ruff check
-	$(BIN)/python -m pytest -p no:cacheprovider -n 2 --dist loadfile
+	$(BIN)/python -m pytest -p no:cacheprovider
 
 unit: $(VENV)/.test-installed
 	$(BIN)/python -m pytest tests/unit -q
