@@ -16,7 +16,9 @@ from typing import Any
 from emailtoken.api import GRANT_SECRET_PREFIX
 
 Spec = Mapping[str, Any]
-MICROSOFT_SERVICES = ("IMAP", "POP", "SMTP", "EWS")
+EXCHANGE_SERVICES = ("IMAP", "POP", "SMTP", "EWS")
+GRAPH_SERVICES = ("GraphMailRead", "GraphMailReadWrite", "GraphMailSend")
+MICROSOFT_SERVICES = EXCHANGE_SERVICES + GRAPH_SERVICES
 GOOGLE_SERVICES = ("Gmail",)
 SHARED_TENANTS = ("common", "organizations", "consumers")
 MICROSOFT_TOKEN_SUFFIX = "/oauth2/v2.0/token"
@@ -34,6 +36,11 @@ class Rule:
 def _has(spec: Spec, key: str) -> bool:
     """CEL's ``has()``, also treating an empty value as absent (the schema forbids empty values anyway)."""
     return spec.get(key) not in (None, "", [], {})
+
+
+def _mixes_graph_and_exchange(services: Any) -> bool:
+    """One Microsoft access token is for one resource: Graph or Exchange Online, not both."""
+    return any(x in GRAPH_SERVICES for x in services) and any(x in EXCHANGE_SERVICES for x in services)
 
 
 def _flow(spec: Spec) -> str | None:
@@ -101,8 +108,14 @@ RULES: tuple[Rule, ...] = (
     ),
     Rule(
         "services",
-        "services for provider Microsoft are IMAP, POP, SMTP and EWS",
+        "services for provider Microsoft are IMAP, POP, SMTP, EWS, GraphMailRead, GraphMailReadWrite and GraphMailSend",
         lambda s: s.get("provider") != "Microsoft" or all(x in MICROSOFT_SERVICES for x in s.get("services") or ()),
+    ),
+    Rule(
+        "services",
+        "Graph services and IMAP, POP, SMTP or EWS need access tokens for different resources "
+        "(graph.microsoft.com, outlook.office.com); use one EmailToken for each",
+        lambda s: not _mixes_graph_and_exchange(s.get("services") or ()),
     ),
     Rule(
         "services",

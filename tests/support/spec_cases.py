@@ -34,7 +34,13 @@ MESSAGES = {
         "for ServiceAccount the user to impersonate)"
     ),
     "services-or-scopes": "set at least one of services or scopes",
-    "microsoft-services": "services for provider Microsoft are IMAP, POP, SMTP and EWS",
+    "microsoft-services": (
+        "services for provider Microsoft are IMAP, POP, SMTP, EWS, GraphMailRead, GraphMailReadWrite and GraphMailSend"
+    ),
+    "graph-or-exchange": (
+        "Graph services and IMAP, POP, SMTP or EWS need access tokens for different resources "
+        "(graph.microsoft.com, outlook.office.com); use one EmailToken for each"
+    ),
     "google-services": "the only service for provider Google is Gmail",
     "client-credentials-default-scopes": (
         "with flow ClientCredentials every scope must be a /.default scope, such as "
@@ -117,6 +123,11 @@ CASES = [
     Case("microsoft-common-tenant-delegated", change(MS_AUTH_CODE, tenantId="common")),
     Case("microsoft-all-services", change(MS_AUTH_CODE, services=["IMAP", "POP", "SMTP", "EWS"])),
     Case(
+        "microsoft-graph-services",
+        change(MS_AUTH_CODE, services=["GraphMailRead", "GraphMailReadWrite", "GraphMailSend"]),
+    ),
+    Case("microsoft-graph-app-only", change(MS_CLIENT_CREDENTIALS, services=["GraphMailSend"])),
+    Case(
         "microsoft-scopes-only",
         change(MS_AUTH_CODE, drop=("services",), scopes=["https://outlook.office.com/IMAP.AccessAsUser.All"]),
     ),
@@ -193,6 +204,8 @@ CASES = [
     ),
     Case("neither-services-nor-scopes", change(MS_AUTH_CODE, drop=("services",)), ("services-or-scopes",)),
     Case("microsoft-with-gmail", change(MS_AUTH_CODE, services=["IMAP", "Gmail"]), ("microsoft-services",)),
+    Case("graph-with-imap", change(MS_AUTH_CODE, services=["GraphMailSend", "IMAP"]), ("graph-or-exchange",)),
+    Case("google-with-graph", change(GOOGLE_AUTH_CODE, services=["GraphMailRead"]), ("google-services",)),
     Case("google-with-imap", change(GOOGLE_AUTH_CODE, services=["Gmail", "IMAP"]), ("google-services",)),
     Case(
         "client-credentials-delegated-scope",

@@ -375,7 +375,16 @@ def test_spec_enums_and_defaults(schema: Json) -> None:
     assert spec["provider"]["enum"] == ["Microsoft", "Google"]
     assert spec["flow"]["enum"] == ["AuthorizationCode", "DeviceCode", "ClientCredentials", "ServiceAccount"]
     assert spec["flow"]["default"] == "AuthorizationCode"
-    assert spec["services"]["items"]["enum"] == ["IMAP", "POP", "SMTP", "EWS", "Gmail"]
+    assert spec["services"]["items"]["enum"] == [
+        "IMAP",
+        "POP",
+        "SMTP",
+        "EWS",
+        "GraphMailRead",
+        "GraphMailReadWrite",
+        "GraphMailSend",
+        "Gmail",
+    ]
     assert spec["services"]["x-kubernetes-list-type"] == "set"
     assert spec["scopes"]["x-kubernetes-list-type"] == "set"
     assert spec["clientSecretRef"]["properties"]["key"]["default"] == "client_secret"

@@ -201,7 +201,11 @@ EMAIL_REQUIRED = (
             google(flow="ServiceAccount", clientSecretRef=None, serviceAccountKeyRef={"key": "x"}),
             "serviceAccountKeyRef.name is required",
         ),
-        (ms(services=["Gmail"]), "spec.services: services for provider Microsoft are IMAP, POP, SMTP and EWS"),
+        (
+            ms(services=["Gmail"]),
+            "spec.services: services for provider Microsoft are IMAP, POP, SMTP, EWS, GraphMailRead, "
+            "GraphMailReadWrite and GraphMailSend",
+        ),
         (google(services=["IMAP"]), "spec.services: the only service for provider Google is Gmail"),
         (ms(services=[]), "spec.services: set at least one of services or scopes"),
         (

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from emailtoken.scopes import expand, for_request, services_for
+from emailtoken.scopes import expand, for_request, services_for, uses_ews
 
 IMAP = "https://outlook.office.com/IMAP.AccessAsUser.All"
 POP = "https://outlook.office.com/POP.AccessAsUser.All"
@@ -12,6 +12,10 @@ SMTP = "https://outlook.office.com/SMTP.Send"
 EWS = "https://outlook.office.com/EWS.AccessAsUser.All"
 DEFAULT = "https://outlook.office365.com/.default"
 GMAIL = "https://mail.google.com/"
+GRAPH_READ = "https://graph.microsoft.com/Mail.Read"
+GRAPH_READ_WRITE = "https://graph.microsoft.com/Mail.ReadWrite"
+GRAPH_SEND = "https://graph.microsoft.com/Mail.Send"
+GRAPH_DEFAULT = "https://graph.microsoft.com/.default"
 
 
 @pytest.mark.parametrize(
@@ -86,7 +90,15 @@ def test_unknown_service_is_an_error_naming_the_choices(provider: str, service: 
 
 def test_services_for_tables() -> None:
     """Each provider has its own shorthand table."""
-    assert set(services_for("Microsoft")) == {"IMAP", "POP", "SMTP", "EWS"}
+    assert set(services_for("Microsoft")) == {
+        "IMAP",
+        "POP",
+        "SMTP",
+        "EWS",
+        "GraphMailRead",
+        "GraphMailReadWrite",
+        "GraphMailSend",
+    }
     assert set(services_for("Google")) == {"Gmail"}
 
 
@@ -101,3 +113,46 @@ def test_for_request_keeps_google_scopes() -> None:
     scopes = [GMAIL, "openid", "email"]
     assert for_request("Google", scopes) == scopes
     assert for_request("Google", iter(scopes)) == scopes
+
+
+@pytest.mark.parametrize(
+    ("service", "scope"),
+    [("GraphMailRead", GRAPH_READ), ("GraphMailReadWrite", GRAPH_READ_WRITE), ("GraphMailSend", GRAPH_SEND)],
+)
+@pytest.mark.parametrize("flow", ["AuthorizationCode", "DeviceCode"])
+def test_each_graph_service_expands_to_its_delegated_permission(flow: str, service: str, scope: str) -> None:
+    """Delegated Graph mail: the Graph permission the service is named after, and offline_access."""
+    assert expand("Microsoft", flow, [service], []) == [scope, "offline_access"]
+
+
+def test_graph_services_together_keep_their_order() -> None:
+    """A reader that also sends asks for both permissions, once each."""
+    result = expand("Microsoft", "AuthorizationCode", ["GraphMailSend", "GraphMailRead", "GraphMailSend"], [])
+    assert result == [GRAPH_SEND, GRAPH_READ, "offline_access"]
+
+
+@pytest.mark.parametrize("services", [["GraphMailRead"], ["GraphMailReadWrite", "GraphMailSend"]])
+def test_graph_app_only_is_the_graph_default_scope(services: list[str]) -> None:
+    """App-only Graph asks for graph.microsoft.com/.default (never Exchange's, never offline_access)."""
+    assert expand("Microsoft", "ClientCredentials", services, []) == [GRAPH_DEFAULT]
+
+
+@pytest.mark.parametrize(
+    ("scopes", "ews"),
+    [
+        ([EWS, "offline_access"], True),
+        (["https://outlook.office365.com/EWS.AccessAsApp"], True),
+        ([IMAP, SMTP, "offline_access"], False),
+        ([GRAPH_READ, "offline_access"], False),
+        ([DEFAULT], False),
+    ],
+)
+def test_uses_ews_recognises_ews_scopes(scopes: list[str], ews: bool) -> None:
+    """EWS retirement warnings go to tokens whose scopes serve EWS, and only to them."""
+    assert uses_ews(scopes) is ews
+
+
+def test_uses_ews_sees_the_service_behind_an_app_only_default_scope() -> None:
+    """ClientCredentials with services [EWS] requests only .default: the service tells."""
+    assert uses_ews([DEFAULT], ["EWS", "SMTP"])
+    assert not uses_ews([DEFAULT], ["IMAP", "SMTP"])
