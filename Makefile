@@ -29,12 +29,14 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 
-$(VENV)/.demo-installed: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install -q -e '.[demo]'
+# The runtime and the development tools (devtools/: local provider, embedded API, demo) are two
+# distributions; the image installs only the first (see Dockerfile).
+$(VENV)/.demo-installed: pyproject.toml devtools/pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q -e . -e ./devtools
 	touch $@
 
-$(VENV)/.test-installed: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install -q -e '.[test]'
+$(VENV)/.test-installed: pyproject.toml devtools/pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q -e '.[test]' -e ./devtools
 	touch $@ $(VENV)/.demo-installed
 
 ## Run the operator on an embedded Kubernetes API with a built-in demo provider (Ctrl-C stops).

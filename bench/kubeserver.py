@@ -55,7 +55,7 @@ import aiohttp.web
 import kmock
 from kmock._internal import aiobus, enums
 
-from emailtoken.localapi import _Emulator, register_resources
+from emailtoken_dev.localapi import _Emulator, register_resources
 
 HARNESS_AGENT = "emailtoken-bench"
 READ_VERBS = frozenset({"list", "watch", "get"})

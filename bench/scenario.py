@@ -40,7 +40,7 @@ import requests
 from bench import analysis
 from bench.observe import Sampler, session
 from bench.procs import Child, ProcStats, child_env
-from emailtoken.localapi import kubeconfig_for
+from emailtoken_dev.localapi import kubeconfig_for
 
 log = logging.getLogger("bench")
 Key = tuple[str, str]
@@ -187,7 +187,7 @@ class Run:
             [
                 sys.executable,
                 "-m",
-                "emailtoken.devprovider",
+                "emailtoken_dev.devprovider",
                 "--lifetime",
                 str(self.p.lifetime),
                 "--config",

@@ -17,7 +17,7 @@ from emailtoken.timefmt import parse_duration
 
 #: Subcommands contributed by other modules: each has ``register(subparsers)``.
 _PLUGINS = (
-    "emailtoken.demo",
+    "emailtoken_dev.demo",  # the development distribution (emailtoken-operator-dev), absent from the image
     "emailtoken.checkmail",
     "emailtoken.callback.cli",
     "emailtoken.authorize",
@@ -151,10 +151,29 @@ def build_parser() -> argparse.ArgumentParser:
             module = importlib.import_module(name)
         except ModuleNotFoundError as exc:
             if exc.name and name.startswith(exc.name):
+                if name == "emailtoken_dev.demo":
+                    _add_demo_hint(sub)
                 continue  # that part of the product is not installed
             raise
         module.register(sub)
     return parser
+
+
+def _add_demo_hint(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """``emailtoken demo`` without the development tools: one line on how to get them."""
+
+    def hint(_: argparse.Namespace) -> int:
+        print(
+            "emailtoken demo needs the development tools: pip install -e ./devtools in a checkout "
+            "(or run `make demo` there)",
+            file=sys.stderr,
+        )
+        return 2
+
+    # Any arguments (no option prefix here): the answer is the hint whatever the user typed.
+    p = sub.add_parser("demo", help="the local demo (needs the emailtoken-operator-dev tools)", prefix_chars="\0")
+    p.add_argument("ignored", nargs="*", help=argparse.SUPPRESS)
+    p.set_defaults(func=hint)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

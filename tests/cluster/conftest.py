@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from emailtoken.devprovider import DevProviderThread
+from emailtoken_dev.devprovider import DevProviderThread
 from tests.support.cluster import ControlPlane, control_plane
 from tests.support.kube import ApiClient, wait_for
 from tests.support.operator_process import OperatorProcess

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import requests
 
-from emailtoken.devprovider import DevProviderThread
+from emailtoken_dev.devprovider import DevProviderThread
 from tests.support.callback_process import CallbackProcess
 from tests.support.cluster import ControlPlane
 from tests.support.kube import ApiClient

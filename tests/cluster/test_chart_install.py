@@ -31,7 +31,7 @@ import pytest
 import yaml
 
 from emailtoken import rbac
-from emailtoken.devprovider import DevProviderThread, redirect_params, sign_in
+from emailtoken_dev.devprovider import DevProviderThread, redirect_params, sign_in
 from tests.support.callback_process import AdminSession, browser_get, free_port
 from tests.support.cluster import ControlPlane
 from tests.support.kube import ApiClient, wait_for

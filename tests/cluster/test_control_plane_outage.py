@@ -21,8 +21,8 @@ from typing import Any
 import pytest
 import requests
 
-from emailtoken.devprovider import DevProviderThread
 from emailtoken.timefmt import parse_rfc3339
+from emailtoken_dev.devprovider import DevProviderThread
 from tests.support.cluster import ControlPlane, free_port
 from tests.support.faultkit import (
     Delegated,

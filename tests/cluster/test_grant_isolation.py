@@ -11,7 +11,7 @@ from __future__ import annotations
 import base64
 from collections.abc import Callable
 
-from emailtoken.devprovider import DevProviderThread
+from emailtoken_dev.devprovider import DevProviderThread
 from tests.support.faultkit import (
     SecretLedger,
     annotate,

@@ -28,12 +28,12 @@ import kubernetes
 import pytest
 
 from emailtoken import rbac
-from emailtoken.devprovider import DevProviderThread
 from emailtoken.engine import PERMISSION_RETRY_CAP
 from emailtoken.kube import Conflict, KubernetesApi
 from emailtoken.model import TokenRef
 from emailtoken.secretdata import Grant, grant_secret
 from emailtoken.store import GrantReplaced, GrantStore
+from emailtoken_dev.devprovider import DevProviderThread
 from tests.support.cluster import ControlPlane
 from tests.support.faultkit import (
     Delegated,

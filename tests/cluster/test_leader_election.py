@@ -25,7 +25,7 @@ import pytest
 import requests
 
 from emailtoken import rbac
-from emailtoken.devprovider import DevProviderThread
+from emailtoken_dev.devprovider import DevProviderThread
 from tests.support.cluster import ControlPlane, free_port
 from tests.support.faultkit import (
     Delegated,

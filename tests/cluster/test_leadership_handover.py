@@ -19,10 +19,10 @@ import pytest
 from emailtoken.callback import pkce
 from emailtoken.callback.signin import SignInRefused, replace_grant
 from emailtoken.callback.state import StateSealer
-from emailtoken.devprovider import DevProviderThread
 from emailtoken.kube import KubernetesApi
 from emailtoken.model import TokenRef
 from emailtoken.secretdata import Grant
+from emailtoken_dev.devprovider import DevProviderThread
 from tests.support.cluster import ControlPlane
 from tests.support.faultkit import (
     SecretLedger,

@@ -24,8 +24,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from emailtoken.devprovider import DevProviderThread
 from emailtoken.timefmt import parse_rfc3339
+from emailtoken_dev.devprovider import DevProviderThread
 from tests.support.cluster import ControlPlane
 from tests.support.faultkit import annotate, condition, is_ready, status
 from tests.support.kube import ApiClient, wait_for

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from emailtoken.devprovider import DevProviderThread
+from emailtoken_dev.devprovider import DevProviderThread
 from tests.support.cluster import ControlPlane
 from tests.support.faultkit import SecretLedger, condition, delegated_token, is_ready, warnings
 from tests.support.kube import ApiClient, wait_for

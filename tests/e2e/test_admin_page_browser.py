@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from emailtoken.devprovider import DevProviderThread
+from emailtoken_dev.devprovider import DevProviderThread
 from tests.support.callback_process import CallbackProcess
 from tests.support.kube import ApiClient, KmockThread, free_env, wait_for
 from tests.support.operator_process import REPO, OperatorProcess
@@ -219,7 +219,7 @@ def expect_text(page: Any, selector: str, options: tuple[str, ...], timeout: flo
 
 def test_demo_sign_in_end_to_end_in_a_real_browser(browser: Any):
     """`emailtoken demo` as a user runs it: open the printed admin page, sign in as the demo user."""
-    from emailtoken.demo import DEMO_PASSWORD, DEMO_USER
+    from emailtoken_dev.demo import DEMO_PASSWORD, DEMO_USER
 
     proc = subprocess.Popen(
         [

@@ -13,7 +13,7 @@ import pytest
 
 from emailtoken import checkmail
 from emailtoken.consumer import MountedToken
-from emailtoken.devprovider import DevProviderThread
+from emailtoken_dev.devprovider import DevProviderThread
 from tests.support.kube import ApiClient, KmockThread, wait_for
 from tests.support.mail_fixtures import *  # noqa: F403  (dovecot_factory, smtp_sink, ...)
 from tests.support.mailservers import SmtpXoauth2Server, introspection_validator, smtp_login

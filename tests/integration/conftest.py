@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from emailtoken.devprovider import DevProviderThread
+from emailtoken_dev.devprovider import DevProviderThread
 from tests.support.kube import ApiClient, KmockThread
 from tests.support.operator_process import OperatorProcess
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from emailtoken.devprovider import DevProviderThread
+from emailtoken_dev.devprovider import DevProviderThread
 from tests.support.kube import ApiClient, wait_for
 from tests.support.operator_process import OperatorProcess
 

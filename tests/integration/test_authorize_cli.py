@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 import pytest
 import requests
 
-from emailtoken.devprovider import DevProviderThread, redirect_params, sign_in
+from emailtoken_dev.devprovider import DevProviderThread, redirect_params, sign_in
 from tests.support.kube import ApiClient, KmockThread, free_env, wait_for
 from tests.support.operator_process import REPO
 

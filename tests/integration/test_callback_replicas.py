@@ -23,7 +23,7 @@ import pytest
 import requests
 
 from emailtoken.callback.state import StateSealer
-from emailtoken.devprovider import DevProviderThread, redirect_params, sign_in
+from emailtoken_dev.devprovider import DevProviderThread, redirect_params, sign_in
 from tests.support.callback_process import AdminSession, CallbackProcess, browser_get
 from tests.support.kube import ApiClient, KmockThread, wait_for
 

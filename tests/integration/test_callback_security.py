@@ -20,8 +20,8 @@ import requests
 
 from emailtoken.callback import pkce
 from emailtoken.callback.state import StateSealer
-from emailtoken.devprovider import DevProviderThread, redirect_params, sign_in
 from emailtoken.model import TokenRef
+from emailtoken_dev.devprovider import DevProviderThread, redirect_params, sign_in
 from tests.support.callback_process import AdminSession, CallbackProcess, browser_get
 from tests.support.kube import ApiClient, KmockThread, wait_for
 from tests.support.operator_process import OperatorProcess

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from emailtoken.devprovider import DevProviderThread
+from emailtoken_dev.devprovider import DevProviderThread
 from tests.support.kube import ApiClient, wait_for
 
 pytestmark = pytest.mark.usefixtures("operator")

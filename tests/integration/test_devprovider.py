@@ -33,7 +33,7 @@ import pytest
 import requests
 from google.auth import exceptions as google_exceptions
 
-from emailtoken.devprovider import (
+from emailtoken_dev.devprovider import (
     DevProvider,
     DevProviderThread,
     RemoteProvider,
@@ -884,7 +884,7 @@ def test_remote_control_client(provider):
 def _start_process(args: list[str]) -> tuple[subprocess.Popen, dict]:
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO / "operator"), os.environ.get("PYTHONPATH", "")]))
     proc = subprocess.Popen(
-        [sys.executable, "-m", "emailtoken.devprovider", *args],
+        [sys.executable, "-m", "emailtoken_dev.devprovider", *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,

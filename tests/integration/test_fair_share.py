@@ -27,8 +27,8 @@ from typing import Any
 import pytest
 import trustme
 
-from emailtoken.devprovider import DevProviderThread
 from emailtoken.timefmt import parse_rfc3339
+from emailtoken_dev.devprovider import DevProviderThread
 from tests.support.kube import ApiClient, KmockThread, wait_for
 from tests.support.operator_process import OperatorProcess
 from tests.support.tokens import client_credentials

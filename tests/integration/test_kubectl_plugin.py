@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from emailtoken.devprovider import DevProviderThread
+from emailtoken_dev.devprovider import DevProviderThread
 from tests.support.kube import ApiClient, KmockThread, free_env, wait_for
 from tests.support.operator_process import OperatorProcess
 from tests.support.system import need_binary

@@ -1,6 +1,6 @@
 """Tokens log in to real mail servers over XOAUTH2, and check-mail says so in plain words.
 
-Tokens come from the local provider ``emailtoken.devprovider`` (Microsoft client-credentials
+Tokens come from the local provider ``emailtoken_dev.devprovider`` (Microsoft client-credentials
 flow over HTTPS). Dovecot (IMAP, POP3, submission) checks each one with ``passdb oauth2``
 against the provider's introspection endpoint; aiosmtpd checks it against the same endpoint. Valid tokens log
 in; wrong, expired and other-user tokens are refused. Every refused login connects from
@@ -365,7 +365,7 @@ def test_check_mail_as_a_process_like_a_job(dovecot: Dovecot, authority: DevProv
 @pytest.mark.dovecot
 def test_dovecot_factory_serves_another_provider(dovecot_factory, tmp_path: Path) -> None:
     """What an operator-driven test does: its own provider, its own Dovecot, a projected Secret."""
-    from emailtoken.devprovider import DevProviderThread
+    from emailtoken_dev.devprovider import DevProviderThread
 
     with DevProviderThread() as provider:
         server = dovecot_factory(provider.introspection_url)

@@ -20,7 +20,7 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from emailtoken.devprovider import DevProviderThread
+from emailtoken_dev.devprovider import DevProviderThread
 from tests.integration.conftest import REDIRECT_BASE
 from tests.support.kube import ApiClient, KmockThread, wait_for
 from tests.support.operator_process import OperatorProcess

@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from emailtoken.devprovider import DevProviderThread
+from emailtoken_dev.devprovider import DevProviderThread
 from tests.support.faultkit import (
     Delegated,
     FaultyKube,

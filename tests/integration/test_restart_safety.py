@@ -21,10 +21,10 @@ from typing import Any
 import pytest
 
 from emailtoken import conditions
-from emailtoken.devprovider import DevProviderThread
 from emailtoken.model import TokenRef, parse_spec
 from emailtoken.secretdata import consumer_secret
 from emailtoken.timefmt import rfc3339, utcnow
+from emailtoken_dev.devprovider import DevProviderThread
 from tests.support.faultkit import (
     Delegated,
     FaultyKube,

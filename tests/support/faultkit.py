@@ -29,9 +29,9 @@ import kmock
 import msal
 
 from emailtoken import scopes as scopes_mod
-from emailtoken.devprovider import DevProviderThread, redirect_params, session, sign_in
-from emailtoken.localapi import _Emulator, register_resources
 from emailtoken.timefmt import rfc3339, utcnow
+from emailtoken_dev.devprovider import DevProviderThread, redirect_params, session, sign_in
+from emailtoken_dev.localapi import _Emulator, register_resources
 from tests.support.kube import ApiClient, KmockThread, wait_for
 
 REDIRECT = "http://localhost/callback"

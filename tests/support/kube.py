@@ -16,13 +16,13 @@ from typing import Any
 
 import requests
 
-from emailtoken.localapi import LocalKubernetesThread
+from emailtoken_dev.localapi import LocalKubernetesThread
 
 CRD_RESOURCE = "emailtoken.io/v1alpha1/emailtokens"
 
 
 class KmockThread(LocalKubernetesThread):
-    """kmock's API served on 127.0.0.1 from a background thread (see :mod:`emailtoken.localapi`)."""
+    """kmock's API served on 127.0.0.1 from a background thread (see :mod:`emailtoken_dev.localapi`)."""
 
 
 _PATHS = {

@@ -8,7 +8,7 @@ The servers check tokens against ``mail_token_authority``: anything with
 ``introspection_url`` (``http(s)://user:pass@host:port/path``, RFC 7662, answering
 ``{"active": true, "email": ...}``) and ``ca_file`` (PEM trusted for an https URL, or
 None). The default is a :class:`DevProviderAuthority` over a fresh
-``emailtoken.devprovider.DevProviderThread``. To share a session-scoped provider with the
+``emailtoken_dev.devprovider.DevProviderThread``. To share a session-scoped provider with the
 operator, override it::
 
     @pytest.fixture(scope="session")
@@ -81,7 +81,7 @@ class TokenAuthority(Protocol):
 
 
 class DevProviderAuthority:
-    """Real access tokens from ``emailtoken.devprovider`` for any mailbox, checked by its introspection.
+    """Real access tokens from ``emailtoken_dev.devprovider`` for any mailbox, checked by its introspection.
 
     Tokens come from the Microsoft client-credentials flow over HTTPS (an app registered per
     mailbox with ``mailboxes=[email]``), so introspection reports that mailbox as ``email``,
@@ -140,7 +140,7 @@ class DevProviderAuthority:
 @pytest.fixture(scope="session")
 def mail_token_authority() -> Iterator[DevProviderAuthority]:
     """Tokens from a local devprovider (override to share the operator's provider)."""
-    from emailtoken.devprovider import DevProviderThread
+    from emailtoken_dev.devprovider import DevProviderThread
 
     with DevProviderThread() as provider:
         yield DevProviderAuthority(provider)

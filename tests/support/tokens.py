@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from emailtoken.devprovider import DevProviderThread
+from emailtoken_dev.devprovider import DevProviderThread
 
 API_VERSION = "emailtoken.io/v1alpha1"
 

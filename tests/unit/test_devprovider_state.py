@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from emailtoken.devprovider.errors import error_from_code, microsoft_error, render
-from emailtoken.devprovider.faults import FaultQueue
-from emailtoken.devprovider.state import GrantError, LoginRequest, Settings, State, pkce_s256
+from emailtoken_dev.devprovider.errors import error_from_code, microsoft_error, render
+from emailtoken_dev.devprovider.faults import FaultQueue
+from emailtoken_dev.devprovider.state import GrantError, LoginRequest, Settings, State, pkce_s256
 
 
 class Clock:

@@ -24,7 +24,7 @@ from .errors import OAuthError, error_from_code, status_error
 from .faults import Fault
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-log = logging.getLogger("emailtoken.devprovider")
+log = logging.getLogger("emailtoken_dev.devprovider")
 
 
 class SafeAccessLogger(AbstractAccessLogger):

@@ -1,4 +1,4 @@
-"""``python -m emailtoken.devprovider``: run the provider until SIGTERM/SIGINT.
+"""``python -m emailtoken_dev.devprovider``: run the provider until SIGTERM/SIGINT.
 
 Prints one JSON line on stdout when ready, e.g.
 ``{"url": "https://127.0.0.1:8443", "ca": "/tmp/.../ca.pem", "control_token": "...",
@@ -21,7 +21,7 @@ from .server import DevProvider
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line options."""
-    p = argparse.ArgumentParser(prog="python -m emailtoken.devprovider", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m emailtoken_dev.devprovider", description=__doc__.splitlines()[0])
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=0, help="HTTPS port (default: any free port)")
     p.add_argument("--lifetime", type=int, default=3600, help="access-token lifetime in seconds")

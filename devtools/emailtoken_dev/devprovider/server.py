@@ -33,7 +33,7 @@ from .jws import SigningKey
 from .state import DEFAULT_PASSWORD, Client, Settings, State, User
 from .tls import Authority, is_ip
 
-log = logging.getLogger("emailtoken.devprovider")
+log = logging.getLogger("emailtoken_dev.devprovider")
 
 
 class ProviderControls:
@@ -313,7 +313,7 @@ class DevProvider(ProviderControls):
 
     @property
     def ready_info(self) -> dict[str, Any]:
-        """What ``python -m emailtoken.devprovider`` prints when ready."""
+        """What ``python -m emailtoken_dev.devprovider`` prints when ready."""
         return {
             "url": self.url,
             "ca": self.ca_pem_path,

@@ -8,7 +8,7 @@ import requests
 
 
 class RemoteProvider:
-    """Drive a provider started with ``python -m emailtoken.devprovider`` (pass its ready line)."""
+    """Drive a provider started with ``python -m emailtoken_dev.devprovider`` (pass its ready line)."""
 
     def __init__(self, url: str, control_token: str, ca: str | bool = True, *, timeout: float = 30) -> None:
         self.url = url.rstrip("/")

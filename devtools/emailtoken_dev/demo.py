@@ -56,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         import kmock  # noqa: F401
     except ImportError:
-        print("the demo needs the demo extra: pip install 'emailtoken-operator[demo]'", file=sys.stderr)
+        print("the demo needs kmock and trustme: pip install -e ./devtools", file=sys.stderr)
         return 2
     try:
         return asyncio.run(_demo(args))
@@ -82,8 +82,8 @@ HEADER = (
 
 
 async def _demo(args: argparse.Namespace) -> int:
-    from emailtoken.devprovider import DevProvider
-    from emailtoken.localapi import LocalKubernetes
+    from emailtoken_dev.devprovider import DevProvider
+    from emailtoken_dev.localapi import LocalKubernetes
 
     workdir = Path(tempfile.mkdtemp(prefix="emailtoken-demo-"))
     kubeconfig = workdir / "kubeconfig"

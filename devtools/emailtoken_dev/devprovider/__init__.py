@@ -37,7 +37,7 @@ Google issues a refresh token only with ``access_type=offline`` on first consent
 Faults (``p.faults.add(...)``) script 5xx/429/Retry-After/delays/dropped connections.
 Codes and tokens are stored only as SHA-256 digests and never logged.
 
-Run standalone: ``python -m emailtoken.devprovider --port 8443 --config clients.json``.
+Run standalone: ``python -m emailtoken_dev.devprovider --port 8443 --config clients.json``.
 """
 
 from .calls import Call
