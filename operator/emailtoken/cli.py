@@ -11,7 +11,7 @@ import sys
 from collections.abc import Sequence
 from datetime import timedelta
 
-from emailtoken import __version__, endpoints
+from emailtoken import __version__, clientauth, endpoints
 from emailtoken.settings import OperatorConfig
 from emailtoken.timefmt import parse_duration
 
@@ -85,6 +85,7 @@ def _add_run(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "status.authorizeUrl links there",
     )
     p.add_argument("--concurrency", type=int, default=16, help="token refreshes in flight at once")
+    clientauth.add_argument(p)
     p.add_argument(
         "--provider-timeout",
         type=float,
@@ -118,6 +119,7 @@ def config_from_args(args: argparse.Namespace) -> OperatorConfig:
         ca_bundle=args.ca_bundle,
         allowed_provider_hosts=endpoints.from_args(args.allow_provider_hosts),
         provider_timeout=args.provider_timeout,
+        federated_token_files=tuple(args.federated_token_files),
         concurrency=args.concurrency,
         keepalive=keepalive,
         min_refresh_interval=parse_duration(args.min_refresh_interval),

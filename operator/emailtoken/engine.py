@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol, runtime_checkable
 
-from emailtoken import conditions, grants
+from emailtoken import clientauth, conditions, grants
 from emailtoken.api import ANNOTATION_REAUTHORIZE, ANNOTATION_REFRESH_NOW, Key
 from emailtoken.credcache import CredentialSecrets
 from emailtoken.kube import KubeApi, KubeError
@@ -582,6 +582,9 @@ class Engine:
         return st.published is not None and st.published.has_token and st.published.expires_at > now
 
     async def _credentials(self, token: TokenRef, spec: EmailTokenSpec) -> ClientCredentials:
+        if spec.federated_credential is not None:  # no secret at all: the pod's projected token
+            files, audience = self.config.federated_token_files, spec.federated_credential.audience
+            return ClientCredentials(client_assertion=clientauth.assertion_source(files, audience))
         secret = None
         if spec.client_secret_ref is not None:
             secret = await read_secret_key(self.api, token.namespace, spec.client_secret_ref, self.credential_secrets)

@@ -29,6 +29,8 @@ GOOGLE_AUTHORIZATION_URL = "https://accounts.google.com/o/oauth2/v2/auth"
 GOOGLE_TOKEN_URL = "https://oauth2.googleapis.com/token"
 DEFAULT_CLIENT_SECRET_KEY = "client_secret"
 DEFAULT_SA_KEY = "key.json"
+#: Entra's recommended audience for federated identity credentials (emailtoken.clientauth uses it too).
+MICROSOFT_FEDERATED_AUDIENCE = "api://AzureADTokenExchange"
 _DNS1123 = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 
 
@@ -50,6 +52,13 @@ class SecretKeyRef:
 
     name: str
     key: str
+
+
+@dataclass(frozen=True)
+class FederatedCredential:
+    """The client authenticates with the pod's projected ServiceAccount token for ``audience``."""
+
+    audience: str
 
 
 @dataclass(frozen=True)
@@ -85,6 +94,7 @@ class EmailTokenSpec:
     token_url: str
     secret_name: str
     refresh_before: timedelta | None
+    federated_credential: FederatedCredential | None = None
     raw: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property
@@ -125,6 +135,15 @@ def _ref(value: Any, what: str, default_key: str) -> SecretKeyRef | None:
     if not isinstance(value, Mapping) or not value.get("name"):
         raise SpecError(f"{what}.name is required")
     return SecretKeyRef(name=str(value["name"]), key=str(value.get("key") or default_key))
+
+
+def _federated(value: Any) -> FederatedCredential | None:
+    """``spec.federatedCredential`` with its default audience (``{}`` means all defaults)."""
+    if value is None:
+        return None
+    if not isinstance(value, Mapping):
+        raise SpecError("federatedCredential must be an object, such as {} or {audience: api://AzureADTokenExchange}")
+    return FederatedCredential(audience=str(value.get("audience") or MICROSOFT_FEDERATED_AUDIENCE))
 
 
 def _https(url: str, what: str) -> str:
@@ -191,5 +210,6 @@ def parse_spec(spec: Mapping[str, Any], name: str) -> EmailTokenSpec:
         token_url=token_url,
         secret_name=secret_name,
         refresh_before=refresh_before,
+        federated_credential=_federated(spec.get("federatedCredential")),
         raw=dict(spec),
     )

@@ -25,6 +25,8 @@ class OperatorConfig:
     #: provider hosts tokens may name (emailtoken.endpoints); the installer adds to the defaults
     allowed_provider_hosts: tuple[str, ...] = DEFAULT_ALLOWED_HOSTS
     provider_timeout: float = 20.0
+    #: projected ServiceAccount token files (emailtoken.clientauth), for spec.federatedCredential
+    federated_token_files: tuple[str, ...] = ()
     concurrency: int = 16
     keepalive: timedelta = DEFAULT_KEEPALIVE
     min_refresh_interval: timedelta = MIN_REFRESH_INTERVAL

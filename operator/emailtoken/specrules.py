@@ -43,6 +43,11 @@ def _mixes_graph_and_exchange(services: Any) -> bool:
     return any(x in GRAPH_SERVICES for x in services) and any(x in EXCHANGE_SERVICES for x in services)
 
 
+def _present(spec: Spec, key: str) -> bool:
+    """CEL's ``has()`` for an object whose fields are all optional: ``{}`` is present (all defaults)."""
+    return spec.get(key) is not None
+
+
 def _flow(spec: Spec) -> str | None:
     """The flow as CEL sees it: ``has(self.flow)`` is false when absent (rules never rely on the default)."""
     return spec.get("flow")
@@ -77,8 +82,23 @@ RULES: tuple[Rule, ...] = (
     ),
     Rule(
         "clientSecretRef",
-        "clientSecretRef is required for flows AuthorizationCode and ClientCredentials",
-        lambda s: _has(s, "clientSecretRef") or _flow(s) in ("DeviceCode", "ServiceAccount"),
+        "clientSecretRef or federatedCredential is required for flows AuthorizationCode and ClientCredentials",
+        lambda s: (
+            _has(s, "clientSecretRef")
+            or _present(s, "federatedCredential")
+            or _flow(s) in ("DeviceCode", "ServiceAccount")
+        ),
+    ),
+    Rule(
+        "federatedCredential",
+        "set clientSecretRef or federatedCredential, not both (the client authenticates one way)",
+        lambda s: not _has(s, "clientSecretRef") or not _present(s, "federatedCredential"),
+    ),
+    Rule(
+        "federatedCredential",
+        "federatedCredential is only available with provider Microsoft (for Google's keyless domain-wide "
+        "delegation see docs/federated-credentials.md)",
+        lambda s: s.get("provider") == "Microsoft" or not _present(s, "federatedCredential"),
     ),
     Rule(
         "clientSecretRef",

@@ -23,7 +23,16 @@ MESSAGES = {
         "ClientCredentials)"
     ),
     "client-id-required": "clientId is required unless flow is ServiceAccount",
-    "client-secret-required": "clientSecretRef is required for flows AuthorizationCode and ClientCredentials",
+    "client-secret-required": (
+        "clientSecretRef or federatedCredential is required for flows AuthorizationCode and ClientCredentials"
+    ),
+    "one-client-authentication": (
+        "set clientSecretRef or federatedCredential, not both (the client authenticates one way)"
+    ),
+    "federated-microsoft-only": (
+        "federatedCredential is only available with provider Microsoft (for Google's keyless domain-wide "
+        "delegation see docs/federated-credentials.md)"
+    ),
     "client-secret-not-for-sa": (
         "clientSecretRef is not used with flow ServiceAccount; the service account key authenticates"
     ),
@@ -138,6 +147,31 @@ CASES = [
     Case("microsoft-device-code-public", MS_DEVICE_CODE),
     Case("microsoft-device-code-confidential", change(MS_DEVICE_CODE, clientSecretRef={"name": "ms-client"})),
     Case("microsoft-client-credentials", MS_CLIENT_CREDENTIALS),
+    # Workload identity federation: the pod's projected ServiceAccount token instead of a client secret.
+    Case(
+        "microsoft-client-credentials-federated",
+        change(MS_CLIENT_CREDENTIALS, drop=("clientSecretRef",), federatedCredential={}),
+    ),
+    Case(
+        "microsoft-authorization-code-federated-audience",
+        change(MS_AUTH_CODE, drop=("clientSecretRef",), federatedCredential={"audience": "api://contoso-mail"}),
+    ),
+    Case("microsoft-device-code-federated", change(MS_DEVICE_CODE, federatedCredential={})),
+    Case(
+        "federated-and-client-secret",
+        change(MS_CLIENT_CREDENTIALS, federatedCredential={}),
+        ("one-client-authentication",),
+    ),
+    Case(
+        "google-authorization-code-federated",
+        change(GOOGLE_AUTH_CODE, drop=("clientSecretRef",), federatedCredential={}),
+        ("federated-microsoft-only",),
+    ),
+    Case(
+        "google-service-account-federated",
+        change(GOOGLE_SERVICE_ACCOUNT, federatedCredential={"audience": "//iam.googleapis.com/projects/1/x"}),
+        ("federated-microsoft-only",),
+    ),
     Case(
         "microsoft-client-credentials-default-scope",
         change(MS_CLIENT_CREDENTIALS, drop=("services",), scopes=["https://outlook.office365.com/.default"]),

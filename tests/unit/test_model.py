@@ -147,7 +147,10 @@ def test_token_ref_names() -> None:
 TENANT_REQUIRED = (
     "spec.tenantId: tenantId is required when provider is Microsoft (the directory ID or a verified domain)"
 )
-SECRET_REQUIRED = "spec.clientSecretRef: clientSecretRef is required for flows AuthorizationCode and ClientCredentials"
+SECRET_REQUIRED = (
+    "spec.clientSecretRef: clientSecretRef or federatedCredential is required for flows AuthorizationCode and "
+    "ClientCredentials"
+)
 FLOW_SA_GOOGLE_ONLY = (
     "spec.flow: flow ServiceAccount is only available with provider Google (for Microsoft app-only access use "
     "ClientCredentials)"

@@ -8,7 +8,7 @@ import logging
 import sys
 from urllib.parse import urlsplit
 
-from emailtoken import endpoints
+from emailtoken import clientauth, endpoints
 from emailtoken.callback.app import hostname, quiet_libraries, serve_forever
 from emailtoken.callback.context import LOOPBACK_HOSTS, CallbackConfig, Services
 
@@ -41,6 +41,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     )
     p.add_argument("--ca-bundle", metavar="PATH", help="CA bundle for the identity providers (private CAs)")
     endpoints.add_argument(p)
+    clientauth.add_argument(p)
     p.add_argument(
         "--state-key-file",
         metavar="PATH",
@@ -92,6 +93,7 @@ def config_from_args(args: argparse.Namespace) -> CallbackConfig:
         admin_url=args.admin_url,
         allowed_hosts=tuple(args.allowed_host),
         provider_timeout=args.provider_timeout,
+        federated_token_files=tuple(args.federated_token_files),
     )
 
 

@@ -35,6 +35,8 @@ class CallbackConfig:
     admin_url: str | None = None
     allowed_hosts: tuple[str, ...] = ()
     provider_timeout: float = 20.0
+    #: this pod's projected ServiceAccount tokens (emailtoken.clientauth), for spec.federatedCredential
+    federated_token_files: tuple[str, ...] = ()
 
     @property
     def redirect_uri(self) -> str:

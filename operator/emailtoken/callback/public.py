@@ -68,6 +68,7 @@ async def _finish(request: web.Request) -> web.Response:
         redirect_uri=svc.config.redirect_uri,
         verifier=sign_in.verifier,
         sign_in=sign_in,
+        federated_token_files=svc.config.federated_token_files,
     )
     log.info("%s completed: grant stored for account %s", what, result.account or "(unnamed)")
     page = pages.success(

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from emailtoken import grants
+from emailtoken import clientauth, grants
 from emailtoken.api import ANNOTATION_SIGN_INS
 from emailtoken.callback import pkce
 from emailtoken.callback.state import SignInState
@@ -105,8 +105,18 @@ def check_account(spec: EmailTokenSpec, account: str | None) -> str:
     return account
 
 
-async def credentials(api: KubeApi, token: TokenRef, spec: EmailTokenSpec) -> ClientCredentials:
-    """The client secret the code exchange needs (none for public clients)."""
+async def credentials(
+    api: KubeApi, token: TokenRef, spec: EmailTokenSpec, federated_token_files: Sequence[str] = ()
+) -> ClientCredentials:
+    """How the code exchange authenticates the client: a client secret, this pod's projected
+    ServiceAccount token (``spec.federatedCredential``), or nothing (public clients)."""
+    if spec.federated_credential is not None:
+        try:
+            audience = spec.federated_credential.audience
+            return ClientCredentials(client_assertion=clientauth.assertion_source(federated_token_files, audience))
+        except ProviderError as exc:
+            message = f"this service cannot authenticate the client: {exc.message}"
+            raise SignInRefused(exc.reason, message, status=500) from None
     if spec.client_secret_ref is None:
         return ClientCredentials()
     try:
@@ -285,6 +295,7 @@ async def complete(
     redirect_uri: str,
     verifier: str,
     sign_in: SignInState | None = None,
+    federated_token_files: Sequence[str] = (),
 ) -> SignInResult:
     """Exchange, check the account, store the grant; the operator takes it from there.
 
@@ -292,7 +303,7 @@ async def complete(
     before the code is spent and enforced by the grant write. Nothing is consumed by a
     refusal, so a stranger's bad code or ``?error=`` cannot cancel a sign-in in flight.
     """
-    creds = await credentials(api, token, spec)
+    creds = await credentials(api, token, spec, federated_token_files)
     if sign_in is not None:
         await ensure_unused(api, token, sign_in)
     tokens = await exchange(provider, spec, creds, code=code, redirect_uri=redirect_uri, verifier=verifier)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
@@ -45,6 +46,8 @@ class ClientCredentials:
 
     client_secret: str | None = field(default=None, repr=False)
     service_account_info: dict[str, Any] | None = field(default=None, repr=False)
+    #: reads the pod's projected ServiceAccount token (emailtoken.clientauth); instead of a client secret
+    client_assertion: Callable[[], str] | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)

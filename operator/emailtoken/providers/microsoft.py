@@ -51,6 +51,16 @@ INVALID_CLIENT_CODES: dict[int, str] = {
     7000222: "the client secret has expired",
     700016: "the application (client id) was not found in the tenant",
     7000218: "a client secret is required for this application",
+    # Workload identity federation (spec.federatedCredential): the projected ServiceAccount token was refused.
+    700211: "no federated credential of the app registration trusts the ServiceAccount token's issuer",
+    700212: "no federated credential of the app registration has the ServiceAccount token's audience",
+    700213: "no federated credential of the app registration has the ServiceAccount token's subject",
+    70021: "no federated credential of the app registration matches the ServiceAccount token "
+    "(issuer, subject system:serviceaccount:<namespace>:<name>, audience)",
+    700024: "the ServiceAccount token sent as client assertion is expired or not yet valid",
+    50013: "the ServiceAccount token's signature did not verify with the issuer's published keys",
+    90061: "Entra could not read the cluster issuer's OpenID configuration or keys (they must be public)",
+    50027: "the client assertion is not a valid JWT",
 }
 
 
@@ -112,6 +122,10 @@ class MicrosoftProvider:
             "http_cache": cache,
         }
         try:
+            if creds.client_assertion is not None:
+                return msal.ConfidentialClientApplication(
+                    spec.client_id, client_credential={"client_assertion": creds.client_assertion}, **common
+                )
             if creds.client_secret:
                 return msal.ConfidentialClientApplication(
                     spec.client_id, client_credential=creds.client_secret, **common
@@ -133,7 +147,9 @@ class MicrosoftProvider:
         """Client-credentials token for IMAP.AccessAsApp / POP.AccessAsApp / SMTP.SendAsApp."""
         app = self._app(spec, creds)
         if not isinstance(app, msal.ConfidentialClientApplication):
-            raise ProviderError(ErrorKind.BAD_CONFIG, "flow ClientCredentials needs a client secret")
+            raise ProviderError(
+                ErrorKind.BAD_CONFIG, "flow ClientCredentials needs a client secret or a federated credential"
+            )
         result = self._call(spec, lambda: app.acquire_token_for_client(scopes=list(spec.scopes)), creds)
         return self._token_set(result, account=spec.email_address or "")
 

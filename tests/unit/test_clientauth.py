@@ -1,0 +1,84 @@
+"""The projected ServiceAccount token as a client assertion: which file, when it is refused, rotation."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from emailtoken import clientauth
+from emailtoken.model import parse_spec
+from emailtoken.outcomes import ErrorKind, ProviderError
+from tests.support.spec_cases import MS_CLIENT_CREDENTIALS, change
+
+ENTRA = "api://AzureADTokenExchange"
+
+
+def jwt(aud: str | list[str], exp: float, sub: str = "system:serviceaccount:mail:emailtoken-operator") -> str:
+    """An unsigned-looking compact JWT (the module never verifies; the provider does)."""
+
+    def part(obj: dict) -> str:
+        return base64.urlsafe_b64encode(json.dumps(obj).encode()).rstrip(b"=").decode()
+
+    return f"{part({'alg': 'RS256'})}.{part({'aud': aud, 'exp': exp, 'sub': sub})}.c2ln"
+
+
+def write(path: Path, token: str) -> str:
+    path.write_text(token + "\n")
+    return str(path)
+
+
+def test_the_file_whose_audience_matches_is_presented(tmp_path: Path) -> None:
+    later = time.time() + 3600
+    other = write(tmp_path / "token-0", jwt("sts.amazonaws.com", later))
+    entra = write(tmp_path / "token-1", jwt([ENTRA, "x"], later))
+    assert clientauth.read_assertion([other, entra], ENTRA) == jwt([ENTRA, "x"], later)
+
+
+def test_every_request_reads_the_file_again(tmp_path: Path) -> None:
+    """The kubelet rotates the file: the callable given to msal must never cache."""
+    path = write(tmp_path / "token", jwt(ENTRA, time.time() + 600))
+    assertion = clientauth.assertion_source([path], ENTRA)
+    first = assertion()
+    rotated = jwt(ENTRA, time.time() + 3600)
+    write(tmp_path / "token", rotated)
+    assert assertion() == rotated != first
+
+
+@pytest.mark.parametrize(
+    ("content", "why"),
+    [
+        (None, "cannot be read"),
+        ("not a token", "does not hold a JWT"),
+        (jwt("https://kubernetes.default.svc", 2e9), "is for audience https://kubernetes.default.svc"),
+        (jwt(ENTRA, 1000), "expired"),
+    ],
+)
+def test_an_unusable_file_is_a_configuration_problem_that_names_it(
+    tmp_path: Path, content: str | None, why: str
+) -> None:
+    path = tmp_path / "token"
+    if content is not None:
+        path.write_text(content)
+    with pytest.raises(ProviderError) as caught:
+        clientauth.assertion_source([str(path)], ENTRA)
+    err = caught.value
+    assert (err.kind, err.reason) == (ErrorKind.BAD_CONFIG, "FederatedTokenUnavailable")
+    assert f"audience {ENTRA}" in err.message and str(path) in err.message and why in err.message
+    assert content is None or content not in err.message  # the token itself is never quoted
+
+
+def test_no_file_configured_says_which_flag() -> None:
+    with pytest.raises(ProviderError, match="--federated-token-file"):
+        clientauth.read_assertion([], ENTRA)
+
+
+def test_spec_audience_defaults_to_entras() -> None:
+    spec = change(MS_CLIENT_CREDENTIALS, drop=("clientSecretRef",), federatedCredential={})
+    assert parse_spec(spec, "t").federated_credential.audience == ENTRA
+    custom = change(spec, federatedCredential={"audience": "api://contoso"})
+    assert parse_spec(custom, "t").federated_credential.audience == "api://contoso"
+    assert parse_spec(MS_CLIENT_CREDENTIALS, "t").federated_credential is None
