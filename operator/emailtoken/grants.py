@@ -72,6 +72,7 @@ def from_sign_in(spec: EmailTokenSpec, tokens: TokenSet, account: str, now: date
         obtained_at=stamp,
         updated_at=stamp,
         token_url=spec.token_url,
+        refresh_expires_at=rfc3339(tokens.refresh_expires_at) if tokens.refresh_expires_at else "",
     )
 
 
@@ -86,6 +87,7 @@ def successor(grant: Grant, spec: EmailTokenSpec, tokens: TokenSet, now: datetim
         obtained_at=grant.obtained_at,
         updated_at=rfc3339(now),
         token_url=grant.token_url or spec.token_url,
+        refresh_expires_at=rfc3339(tokens.refresh_expires_at) if tokens.refresh_expires_at else "",
     )
 
 

@@ -24,6 +24,10 @@ and bounded reason words; anything else is replaced by ``unknown``/``Other``):
   none was published
 - ``emailtoken_token_next_refresh_timestamp_seconds{namespace,name,provider}``: next
   planned attempt; absent while the token waits for a person (sign-in, fixed spec)
+- ``emailtoken_token_reauthorization_required_timestamp_seconds{namespace,name,provider}``:
+  when a person must sign in again at the latest (``status.reauthorizationRequiredBy``: a
+  refresh token's stated end, such as a Google app in Testing, or its unused limit); absent for
+  app-only flows and tokens without a grant. Alert on ``... - time() < 3 * 86400``
 - ``emailtoken_token_ready`` / ``emailtoken_token_authorized``: the conditions as 0/1
 - ``emailtoken_tokens``: EmailTokens the operator currently tracks
 - ``emailtoken_refresh_attempts_total{provider,outcome}``: outcome ``ok`` or ``error``
@@ -103,6 +107,7 @@ class _TokenSample:
     authorized: bool
     expires_at: float | None
     next_refresh: float | None
+    reauthorize_by: float | None = None
 
 
 def _seconds(moment: datetime | None) -> float | None:
@@ -198,9 +203,17 @@ class MetricsObserver:
         authorized: bool,
         expires_at: datetime | None,
         next_refresh: datetime | None,
+        reauthorize_by: datetime | None = None,
     ) -> None:
         """Remember the token's latest state; exported at scrape time."""
-        sample = _TokenSample(provider_label(provider), ready, authorized, _seconds(expires_at), _seconds(next_refresh))
+        sample = _TokenSample(
+            provider_label(provider),
+            ready,
+            authorized,
+            _seconds(expires_at),
+            _seconds(next_refresh),
+            _seconds(reauthorize_by),
+        )
         with self._lock:
             self._tokens[key] = sample
 
@@ -241,6 +254,11 @@ class _TokenCollector(Collector):
             "When the operator next tries to refresh the token (Unix time).",
             labels=self.LABELS,
         )
+        reauthorize = GaugeMetricFamily(
+            "emailtoken_token_reauthorization_required_timestamp_seconds",
+            "When a person must sign in again at the latest: the grant's known end (Unix time).",
+            labels=self.LABELS,
+        )
         ready = GaugeMetricFamily(
             "emailtoken_token_ready", "1 when the consumer Secret holds an unexpired token.", labels=self.LABELS
         )
@@ -253,6 +271,8 @@ class _TokenCollector(Collector):
                 expiry.add_metric(labels, sample.expires_at)
             if sample.next_refresh is not None:
                 next_refresh.add_metric(labels, sample.next_refresh)
+            if sample.reauthorize_by is not None:
+                reauthorize.add_metric(labels, sample.reauthorize_by)
             ready.add_metric(labels, 1.0 if sample.ready else 0.0)
             authorized.add_metric(labels, 1.0 if sample.authorized else 0.0)
         count = GaugeMetricFamily("emailtoken_tokens", "EmailTokens the operator tracks.", value=len(tokens))
@@ -261,7 +281,7 @@ class _TokenCollector(Collector):
             "1 while this process is the single writer (holds the Lease), else 0.",
             value=1.0 if self.observer.health.phase == RUNNING else 0.0,
         )
-        yield from (expiry, next_refresh, ready, authorized, count, leader)
+        yield from (expiry, next_refresh, reauthorize, ready, authorized, count, leader)
 
     def describe(self) -> Iterable[Metric]:
         return []  # dynamic families: no duplicate-name check needed at registration

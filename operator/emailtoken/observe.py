@@ -30,8 +30,9 @@ class Observer(Protocol):
         authorized: bool,
         expires_at: datetime | None,
         next_refresh: datetime | None,
+        reauthorize_by: datetime | None = None,
     ) -> None:
-        """The token's state after a step."""
+        """The token's state after a step (``reauthorize_by``: status.reauthorizationRequiredBy)."""
 
     def forget(self, key: Key) -> None:
         """The token is gone."""
@@ -55,6 +56,7 @@ class NullObserver:
         authorized: bool,
         expires_at: datetime | None,
         next_refresh: datetime | None,
+        reauthorize_by: datetime | None = None,
     ) -> None:
         return None
 

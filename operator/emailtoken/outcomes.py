@@ -43,6 +43,8 @@ class TokenSet:
     token_type: str = "Bearer"
     refresh_token: str | None = field(default=None, repr=False)
     account: str | None = None
+    #: when the refresh token expires, if the provider said so (Google: ``refresh_token_expires_in``)
+    refresh_expires_at: datetime | None = None
 
 
 class ProviderError(Exception):

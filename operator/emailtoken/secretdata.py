@@ -145,6 +145,8 @@ class Grant:
     #: the token endpoint that issued it: its refresh token is presented nowhere else
     token_url: str = ""
     resource_version: str | None = field(default=None, compare=False)
+    #: RFC 3339 end of the refresh token when the provider stated one (a Google app in Testing); "" unknown
+    refresh_expires_at: str = ""
 
 
 def grant_secret(token: TokenRef, grant: Grant) -> dict[str, Any]:
@@ -167,6 +169,7 @@ def grant_secret(token: TokenRef, grant: Grant) -> dict[str, Any]:
                 "obtained_at": grant.obtained_at,
                 "updated_at": grant.updated_at,
                 "token_url": grant.token_url,
+                "refresh_token_expires_at": grant.refresh_expires_at,
             }
         ),
     }
@@ -187,4 +190,5 @@ def read_grant(secret: Mapping[str, Any] | None) -> Grant | None:
         updated_at=data.get("updated_at", ""),
         token_url=data.get("token_url", ""),
         resource_version=(secret.get("metadata") or {}).get("resourceVersion"),
+        refresh_expires_at=data.get("refresh_token_expires_at", ""),
     )

@@ -197,8 +197,18 @@ def test_grant_secret_body() -> None:
         "obtained_at": b64("2026-01-01T00:00:00Z"),
         "updated_at": b64("2026-01-02T00:00:00Z"),
         "token_url": b64("https://idp/token"),
+        "refresh_token_expires_at": "",
     }
     assert read_grant(body) == grant, "the issuing endpoint round-trips"
+
+
+def test_grant_secret_keeps_a_stated_refresh_token_end() -> None:
+    """A time-limited grant (Google app in Testing) keeps its end; a merge patch with "" clears an old one."""
+    grant = Grant("rt-1", "box@contoso.example", refresh_expires_at="2026-01-08T00:00:00Z")
+    body = grant_secret(TOKEN, grant)
+    assert body["data"]["refresh_token_expires_at"] == b64("2026-01-08T00:00:00Z")
+    read = read_grant(body)
+    assert read is not None and read.refresh_expires_at == "2026-01-08T00:00:00Z"
 
 
 def test_grant_round_trip_with_resource_version() -> None:

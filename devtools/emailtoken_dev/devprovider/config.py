@@ -5,7 +5,8 @@ Schema (every section optional)::
     {
       "settings": {"token_lifetime": 3600, "device_interval": 5, "rotation": {"google": false}, ...},
       "clients": [{"client_id": "app", "client_secret": "s", "provider": "microsoft",
-                   "redirect_uris": ["http://localhost/cb"], "public": false, "mailboxes": []}],
+                   "redirect_uris": ["http://localhost/cb"], "public": false, "mailboxes": [],
+                   "testing": false}],
       "users": [{"email": "a@contoso.com", "password": "password", "provider": "microsoft"}],
       "service_accounts": [{"email": "sa@proj.iam.gserviceaccount.com", "client_id": "1234",
                             "subjects": ["a@example.com"], "scopes": null, "key_file": "sa.json"}]
@@ -35,6 +36,7 @@ _SETTING_FIELDS = {
     "device_expires_in": int,
     "device_interval": int,
     "device_slow_down_factor": float,
+    "testing_refresh_lifetime": float,
 }
 
 

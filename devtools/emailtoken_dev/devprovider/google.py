@@ -328,6 +328,9 @@ def _user_tokens(
     }
     if refresh:
         body["refresh_token"] = refresh
+    ends = c.state.refresh_deadline(grant) if grant else None
+    if ends is not None:  # Google states a time-limited grant's end (an app in Testing: 7 days)
+        body["refresh_token_expires_in"] = max(0, int(ends - c.state.now()))
     body.update({"scope": " ".join(scopes), "token_type": "Bearer"})
     if "openid" in scopes:
         body["id_token"] = _id_token(request, client, user, scopes, raw, nonce)

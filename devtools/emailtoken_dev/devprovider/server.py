@@ -29,6 +29,7 @@ from .calls import Call, CallLog
 from .common import Context
 from .config import apply_config, load_config_file, write_private
 from .faults import FaultQueue
+from .federation import FederatedCredential, federation_of
 from .jws import SigningKey
 from .state import DEFAULT_PASSWORD, Client, Settings, State, User
 from .tls import Authority, is_ip
@@ -120,10 +121,13 @@ class ProviderControls:
         require_pkce: bool = False,
         name: str | None = None,
         mailboxes: Sequence[str] = (),
+        testing: bool = False,
     ) -> Client:
         """Register a client. ``redirect_uris=None`` accepts any http(s) redirect URI; a list
         is matched exactly, loopback entries on any port. ``mailboxes``: what app-only tokens
-        of this client may open (introspection reports the address when there is one)."""
+        of this client may open (introspection reports the address when there is one).
+        ``testing``: a Google app in Testing (refresh tokens end after
+        ``settings.testing_refresh_lifetime``, stated in ``refresh_token_expires_in``)."""
         return self.ctx.state.add_client(
             client_id,
             client_secret,
@@ -133,7 +137,21 @@ class ProviderControls:
             require_pkce=require_pkce,
             name=name,
             mailboxes=mailboxes,
+            testing=testing,
         )
+
+    def add_federated_client(
+        self, client_id: str, credential: FederatedCredential, *, mailboxes: Sequence[str] = ()
+    ) -> Client:
+        """A Microsoft app registration with no client secret at all, only federated credentials: it
+        authenticates with client assertions that ``credential`` (issuer, subject, audiences) trusts.
+        Called again for the same client, it adds one more credential."""
+        client = self.ctx.state.client(client_id, "microsoft")
+        if client is None:
+            client = self.ctx.state.add_client(client_id, secrets.token_urlsafe(), mailboxes=mailboxes)
+            client.secrets.clear()  # State insists on a secret for confidential clients; this app has none
+        federation_of(self.ctx.extra).add(client_id, credential)
+        return client
 
     def set_client_secret(self, client_id: str, new: str, *, keep_old: bool = False) -> None:
         """Rotate a client secret (``keep_old`` leaves the previous one valid too)."""

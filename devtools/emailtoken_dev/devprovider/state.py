@@ -74,6 +74,9 @@ class Settings:
     refresh_idle_lifetime: dict[str, float | None] = field(
         default_factory=lambda: {"microsoft": 90 * DAY, "google": None}
     )
+    #: a Google client in Testing (``Client.testing``): its refresh tokens die this long after the
+    #: sign-in, and token answers say so in ``refresh_token_expires_in``
+    testing_refresh_lifetime: float = 7 * DAY
 
 
 @dataclass
@@ -90,6 +93,8 @@ class Client:
     #: mailboxes an app-only (client credentials) token may open; introspection reports the
     #: address when there is exactly one, so Dovecot can match it to the SASL user
     mailboxes: list[str] = field(default_factory=list)
+    #: Google: the OAuth consent screen's publishing status is Testing (7-day refresh tokens)
+    testing: bool = False
 
     def secret_ok(self, secret: str) -> bool:
         """Constant-time comparison against every current secret."""
@@ -273,6 +278,7 @@ class State:
         require_pkce: bool = False,
         name: str | None = None,
         mailboxes: Sequence[str] = (),
+        testing: bool = False,
     ) -> Client:
         """Register (or replace) a client; confidential clients need a secret."""
         _check_provider(provider)
@@ -287,6 +293,7 @@ class State:
             require_pkce=require_pkce,
             name=name or client_id,
             mailboxes=[m.lower() for m in mailboxes],
+            testing=testing,
         )
         with self.lock:
             self._clients[client_id] = client
@@ -516,6 +523,13 @@ class State:
             self._changed()
         return grant
 
+    def refresh_deadline(self, grant: Grant) -> float | None:
+        """When a grant's refresh tokens die whatever their use (a Google client in Testing), else None."""
+        client = self._clients.get(grant.client_id)
+        if client is None or not client.testing:
+            return None
+        return grant.created_at + self.settings.testing_refresh_lifetime
+
     def issue_refresh_token(self, grant: Grant) -> str:
         """Add a refresh token to a grant."""
         raw = secrets.token_urlsafe(64)
@@ -565,6 +579,11 @@ class State:
             if rec.status in ("expired", "revoked"):
                 raise GrantError(rec.status, **info)
             now = self.now()
+            ends = self.refresh_deadline(grant)
+            if ends is not None and now >= ends:
+                rec.status = "expired"
+                self._changed()
+                raise GrantError("expired", **info)
             idle_limit = self.settings.refresh_idle_lifetime.get(provider)
             if idle_limit is not None and now - rec.last_used > idle_limit:
                 rec.status = "expired"

@@ -20,6 +20,7 @@ import requests
 from google.oauth2 import credentials as user_credentials
 from google.oauth2 import service_account
 
+from emailtoken.advisories import stated_expiry
 from emailtoken.model import EmailTokenSpec
 from emailtoken.outcomes import ErrorKind, ProviderError, TokenSet
 from emailtoken.providers.base import MAX_LIFETIME, ClientCredentials, lifetime, text
@@ -58,6 +59,8 @@ class _OneShotRequest(google.auth.transport.requests.Request):
     def __init__(self, session: ProviderSession) -> None:
         super().__init__(session=session)
         self._timeout = session.timeout
+        #: ``refresh_token_expires_in`` of the last successful answer (google-auth drops it)
+        self.refresh_token_expires_in: Any = None
 
     def __call__(
         self,
@@ -77,12 +80,13 @@ class _OneShotRequest(google.auth.transport.requests.Request):
             **kwargs,
         )
         data: dict[str, Any] = {}
-        if response.status != 200:
-            try:
-                parsed = json.loads(response.data)
-                data = parsed if isinstance(parsed, dict) else {}
-            except ValueError:
-                data = {}
+        try:
+            parsed = json.loads(response.data)
+            data = parsed if isinstance(parsed, dict) else {}
+        except ValueError:
+            data = {}
+        if response.status == 200:
+            self.refresh_token_expires_in = data.get("refresh_token_expires_in")
         if response.status in _RETRYABLE_STATUS or (
             response.status != 200
             and (str(data.get("error")) in _RETRYABLE_ERRORS or str(data.get("error_description")) in _RETRYABLE_ERRORS)
@@ -96,9 +100,6 @@ class GoogleProvider:
 
     def __init__(self, session: ProviderSession | None = None) -> None:
         self.session = session or ProviderSession()
-
-    def _request(self) -> google.auth.transport.requests.Request:
-        return _OneShotRequest(self.session)
 
     def acquire_app_token(self, spec: EmailTokenSpec, creds: ClientCredentials) -> TokenSet:
         """Domain-wide delegation: the service account acts as ``emailAddress``."""
@@ -134,7 +135,7 @@ class GoogleProvider:
             client_secret=creds.client_secret,
             token_uri=spec.token_url,
         )
-        self._refresh(cred, creds.client_secret, refresh_token)
+        request = self._refresh(cred, creds.client_secret, refresh_token)
         return TokenSet(
             access_token=cred.token,
             expires_at=_aware(cred.expiry),
@@ -143,6 +144,7 @@ class GoogleProvider:
             else spec.scope_string,
             refresh_token=cred.refresh_token,
             account=None,
+            refresh_expires_at=stated_expiry(request.refresh_token_expires_in, utcnow()),
         )
 
     def authorization_url(
@@ -204,11 +206,13 @@ class GoogleProvider:
             scope=body.get("scope", spec.scope_string),
             refresh_token=body.get("refresh_token"),
             account=account,
+            refresh_expires_at=stated_expiry(body.get("refresh_token_expires_in"), utcnow()),
         )
 
-    def _refresh(self, cred: Any, *secrets: str | None) -> None:
+    def _refresh(self, cred: Any, *secrets: str | None) -> _OneShotRequest:
+        request = _OneShotRequest(self.session)
         try:
-            cred.refresh(self._request())
+            cred.refresh(request)
         except _RetryableAnswer as exc:
             raise classify(
                 exc.data, status=exc.status, retry_after=self.session.last_retry_after, secrets=secrets
@@ -229,6 +233,7 @@ class GoogleProvider:
             raise ProviderError(
                 ErrorKind.TRANSIENT, "the Google token endpoint answered with an unusable expires_in"
             ) from None
+        return request
 
 
 def _network_error(exc: BaseException) -> ProviderError:

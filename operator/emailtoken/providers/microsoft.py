@@ -18,6 +18,7 @@ import msal.exceptions
 import requests
 
 from emailtoken import scopes as scopes_mod
+from emailtoken.advisories import stated_expiry
 from emailtoken.model import EmailTokenSpec
 from emailtoken.outcomes import ErrorKind, ProviderError, TokenSet
 from emailtoken.providers.base import (
@@ -298,6 +299,7 @@ class MicrosoftProvider:
             else " ".join(result.get("scope", [])),
             refresh_token=result.get("refresh_token"),
             account=who,
+            refresh_expires_at=stated_expiry(result.get("refresh_token_expires_in"), utcnow()),
         )
 
 
