@@ -1,9 +1,12 @@
-"""The refresh engine: one ``step`` per EmailToken decides, acts and reports.
+"""The refresh engine: one ``step`` per EmailToken reads, acts on what the policies decide, and reports.
 
-A step reads the token's spec, decides whether a refresh is due, talks to the provider,
-writes the grant (compare-and-swap) before the consumer Secret, then writes status and
-Events only when something changed. It returns how long to wait before the next step.
-It imports neither kopf nor an HTTP library: the API and providers are injected.
+A step reads the token's spec, asks whether a refresh is due, talks to the provider, writes
+the grant (compare-and-swap) before the consumer Secret, then writes status and Events only
+when something changed. It returns how long to wait before the next step. The decisions are
+pure functions elsewhere (:mod:`~emailtoken.timing` when, :mod:`~emailtoken.failures` what a
+failure means and when to retry, :mod:`~emailtoken.grants` whose grant, :mod:`~emailtoken.report`
+the status and Events); the engine carries them out. It imports neither kopf nor an HTTP
+library: the API and providers are injected.
 
 What a provider call bought is never thrown away for want of a Secret write: a rotated
 refresh token (:class:`Rotation`) and an access token (:class:`Unpublished`) stay in
@@ -16,24 +19,24 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import math
 import random
-import time
 from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol
 
-from emailtoken import clientauth, conditions, grants
+from emailtoken import conditions, failures, grants
 from emailtoken.api import ANNOTATION_REAUTHORIZE, ANNOTATION_REFRESH_NOW, Key
 from emailtoken.credcache import CredentialSecrets
+from emailtoken.failures import PERMISSION_RETRY_BASE, PERMISSION_RETRY_CAP, Failure, Refusal
+from emailtoken.fence import Fence, Leadership, NotLeader
 from emailtoken.kube import KubeApi, KubeError
 from emailtoken.model import EmailTokenSpec, SpecError, TokenRef, parse_spec
 from emailtoken.observe import NullObserver, Observer
 from emailtoken.outcomes import ErrorKind, ProviderError, TokenSet
+from emailtoken.providercalls import ProviderCalls
 from emailtoken.providers.base import ClientCredentials, DeviceCodeProvider, Provider
-from emailtoken.report import Findings, Links, Report, changed, is_true, render_status
+from emailtoken.report import Findings, Links, Report, changed, is_true, refresh_event, render_status
 from emailtoken.secretdata import LABEL_TOKEN, Grant, PublishedToken, consumer_secret, read_published
 from emailtoken.store import (
     GrantReplaced,
@@ -44,31 +47,30 @@ from emailtoken.store import (
     publish,
     read_secret_key,
 )
-from emailtoken.timefmt import parse_rfc3339, rfc3339, utcnow
-from emailtoken.timing import (
-    DEFAULT_KEEPALIVE,
-    MIN_REFRESH_INTERVAL,
-    backoff,
-    invalid_client_backoff,
-    next_refresh,
-)
+from emailtoken.timefmt import rfc3339, utcnow
+from emailtoken.timing import DEFAULT_KEEPALIVE, MIN_REFRESH_INTERVAL, next_refresh, restored_plan, step_delay
 from emailtoken.tokenindex import TokenIndex
 from emailtoken.tokenstate import Rotation, StepResult, TokenState, Unpublished, inputs_digest
+
+__all__ = [
+    "PERMISSION_RETRY_BASE",
+    "PERMISSION_RETRY_CAP",
+    "Engine",
+    "EngineConfig",
+    "EventSink",
+    "Leadership",
+    "NotLeader",
+    "ProviderSource",
+    "SecretIndex",
+]
 
 log = logging.getLogger(__name__)
 
 #: While a spec is unusable nothing can succeed; look again now and then in case a watch was missed.
 BAD_CONFIG_RETRY = timedelta(minutes=10)
-#: The API refused a call (RBAC): nothing announces the fix (Roles are not watched), so retry
-#: soon and often enough that tokens recover within seconds of the permission coming back.
-PERMISSION_RETRY_BASE = timedelta(seconds=2)
-PERMISSION_RETRY_CAP = timedelta(seconds=15)
 #: How long a cancelled step still waits for a refresh whose token it already presented: the
 #: default provider timeout + 5 s (the wiring sets :attr:`OperatorConfig.stop_grace`).
 PERSIST_GRACE = 25.0
-#: A step that may not act waits this long for a renewal before it looks again. It holds its
-#: scheduler slot meanwhile, so a pause costs a few idle steps, not one per token per second.
-LEADERSHIP_WAIT = 5.0
 
 
 class EventSink(Protocol):
@@ -89,23 +91,6 @@ class ProviderSource(Protocol):
     """Gives the provider implementation for ``spec.provider``."""
 
     def for_spec(self, provider: str) -> Provider: ...
-
-
-@runtime_checkable
-class Leadership(Protocol):
-    """Leader election as the engine needs it (:class:`emailtoken.leader.LeaderElector`)."""
-
-    def fresh(self) -> bool:
-        """May this replica act (write) right now?"""
-        ...
-
-    def call_window(self) -> float:
-        """Seconds from now in which a provider call may start and still end before the Lease could pass on."""
-        ...
-
-    async def next_renewal(self, timeout: float) -> bool:
-        """Return at the next renewal or after ``timeout``; False once leadership is lost for good."""
-        ...
 
 
 @dataclass
@@ -130,37 +115,9 @@ class EngineConfig:
     persist_grace: float = PERSIST_GRACE
 
 
-class NotLeader(Exception):
-    """This replica's leadership is not confirmed any more: it must neither call providers nor write.
-
-    ``paused``: leadership itself is unconfirmed (not just too little of the Lease left for a
-    provider call to end in time).
-    """
-
-    def __init__(self, *, paused: bool = True) -> None:
-        super().__init__("leadership not confirmed" if paused else "too little of the Lease left for a provider call")
-        self.paused = paused
-
-
-def _api_failure(exc: KubeError, doing: str, kept: str = "") -> ProviderError:
-    """An API error as a failure a step reports.
-
-    A refusal (401/403) gets a reason of its own and the API server's words, which name the
-    verb and resource RBAC refused; an outage or a busy server backs off like a provider's.
-    Other answers are shown by status only: their bodies may quote what was sent.
-    """
-    words = (getattr(exc, "message", None) or str(exc)).strip()[:300]
-    if exc.status in (401, 403):
-        return ProviderError(
-            ErrorKind.PERMISSION_DENIED, f"the Kubernetes API refused {doing}: {words}{kept}", reason="PermissionDenied"
-        )
-    if exc.status == 0:
-        return ProviderError(
-            ErrorKind.TRANSIENT,
-            f"the Kubernetes API was unreachable while {doing} ({words}){kept}",
-            reason="APIUnavailable",
-        )
-    return ProviderError(ErrorKind.TRANSIENT, f"API error {doing} (HTTP {exc.status}){kept}", reason="APIUnavailable")
+def _api_failure(exc: KubeError, doing: str, kept: str = "") -> Failure:
+    """A Kubernetes API error as the failure a step reports (:func:`failures.of_api`)."""
+    return failures.of_api(exc.status, getattr(exc, "message", None) or str(exc), doing, kept)
 
 
 def _settle(tasks: set[asyncio.Task[Any]]) -> Callable[[asyncio.Task[Any]], None]:
@@ -194,40 +151,6 @@ def _asked(value: str | None, handled: dict[str, str], name: str) -> bool:
         return False
     handled[name] = value
     return True
-
-
-def _device_account(spec: EmailTokenSpec, result: TokenSet) -> str:
-    """The account a device-code sign-in returned, if it may become this token's grant (else raises)."""
-    account = result.account or ""
-    problem = grants.account_problem(spec, account)
-    if problem:
-        raise ProviderError(
-            ErrorKind.REAUTHORIZE,
-            f"{problem}; nothing was stored. Set the emailtoken.io/reauthorize annotation to a new value "
-            "and sign in as the mailbox",
-            reason="AccountMismatch",
-        )
-    if not result.refresh_token:
-        raise ProviderError(
-            ErrorKind.BAD_CONFIG,
-            "the provider issued no refresh token (offline_access was not granted)",
-            reason="NoRefreshToken",
-        )
-    return account
-
-
-def _presentable(spec: EmailTokenSpec, grant: Grant) -> None:
-    """Raise unless the grant may be presented for this spec: the mailbox's account, the same endpoint."""
-    if spec.email_address and not grants.same_account(spec.email_address, grant.account):
-        raise ProviderError(
-            ErrorKind.REAUTHORIZE,
-            f"the grant belongs to {grant.account or 'an unnamed account'}, not {spec.email_address}; "
-            "sign in as the mailbox",
-            reason="AccountMismatch",
-        )
-    moved = grants.endpoint_problem(grant, spec)
-    if moved:
-        raise ProviderError(ErrorKind.REAUTHORIZE, moved, reason="EndpointChanged")
 
 
 class Engine:
@@ -265,19 +188,10 @@ class Engine:
         #: consumer Secrets the watch delivered before their token's first step (a restart lists
         #: both at once): (namespace, token name) -> (Secret name, what it holds); saves a GET each
         self._seen_consumers: dict[Key, tuple[str, PublishedToken | None]] = {}
-        # Provider calls block for up to the provider timeout. In asyncio's default pool (cpu + 4
-        # threads, 6 on a 2-core node) a few hung calls would starve every other token's calls and
-        # the Kubernetes client, so they get threads of their own.
-        self._provider_pool = ThreadPoolExecutor(
-            max_workers=max(1, self.config.provider_threads), thread_name_prefix="emailtoken-provider"
-        )
+        self._fence = Fence(self.config.may_act)
+        self._calls = ProviderCalls(self._fence, self.observer, self.config.provider_threads)
         #: refreshes whose refresh token was presented and whose successor may not be stored yet
         self._spending: set[asyncio.Task[Any]] = set()
-        may_act = self.config.may_act
-        self._leader: Leadership | None = may_act if isinstance(may_act, Leadership) else None
-        self._may_act: Callable[[], bool] | None = None if isinstance(may_act, Leadership) else may_act
-        #: steps found leadership unconfirmed (logged once when that starts and once when it ends)
-        self._paused = False
 
     # -- bookkeeping used by the handlers -------------------------------------------------
 
@@ -317,8 +231,8 @@ class Engine:
     def nudge(self, key: Key) -> None:
         """A referenced Secret changed: a failing or waiting token should try again now."""
         st = self.states.get(key)
-        if st is not None and (st.failures or st.error or st.next_attempt is None):
-            st.next_attempt = self.clock()
+        if st is not None and (st.failures or st.error or st.attempt_at is None):
+            st.attempt_at = self.clock()
 
     # -- the step ----------------------------------------------------------------------------
 
@@ -326,17 +240,14 @@ class Engine:
         """Bring one token up to date and report; never raises for a token's own problems.
 
         A replica whose leadership is not confirmed (see :attr:`EngineConfig.may_act`) does
-        nothing at all and waits for it (:meth:`_await_leadership`).
+        nothing at all and waits for it (:meth:`Fence.refused`).
         """
         meta = body.get("metadata") or {}
         try:
-            self._fence()
-            if self._paused:
-                self._paused = False
-                log.info("leadership confirmed again: tokens act again")
+            self._fence.enter()
             return await self._step(body)
         except NotLeader as exc:
-            return await self._await_leadership(exc)
+            return await self._fence.refused(exc)
         except KubeError as exc:
             # An API call outside the places that report their own failures (dropping a grant on
             # request): back off like any outage, without a traceback.
@@ -344,10 +255,10 @@ class Engine:
             st.failures += 1
             failure = _api_failure(exc, "acting on the token")
             log.warning("%s/%s: %s", meta.get("namespace"), meta.get("name"), failure.message)
-            if failure.kind is ErrorKind.PERMISSION_DENIED:
-                delay = backoff(st.failures, base=PERMISSION_RETRY_BASE, cap=PERMISSION_RETRY_CAP, rng=self.rng)
-            else:
-                delay = backoff(st.failures, rng=self.rng)
+            delay = failures.retry_delay(
+                failure, st.failures, bad_config_retry=self.config.bad_config_retry, rng=self.rng
+            )
+            assert delay is not None  # an API failure always retries
             return StepResult(delay=delay.total_seconds())
 
     async def drain(self, timeout: float) -> None:
@@ -355,50 +266,6 @@ class Engine:
         its successor: a process about to exit calls this after stopping its steps."""
         if self._spending:
             await asyncio.wait(set(self._spending), timeout=timeout)
-
-    def _fence(self) -> None:
-        """NotLeader unless this replica's leadership is confirmed."""
-        if self._leader is not None:
-            if not self._leader.fresh():
-                raise NotLeader()
-        elif self._may_act is not None and not self._may_act():
-            raise NotLeader()
-
-    async def _await_leadership(self, exc: NotLeader) -> StepResult:
-        """A step refused for want of leadership: say so once for all tokens, then wait for a renewal.
-
-        Logging per token and stepping every token again each second made an outage cost a line
-        and a no-op step per token per second (5,000 of each at 5,000 tokens).
-        """
-        if exc.paused and not self._paused:
-            self._paused = True
-            log.warning("leadership not confirmed (the Lease is not renewed): no token acts until it is")
-        if self._leader is None:
-            return StepResult(delay=1.0)  # a plain predicate announces nothing: look again in a second
-        if not await self._leader.next_renewal(LEADERSHIP_WAIT):
-            return StepResult(delay=None)  # lost for good: the process is stopping
-        return StepResult(delay=0.0)
-
-    async def _call_window(self) -> float:
-        """Seconds in which the provider call about to be made may still start; NotLeader when none.
-
-        A call may start only if it can end, and its answer be stored, before another replica
-        could take the Lease: else the next leader presents the refresh token it spends. A healthy
-        leader renews well within the window; when it is closed, wait for one renewal.
-        """
-        leader = self._leader
-        if leader is None:
-            self._fence()
-            return math.inf
-        for waited in (False, True):
-            if not leader.fresh():
-                raise NotLeader()
-            window = leader.call_window()
-            if window > 0:
-                return window
-            if waited or not await leader.next_renewal(LEADERSHIP_WAIT):
-                break
-        raise NotLeader(paused=not leader.fresh())
 
     async def _step(self, body: Mapping[str, Any]) -> StepResult:
         """Read the spec, load what is published, apply the control annotations, refresh when due, report."""
@@ -413,31 +280,34 @@ class Engine:
         try:
             spec = parse_spec(body.get("spec") or {}, token.name)
         except SpecError as exc:
-            st.error = ProviderError(ErrorKind.BAD_CONFIG, str(exc), reason="InvalidSpec")
+            st.error = failures.of_spec(str(exc))
             st.fingerprint = None
-            self._failure_report(report, st, body, token_valid=self._valid(st, now))
+            self._report_failure(report, st, now)
             await self._finish(body, token, None, st, report, handled, now)
             return StepResult(delay=None)
         self._track_refs(token, spec, st)
+        restored = None
         if not st.loaded or st.published is None:
             stopped = await self._load(body, token, spec, st, report, handled, now)
             if stopped is not None:
                 return stopped
+            restored = restored_plan(status_in.get("nextRefreshTime"), st.published)
 
         annotations = meta.get("annotations") or {}
         await self._reauthorize_if_asked(token, spec, st, annotations.get(ANNOTATION_REAUTHORIZE), handled, report, now)
         force = _asked(annotations.get(ANNOTATION_REFRESH_NOW), handled, "refreshNow")
         # Worth an Event even when routine refreshes get none: someone asked, or the spec changed.
-        requested = force or not self._follow_spec(st, spec, now)
+        requested = force or not self._follow_spec(st, spec, now, restored)
         refreshed = False
-        if force or (st.next_attempt is not None and now >= st.next_attempt):
+        if force or (st.attempt_at is not None and now >= st.attempt_at):
             refreshed = await self._attempt(token, spec, st, report, now, force=force, requested=requested)
             now = max(now, self.clock())  # a provider call can take up to its timeout: judge expiry after it
         else:
             self._steady_report(report, st, spec, now)
 
         await self._finish(body, token, spec, st, report, handled, now)
-        return StepResult(delay=self._delay(st, now), refreshed=refreshed)
+        ready_until = st.published.expires_at if st.published is not None and st.error is not None else None
+        return StepResult(delay=step_delay(now, st.attempt_at, ready_until), refreshed=refreshed)
 
     def _track_refs(self, token: TokenRef, spec: EmailTokenSpec, st: TokenState) -> None:
         """Index the Secrets this token reads (its Secret events wake it) and its credentials (kept from a GET)."""
@@ -466,20 +336,18 @@ class Engine:
         """Read what the consumer Secret holds; on failure report it and return the step's result."""
         try:
             await self._load_published(token, spec, st)
-            self._remember_plan(st, body.get("status") or {})
             return None
         except SecretMissing as exc:
-            st.error = ProviderError(ErrorKind.BAD_CONFIG, str(exc), reason="SecretConflict")
-            self._failure_report(report, st, body, token_valid=False)
-            if st.last_warning != ("SecretConflict", st.error.message):
-                st.last_warning = ("SecretConflict", st.error.message)
-                report.events.append(("Warning", "RefreshFailed", f"SecretConflict: {st.error.message}"))
+            st.error = failures.of_conflict(str(exc))
+            report.failed(st.error, st.published, token_valid=False)
+            self._announce(st, report, failures.standing_event(st.error, st.last_warning))
             await self._finish(body, token, spec, st, report, handled, now)
             return StepResult(delay=self.config.bad_config_retry.total_seconds())
         except KubeError as exc:
             self._fail(st, _api_failure(exc, f"reading Secret {token.namespace}/{spec.secret_name}"), report, now)
             await self._finish(body, token, spec, st, report, handled, now)
-            return StepResult(delay=self._delay(st, now))
+            ready_until = st.published.expires_at if st.published is not None else None
+            return StepResult(delay=step_delay(now, st.attempt_at, ready_until))
 
     async def _reauthorize_if_asked(
         self,
@@ -506,12 +374,13 @@ class Engine:
         else:
             st.rotation, st.unpublished = None, None  # they belong to the grant just dropped
             st.device, st.error = None, None
-            st.next_attempt = now
+            st.attempt_at = now
             report.events.append(("Normal", "GrantDropped", "the grant was dropped on request; sign in again"))
 
-    def _follow_spec(self, st: TokenState, spec: EmailTokenSpec, now: datetime) -> bool:
+    def _follow_spec(self, st: TokenState, spec: EmailTokenSpec, now: datetime, restored: datetime | None) -> bool:
         """A new spec starts over (failures forgotten; refresh now unless the published token is
-        from this spec). Returns whether the published token belongs to the current spec."""
+        from this spec, then at the ``restored`` plan or a new one). Returns whether the published
+        token belongs to the current spec."""
         fingerprint = spec.fingerprint()
         published_current = (
             st.published is not None and st.published.has_token and st.published.spec_hash == fingerprint
@@ -519,9 +388,7 @@ class Engine:
         if st.fingerprint != fingerprint:
             st.fingerprint = fingerprint
             st.failures, st.error = 0, None
-            if not published_current:
-                st.planned_hint = None
-            st.next_attempt = self._planned(st, spec, now) if published_current else now
+            st.attempt_at = self._planned(st, spec, now, restored) if published_current else now
         return published_current
 
     # -- pieces of a step --------------------------------------------------------------------
@@ -542,32 +409,15 @@ class Engine:
         st.consumer_exists = secret is not None
         st.loaded = True
 
-    def _remember_plan(self, st: TokenState, status_in: Mapping[str, Any]) -> None:
-        """After a restart, keep the refresh time already in status (no status writes, no storm).
-
-        A plan not later than when the published token was obtained belongs to an older token: the
-        previous process died after writing the consumer Secret and before writing status.
-        Following it would refresh a token that is brand new, so it is ignored.
-        """
-        text = status_in.get("nextRefreshTime")
-        if not text or st.published is None:
-            return
-        try:
-            planned = parse_rfc3339(text)
-        except ValueError:
-            return
-        obtained = st.published.obtained_at
-        # (both are written to the second, and a plan that was due made the refresh in that very second)
-        if planned <= st.published.expires_at and (obtained is None or planned > obtained):
-            st.planned_hint = planned
-
-    def _planned(self, st: TokenState, spec: EmailTokenSpec, now: datetime) -> datetime:
+    def _planned(
+        self, st: TokenState, spec: EmailTokenSpec, now: datetime, restored: datetime | None = None
+    ) -> datetime:
+        """When to refresh the published token: the plan ``restored`` from status, else a new one."""
         pub = st.published
         if pub is None:
             return now
-        if st.planned_hint is not None:
-            planned, st.planned_hint = st.planned_hint, None
-            return planned
+        if restored is not None:
+            return restored
         obtained = pub.obtained_at or (pub.expires_at - timedelta(hours=1))
         return next_refresh(
             obtained,
@@ -578,13 +428,7 @@ class Engine:
             rng=self.rng,
         )
 
-    def _valid(self, st: TokenState, now: datetime) -> bool:
-        return st.published is not None and st.published.has_token and st.published.expires_at > now
-
     async def _credentials(self, token: TokenRef, spec: EmailTokenSpec) -> ClientCredentials:
-        if spec.federated_credential is not None:  # no secret at all: the pod's projected token
-            files, audience = self.config.federated_token_files, spec.federated_credential.audience
-            return ClientCredentials(client_assertion=clientauth.assertion_source(files, audience))
         secret = None
         if spec.client_secret_ref is not None:
             secret = await read_secret_key(self.api, token.namespace, spec.client_secret_ref, self.credential_secrets)
@@ -602,20 +446,14 @@ class Engine:
                 ) from None
         return ClientCredentials(client_secret=secret, service_account_info=info)
 
-    def _same_failure_again(self, st: TokenState, inputs: str, report: Report, now: datetime, force: bool) -> bool:
-        """Would this attempt repeat one the provider already refused, before its retry is due?
-
-        Woken by a change to some watched Secret (a nudge, a watch re-list, a tool touching
-        labels), an attempt with the very same client secret and refresh token would fail the
-        same way: a dead grant would be presented again and again, and Retry-After and the
-        backoff would not hold. Only an explicit refresh-now overrides this.
-        """
-        if force or st.error is None or st.failed_inputs != inputs:
+    def _held_back(self, st: TokenState, inputs: str, report: Report, now: datetime, force: bool) -> bool:
+        """Would this attempt repeat one the provider already refused (:func:`failures.repeats`)?
+        Then wait for its retry instead. Only an explicit refresh-now overrides this."""
+        if force or st.error is None or not failures.repeats(st.refusal, inputs, now):
             return False
-        if st.retry_not_before is not None and now >= st.retry_not_before:
-            return False
-        st.next_attempt = st.retry_not_before
-        self._failure_report(report, st, None, token_valid=self._valid(st, now))
+        assert st.refusal is not None
+        st.attempt_at = st.refusal.retry_at
+        self._report_failure(report, st, now)
         return True
 
     async def _attempt(
@@ -652,19 +490,18 @@ class Engine:
                 token, spec, st, report, now, grant, att, force
             )
         except ProviderError as exc:
-            self._fail(st, exc, report, now)
-            st.failed_inputs, st.retry_not_before = att.inputs, st.next_attempt
+            self._refused(st, failures.of_provider(exc), att.inputs, report, now)
         except NotOurGrant as exc:
-            self._fail(st, ProviderError(ErrorKind.BAD_CONFIG, str(exc), reason="SecretConflict"), report, now)
+            self._fail(st, failures.of_conflict(str(exc)), report, now)
         except SecretMissing as exc:
-            self._fail(st, ProviderError(ErrorKind.BAD_CONFIG, str(exc), reason="SecretNotFound"), report, now)
+            self._fail(st, failures.of_conflict(str(exc), "SecretNotFound"), report, now)
         except GrantReplaced as exc:
             # A new sign-in or a reauthorization changed the grant while we refreshed: theirs
             # wins, and what our refresh bought belongs to the grant it replaced. Step again
             # with what is there now.
             log.info("%s: the grant changed during the refresh (%s); using what is there now", token, exc)
             st.rotation, st.unpublished = None, None
-            st.next_attempt = now
+            st.attempt_at = now
             self._steady_report(report, st, spec, now)
         except KubeError as exc:
             self._fail(st, _api_failure(exc, att.doing, att.kept), report, now)
@@ -680,7 +517,7 @@ class Engine:
             return True
         except SecretMissing as exc:  # someone else's Secret took the name since the step looked
             st.loaded, st.published = False, None
-            self._fail(st, ProviderError(ErrorKind.BAD_CONFIG, str(exc), reason="SecretConflict"), report, now)
+            self._fail(st, failures.of_conflict(str(exc)), report, now)
         except KubeError as exc:
             doing = f"writing Secret {token.namespace}/{spec.secret_name}"
             kept = "; the new access token is kept and published once the write succeeds"
@@ -701,19 +538,14 @@ class Engine:
             scope=result.scope or spec.scope_string,
             spec_hash=spec.fingerprint(),
         )
-        st.failures, st.error, st.last_warning = 0, None, None
-        st.failed_inputs, st.retry_not_before = None, None
-        st.next_attempt = self._planned(st, spec, now)
-        validity = f"valid until {rfc3339(result.expires_at)}, next refresh at {rfc3339(st.next_attempt)}"
-        if not was_authorized:
-            # The first token (or the first after a failure) is one Event, not two: at 5,000
-            # tokens a second Event each was a tenth of the operator's start-up CPU.
-            who = username or "the application"
-            report.events.append(
-                ("Normal", "Authorized", f"{spec.provider} accepted the credentials for {who}; access token {validity}")
-            )
-        elif requested or self.config.routine_events:
-            report.events.append(("Normal", "Refreshed", f"access token refreshed; {validity}"))
+        st.failures, st.error, st.last_warning, st.refusal = 0, None, None, None
+        st.attempt_at = self._planned(st, spec, now)
+        announce = requested or self.config.routine_events
+        event = refresh_event(
+            spec.provider, username, result.expires_at, st.attempt_at, first=not was_authorized, announce=announce
+        )
+        if event is not None:
+            report.events.append(event)
         self._steady_report(report, st, spec, now)
         report.fields["lastRefreshTime"] = rfc3339(obtained)
         report.outcome = "ok"
@@ -736,9 +568,9 @@ class Engine:
         creds = await self._credentials(token, spec)
         if not spec.interactive:
             att.inputs = inputs_digest(creds, None)
-            if self._same_failure_again(st, att.inputs, report, now, force):
+            if self._held_back(st, att.inputs, report, now, force):
                 return False
-            result = await self._timed(spec, "app_token", provider.acquire_app_token, spec, creds)
+            result = await self._calls.run(spec, "app_token", provider.acquire_app_token, spec, creds)
             st.unpublished = Unpublished(result, now, spec.email_address or result.account or "", spec.fingerprint())
             return True
         att.doing = f"reading Secret {token.namespace}/{token.grant_secret_name} (the grant)"
@@ -747,18 +579,13 @@ class Engine:
             self._awaiting(token, spec, st, report, now)
             return False
         if grant is None:
-            signed_in = await self._device(token, spec, st, creds, provider, report, now)
-            if signed_in is None:
-                return False
-            new_grant, result = signed_in
-            st.unpublished = Unpublished(result, now, spec.email_address or new_grant.account, spec.fingerprint())
-            st.rotation = Rotation(successor=new_grant, spent=None)
-            att.writing_grant(token, "grant")
-            await self._persist(token, st)
-            return True
-        _presentable(spec, grant)
+            return await self._sign_in_with_device(token, spec, st, creds, provider, report, now, att)
+        refused = failures.unpresentable(spec, grant)
+        if refused is not None:
+            self._refused(st, refused, None, report, now)
+            return False
         att.inputs = inputs_digest(creds, grant.refresh_token)
-        if self._same_failure_again(st, att.inputs, report, now, force):
+        if self._held_back(st, att.inputs, report, now, force):
             return False
         att.writing_grant(token, "refresh token")
         await self._spend(token, spec, st, provider, creds, grant, now)
@@ -809,7 +636,7 @@ class Engine:
         grant: Grant,
         now: datetime,
     ) -> None:
-        result: TokenSet = await self._timed(spec, "refresh", provider.refresh, spec, creds, grant.refresh_token)
+        result: TokenSet = await self._calls.run(spec, "refresh", provider.refresh, spec, creds, grant.refresh_token)
         username = spec.email_address or grant.account or result.account or ""
         st.unpublished = Unpublished(result, now, username, spec.fingerprint())
         successor = grants.successor(grant, spec, result, now)
@@ -828,9 +655,32 @@ class Engine:
         st.rotation = None
         return saved
 
-    async def _device(
+    # -- the device authorization grant --------------------------------------------------------
+
+    async def _sign_in_with_device(
         self,
         token: TokenRef,
+        spec: EmailTokenSpec,
+        st: TokenState,
+        creds: ClientCredentials,
+        provider: Provider,
+        report: Report,
+        now: datetime,
+        att: _Attempt,
+    ) -> bool:
+        """No grant yet: a device-code sign-in, one poll per step; once approved, its grant is stored."""
+        signed_in = await self._device(spec, st, creds, provider, report, now)
+        if signed_in is None:
+            return False
+        new_grant, result = signed_in
+        st.unpublished = Unpublished(result, now, spec.email_address or new_grant.account, spec.fingerprint())
+        st.rotation = Rotation(successor=new_grant, spent=None)
+        att.writing_grant(token, "grant")
+        await self._persist(token, st)
+        return True
+
+    async def _device(
+        self,
         spec: EmailTokenSpec,
         st: TokenState,
         creds: ClientCredentials,
@@ -840,32 +690,27 @@ class Engine:
     ) -> tuple[Grant, TokenSet] | None:
         """Drive the device authorization grant one poll at a time (status and an Event show the code)."""
         device_provider: DeviceCodeProvider = provider  # type: ignore[assignment]
-        if (
-            st.device is not None
-            and st.error is not None
-            and st.error.reason in ("AuthorizationDeclined", "DeviceCodeExpired", "AccountMismatch")
-        ):
-            self._failure_report(report, st, None, token_valid=self._valid(st, now))
-            st.next_attempt = None  # finished without a grant: the reauthorize annotation starts over
+        if st.device is not None and st.error is not None and st.error.reason in failures.DEVICE_FINAL:
+            self._report_failure(report, st, now)
+            st.attempt_at = None  # finished without a grant: the reauthorize annotation starts over
             return None
         if st.device is None:
             await self._device_start(spec, st, creds, device_provider, report, now)
             return None
         if now >= st.device.expires_at:
-            raise ProviderError(
-                ErrorKind.REAUTHORIZE,
-                "the device code expired before anyone signed in; set the "
-                "emailtoken.io/reauthorize annotation to a new value for a new code",
-                reason="DeviceCodeExpired",
-            )
-        result = await self._timed(spec, "device_poll", device_provider.poll_device_flow, spec, creds, st.device)
-        if result is None:
-            st.next_attempt = now + timedelta(seconds=st.device.interval)
-            st.failures = 0
-            self._failure_report(report, st, None, token_valid=self._valid(st, now))
+            self._refused(st, failures.DEVICE_EXPIRED, None, report, now)
             return None
-        account = _device_account(spec, result)
-        grant = grants.from_sign_in(spec, result, account, now)
+        result = await self._calls.run(spec, "device_poll", device_provider.poll_device_flow, spec, creds, st.device)
+        if result is None:
+            st.attempt_at = now + timedelta(seconds=st.device.interval)
+            st.failures = 0
+            self._report_failure(report, st, now)
+            return None
+        refused = failures.device_sign_in(spec, result)
+        if refused is not None:
+            self._refused(st, refused, None, report, now)
+            return None
+        grant = grants.from_sign_in(spec, result, result.account or "", now)
         st.device, st.error = None, None  # the code is redeemed: never poll it again, whatever happens next
         report.events.append(("Normal", "DeviceCodeApproved", f"signed in as {grant.account} with the device code"))
         return grant, result
@@ -880,54 +725,20 @@ class Engine:
         now: datetime,
     ) -> None:
         """Ask for a device code; status and an Event show it until someone signs in."""
-        flow = await self._timed(spec, "device_start", device_provider.start_device_flow, spec, creds)
+        flow = await self._calls.run(spec, "device_start", device_provider.start_device_flow, spec, creds)
         st.device = flow
         message = (
             f"to sign in, open {flow.verification_uri} and enter the code {flow.user_code} "
             f"(expires at {rfc3339(flow.expires_at)})"
         )
-        st.error = ProviderError(ErrorKind.REAUTHORIZE, message, reason="AwaitingAuthorization")
+        st.error = Failure(ErrorKind.REAUTHORIZE, message, "AwaitingAuthorization")
         st.failures = 0
         report.events.append(("Normal", "DeviceCodeIssued", message))
         st.last_warning = ("AwaitingAuthorization", message)
-        st.next_attempt = now + timedelta(seconds=flow.interval)
-        self._failure_report(report, st, None, token_valid=self._valid(st, now))
+        st.attempt_at = now + timedelta(seconds=flow.interval)
+        self._report_failure(report, st, now)
 
-    async def _timed(self, spec: EmailTokenSpec, operation: str, fn: Callable[..., Any], *args: Any) -> Any:
-        """Run a blocking provider call in the provider pool and report its latency and outcome."""
-        window = await self._call_window()  # the point of no return: a refresh token presented is spent
-        opened = time.monotonic()
-        started: list[float] = []
-
-        def call() -> Any:
-            # Queued for a thread past the window (every thread busy): it may not end in time any more.
-            if time.monotonic() - opened >= window:
-                raise NotLeader(paused=False)
-            started.append(time.perf_counter())
-            return fn(*args)
-
-        outcome = "ok"
-        try:
-            return await asyncio.get_running_loop().run_in_executor(self._provider_pool, call)
-        except NotLeader:
-            raise
-        except ProviderError as exc:
-            outcome = exc.reason
-            raise
-        except Exception as exc:
-            # A library raising what its provider module did not expect is still the provider's
-            # trouble: back off and retry like any outage instead of failing the whole step. Only
-            # the type is shown, because a library's message may quote the request.
-            outcome = "ProviderUnavailable"
-            log.warning(
-                "%s %s call raised %s; treating it as a transient failure", spec.provider, operation, type(exc).__name__
-            )
-            raise ProviderError(
-                ErrorKind.TRANSIENT, f"the {spec.provider} client library failed unexpectedly ({type(exc).__name__})"
-            ) from None
-        finally:
-            if started:
-                self.observer.provider_call(spec.provider, operation, time.perf_counter() - started[0], outcome)
+    # -- writing and reporting -------------------------------------------------------------------
 
     async def _publish(self, token: TokenRef, spec: EmailTokenSpec, held: Unpublished, *, exists: bool = True) -> None:
         result = held.result
@@ -945,58 +756,46 @@ class Engine:
         await publish(self.api, token.namespace, body, exists=exists)
 
     def _awaiting(self, token: TokenRef, spec: EmailTokenSpec, st: TokenState, report: Report, now: datetime) -> None:
-        how = f"run `emailtoken authorize {token}` or use the callback service's admin page"
-        if spec.flow == "DeviceCode":
-            how = "the device-code sign-in has not started yet"
-        st.error = ProviderError(ErrorKind.REAUTHORIZE, f"no grant yet: {how}", reason="AwaitingAuthorization")
-        st.next_attempt = None
+        """No grant to present: say what a person must do; nothing to retry until the grant Secret appears."""
+        st.error = failures.awaiting(token, spec)
+        st.attempt_at = None
         st.failures = 0
-        self._failure_report(report, st, None, token_valid=self._valid(st, now))
-        if st.last_warning != ("AwaitingAuthorization", st.error.message):
-            st.last_warning = ("AwaitingAuthorization", st.error.message)
-            report.events.append(("Normal", "AwaitingAuthorization", st.error.message))
+        self._report_failure(report, st, now)
+        self._announce(st, report, failures.standing_event(st.error, st.last_warning))
 
-    def _fail(self, st: TokenState, exc: ProviderError, report: Report, now: datetime) -> None:
+    def _fail(self, st: TokenState, failure: Failure, report: Report, now: datetime) -> None:
+        """Carry out what :func:`failures.after` decides: count it, schedule the retry, report, warn."""
         now = max(now, self.clock())  # back off from the failure, not from the start of a slow call
-        report.outcome = exc.reason
+        report.outcome = failure.reason
         st.failures += 1
-        st.error = exc
-        if exc.kind is ErrorKind.TRANSIENT:
-            st.next_attempt = now + backoff(st.failures, retry_after=exc.retry_after, rng=self.rng)
-        elif exc.kind is ErrorKind.INVALID_CLIENT:
-            st.next_attempt = now + invalid_client_backoff(st.failures, rng=self.rng)
-        elif exc.kind is ErrorKind.BAD_CONFIG:
-            st.next_attempt = now + self.config.bad_config_retry
-        elif exc.kind is ErrorKind.PERMISSION_DENIED:
-            st.next_attempt = now + backoff(
-                st.failures, base=PERMISSION_RETRY_BASE, cap=PERMISSION_RETRY_CAP, rng=self.rng
-            )
-        else:
-            st.next_attempt = None  # a person must act; the grant Secret's change wakes us
-        self._failure_report(report, st, None, token_valid=self._valid(st, now))
-        warning = (exc.reason, exc.message)
-        if warning != st.last_warning or (st.failures & (st.failures - 1)) == 0:
-            st.last_warning = warning
-            reason = "ReauthorizationRequired" if exc.kind is ErrorKind.REAUTHORIZE else "RefreshFailed"
-            report.events.append(("Warning", reason, f"{exc.reason}: {exc.message}"))
+        st.error = failure
+        verdict = failures.after(
+            failure, st.failures, st.last_warning, now, bad_config_retry=self.config.bad_config_retry, rng=self.rng
+        )
+        st.attempt_at = verdict.retry_at
+        self._report_failure(report, st, now)
+        self._announce(st, report, verdict.event)
 
-    def _failure_report(self, report: Report, st: TokenState, body: Any, *, token_valid: bool) -> None:
+    def _refused(self, st: TokenState, failure: Failure, inputs: str | None, report: Report, now: datetime) -> None:
+        """A refusal of what the attempt presented (``inputs``): fail, and remember it (:meth:`_held_back`)."""
+        self._fail(st, failure, report, now)
+        st.refusal = Refusal(inputs, st.attempt_at)
+
+    def _announce(self, st: TokenState, report: Report, event: tuple[str, str, str] | None) -> None:
+        """Post a failure's Event, remembering it so that the same failure does not repeat it."""
+        if event is not None and st.error is not None:
+            st.last_warning = (st.error.reason, st.error.message)
+            report.events.append(event)
+
+    def _report_failure(self, report: Report, st: TokenState, now: datetime) -> None:
         assert st.error is not None
-        report.failed(st.error, st.published, token_valid=token_valid)
+        report.failed(st.error, st.published, token_valid=st.valid_at(now))
 
     def _steady_report(self, report: Report, st: TokenState, spec: EmailTokenSpec, now: datetime) -> None:
         if st.error is not None:
-            report.failed(st.error, st.published, token_valid=self._valid(st, now))
+            report.failed(st.error, st.published, token_valid=st.valid_at(now))
         else:
-            report.steady(st.published, spec.provider, token_valid=self._valid(st, now))
-
-    def _delay(self, st: TokenState, now: datetime) -> float | None:
-        candidates = []
-        if st.next_attempt is not None:
-            candidates.append((st.next_attempt - now).total_seconds())
-        if st.published is not None and st.published.expires_at > now and st.error is not None:
-            candidates.append((st.published.expires_at - now).total_seconds())  # Ready flips at expiry
-        return max(0.0, min(candidates)) if candidates else None
+            report.steady(st.published, spec.provider, token_valid=st.valid_at(now))
 
     async def _finish(
         self,
@@ -1011,7 +810,7 @@ class Engine:
         """Render the status (pure, :mod:`emailtoken.report`), update the metrics, write what changed, post Events."""
         if handled:
             st.handled = dict(handled)
-        found = Findings(st.published, st.next_attempt, st.error, st.failures, st.device, handled)
+        found = Findings(st.published, st.attempt_at, st.error, st.failures, st.device, handled)
         status = render_status(body, token, spec, found, report, self._links, now)
         provider_name = spec.provider if spec is not None else str((body.get("spec") or {}).get("provider", ""))
         self._observe(token, provider_name, st, report, status)
@@ -1037,5 +836,5 @@ class Engine:
             ready=is_true(conditions.get(status["conditions"], conditions.READY)),
             authorized=is_true(conditions.get(status["conditions"], conditions.AUTHORIZED)),
             expires_at=pub.expires_at if pub is not None else None,
-            next_refresh=st.next_attempt,
+            next_refresh=st.attempt_at,
         )

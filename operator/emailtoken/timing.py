@@ -8,6 +8,9 @@ from __future__ import annotations
 import random
 from datetime import datetime, timedelta
 
+from emailtoken.secretdata import PublishedToken
+from emailtoken.timefmt import parse_rfc3339
+
 MIN_MARGIN = timedelta(minutes=5)
 #: However short-lived the provider says a token is (``expires_in: 0``), one token is not
 #: refreshed more often than this: a tenant's endpoint must not turn the operator into a loop.
@@ -51,6 +54,37 @@ def next_refresh(
     jitter = (rng or random).uniform(0, JITTER_FRACTION) * margin
     due = expires_at - margin - jitter
     return max(min(due, obtained_at + keepalive), obtained_at + min_interval)
+
+
+def restored_plan(next_refresh_time: str | None, published: PublishedToken | None) -> datetime | None:
+    """After a restart, the refresh time already in status, if it still holds (no status writes, no storm).
+
+    A plan not later than when the published token was obtained belongs to an older token: the
+    previous process died after writing the consumer Secret and before writing status.
+    Following it would refresh a token that is brand new, so it is ignored.
+    """
+    if not next_refresh_time or published is None:
+        return None
+    try:
+        planned = parse_rfc3339(next_refresh_time)
+    except ValueError:
+        return None
+    obtained = published.obtained_at
+    # (both are written to the second, and a plan that was due made the refresh in that very second)
+    if planned <= published.expires_at and (obtained is None or planned > obtained):
+        return planned
+    return None
+
+
+def step_delay(now: datetime, attempt_at: datetime | None, ready_until: datetime | None) -> float | None:
+    """Seconds until the next step (None: only on a change): the next attempt, or sooner the moment
+    ``ready_until`` a failing token's published access token expires (Ready turns False then)."""
+    candidates = []
+    if attempt_at is not None:
+        candidates.append((attempt_at - now).total_seconds())
+    if ready_until is not None and ready_until > now:
+        candidates.append((ready_until - now).total_seconds())
+    return max(0.0, min(candidates)) if candidates else None
 
 
 def is_due(now: datetime, refresh_at: datetime) -> bool:

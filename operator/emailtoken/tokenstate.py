@@ -12,7 +12,8 @@ import json
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from emailtoken.outcomes import ProviderError, TokenSet
+from emailtoken.failures import Failure, Refusal
+from emailtoken.outcomes import TokenSet
 from emailtoken.providers.base import ClientCredentials, DeviceFlow
 from emailtoken.secretdata import Grant, PublishedToken
 
@@ -45,11 +46,12 @@ class TokenState:
 
     loaded: bool = False
     published: PublishedToken | None = None
-    #: when the next step should act (the plan, or a backoff after a failure); None: only on a change
-    next_attempt: datetime | None = None
+    #: when the next attempt is due (the planned refresh, or a retry after a failure; shown as
+    #: status.nextRefreshTime); None: only on a change
+    attempt_at: datetime | None = None
     fingerprint: str | None = None
     failures: int = 0
-    error: ProviderError | None = None
+    error: Failure | None = None
     last_warning: tuple[str, str] | None = None
     #: a rotated refresh token not yet in the grant Secret (the one there is spent)
     rotation: Rotation | None = field(default=None, repr=False)
@@ -57,12 +59,9 @@ class TokenState:
     unpublished: Unpublished | None = field(default=None, repr=False)
     refs: frozenset[str] = frozenset()
     credential_refs: frozenset[str] = frozenset()
-    #: digest of the client secret/key and refresh token of the last attempt the provider refused,
-    #: and the earliest retry the failure allows (None: only once a person acts)
-    failed_inputs: str | None = None
-    retry_not_before: datetime | None = None
-    #: a plan read back from status.nextRefreshTime after a restart, used once instead of a new one
-    planned_hint: datetime | None = None
+    #: the last attempt the provider refused: what it presented and the earliest retry (a nudge
+    #: moves attempt_at, not this)
+    refusal: Refusal | None = None
     #: annotation values already acted on; status.handledAnnotations says the same, but the body a
     #: step gets may predate our own status write (a step right after a wake-up), so memory wins
     handled: dict[str, str] = field(default_factory=dict)
@@ -70,6 +69,15 @@ class TokenState:
     #: does the consumer Secret exist, as far as this process knows (it read or wrote it)
     consumer_exists: bool = True
     device: DeviceFlow | None = field(default=None, repr=False)
+    #: the refresh token's end as the provider last stated it (Google app in Testing); None: unstated
+    grant_stated: datetime | None = None
+    #: advisory conditions (emailtoken.advisories) whose Warning Event this process already posted
+    warned: frozenset[str] = frozenset()
+
+    def valid_at(self, now: datetime) -> bool:
+        """Does the consumer Secret hold an access token still valid at ``now``?"""
+        pub = self.published
+        return pub is not None and pub.has_token and pub.expires_at > now
 
 
 @dataclass(frozen=True)
