@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+from emailtoken.failures import Failure
 from emailtoken.model import TokenRef, parse_spec
-from emailtoken.outcomes import ErrorKind, ProviderError
+from emailtoken.outcomes import ErrorKind
 from emailtoken.report import Findings, Links, Report, changed, phase_of, render_status
 from emailtoken.secretdata import PublishedToken
 
@@ -32,7 +33,7 @@ def test_phase_names_the_condition_that_is_not_true() -> None:
 
 def test_a_transient_failure_keeps_ready_while_the_token_is_valid_and_says_nothing_of_the_grant() -> None:
     report = Report()
-    error = ProviderError(ErrorKind.TRANSIENT, "HTTP 503", reason="ProviderUnavailable")
+    error = Failure(ErrorKind.TRANSIENT, "HTTP 503", "ProviderUnavailable")
     report.failed(error, published(timedelta(minutes=30)), token_valid=True)
     assert report.ready is not None and report.ready.status and report.ready.reason == "TokenValid"
     assert report.authorized is None
