@@ -15,6 +15,9 @@ from emailtoken import __version__, clientauth, endpoints
 from emailtoken.settings import OperatorConfig
 from emailtoken.timefmt import parse_duration
 
+#: Values of ``--log-level`` (``run`` and ``callback``), least severe first.
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
 #: Subcommands contributed by other modules: each has ``register(subparsers)``.
 _PLUGINS = (
     "emailtoken_dev.demo",  # the development distribution (emailtoken-operator-dev), absent from the image
@@ -47,6 +50,12 @@ def _add_run(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     scope.add_argument("-A", "--all-namespaces", action="store_true", help="watch all namespaces (the default)")
     p.add_argument("--log-format", choices=("plain", "full", "json"), default="full")
     p.add_argument("-v", "--verbose", action="store_true")
+    p.add_argument(
+        "--log-level",
+        choices=LOG_LEVELS,
+        default="info",
+        help="least severe messages logged (default info; -v means debug)",
+    )
     p.add_argument("--health-port", type=int, default=8080, help="liveness endpoint port (/healthz); 0 disables")
     p.add_argument("--metrics-port", type=int, default=0, help="Prometheus /metrics port; 0 disables")
     peer = p.add_mutually_exclusive_group()
@@ -132,7 +141,8 @@ def config_from_args(args: argparse.Namespace) -> OperatorConfig:
         lease_name=args.lease_name,
         lease_duration=args.lease_duration,
         log_format=args.log_format,
-        verbose=args.verbose,
+        verbose=args.verbose or args.log_level == "debug",
+        log_level="debug" if args.verbose else args.log_level,
     )
 
 

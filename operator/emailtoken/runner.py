@@ -56,6 +56,8 @@ def tune_collector() -> None:
 def configure_logging(config: OperatorConfig) -> None:
     """kopf's log setup, plus quiet third-party loggers that could echo HTTP bodies."""
     kopf.configure(verbose=config.verbose, log_format=_FORMATS[config.log_format])
+    if config.log_level in ("warning", "error"):  # kopf knows only debug, info and warning (quiet)
+        logging.getLogger().setLevel(config.log_level.upper())
     for noisy in ("urllib3", "msal", "google", "kubernetes"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     if not config.verbose:

@@ -42,6 +42,8 @@ class OperatorConfig:
     lease_duration: float = 30.0
     log_format: str = "plain"
     verbose: bool = False
+    #: least severe level logged: debug, info, warning or error
+    log_level: str = "info"
 
     @property
     def stop_grace(self) -> float:

@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import helm_python
 import pytest
@@ -65,10 +66,6 @@ def render_chart(chart: helm_python.Chart, values: dict[str, Any], release: str,
         if not path.endswith("NOTES.txt"):
             objects += [doc for doc in yaml.safe_load_all(text) if doc]
     return objects
-
-
-def chart_crds(chart: helm_python.Chart) -> list[Obj]:
-    return [doc for crd in chart.crds for doc in yaml.safe_load_all(crd["data"]) if doc]
 
 
 def crd_generation(cluster: ControlPlane) -> int:
@@ -293,8 +290,14 @@ def sign_in_through_callback(
         what="status.redirectUri",
     )
     assert status == redirect_uri
+    # The chart's callback.adminUrl (default: the port-forward NOTES.txt prints) reached the
+    # operator as --admin-url: the token links to its page on the admin page, which answers.
+    authorize_url = ((admin.get("emailtokens", namespace, "alice") or {}).get("status") or {}).get("authorizeUrl")
+    assert authorize_url == f"http://localhost:8081/authorize/{namespace}/alice"
 
     page = AdminSession(local.url("admin"))
+    confirm = page.http.get(page.url + urlsplit(authorize_url).path, timeout=20)
+    assert confirm.status_code == 200 and f"{namespace}/alice" in confirm.text, confirm.text[:500]
     to_provider = page.start_url(namespace, "alice")
     assert to_provider.startswith(provider.microsoft_authorize_url(TENANT))
     location = sign_in(to_provider, mailbox, verify=provider.ca_pem_path)
@@ -367,15 +370,17 @@ def test_chart_with_default_values_installs_and_its_pods_pass_restricted_admissi
     release = namespace  # unique per test, so the ClusterRoles are too
     objects = render_chart(chart, {}, release, namespace)
     track(cluster_scoped, objects)
-    generation = crd_generation(cluster)  # the session installed crds/: the chart's copy must change nothing
-    (crd,) = apply(cluster, chart_crds(chart))
-    assert crd["metadata"]["generation"] == generation
+    generation = crd_generation(cluster)  # the session installed crds/: the chart's template must change no spec
     live = apply(cluster, objects)
+    (crd,) = of_kind(live, "CustomResourceDefinition")
+    assert crd["metadata"]["generation"] == generation
+    assert crd["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
 
     kinds = sorted({o["kind"] for o in live})
     assert kinds == [
         "ClusterRole",
         "ClusterRoleBinding",
+        "CustomResourceDefinition",
         "Deployment",
         "Role",
         "RoleBinding",
@@ -393,6 +398,38 @@ def test_chart_with_default_values_installs_and_its_pods_pass_restricted_admissi
     assert sorted(p["metadata"]["labels"]["app.kubernetes.io/component"] for p in pods) == ["callback", "operator"]
     assert {p["spec"]["serviceAccountName"] for p in pods} == {fullname, f"{fullname}-callback"}
     assert_restricted_is_enforced(admin, namespace)
+    uninstall_keeps_the_crd_and_the_tokens(cluster, admin, live, namespace)
+
+
+def uninstall_keeps_the_crd_and_the_tokens(
+    cluster: ControlPlane, admin: ApiClient, live: list[Obj], namespace: str
+) -> None:
+    """What `helm uninstall` deletes (every object of the release but those annotated
+    ``helm.sh/resource-policy: keep``) leaves the CRD, its EmailTokens and the Secrets they own."""
+    example = ROOT / "examples" / "microsoft-client-credentials.yaml"
+    cluster.kubectl("apply", "-n", namespace, "-f", str(example))
+    (token,) = [d for d in yaml.safe_load_all(example.read_text()) if d and d["kind"] == "EmailToken"]
+    name = token["metadata"]["name"]
+    uid = (admin.get("emailtokens", namespace, name) or {})["metadata"]["uid"]
+    owner = {"apiVersion": "emailtoken.io/v1alpha1", "kind": "EmailToken", "name": name, "uid": uid}
+    consumer = {  # the consumer Secret as the operator writes it: owned by its EmailToken
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": name, "ownerReferences": [owner]},
+        "stringData": {"username": "reports@contoso.com"},
+    }
+    admin.create("secrets", namespace, consumer)
+    kept = [o for o in live if (o["metadata"].get("annotations") or {}).get("helm.sh/resource-policy") == "keep"]
+    assert [o["kind"] for o in kept] == ["CustomResourceDefinition"]
+    doomed = [o for o in live if o not in kept]
+    cluster.kubectl("delete", "--wait=true", "-f", "-", input=yaml.safe_dump_all(doomed))
+    assert (
+        cluster.kubectl("get", "-f", "-", "--ignore-not-found", "-o", "name", input=yaml.safe_dump_all(doomed)).stdout
+        == ""
+    )
+    cluster.kubectl("wait", "--for=condition=Established", "--timeout=10s", "crd/emailtokens.emailtoken.io")
+    assert admin.get("emailtokens", namespace, name) is not None
+    assert admin.get("secrets", namespace, name) is not None
 
 
 def test_chart_optional_objects_install(
@@ -402,18 +439,28 @@ def test_chart_optional_objects_install(
     make_namespace: Callable[[str], str],
     cluster_scoped: list[Obj],
 ) -> None:
-    """Ingress, PodDisruptionBudget, NetworkPolicies and a hot standby are accepted too.
+    """Ingress, PodDisruptionBudget, NetworkPolicies, a hot standby spread over nodes, common
+    labels and the Grafana dashboard ConfigMap are accepted too; a second release leaves the
+    CRD to the first (crds.enabled false).
 
-    Left out: the ServiceMonitor (needs the Prometheus Operator's CRD) and the kopf peering
-    objects (need kopf's CRDs); this control plane has neither, and without its CRD even a
-    server-side dry-run of such a kind is refused.
+    Left out: the ServiceMonitor and PrometheusRule (need the Prometheus Operator's CRDs) and
+    the kopf peering objects (need kopf's CRDs); this control plane has neither, and without
+    its CRD even a server-side dry-run of such a kind is refused.
     """
     namespace = make_namespace("rel")
     label_namespace(admin, namespace, RESTRICTED)
     values = {
         "watchNamespaces": [namespace],
         "networkPolicy": {"enabled": True},
-        "operator": {"replicaCount": 2},
+        "crds": {"enabled": False},
+        "commonLabels": {"team": "mail"},
+        "operator": {
+            "replicaCount": 2,
+            "grafanaDashboard": {"enabled": True},
+            "topologySpreadConstraints": [
+                {"maxSkew": 1, "topologyKey": "kubernetes.io/hostname", "whenUnsatisfiable": "ScheduleAnyway"}
+            ],
+        },
         "callback": {
             "redirectBaseUrl": "https://mail-auth.example.com",
             "replicaCount": 2,
@@ -426,7 +473,11 @@ def test_chart_optional_objects_install(
     track(cluster_scoped, objects)
     live = apply(cluster, objects)
     kinds = {o["kind"] for o in live}
-    assert {"Ingress", "PodDisruptionBudget", "NetworkPolicy"} <= kinds, kinds
+    assert {"Ingress", "PodDisruptionBudget", "NetworkPolicy", "ConfigMap"} <= kinds, kinds
+    assert "CustomResourceDefinition" not in kinds
+    assert all(o["metadata"]["labels"]["team"] == "mail" for o in live)
+    spread = deployment(live, "operator")["spec"]["template"]["spec"]["topologySpreadConstraints"]
+    assert spread[0]["labelSelector"]["matchLabels"] == deployment(live, "operator")["spec"]["selector"]["matchLabels"]
     (ingress,) = of_kind(live, "Ingress")
     assert [p["path"] for r in ingress["spec"]["rules"] for p in r["http"]["paths"]] == ["/callback"]
     assert deployment(live, "operator")["spec"]["strategy"]["type"] == "RollingUpdate"

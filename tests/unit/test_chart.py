@@ -6,7 +6,9 @@ every rendered built-in object is validated against the Kubernetes 1.32 OpenAPI 
 operator are asserted on the objects: restricted pod security on every container, one
 operator replica with Recreate (more only with leader election, then RollingUpdate), RBAC
 rules equal to operator/emailtoken/rbac.py, the Lease Role in the release namespace only,
-the callback's Secret access confined to the namespaces it serves, only /callback public.
+the callback's Secret access confined to the namespaces it serves, only /callback public,
+the CRD as a template with the keep policy, and alert and dashboard queries that name only
+metrics the operator really exports (a real MetricsObserver's exposition).
 The kustomize base and overlays must be what deploy/generate.py would write now, and
 `kubectl kustomize` of them must equal a fresh render of the chart.
 """
@@ -15,6 +17,9 @@ from __future__ import annotations
 
 import copy
 import importlib.util
+import json
+import logging
+import re
 import subprocess
 import sys
 from collections.abc import Iterator, Mapping
@@ -39,7 +44,8 @@ try:
 except ImportError:  # the package is not installed: use the source root
     sys.path.insert(0, str(ROOT / "operator"))
     from emailtoken import rbac
-from emailtoken.settings import OperatorConfig  # noqa: E402  (after the source-root fallback)
+from emailtoken import metrics  # noqa: E402  (after the source-root fallback)
+from emailtoken.settings import OperatorConfig  # noqa: E402
 
 try:
     from tests.support.system import need_binary
@@ -82,6 +88,35 @@ SCENARIOS: dict[str, dict[str, Any]] = {
     "pdbOneReplica": {"callback": {"pdb": {"enabled": True}}},
     "pdbDisabled": {"callback": {"replicaCount": 2, "pdb": {"enabled": False}, **STATE_KEY}},
     "callbackDisabled": {"callback": {"enabled": False}},
+    "monitoring": {
+        "commonLabels": {"team": "mail", "example.com/cost-centre": "42"},
+        "operator": {
+            "serviceMonitor": {"enabled": True},
+            "prometheusRule": {"enabled": True, "labels": {"release": "prometheus"}},
+            "grafanaDashboard": {"enabled": True, "annotations": {"grafana_folder": "Mail"}},
+        },
+    },
+    "crdsOff": {"crds": {"enabled": False}},
+    "crdsNotKept": {"crds": {"keep": False}},
+    "quiet": {"operator": {"logLevel": "warning"}, "callback": {"logLevel": "error", "adminUrl": ""}},
+    "spread": {
+        "operator": {
+            "replicaCount": 2,
+            "topologySpreadConstraints": [
+                {"maxSkew": 1, "topologyKey": "kubernetes.io/hostname", "whenUnsatisfiable": "DoNotSchedule"}
+            ],
+        },
+        "callback": {
+            "topologySpreadConstraints": [
+                {
+                    "maxSkew": 1,
+                    "topologyKey": "topology.kubernetes.io/zone",
+                    "whenUnsatisfiable": "ScheduleAnyway",
+                    "labelSelector": {"matchLabels": {"tier": "edge"}},
+                }
+            ]
+        },
+    },
     "hotStandby": {"operator": {"replicaCount": 2}},
     "privateProvider": {"providers": {"allowedHosts": ["idp.corp.example", "*.login.example"]}},
     "noLeaderElection": {"operator": {"leaderElection": {"enabled": False}}},
@@ -123,12 +158,23 @@ def _merge(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict[str, Any]:
 
 
 EVERYTHING: dict[str, Any] = {}
-for _name in ("ingress", "networkPolicy", "serviceMonitor", "peeringNamespaced", "pdb", "scheduling", "hotStandby"):
+for _name in (
+    "ingress",
+    "networkPolicy",
+    "serviceMonitor",
+    "peeringNamespaced",
+    "pdb",
+    "scheduling",
+    "hotStandby",
+    "monitoring",
+    "spread",
+):
     EVERYTHING = _merge(EVERYTHING, SCENARIOS[_name])
 EVERYTHING["watchNamespaces"] = ["mail", "billing"]
 SCENARIOS["everything"] = EVERYTHING
 
-CRD_KINDS = {"ServiceMonitor", "KopfPeering", "ClusterKopfPeering"}
+CRD_KINDS = {"ServiceMonitor", "PrometheusRule", "KopfPeering", "ClusterKopfPeering"}
+CRD_NAME = "emailtokens.emailtoken.io"
 LEASE_ROLE = f"{RELEASE}-leader-election"
 RESTRICTED_USER = 65532
 
@@ -216,6 +262,13 @@ def test_every_scenario_satisfies_the_schema(chart: helm_python.Chart) -> None:
         ({"operator": {"logFormat": "xml"}}, "logFormat"),
         ({"operator": {"replicaCount": 0}}, "replicaCount"),
         ({"operator": {"leaderElection": {"enabled": "yes"}}}, "enabled"),
+        ({"operator": {"logLevel": "verbose"}}, "logLevel"),
+        ({"callback": {"logLevel": "trace"}}, "logLevel"),
+        ({"callback": {"adminUrl": "localhost:8081"}}, "adminUrl"),
+        ({"commonLabels": {"app.kubernetes.io/name": "mine"}}, "invalid propertyName"),
+        ({"crds": {"install": True}}, "install"),
+        ({"operator": {"topologySpreadConstraints": [{"maxSkew": 1}]}}, "topologyKey"),
+        ({"operator": {"prometheusRule": {"enabled": True, "expiringWithinSeconds": 0}}}, "expiringWithinSeconds"),
     ],
 )
 def test_schema_rejects_bad_values(chart: helm_python.Chart, values: dict[str, Any], needle: str) -> None:
@@ -232,6 +285,7 @@ def test_schema_rejects_bad_values(chart: helm_python.Chart, values: dict[str, A
         ({"callback": {"replicaCount": 2}}, "stateKeySecret"),
         ({"callback": {"adminPort": 8080}}, "must differ"),
         ({"operator": {"replicaCount": 2, "leaderElection": {"enabled": False}}}, "leaderElection"),
+        ({"operator": {"prometheusRule": {"enabled": True}}}, "serviceMonitor"),
     ],
 )
 def test_template_rejects_unsafe_combinations(chart: helm_python.Chart, values: dict[str, Any], needle: str) -> None:
@@ -253,9 +307,20 @@ def check_crd_object_shape(obj: Obj) -> None:
         assert spec["selector"]["matchLabels"]
         assert spec["namespaceSelector"] == {"matchNames": [NAMESPACE]}
         for endpoint in spec["endpoints"]:
-            assert set(endpoint) <= {"port", "path", "scheme", "interval", "scrapeTimeout"}
+            assert set(endpoint) <= {"port", "path", "scheme", "interval", "scrapeTimeout", "honorLabels"}
             assert endpoint["port"] == "metrics" and endpoint["path"] == "/metrics"
             assert endpoint["interval"].endswith("s") and endpoint["scrapeTimeout"].endswith("s")
+            assert endpoint["honorLabels"] is True  # the token series' own `namespace` label stays
+    elif obj["kind"] == "PrometheusRule":
+        assert obj["apiVersion"] == "monitoring.coreos.com/v1"
+        for group in obj["spec"]["groups"]:
+            assert set(group) == {"name", "rules"}
+            for rule in group["rules"]:
+                assert set(rule) == {"alert", "expr", "for", "labels", "annotations"}
+                assert re.fullmatch(r"[A-Z][A-Za-z]+", rule["alert"])
+                assert re.fullmatch(r"\d+[smh]", rule["for"])
+                assert rule["labels"]["severity"] in {"warning", "critical"}
+                assert set(rule["annotations"]) == {"summary", "description"}
     else:
         assert obj["apiVersion"] == "kopf.dev/v1"
         assert (obj["kind"] == "KopfPeering") == ("namespace" in obj["metadata"])
@@ -278,7 +343,7 @@ def test_names_are_unique_and_namespaced_correctly(scenario: tuple[str, dict[str
     watched = set(values.get("watchNamespaces") or [])
     for obj in objects:
         ns = obj["metadata"].get("namespace")
-        if obj["kind"] in {"ClusterRole", "ClusterRoleBinding", "ClusterKopfPeering"}:
+        if obj["kind"] in {"ClusterRole", "ClusterRoleBinding", "ClusterKopfPeering", "CustomResourceDefinition"}:
             assert ns is None
         elif obj["kind"] in {"Role", "RoleBinding"} and obj["metadata"]["name"] == LEASE_ROLE:
             assert ns == NAMESPACE
@@ -289,27 +354,45 @@ def test_names_are_unique_and_namespaced_correctly(scenario: tuple[str, dict[str
 
 
 def test_standard_labels(scenario: tuple[str, dict[str, Any], list[Obj]]) -> None:
-    _, _, objects = scenario
+    _, values, objects = scenario
+    common = values.get("commonLabels") or {}
     for obj in objects:
         labels = obj["metadata"]["labels"]
         assert labels["app.kubernetes.io/name"] == "emailtoken-operator"
         assert labels["app.kubernetes.io/instance"] == RELEASE
         assert labels["app.kubernetes.io/version"] == "0.1.0"
-        assert labels["app.kubernetes.io/component"] in {"operator", "callback"}
+        expected = {"crds"} if obj["kind"] == "CustomResourceDefinition" else {"operator", "callback"}
+        assert labels["app.kubernetes.io/component"] in expected
         assert labels["app.kubernetes.io/managed-by"] == "Helm"
         assert labels["helm.sh/chart"] == "emailtoken-operator-0.1.0"
+        assert common.items() <= labels.items()
+        if obj["kind"] == "Deployment":  # the pods carry them too, the selector does not
+            assert common.items() <= obj["spec"]["template"]["metadata"]["labels"].items()
+            assert not set(common) & set(obj["spec"]["selector"]["matchLabels"])
 
 
-def test_chart_crds_equal_the_repository_crds(chart: helm_python.Chart) -> None:
-    repo = {p.name: p.read_bytes() for p in sorted(CRDS_DIR.glob("*.yaml"))}
-    assert repo, "crds/ is empty"
-    in_chart = {p.name: p.read_bytes() for p in sorted((CHART_DIR / "crds").glob("*"))}
-    assert in_chart == repo  # byte for byte: run deploy/generate.py after changing crds/
-    loaded = {Path(c["filename"]).name: c["data"].encode() for c in chart.crds}
-    assert loaded == repo
-    for text in repo.values():
-        for crd in yaml.safe_load_all(text):
-            kubernetes_validate.validate(crd, KUBE_VERSION, strict=True)
+def rendered_crd(objects: list[Obj]) -> Obj | None:
+    found = of_kind(objects, "CustomResourceDefinition")
+    assert len(found) <= 1
+    return found[0] if found else None
+
+
+def test_crd_is_a_template_that_helm_upgrades_and_keeps(chart: helm_python.Chart) -> None:
+    """Not in crds/ (Helm installs that once and never upgrades it): a template, equal to
+    crds/ in everything but the chart's labels and the keep annotation, switched by crds.*."""
+    assert chart.crds == [] and not list((CHART_DIR / "crds").glob("*"))
+    repo = [doc for p in sorted(CRDS_DIR.glob("*.yaml")) for doc in yaml.safe_load_all(p.read_text()) if doc]
+    assert [c["metadata"]["name"] for c in repo] == [CRD_NAME]
+    crd = rendered_crd(render(chart, {})[0])
+    assert crd is not None
+    assert {k: v for k, v in crd.items() if k != "metadata"} == {k: v for k, v in repo[0].items() if k != "metadata"}
+    assert crd["metadata"]["name"] == CRD_NAME
+    assert repo[0]["metadata"]["labels"].items() <= crd["metadata"]["labels"].items()
+    assert crd["metadata"]["annotations"] == {"helm.sh/resource-policy": "keep"}
+    kubernetes_validate.validate(crd, KUBE_VERSION, strict=True)
+    not_kept = rendered_crd(render(chart, SCENARIOS["crdsNotKept"])[0])
+    assert not_kept is not None and "annotations" not in not_kept["metadata"]
+    assert rendered_crd(render(chart, SCENARIOS["crdsOff"])[0]) is None
 
 
 # --------------------------------------------------------------------------- pod security
@@ -414,12 +497,16 @@ def test_operator_command_line(scenario: tuple[str, dict[str, Any], list[Obj]], 
     assert option_values(args, "--health-port") == ["8080"]
     assert option_values(args, "--metrics-port") == ["9090"]
     assert option_values(args, "--log-format") == ["json"]
+    assert option_values(args, "--log-level") == [v["operator"]["logLevel"]]
     if v["operator"]["peering"]["enabled"]:
         assert option_values(args, "--peering") == [v["operator"]["peering"]["name"]] and "--standalone" not in args
     else:
         assert "--standalone" in args and "--peering" not in args
     expected_redirect = [v["callback"]["redirectBaseUrl"]] if v["callback"]["enabled"] else []
     assert option_values(args, "--redirect-base-url") == expected_redirect
+    # status.authorizeUrl links to the admin page only where there is one.
+    expected_admin = [v["callback"]["adminUrl"]] if v["callback"]["enabled"] and v["callback"]["adminUrl"] else []
+    assert option_values(args, "--admin-url") == expected_admin
     # Both components that talk to providers get the installer's extra provider hosts.
     for component in ("operator", "callback") if v["callback"]["enabled"] else ("operator",):
         component_args = args_of(one(objects, "Deployment", component))
@@ -450,6 +537,182 @@ def test_metrics_service_and_servicemonitor(chart: helm_python.Chart) -> None:
     assert not selector.items() <= callback_service["metadata"]["labels"].items()
     objects, _ = render(chart, {})
     assert not of_kind(objects, "ServiceMonitor")
+
+
+# ---------------------------------------------------------------------------- monitoring
+
+
+def exported_series() -> dict[str, set[str]]:
+    """Sample name -> label names, from a real MetricsObserver's Prometheus exposition after
+    one of everything it observes (and the process collector the operator registers)."""
+    from datetime import UTC, datetime
+
+    from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
+    from prometheus_client.parser import text_string_to_metric_families
+
+    registry = CollectorRegistry()
+    ProcessCollector(registry=registry)
+    observer = metrics.MetricsObserver(registry)
+    now = datetime.now(UTC)
+    key = ("mail", "inbox")
+    observer.token_state(key, provider="Microsoft", ready=True, authorized=True, expires_at=now, next_refresh=now)
+    observer.refresh_attempt(key, "Microsoft", "ok")
+    observer.refresh_attempt(key, "Microsoft", "InvalidGrant")
+    observer.provider_call("Microsoft", "token", 0.2, "ok")
+    series: dict[str, set[str]] = {}
+    for family in text_string_to_metric_families(generate_latest(registry).decode()):
+        for sample in family.samples:
+            series.setdefault(sample.name, set()).update(sample.labels)
+    return series
+
+
+#: Labels Prometheus adds to every scraped series (the ServiceMonitor's target labels).
+TARGET_LABELS = {"job", "namespace", "pod", "instance", "service", "container", "endpoint"}
+PROMQL_FUNCTIONS = {
+    "sum", "min", "max", "avg", "count", "topk", "bottomk", "quantile", "count_values", "group",
+    "rate", "irate", "increase", "delta", "idelta", "deriv", "time", "vector", "scalar", "absent",
+    "absent_over_time", "histogram_quantile", "max_over_time", "min_over_time", "avg_over_time",
+    "changes", "resets", "clamp_min", "clamp_max", "abs", "label_replace", "timestamp",
+}  # fmt: skip
+PROMQL_KEYWORDS = {"and", "or", "unless", "by", "without", "on", "ignoring", "group_left", "group_right", "bool"}
+_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
+_SELECTOR = re.compile(r"([A-Za-z_:][\w:]*)\s*\{([^{}]*)\}")
+_MATCHER = re.compile(r'\s*([A-Za-z_]\w*)\s*(=~|!~|!=|=)\s*""\s*')
+_GROUPING = re.compile(r"\b(by|without|on|ignoring|group_left|group_right)\s*\(([^()]*)\)")
+
+
+def promql_problems(expr: str, series: dict[str, set[str]]) -> list[str]:
+    """What promtool would reject, roughly: unbalanced brackets, bad ranges or matchers,
+    unknown functions; plus metric and label names the operator does not export."""
+    problems: list[str] = []
+    text = _STRING.sub('""', expr)
+    for opening, closing in ("()", "[]", "{}"):
+        depth = 0
+        for char in text:
+            depth += (char == opening) - (char == closing)
+            if depth < 0:
+                break
+        if depth:
+            problems.append(f"unbalanced {opening}{closing}")
+    for window in re.findall(r"\[([^\]]*)\]", text):
+        if not re.fullmatch(r"\d+(ms|s|m|h|d|w|y)|\$__(rate_interval|interval|range)", window):
+            problems.append(f"bad range [{window}]")
+    text = re.sub(r"\[[^\]]*\]", "", text)
+    used: set[str] = set()
+    for name, body in _SELECTOR.findall(text):
+        used.add(name)
+        for matcher in filter(str.strip, body.split(",")):
+            m = _MATCHER.fullmatch(matcher)
+            if not m:
+                problems.append(f"bad matcher {matcher!r} of {name}")
+            elif m.group(1) not in series.get(name, set()) | TARGET_LABELS:
+                problems.append(f"{name} has no label {m.group(1)}")
+    text = _SELECTOR.sub(r"\1", text)
+    labels_seen = set(TARGET_LABELS)
+    grouping = _GROUPING.findall(text)
+    text = _GROUPING.sub(" ", text)
+    for word, following in re.findall(r"([A-Za-z_:][\w:]*)(\s*\(?)", text):
+        if following.strip() == "(":
+            if word not in PROMQL_FUNCTIONS:
+                problems.append(f"unknown function {word}")
+        elif word not in PROMQL_KEYWORDS:
+            used.add(word)
+    for name in sorted(used):
+        if name not in series:
+            problems.append(f"{name} is not exported")
+        labels_seen |= series.get(name, set())
+    for _, names in grouping:
+        problems += [f"no series has label {n}" for n in map(str.strip, names.split(",")) if n not in labels_seen]
+    return problems
+
+
+def test_promql_check_finds_what_promtool_would() -> None:
+    """The checker itself can fail: each broken expression is caught."""
+    series = exported_series()
+    assert promql_problems('sum by (provider) (rate(emailtoken_refresh_attempts_total{job="x"}[5m]))', series) == []
+    for broken in (
+        "sum(emailtoken_refresh_attempts[5m])",  # a counter's name without _total
+        "rate(emailtoken_refresh_attempts_total[5 minutes])",
+        "sum by (mailbox) (emailtoken_token_ready)",
+        'emailtoken_token_ready{mailbox="x"}',
+        "emailtoken_token_ready{job=x}",
+        "sum(rate(emailtoken_refresh_attempts_total[5m])",
+        "summ(emailtoken_token_ready)",
+    ):
+        assert promql_problems(broken, series), broken
+
+
+def test_prometheus_rule_alerts_on_exported_metrics(chart: helm_python.Chart) -> None:
+    objects, _ = render(chart, SCENARIOS["monitoring"])
+    (rule,) = of_kind(objects, "PrometheusRule")
+    assert rule["metadata"]["labels"]["release"] == "prometheus"
+    rules = {r["alert"]: r for group in rule["spec"]["groups"] for r in group["rules"]}
+    assert set(rules) == {
+        "EmailTokenExpiringWithoutRefresh",
+        "EmailTokenRefreshFailing",
+        "EmailTokenReauthorizationRequired",
+        "EmailTokenOperatorNoLeader",
+    }
+    series = exported_series()
+    for name, alert in rules.items():
+        assert promql_problems(alert["expr"], series) == [], name
+        # Only the series of this release's metrics Service (the ServiceMonitor's job).
+        assert 'job="emailtoken-operator-metrics"' in alert["expr"], name
+        # Alertmanager templates reach Prometheus unrendered by Helm.
+        for text in alert["annotations"].values():
+            assert "{{" not in text or "$labels." in text or "$value" in text
+    assert rules["EmailTokenExpiringWithoutRefresh"]["expr"].endswith("< 240")
+    assert 'namespace="emailtoken-system"' in rules["EmailTokenOperatorNoLeader"]["expr"]
+    assert (
+        "{{ $labels.namespace }}/{{ $labels.name }}"
+        in rules["EmailTokenReauthorizationRequired"]["annotations"]["description"]
+    )
+    objects, _ = render(chart, SCENARIOS["serviceMonitor"])
+    assert not of_kind(objects, "PrometheusRule")
+
+
+def test_expiry_alert_threshold_is_below_the_refresh_margin() -> None:
+    """The alert must not fire for a token the operator is about to refresh on schedule."""
+    from datetime import timedelta
+
+    from emailtoken.timing import MIN_MARGIN, refresh_margin
+
+    values = yaml.safe_load((CHART_DIR / "values.yaml").read_text())
+    threshold = timedelta(seconds=values["operator"]["prometheusRule"]["expiringWithinSeconds"])
+    assert threshold < MIN_MARGIN
+    for lifetime in (timedelta(minutes=60), timedelta(minutes=90), timedelta(hours=24)):
+        assert threshold < refresh_margin(lifetime, None)
+
+
+def test_grafana_dashboard_queries_exported_metrics(chart: helm_python.Chart) -> None:
+    objects, _ = render(chart, SCENARIOS["monitoring"])
+    (configmap,) = [o for o in of_kind(objects, "ConfigMap") if o["metadata"]["name"].endswith("-dashboard")]
+    assert configmap["metadata"]["labels"]["grafana_dashboard"] == "1"  # the Grafana sidecar's default label
+    assert configmap["metadata"]["annotations"] == {"grafana_folder": "Mail"}
+    (text,) = configmap["data"].values()
+    dashboard = json.loads(text)
+    assert dashboard["uid"] and dashboard["title"]
+    variables = {v["name"]: v for v in dashboard["templating"]["list"]}
+    assert variables["datasource"]["query"] == "prometheus"
+    series = exported_series()
+    metric, label = re.fullmatch(r"label_values\((\w+), (\w+)\)", variables["job"]["definition"]).groups()
+    assert metric in series and label in TARGET_LABELS
+    exprs = [t["expr"] for panel in dashboard["panels"] for t in panel["targets"]]
+    assert len(exprs) >= 8
+    for expr in exprs:
+        assert promql_problems(expr, series) == [], expr
+        assert 'job=~"$job"' in expr, expr
+    queried = {name for expr in exprs for name in re.findall(r"emailtoken_\w+", expr)}
+    families = {name for name in series if name.startswith("emailtoken_")}
+    # Every operator family is on the dashboard (counters and histograms by one of their series).
+    assert {re.sub(r"_(total|created|bucket|sum|count)$", "", n) for n in families} <= {
+        re.sub(r"_(total|created|bucket|sum|count)$", "", n) for n in queried
+    }
+    objects, _ = render(
+        chart, _merge(SCENARIOS["monitoring"], {"operator": {"grafanaDashboard": {"namespace": "grafana"}}})
+    )
+    (configmap,) = [o for o in of_kind(objects, "ConfigMap") if o["metadata"]["name"].endswith("-dashboard")]
+    assert configmap["metadata"]["namespace"] == "grafana"
 
 
 def test_peering_objects(chart: helm_python.Chart) -> None:
@@ -488,6 +751,25 @@ def test_scheduling_and_extras_reach_the_pod(chart: helm_python.Chart) -> None:
     assert callback_pod["nodeSelector"] == {"kubernetes.io/os": "linux"}
 
 
+def test_topology_spread_selects_the_component_pods(chart: helm_python.Chart) -> None:
+    objects, _ = render(chart, SCENARIOS["spread"])
+    operator = one(objects, "Deployment", "operator")
+    (constraint,) = operator["spec"]["template"]["spec"]["topologySpreadConstraints"]
+    assert constraint == {
+        **SCENARIOS["spread"]["operator"]["topologySpreadConstraints"][0],
+        "labelSelector": {"matchLabels": operator["spec"]["selector"]["matchLabels"]},
+    }
+    callback = one(objects, "Deployment", "callback")
+    # A labelSelector of the installer's own is kept as given.
+    assert (
+        callback["spec"]["template"]["spec"]["topologySpreadConstraints"]
+        == (SCENARIOS["spread"]["callback"]["topologySpreadConstraints"])
+    )
+    objects, _ = render(chart, {})
+    for deployment in of_kind(objects, "Deployment"):
+        assert "topologySpreadConstraints" not in deployment["spec"]["template"]["spec"]
+
+
 # ------------------------------------------------------------------------------ callback
 
 
@@ -506,6 +788,8 @@ def test_callback_command_line_and_ports(
     assert option_values(args, "--admin-port") == ["8081"]
     assert option_values(args, "--redirect-base-url") == [v["callback"]["redirectBaseUrl"]]
     assert option_values(args, "--namespace") == v["watchNamespaces"]
+    assert option_values(args, "--log-level") == [v["callback"]["logLevel"]]
+    assert option_values(args, "--admin-url") == ([v["callback"]["adminUrl"]] if v["callback"]["adminUrl"] else [])
     assert deployment["spec"]["replicas"] == v["callback"]["replicaCount"]
     container = deployment["spec"]["template"]["spec"]["containers"][0]
     assert {p["name"]: p["containerPort"] for p in container["ports"]} == {"http": 8080, "admin": 8081}
@@ -772,8 +1056,9 @@ def kustomize(path: Path) -> list[Obj]:
 
 
 def expected_plain(chart: helm_python.Chart, generator: ModuleType, values: Mapping[str, Any]) -> list[Obj]:
-    objects, _ = render(chart, values)
-    crds = [crd for c in chart.crds for crd in yaml.safe_load_all(c["data"]) if crd]
+    """The chart without its CRD template, plus crds/ as it is (what generate.py promises)."""
+    objects, _ = render(chart, _merge(values, {"crds": {"enabled": False}}))
+    crds = [crd for p in sorted(CRDS_DIR.glob("*.yaml")) for crd in yaml.safe_load_all(p.read_text()) if crd]
     return [generator.namespace_object(), *crds, *(generator.normalize(o) for o in objects)]
 
 
@@ -793,6 +1078,7 @@ def test_kustomize_overlay_equals_the_chart_render(
 
 def test_generated_objects_drop_only_the_helm_labels(chart: helm_python.Chart, generator: ModuleType) -> None:
     objects, _ = render(chart, {})
+    assert rendered_crd(objects) is not None and generator.PLAIN_VALUES == {"crds": {"enabled": False}}
     for obj in objects:
         plain = generator.normalize(copy.deepcopy(obj))
         dropped = set(obj["metadata"]["labels"]) - set(plain["metadata"]["labels"])
@@ -821,7 +1107,7 @@ def subcommands(parser: Any) -> dict[str, Any]:
     return dict(action.choices)
 
 
-@pytest.mark.parametrize("name", ["defaults", "everything", "peering", "callbackDisabled", "noLeaderElection"])
+@pytest.mark.parametrize("name", ["defaults", "everything", "peering", "callbackDisabled", "noLeaderElection", "quiet"])
 def test_operator_args_parse_with_the_real_command_line(chart: helm_python.Chart, name: str) -> None:
     cli = pytest.importorskip("emailtoken.cli")
     values = merged(SCENARIOS[name], chart)
@@ -836,12 +1122,32 @@ def test_operator_args_parse_with_the_real_command_line(chart: helm_python.Chart
     )
     expected = values["callback"]["redirectBaseUrl"] if values["callback"]["enabled"] else None
     assert config.redirect_base_url == expected
+    admin_url = values["callback"]["adminUrl"] if values["callback"]["enabled"] else ""
+    assert config.admin_url == (admin_url or None)
+    assert config.log_level == values["operator"]["logLevel"]
     assert config.leader_election == values["operator"]["leaderElection"]["enabled"]
     if config.leader_election:
         assert (config.lease_namespace, config.lease_name) == (NAMESPACE, RELEASE)
 
 
-@pytest.mark.parametrize("name", ["defaults", "everything"])
+def test_log_level_value_sets_the_operator_log_level(chart: helm_python.Chart) -> None:
+    """operator.logLevel reaches the root logger through the operator's own log setup."""
+    cli = pytest.importorskip("emailtoken.cli")
+    runner = pytest.importorskip("emailtoken.runner")
+    root = logging.getLogger()
+    saved = (root.level, list(root.handlers))
+    try:
+        for level, expected in (("warning", logging.WARNING), ("error", logging.ERROR), ("debug", logging.DEBUG)):
+            objects, _ = render(chart, {"operator": {"logLevel": level}})
+            args = cli.build_parser().parse_args(args_of(one(objects, "Deployment", "operator")))
+            runner.configure_logging(cli.config_from_args(args))
+            assert root.level == expected, level
+    finally:
+        root.setLevel(saved[0])
+        root.handlers[:] = saved[1]
+
+
+@pytest.mark.parametrize("name", ["defaults", "everything", "quiet"])
 def test_callback_args_parse_with_the_real_command_line(chart: helm_python.Chart, name: str) -> None:
     cli = pytest.importorskip("emailtoken.cli")
     parser = cli.build_parser()
@@ -850,3 +1156,6 @@ def test_callback_args_parse_with_the_real_command_line(chart: helm_python.Chart
     objects, _ = render(chart, SCENARIOS[name])
     parsed = parser.parse_args(args_of(one(objects, "Deployment", "callback")))
     assert parsed.command == "callback"
+    values = merged(SCENARIOS[name], chart)["callback"]
+    assert parsed.log_level == values["logLevel"]
+    assert (parsed.admin_url or "") == values["adminUrl"]

@@ -40,7 +40,8 @@ app.kubernetes.io/component: {{ .component }}
 {{- end }}
 
 {{/*
-Standard labels of a component. Call with (dict "ctx" $ "component" "operator").
+Standard labels of a component, plus the installer's commonLabels (the schema keeps them
+off the chart's own keys). Call with (dict "ctx" $ "component" "operator").
 */}}
 {{- define "emailtoken.labels" -}}
 helm.sh/chart: {{ include "emailtoken.chart" .ctx }}
@@ -48,6 +49,27 @@ helm.sh/chart: {{ include "emailtoken.chart" .ctx }}
 app.kubernetes.io/version: {{ .ctx.Chart.AppVersion | quote }}
 app.kubernetes.io/part-of: emailtoken-operator
 app.kubernetes.io/managed-by: {{ .ctx.Release.Service }}
+{{- with .ctx.Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/*
+A component's topologySpreadConstraints, each without a labelSelector given the
+component's selector labels (a constraint must select the pods it spreads).
+Call with (dict "ctx" $ "component" "operator" "constraints" LIST).
+*/}}
+{{- define "emailtoken.topologySpread" -}}
+{{- $selector := include "emailtoken.selectorLabels" . | fromYaml }}
+{{- $out := list }}
+{{- range .constraints }}
+{{- $c := deepCopy . }}
+{{- if not (hasKey $c "labelSelector") }}
+{{- $_ := set $c "labelSelector" (dict "matchLabels" $selector) }}
+{{- end }}
+{{- $out = append $out $c }}
+{{- end }}
+{{- toYaml $out }}
 {{- end }}
 
 {{- define "emailtoken.operatorServiceAccountName" -}}

@@ -6,6 +6,9 @@ callback Deployment, "emailtoken.validateOperator" by the operator Deployment.
 {{- if and (gt (int .Values.operator.replicaCount) 1) (not .Values.operator.leaderElection.enabled) }}
 {{- fail "operator.replicaCount > 1 needs operator.leaderElection.enabled: without the Lease every replica would refresh the same tokens and spend the same rotating refresh tokens" }}
 {{- end }}
+{{- if and .Values.operator.prometheusRule.enabled (not .Values.operator.serviceMonitor.enabled) }}
+{{- fail "operator.prometheusRule.enabled needs operator.serviceMonitor.enabled: the alerts select the series that ServiceMonitor scrapes" }}
+{{- end }}
 {{- end }}
 
 {{- define "emailtoken.validate" -}}

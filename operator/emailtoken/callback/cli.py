@@ -63,6 +63,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     )
     p.add_argument("--provider-timeout", type=float, default=20.0, help="seconds per provider request")
     p.add_argument("-v", "--verbose", action="store_true")
+    p.add_argument(
+        "--log-level",
+        choices=("debug", "info", "warning", "error"),
+        default="info",
+        help="least severe messages logged (default info; -v means debug)",
+    )
     p.set_defaults(func=run)
 
 
@@ -122,7 +128,7 @@ def run(args: argparse.Namespace) -> int:
     from emailtoken.callback.state import load_key
 
     logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
+        level=logging.DEBUG if args.verbose else args.log_level.upper(),
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
         stream=sys.stderr,
     )
