@@ -152,6 +152,51 @@ def _https(url: str, what: str) -> str:
     return url
 
 
+def _scopes(provider: str, flow: str, spec: Mapping[str, Any]) -> list[str]:
+    """``services`` expanded to scopes, plus ``scopes``: at least one mail scope."""
+    try:
+        expanded = scopes_mod.expand(provider, flow, spec.get("services") or (), spec.get("scopes") or ())
+    except ValueError as exc:
+        raise SpecError(str(exc)) from None
+    if not [s for s in expanded if s not in scopes_mod.MICROSOFT_RESERVED | set(scopes_mod.GOOGLE_IDENTITY_SCOPES)]:
+        raise SpecError("set services (e.g. IMAP, SMTP or Gmail) or scopes: no mail scope is requested")
+    return list(expanded)
+
+
+def _endpoints(provider: str, tenant_id: str | None, spec: Mapping[str, Any]) -> tuple[str, str]:
+    """``(authorizationUrl, tokenUrl)``: the spec's (https only) or the provider's defaults."""
+    if provider == "Microsoft":
+        authority = MICROSOFT_AUTHORITY.format(tenant=tenant_id)
+        token_url = _https(spec.get("tokenUrl") or authority + MICROSOFT_TOKEN_SUFFIX, "tokenUrl")
+        default_auth = token_url[: -len("/token")] + "/authorize"
+        return _https(spec.get("authorizationUrl") or default_auth, "authorizationUrl"), token_url
+    token_url = _https(spec.get("tokenUrl") or GOOGLE_TOKEN_URL, "tokenUrl")
+    return _https(spec.get("authorizationUrl") or GOOGLE_AUTHORIZATION_URL, "authorizationUrl"), token_url
+
+
+def _secret_name(name: str, spec: Mapping[str, Any]) -> str:
+    """The consumer Secret's name (``secretName``, default the token's name), never a grant Secret's."""
+    secret_name = consumer_secret_name(name, spec)
+    if not _DNS1123.match(secret_name) or len(secret_name) > 253:
+        raise SpecError("secretName must be a DNS-1123 subdomain (lower case letters, digits, '-' and '.')")
+    if secret_name.startswith(GRANT_SECRET_PREFIX):
+        # The CRD refuses such a spec.secretName; a token *named* like a grant gets here through the default.
+        raise SpecError(
+            f"the consumer Secret cannot be named {secret_name}: names starting with {GRANT_SECRET_PREFIX} "
+            "are reserved for grant Secrets; set spec.secretName"
+        )
+    return secret_name
+
+
+def _refresh_before(spec: Mapping[str, Any]) -> timedelta | None:
+    if not spec.get("refreshBefore"):
+        return None
+    try:
+        return parse_duration(str(spec["refreshBefore"]))
+    except ValueError as exc:
+        raise SpecError(f"refreshBefore: {exc}") from None
+
+
 def parse_spec(spec: Mapping[str, Any], name: str) -> EmailTokenSpec:
     """Turn a raw spec into an :class:`EmailTokenSpec` or raise :class:`SpecError`."""
     provider = spec.get("provider")
@@ -168,35 +213,10 @@ def parse_spec(spec: Mapping[str, Any], name: str) -> EmailTokenSpec:
     client_secret_ref = _ref(spec.get("clientSecretRef"), "clientSecretRef", DEFAULT_CLIENT_SECRET_KEY)
     sa_ref = _ref(spec.get("serviceAccountKeyRef"), "serviceAccountKeyRef", DEFAULT_SA_KEY)
     email = spec.get("emailAddress") or None
-    try:
-        expanded = scopes_mod.expand(provider, flow, spec.get("services") or (), spec.get("scopes") or ())
-    except ValueError as exc:
-        raise SpecError(str(exc)) from None
-    if not [s for s in expanded if s not in scopes_mod.MICROSOFT_RESERVED | set(scopes_mod.GOOGLE_IDENTITY_SCOPES)]:
-        raise SpecError("set services (e.g. IMAP, SMTP or Gmail) or scopes: no mail scope is requested")
-    if provider == "Microsoft":
-        authority = MICROSOFT_AUTHORITY.format(tenant=tenant_id)
-        token_url = _https(spec.get("tokenUrl") or authority + MICROSOFT_TOKEN_SUFFIX, "tokenUrl")
-        default_auth = token_url[: -len("/token")] + "/authorize"
-        authorization_url = _https(spec.get("authorizationUrl") or default_auth, "authorizationUrl")
-    else:
-        token_url = _https(spec.get("tokenUrl") or GOOGLE_TOKEN_URL, "tokenUrl")
-        authorization_url = _https(spec.get("authorizationUrl") or GOOGLE_AUTHORIZATION_URL, "authorizationUrl")
-    secret_name = consumer_secret_name(name, spec)
-    if not _DNS1123.match(secret_name) or len(secret_name) > 253:
-        raise SpecError("secretName must be a DNS-1123 subdomain (lower case letters, digits, '-' and '.')")
-    if secret_name.startswith(GRANT_SECRET_PREFIX):
-        # The CRD refuses such a spec.secretName; a token *named* like a grant gets here through the default.
-        raise SpecError(
-            f"the consumer Secret cannot be named {secret_name}: names starting with {GRANT_SECRET_PREFIX} "
-            "are reserved for grant Secrets; set spec.secretName"
-        )
-    refresh_before = None
-    if spec.get("refreshBefore"):
-        try:
-            refresh_before = parse_duration(str(spec["refreshBefore"]))
-        except ValueError as exc:
-            raise SpecError(f"refreshBefore: {exc}") from None
+    expanded = _scopes(provider, flow, spec)
+    authorization_url, token_url = _endpoints(provider, tenant_id, spec)
+    secret_name = _secret_name(name, spec)
+    refresh_before = _refresh_before(spec)
     return EmailTokenSpec(
         provider=provider,
         flow=flow,
