@@ -85,9 +85,9 @@ async def _demo(args: argparse.Namespace) -> int:
     from emailtoken_dev.devprovider import DevProvider
     from emailtoken_dev.localapi import LocalKubernetes
 
-    workdir = Path(tempfile.mkdtemp(prefix="emailtoken-demo-"))
-    kubeconfig = workdir / "kubeconfig"
     async with contextlib.AsyncExitStack() as stack:
+        # The kubeconfig lives as long as the demo: removed on exit, Ctrl-C included.
+        kubeconfig = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="emailtoken-demo-"))) / "kubeconfig"
         provider = await stack.enter_async_context(DevProvider(token_lifetime=args.lifetime))
         local = await stack.enter_async_context(LocalKubernetes(port=args.api_port))
         provider.add_client(DEMO_CLIENT, DEMO_SECRET, mailboxes=[DEMO_MAILBOX])
@@ -99,6 +99,7 @@ async def _demo(args: argparse.Namespace) -> int:
         local.write_kubeconfig(kubeconfig, DEMO_NAMESPACE)
         os.environ["KUBECONFIG"] = str(kubeconfig)
         print(f"embedded Kubernetes API: {url}   (KUBECONFIG={kubeconfig})")
+        print(f"  in another terminal: KUBECONFIG={kubeconfig} kubectl get emailtokens -A -w")
         print(f"demo provider (Entra ID protocol): {provider.url}   tokens live {args.lifetime}s")
         callback = await stack.enter_async_context(_callback_service(provider.ca_pem_path, args))
         admin_url, redirect_base = callback.admin_url, callback.svc.config.redirect_base_url

@@ -5,26 +5,42 @@ subresource). Three gaps matter here and are filled in: ``generateName`` (kopf n
 every Event that way), ``creationTimestamp`` (printer columns) and an initial
 ``resourceVersion`` (a grant Secret created without one would read back as "no version",
 and the next compare-and-swap write would try to create it again and get 409).
+For ``kubectl`` (the demo prints a kubeconfig): lists carry their ``kind``, the core group's
+discovery says ``v1`` (kmock says ``/v1``), field selectors are applied to lists and watches
+(``kubectl describe``'s Events, ``kubectl wait``), and EmailTokens come as server-side tables
+with the CRD's printer columns (:mod:`emailtoken_dev.kubeviews`).
 Everything else is kmock as is; see TESTING.md for what it does not emulate.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import threading
 import time
 import uuid
+from collections.abc import AsyncIterator
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import kmock
+import yaml
 from kmock._internal import enums
+
+from emailtoken_dev import kubeviews
 
 EMAILTOKENS = "emailtoken.io/v1alpha1/emailtokens"
 
 
 class _Emulator(kmock.KubernetesEmulator):  # type: ignore[misc]
+    def __attrs_post_init__(self) -> None:
+        super().__attrs_post_init__()
+        # kubectl decodes watch streams by Content-Type; kmock's say application/octet-stream.
+        json_stream = kmock.headers({"Content-Type": "application/json"})
+        (self.fallback**1)[enums.action.WATCH] << json_stream << (lambda request: self._serve_watch(request))
+
     async def _handle(self, request: Any) -> Any:
         if request.action == enums.action.CREATE and isinstance(request.data, dict):
             meta = request.data.setdefault("metadata", {})
@@ -33,6 +49,53 @@ class _Emulator(kmock.KubernetesEmulator):  # type: ignore[misc]
             meta.setdefault("creationTimestamp", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
             meta.setdefault("resourceVersion", "1")
         return await super()._handle(request)
+
+    async def _serve_version(self, request: Any) -> Any:
+        payload = await super()._serve_version(request)
+        payload["groupVersion"] = payload["groupVersion"].lstrip("/")  # the core group is "v1"
+        for entry in payload["resources"]:
+            if "/" in entry["name"]:  # a subresource has no short names of its own (kubectl warns)
+                entry.update(shortNames=[], categories=[], verbs=["get", "patch", "update"])
+        return payload
+
+    async def _serve_list(self, request: Any) -> Any:
+        payload = await super()._serve_list(request)
+        terms = kubeviews.field_selector(request.params)
+        items = [item for item in payload["items"] if kubeviews.selected(item, terms)]
+        resource = request.resource
+        if kubeviews.wants_table(request.headers) and _printer_columns(resource.group, resource.plural):
+            return kubeviews.table(items, _printer_columns(resource.group, resource.plural), "1")
+        info = next((self.resources[r] for r in self._get_resources() if r == resource), None)
+        api_version = f"{resource.group}/{resource.version}".lstrip("/")
+        return {"apiVersion": api_version, "kind": f"{info.kind if info else ''}List", **payload, "items": items}
+
+    async def _serve_fetch(self, request: Any) -> Any:
+        obj = await super()._serve_fetch(request)
+        columns = kubeviews.wants_table(request.headers) and _printer_columns(
+            request.resource.group, request.resource.plural
+        )
+        return kubeviews.table([obj], columns, "1") if columns else obj
+
+    async def _serve_watch(self, request: Any) -> AsyncIterator[Any]:
+        terms = kubeviews.field_selector(request.params)
+        columns = kubeviews.wants_table(request.headers) and _printer_columns(
+            request.resource.group, request.resource.plural
+        )
+        async for event in super()._serve_watch(request):
+            if not isinstance(event, dict):
+                yield event
+            elif kubeviews.selected(event.get("object") or {}, terms):
+                obj = event["object"]
+                yield {**event, "object": kubeviews.table([obj], columns, "1")} if columns else event
+
+
+@functools.cache
+def _printer_columns(group: str, plural: str) -> tuple[dict[str, Any], ...]:
+    """The CRD's additionalPrinterColumns for EmailTokens (the built-in kinds get kubectl's defaults)."""
+    if (group, plural) != ("emailtoken.io", "emailtokens"):
+        return ()
+    crd = yaml.safe_load(resources.files("emailtoken").joinpath("crds", "emailtokens.emailtoken.io.yaml").read_text())
+    return tuple(crd["spec"]["versions"][0].get("additionalPrinterColumns") or ())
 
 
 def register_resources(emulator: kmock.KubernetesEmulator) -> None:
