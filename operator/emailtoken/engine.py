@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from emailtoken import conditions, failures, grants
+from emailtoken import clientauth, conditions, failures, grants
 from emailtoken.api import ANNOTATION_REAUTHORIZE, ANNOTATION_REFRESH_NOW, Key
 from emailtoken.credcache import CredentialSecrets
 from emailtoken.failures import PERMISSION_RETRY_BASE, PERMISSION_RETRY_CAP, Failure, Refusal
@@ -429,6 +429,9 @@ class Engine:
         )
 
     async def _credentials(self, token: TokenRef, spec: EmailTokenSpec) -> ClientCredentials:
+        if spec.federated_credential is not None:  # no secret at all: the pod's projected token
+            files, audience = self.config.federated_token_files, spec.federated_credential.audience
+            return ClientCredentials(client_assertion=clientauth.assertion_source(files, audience))
         secret = None
         if spec.client_secret_ref is not None:
             secret = await read_secret_key(self.api, token.namespace, spec.client_secret_ref, self.credential_secrets)
