@@ -397,9 +397,9 @@ def test_status_fields_and_conditions(schema: Json) -> None:
     assert set(status) == {
         "observedGeneration", "conditions", "phase", "account", "secretName", "expiresAt",
         "lastRefreshTime", "nextRefreshTime", "redirectUri", "authorizeUrl", "deviceCode",
-        "refreshFailures", "handledAnnotations",
+        "refreshFailures", "handledAnnotations", "reauthorizationRequiredBy",
     }  # fmt: skip
-    for name in ["expiresAt", "lastRefreshTime", "nextRefreshTime"]:
+    for name in ["expiresAt", "lastRefreshTime", "nextRefreshTime", "reauthorizationRequiredBy"]:
         assert status[name]["format"] == "date-time"
     assert set(status["deviceCode"]["properties"]) == {"userCode", "verificationUri", "expiresAt"}
     assert status["refreshFailures"]["type"] == "integer"
