@@ -58,6 +58,13 @@ def _add_run(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     )
     p.add_argument("--health-port", type=int, default=8080, help="liveness endpoint port (/healthz); 0 disables")
     p.add_argument("--metrics-port", type=int, default=0, help="Prometheus /metrics port; 0 disables")
+    _add_leadership_args(p)
+    _add_refresh_args(p)
+    p.set_defaults(func=_run)
+
+
+def _add_leadership_args(p: argparse.ArgumentParser) -> None:
+    """kopf peering and the Lease."""
     peer = p.add_mutually_exclusive_group()
     peer.add_argument("--peering", metavar="NAME", help="kopf peering object name (needs the kopf.dev CRDs)")
     peer.add_argument("--standalone", action="store_true", help="no peering (the default)")
@@ -80,6 +87,10 @@ def _add_run(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         help="seconds a silent leader keeps the Lease (default 30); at least --provider-timeout + 5, so that "
         "a refresh in flight ends before another replica may take over",
     )
+
+
+def _add_refresh_args(p: argparse.ArgumentParser) -> None:
+    """Providers, the callback's URLs, and how often and how many refreshes."""
     p.add_argument("--ca-bundle", metavar="PATH", help="CA bundle for the identity providers (private CAs)")
     endpoints.add_argument(p)
     p.add_argument(
@@ -114,7 +125,6 @@ def _add_run(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         help="'changes' (default): a Refreshed Event for refresh-now and spec changes (the first "
         "token and recoveries get an Authorized Event); 'all': for every routine refresh too",
     )
-    p.set_defaults(func=_run)
 
 
 def config_from_args(args: argparse.Namespace) -> OperatorConfig:

@@ -239,30 +239,7 @@ async def replace_grant(
     attempt = 0
     while True:
         try:
-            current = await api.get_secret(token.namespace, token.grant_secret_name)
-            version = _grant_version(current, token)
-            used = used_sign_ins(current, time.time())
-            if sign_in is not None and sign_in.sign_in_id in used:
-                existing = read_grant(current)
-                if attempt and existing and existing.refresh_token == grant.refresh_token:
-                    return  # our own earlier attempt landed; only its answer was lost
-                raise _already_used()
-            if sign_in is not None:
-                used[sign_in.sign_in_id] = sign_in.expires_at
-            body = _grant_body(token, grant, used)
-            if version is None:
-                await api.create_secret(token.namespace, body)
-            else:
-                meta = body["metadata"]
-                patch = {
-                    "metadata": {k: meta[k] for k in ("labels", "annotations", "ownerReferences")},
-                    "type": body["type"],
-                    "data": body["data"],
-                }
-                # Real API servers always set resourceVersion; "" (no precondition) is for test doubles.
-                await api.patch_secret(
-                    token.namespace, token.grant_secret_name, patch, resource_version=version or None
-                )
+            await _write_grant(api, token, grant, sign_in, retried=attempt > 0)
             return
         except (Conflict, NotFound):
             # Someone wrote in between: read again after a short pause (growing, so a burst of
@@ -283,6 +260,34 @@ async def replace_grant(
                 raise refusal from None
         await asyncio.sleep(pause)
         attempt += 1
+
+
+async def _write_grant(
+    api: KubeApi, token: TokenRef, grant: Grant, sign_in: SignInState | None, *, retried: bool
+) -> None:
+    """One compare-and-swap write of the grant that records the sign-in's id (refused if recorded)."""
+    current = await api.get_secret(token.namespace, token.grant_secret_name)
+    version = _grant_version(current, token)
+    used = used_sign_ins(current, time.time())
+    if sign_in is not None and sign_in.sign_in_id in used:
+        existing = read_grant(current)
+        if retried and existing and existing.refresh_token == grant.refresh_token:
+            return  # our own earlier attempt landed; only its answer was lost
+        raise _already_used()
+    if sign_in is not None:
+        used[sign_in.sign_in_id] = sign_in.expires_at
+    body = _grant_body(token, grant, used)
+    if version is None:
+        await api.create_secret(token.namespace, body)
+        return
+    meta = body["metadata"]
+    patch = {
+        "metadata": {k: meta[k] for k in ("labels", "annotations", "ownerReferences")},
+        "type": body["type"],
+        "data": body["data"],
+    }
+    # Real API servers always set resourceVersion; "" (no precondition) is for test doubles.
+    await api.patch_secret(token.namespace, token.grant_secret_name, patch, resource_version=version or None)
 
 
 async def complete(

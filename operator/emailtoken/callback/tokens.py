@@ -91,6 +91,36 @@ def _time(text: Any) -> datetime | None:
         return None
 
 
+def _spec_view(spec_raw: Mapping[str, Any], name: str) -> tuple[str, str, str | None]:
+    """(consumer Secret name, sign-in host, why the spec does not parse): the Secret name even then."""
+    try:
+        spec = parse_spec(spec_raw, name)
+    except SpecError as exc:
+        return consumer_secret_name(name, spec_raw), "", str(exc)
+    return spec.secret_name, endpoints.host_of(spec.authorization_url), None
+
+
+def _action(flow: str, authorized: Mapping[str, Any], spec_error: str | None) -> Action:
+    """What the page offers for the token."""
+    if spec_error is not None:
+        return Action.FIX_SPEC
+    if flow in APP_ONLY_FLOWS:
+        return Action.APP_ONLY
+    if flow == "DeviceCode":
+        return Action.DEVICE_CODE
+    if authorized.get("status") == "False" and authorized.get("reason") not in (None, "AwaitingAuthorization"):
+        return Action.REAUTHORIZE
+    return Action.SIGN_IN
+
+
+def _tone(phase: str, ready: Mapping[str, Any]) -> Tone:
+    if ready.get("status") == "True":
+        return Tone.OK
+    if phase in ("Pending", "AwaitingAuthorization", "ProviderUnavailable", "APIUnavailable"):
+        return Tone.WAIT
+    return Tone.BAD
+
+
 def row_of(obj: Mapping[str, Any]) -> TokenRow:
     """The admin page's view of one EmailToken object."""
     meta = obj.get("metadata") or {}
@@ -99,34 +129,10 @@ def row_of(obj: Mapping[str, Any]) -> TokenRow:
     ready = _condition(status, "Ready")
     authorized = _condition(status, "Authorized")
     flow = str(spec_raw.get("flow") or "AuthorizationCode")
-    spec_error: str | None = None
-    sign_in_host = ""
-    try:
-        spec = parse_spec(spec_raw, str(meta.get("name", "")))
-        secret_name = spec.secret_name
-        sign_in_host = endpoints.host_of(spec.authorization_url)
-    except SpecError as exc:
-        spec_error = str(exc)
-        secret_name = consumer_secret_name(str(meta.get("name", "")), spec_raw)
-
-    if spec_error is not None:
-        action = Action.FIX_SPEC
-    elif flow in APP_ONLY_FLOWS:
-        action = Action.APP_ONLY
-    elif flow == "DeviceCode":
-        action = Action.DEVICE_CODE
-    elif authorized.get("status") == "False" and authorized.get("reason") not in (None, "AwaitingAuthorization"):
-        action = Action.REAUTHORIZE
-    else:
-        action = Action.SIGN_IN
-
+    secret_name, sign_in_host, spec_error = _spec_view(spec_raw, str(meta.get("name", "")))
+    action = _action(flow, authorized, spec_error)
     phase = str(status.get("phase") or ("InvalidSpec" if spec_error else "Pending"))
-    if ready.get("status") == "True":
-        tone = Tone.OK
-    elif phase in ("Pending", "AwaitingAuthorization", "ProviderUnavailable", "APIUnavailable"):
-        tone = Tone.WAIT
-    else:
-        tone = Tone.BAD
+    tone = _tone(phase, ready)
     message = spec_error or str(
         (authorized.get("message") if authorized.get("status") == "False" else None) or ready.get("message") or ""
     )
