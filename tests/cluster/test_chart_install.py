@@ -43,6 +43,7 @@ ROOT = Path(__file__).resolve().parents[2]
 CHART_DIR = ROOT / "charts" / "emailtoken-operator"
 KUSTOMIZE_DIR = ROOT / "deploy" / "kustomize"
 CA_MOUNT = "/etc/emailtoken/provider-ca"
+CRD = "emailtokens.emailtoken.io"
 CA_CONFIGMAP = "provider-ca"
 TENANT = "contoso"
 RESTRICTED = {
@@ -427,7 +428,10 @@ def uninstall_keeps_the_crd_and_the_tokens(
         cluster.kubectl("get", "-f", "-", "--ignore-not-found", "-o", "name", input=yaml.safe_dump_all(doomed)).stdout
         == ""
     )
-    cluster.kubectl("wait", "--for=condition=Established", "--timeout=10s", "crd/emailtokens.emailtoken.io")
+    crd = admin.http.get(f"{admin.url}/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{CRD}", timeout=10)
+    assert {"type": "Established", "status": "True"} in [
+        {"type": c["type"], "status": c["status"]} for c in crd.json()["status"]["conditions"]
+    ]
     assert admin.get("emailtokens", namespace, name) is not None
     assert admin.get("secrets", namespace, name) is not None
 
