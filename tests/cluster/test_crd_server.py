@@ -17,7 +17,7 @@ from tests.support.spec_cases import CASES, MESSAGES, Case
 ROOT = Path(__file__).resolve().parents[2]
 CRD_COPIES = [
     ROOT / "crds" / "emailtokens.emailtoken.io.yaml",
-    ROOT / "charts" / "emailtoken-operator" / "crds" / "emailtokens.emailtoken.io.yaml",
+    ROOT / "operator" / "emailtoken" / "crds" / "emailtokens.emailtoken.io.yaml",  # the chart's: test_chart_install
     ROOT / "deploy" / "kustomize" / "base" / "crds" / "emailtokens.emailtoken.io.yaml",
 ]
 CRD_URL = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
