@@ -31,6 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
+from emailtoken import mailanswers
 from emailtoken.consumer import (
     AccessToken,
     MountedToken,
@@ -50,64 +51,6 @@ _LABEL = {"imap": "IMAP", "pop3": "POP3", "smtp": "SMTP"}
 #: (plain, starttls, ssl) default ports per protocol.
 _DEFAULT_PORTS = {"imap": (143, 143, 993), "pop3": (110, 110, 995), "smtp": (25, 587, 465)}
 _SECURITY_INDEX = {"plain": 0, "starttls": 1, "ssl": 2}
-
-#: Known server texts (Microsoft, Google, Dovecot) and what they mean, most specific first.
-#: ``{proto}`` is replaced by IMAP/POP3/SMTP.
-KNOWN_ERRORS: tuple[tuple[re.Pattern[str], str], ...] = tuple(
-    (re.compile(pattern, re.IGNORECASE), meaning)
-    for pattern, meaning in (
-        (
-            r"SmtpClientAuthentication is disabled|5\.7\.139.*disabled|smtp_auth_disabled",
-            "SMTP AUTH is disabled for this tenant or mailbox: enable authenticated SMTP for the tenant "
-            "(Set-TransportConfig -SmtpClientAuthenticationDisabled $false) or for this mailbox "
-            "(Set-CASMailbox <mailbox> -SmtpClientAuthenticationDisabled $false)",
-        ),
-        (
-            r"User is authenticated but not connected",
-            "the token was accepted but the mailbox cannot be opened: the app lacks mailbox permission "
-            "(Add-MailboxPermission for its service principal) or {proto} is disabled for the mailbox "
-            "(Set-CASMailbox <mailbox> -ImapEnabled $true / -PopEnabled $true)",
-        ),
-        (
-            r"security defaults",
-            "the account is blocked by the tenant's security defaults policy (an Entra ID administrator must allow it)",
-        ),
-        (
-            r"\[UNAVAILABLE\]|Temporary authentication failure|^4\d\d\b|^-ERR \[SYS/TEMP\]",
-            "the server could not check the token right now (a temporary failure on its side, such as its "
-            "identity provider being unreachable): try again later; if it persists, the server's OAuth "
-            "configuration is broken",
-        ),
-        (
-            r"\bexpired\b",
-            "the access token has expired: the operator has not refreshed it in time (kubectl describe "
-            "emailtoken <name>), or the clocks disagree",
-        ),
-        (
-            r"IMAP access is disabled|POP access is disabled|access is disabled for your domain",
-            "{proto} access is disabled for this Google account or Workspace domain (Gmail settings or the "
-            "Admin console)",
-        ),
-        (
-            r"AUTHENTICATE failed|5\.7\.3 Authentication unsuccessful|unknown user name or bad password",
-            "Microsoft rejected the token: check that it was issued for Exchange Online with the {proto} "
-            "scope (https://outlook.office.com/IMAP.AccessAsUser.All, POP.AccessAsUser.All or SMTP.Send; "
-            "app-only: IMAP.AccessAsApp, POP.AccessAsApp, SMTP.SendAsApp), that the user name is the "
-            "mailbox the token is for, and for app-only tokens that the service principal is registered "
-            "in Exchange (New-ServicePrincipal) and has mailbox permission",
-        ),
-        (
-            r"Invalid credentials|Username and Password not accepted|5\.7\.8 .*BadCredentials",
-            "the server rejected the token or the user name: the token is invalid, expired or revoked, or "
-            "it was issued for another account or without the https://mail.google.com/ scope",
-        ),
-    )
-)
-_STATUS_MEANINGS = {
-    "400": "the server could not use the login request: a malformed SASL string or an unusable user name",
-    "401": "the server rejected the access token: it is invalid, expired or revoked, or it was issued for another user",
-    "403": "the access token lacks the scope this service requires",
-}
 
 
 @dataclass(frozen=True)
@@ -134,6 +77,9 @@ class LoginOutcome:
     challenge: str = ""
     info: str = ""
     details: list[str] = field(default_factory=list)
+    #: the likely cause (emailtoken.mailanswers) and the commands that fix it
+    cause: str = ""
+    fixes: list[str] = field(default_factory=list)
 
 
 class _Refused(Exception):
@@ -179,22 +125,9 @@ def decode_challenge(data: bytes | str) -> dict[str, Any] | str:
     return value if isinstance(value, dict) else text
 
 
-def explain(protocol: str, reply: str, challenge: dict[str, Any] | str = "") -> str:
-    """Turn a server reply and decoded challenge into what to do about it."""
-    label = _LABEL.get(protocol, protocol.upper())
-    for pattern, meaning in KNOWN_ERRORS:
-        if pattern.search(reply) or (isinstance(challenge, str) and challenge and pattern.search(challenge)):
-            return meaning.replace("{proto}", label)
-    if isinstance(challenge, dict):
-        status = str(challenge.get("status", ""))
-        meaning = _STATUS_MEANINGS.get(status)
-        if meaning:
-            scope = challenge.get("scope")
-            return f"{meaning}" + (f" (the server asks for scope {scope!r})" if scope else "")
-    return (
-        "the server refused the login: the token may be invalid, expired or revoked, lack the scope for "
-        f"{label}, or belong to another user"
-    )
+def explain(protocol: str, reply: str, challenge: dict[str, Any] | str = "", mailbox: str = "") -> str:
+    """Turn a server reply and decoded challenge into what it means (:mod:`emailtoken.mailanswers`)."""
+    return mailanswers.diagnose(reply, challenge, mailanswers.Context(protocol, mailbox)).meaning
 
 
 def _describe_challenge(challenge: dict[str, Any] | str) -> str:
@@ -355,14 +288,11 @@ def _login_pop3(
             conn.quit()
 
 
-def _login_smtp(
-    endpoint: Endpoint, response: str, mechanism: str, timeout: float, context: ssl.SSLContext, source: str | None
-) -> LoginOutcome:
+def _smtp_connect(endpoint: Endpoint, timeout: float, context: ssl.SSLContext, source: str | None) -> smtplib.SMTP:
     source_address = (source, 0) if source else None
     local_name = socket.gethostname() or "localhost"  # getfqdn() can hang on DNS in a pod
-    conn: smtplib.SMTP
     if endpoint.security == "ssl":
-        conn = smtplib.SMTP_SSL(
+        return smtplib.SMTP_SSL(
             endpoint.host,
             endpoint.port,
             local_hostname=local_name,
@@ -370,10 +300,15 @@ def _login_smtp(
             source_address=source_address,
             context=context,
         )
-    else:
-        conn = smtplib.SMTP(
-            endpoint.host, endpoint.port, local_hostname=local_name, timeout=timeout, source_address=source_address
-        )
+    return smtplib.SMTP(
+        endpoint.host, endpoint.port, local_hostname=local_name, timeout=timeout, source_address=source_address
+    )
+
+
+def _login_smtp(
+    endpoint: Endpoint, response: str, mechanism: str, timeout: float, context: ssl.SSLContext, source: str | None
+) -> LoginOutcome:
+    conn = _smtp_connect(endpoint, timeout, context, source)
     try:
         conn.ehlo()
         if endpoint.security == "starttls":
@@ -434,52 +369,57 @@ def check_login(
         response = token.xoauth2(sasl_user)
     secrets = (token.access_token, response, base64.b64encode(response.encode()).decode())
     context = ssl_context or ssl.create_default_context()
+    known = mailanswers.Context(endpoint.protocol, sasl_user, mailanswers.app_only(token.scope))
     try:
-        outcome = _LOGINS[endpoint.protocol](endpoint, response, mechanism, timeout, context, source_address)
+        return _LOGINS[endpoint.protocol](endpoint, response, mechanism, timeout, context, source_address)
     except _Refused as refused:
-        decoded = decode_challenge(refused.challenge)
-        outcome = LoginOutcome(
-            ok=False,
-            stage=refused.stage,
-            server_reply=redact(refused.reply, *secrets),
-            challenge=redact(_describe_challenge(decoded), *secrets),
-        )
-        if refused.stage in {"login", "mailbox"}:
-            outcome.details.append(explain(endpoint.protocol, refused.reply, decoded))
-        elif refused.stage == "tls":
-            outcome.details.append("STARTTLS did not work here: implicit-TLS ports (993/995/465) take --ssl instead")
-    except ssl.SSLCertVerificationError as error:
-        outcome = LoginOutcome(
-            ok=False,
-            stage="tls",
-            server_reply=str(error.verify_message or error),
-            details=["the server's TLS certificate is not trusted or does not match the host name (use --ca-file)"],
-        )
-    except ssl.SSLError as error:
-        outcome = LoginOutcome(
-            ok=False,
-            stage="tls",
-            server_reply=str(error.reason or error),
-            details=[
-                "the TLS handshake failed: is this port plain, STARTTLS or implicit TLS? "
-                "(993/995/465 take --ssl; 143/110/587 take --starttls)"
-            ],
-        )
-    except socket.gaierror as error:
-        outcome = LoginOutcome(ok=False, stage="connect", server_reply=str(error.strerror or error))
-        outcome.details.append(f"cannot resolve the host name {endpoint.host!r}")
-    except TimeoutError:
-        outcome = LoginOutcome(ok=False, stage="connect", server_reply=f"no answer within {timeout:g}s")
-        outcome.details.append("a firewall or NetworkPolicy may block egress to this port, or the server is down")
-    except ConnectionRefusedError:
-        outcome = LoginOutcome(ok=False, stage="connect", server_reply="connection refused")
-        outcome.details.append("nothing listens on this host and port: check the port and the protocol")
+        return _refused(refused, known, secrets)
     except (OSError, EOFError, imaplib.IMAP4.abort, poplib.error_proto, smtplib.SMTPException) as error:
-        outcome = LoginOutcome(
-            ok=False, stage="connect", server_reply=redact(str(error) or type(error).__name__, *secrets)
-        )
-        outcome.details.append("the connection broke off: check the port, the protocol and the TLS mode")
+        return _broken(error, endpoint, timeout, secrets)
+
+
+def _refused(refused: _Refused, known: mailanswers.Context, secrets: tuple[str, ...]) -> LoginOutcome:
+    """A server's no, with the likely cause and the fix for a refused login."""
+    decoded = decode_challenge(refused.challenge)
+    outcome = LoginOutcome(
+        ok=False,
+        stage=refused.stage,
+        server_reply=redact(refused.reply, *secrets),
+        challenge=redact(_describe_challenge(decoded), *secrets),
+    )
+    if refused.stage in {"login", "mailbox"}:
+        diagnosis = mailanswers.diagnose(refused.reply, decoded, known)
+        outcome.details.append(diagnosis.meaning)
+        outcome.cause, outcome.fixes = diagnosis.cause, list(diagnosis.fixes)
+    elif refused.stage == "tls":
+        outcome.details.append("STARTTLS did not work here: implicit-TLS ports (993/995/465) take --ssl instead")
     return outcome
+
+
+def _broken(error: BaseException, endpoint: Endpoint, timeout: float, secrets: tuple[str, ...]) -> LoginOutcome:
+    """A connection that never got as far as a login answer: which layer failed, in plain words."""
+    if isinstance(error, ssl.SSLCertVerificationError):
+        reply = str(error.verify_message or error)
+        why = "the server's TLS certificate is not trusted or does not match the host name (use --ca-file)"
+        return LoginOutcome(ok=False, stage="tls", server_reply=reply, details=[why])
+    if isinstance(error, ssl.SSLError):
+        why = (
+            "the TLS handshake failed: is this port plain, STARTTLS or implicit TLS? "
+            "(993/995/465 take --ssl; 143/110/587 take --starttls)"
+        )
+        return LoginOutcome(ok=False, stage="tls", server_reply=str(error.reason or error), details=[why])
+    if isinstance(error, socket.gaierror):
+        why = f"cannot resolve the host name {endpoint.host!r}"
+        return LoginOutcome(ok=False, stage="connect", server_reply=str(error.strerror or error), details=[why])
+    if isinstance(error, TimeoutError):
+        why = "a firewall or NetworkPolicy may block egress to this port, or the server is down"
+        return LoginOutcome(ok=False, stage="connect", server_reply=f"no answer within {timeout:g}s", details=[why])
+    if isinstance(error, ConnectionRefusedError):
+        why = "nothing listens on this host and port: check the port and the protocol"
+        return LoginOutcome(ok=False, stage="connect", server_reply="connection refused", details=[why])
+    reply = redact(str(error) or type(error).__name__, *secrets)
+    why = "the connection broke off: check the port, the protocol and the TLS mode"
+    return LoginOutcome(ok=False, stage="connect", server_reply=reply, details=[why])
 
 
 def _is_loopback(host: str) -> bool:
@@ -575,60 +515,25 @@ def _target(args: argparse.Namespace) -> Endpoint:
     raise ValueError("one of --imap, --pop3 or --smtp is required")
 
 
+class _Usage(Exception):
+    """A usage or configuration error: exit code 2, the message on stderr."""
+
+
 def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None = None) -> int:
     """Execute check-mail for parsed arguments; returns the exit code."""
     out = out or sys.stdout
     err = err or sys.stderr
     try:
         endpoint = _target(args)
-    except ValueError as error:
-        print(f"check-mail: {error}", file=err)
-        return EXIT_USAGE
-    if args.timeout <= 0:
-        print("check-mail: --timeout must be positive", file=err)
-        return EXIT_USAGE
-
-    if args.token:
-        name, origin = args.token, "--token"
-    else:
-        role = args.role or ("sender" if endpoint.protocol == "smtp" else "reader")
-        try:
-            auth = resolve_mail_auth(role, args.properties, os.environ)
-        except AuthConfigError as error:
-            print(f"check-mail: {error}", file=err)
-            return EXIT_USAGE
-        if not auth.uses_oauth2 or not auth.token_name:
-            type_key, name_key = KEYS[role]
-            where = args.properties or "the environment"
-            print(
-                f"check-mail: the {role} logs in with a password ({type_key} is PASSWORD or unset in {where}); "
-                f"set {type_key} = OAUTH2 and {name_key} = <token name> to use an email token",
-                file=err,
-            )
-            return EXIT_USAGE
-        name, origin = auth.token_name, auth.source
-
-    try:
-        mounted = MountedToken(name, args.mount_root)
-    except ValueError as error:
-        print(f"check-mail: {error}", file=err)
-        return EXIT_USAGE
-    try:
-        token = mounted.read()
-    except TokenNotFoundError as error:
-        print(f"check-mail: {error}", file=err)
+        name, origin = _token_name(args, endpoint)
+        token = _read_token(name, args.mount_root)
+        context = _ssl_context(args.ca_file)
+    except (_Usage, ValueError) as usage:  # ValueError: a bad HOST[:PORT]
+        print(f"check-mail: {usage}", file=err)
         return EXIT_USAGE
     except TokenError as error:
         print(f"FAILED: {error}", file=out)
         return EXIT_FAILED
-
-    try:
-        context = ssl.create_default_context(cafile=args.ca_file)
-    except (OSError, ssl.SSLError) as error:
-        print(f"check-mail: cannot load --ca-file {args.ca_file}: {error}", file=err)
-        return EXIT_USAGE
-
-    label = _LABEL[endpoint.protocol]
     user = args.user or token.username
     if endpoint.security == "plain" and not _is_loopback(endpoint.host):
         print(
@@ -649,28 +554,71 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
     expiry = f"token {name!r} ({origin}, {resolve_mount_root(args.mount_root) / name}) expires at " + (
         token.expires_at.strftime("%Y-%m-%dT%H:%M:%SZ") + f" (in {minutes} min)"
     )
-    what = f"{label} {args.sasl.upper()} login as {user} to {endpoint} ({endpoint.security})"
-    secrets = (token.access_token,)
+    what = f"{_LABEL[endpoint.protocol]} {args.sasl.upper()} login as {user} to {endpoint} ({endpoint.security})"
+    print(redact(render(outcome, what, expiry), token.access_token), file=out)
+    return EXIT_OK if outcome.ok else EXIT_FAILED
+
+
+def _token_name(args: argparse.Namespace, endpoint: Endpoint) -> tuple[str, str]:
+    """The token to check and where its name came from (--token, or the task's properties/environment)."""
+    if args.timeout <= 0:
+        raise _Usage("--timeout must be positive")
+    if args.token:
+        return args.token, "--token"
+    role = args.role or ("sender" if endpoint.protocol == "smtp" else "reader")
+    try:
+        auth = resolve_mail_auth(role, args.properties, os.environ)
+    except AuthConfigError as error:
+        raise _Usage(str(error)) from None
+    if not auth.uses_oauth2 or not auth.token_name:
+        type_key, name_key = KEYS[role]
+        where = args.properties or "the environment"
+        raise _Usage(
+            f"the {role} logs in with a password ({type_key} is PASSWORD or unset in {where}); "
+            f"set {type_key} = OAUTH2 and {name_key} = <token name> to use an email token"
+        )
+    return auth.token_name, auth.source
+
+
+def _read_token(name: str, mount_root: str | None) -> AccessToken:
+    """The mounted token; a missing token or a bad name is a usage error, an unusable one a failure."""
+    try:
+        return MountedToken(name, mount_root).read()
+    except (ValueError, TokenNotFoundError) as error:
+        raise _Usage(str(error)) from None
+
+
+def _ssl_context(ca_file: str | None) -> ssl.SSLContext:
+    try:
+        return ssl.create_default_context(cafile=ca_file)
+    except (OSError, ssl.SSLError) as error:
+        raise _Usage(f"cannot load --ca-file {ca_file}: {error}") from None
+
+
+_VERBS = {
+    "connect": "could not connect",
+    "tls": "could not set up TLS",
+    "capability": "cannot use OAuth",
+    "login": "was refused",
+    "mailbox": "succeeded but the mailbox could not be opened",
+}
+
+
+def render(outcome: LoginOutcome, what: str, expiry: str) -> str:
+    """The report check-mail prints: the verdict, the server's words, the likely cause and the fix."""
     if outcome.ok:
-        print(f"OK: {what} succeeded; {outcome.info}.", file=out)
-        print(f"  {expiry}", file=out)
-        return EXIT_OK
-    verb = {
-        "connect": "could not connect",
-        "tls": "could not set up TLS",
-        "capability": "cannot use OAuth",
-        "login": "was refused",
-        "mailbox": "succeeded but the mailbox could not be opened",
-    }[outcome.stage]
-    lines = [f"FAILED: {what} {verb}."]
+        return f"OK: {what} succeeded; {outcome.info}.\n  {expiry}"
+    lines = [f"FAILED: {what} {_VERBS[outcome.stage]}."]
     if outcome.server_reply:
         lines.append(f"  server said: {outcome.server_reply}")
     if outcome.challenge:
         lines.append(f"  error details: {outcome.challenge}")
     lines.extend(f"  what it means: {detail}" for detail in outcome.details)
+    if outcome.cause:
+        lines.append(f"  likely cause: {outcome.cause}")
+    lines.extend(f"  fix: {fix}" for fix in outcome.fixes)
     lines.append(f"  {expiry}")
-    print(redact("\n".join(lines), *secrets), file=out)
-    return EXIT_FAILED
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
