@@ -119,6 +119,12 @@ def _add_refresh_args(p: argparse.ArgumentParser) -> None:
         help="never refresh one token more often than this, whatever lifetime its provider claims (default 15s)",
     )
     p.add_argument(
+        "--grant-warning",
+        default="3d",
+        help="warn (condition GrantExpiring, a Warning Event) this long before a grant's known end, "
+        "such as a Google app in Testing's 7-day refresh tokens (default 3d)",
+    )
+    p.add_argument(
         "--refresh-events",
         choices=("changes", "all"),
         default="changes",
@@ -142,6 +148,7 @@ def config_from_args(args: argparse.Namespace) -> OperatorConfig:
         concurrency=args.concurrency,
         keepalive=keepalive,
         min_refresh_interval=parse_duration(args.min_refresh_interval),
+        grant_warning=parse_duration(args.grant_warning),
         routine_events=args.refresh_events == "all",
         health_port=args.health_port or None,
         metrics_port=args.metrics_port or None,

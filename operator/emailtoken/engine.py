@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from emailtoken import clientauth, conditions, failures, grants
+from emailtoken import advisories, clientauth, conditions, failures, grants
 from emailtoken.api import ANNOTATION_REAUTHORIZE, ANNOTATION_REFRESH_NOW, Key
 from emailtoken.credcache import CredentialSecrets
 from emailtoken.failures import PERMISSION_RETRY_BASE, PERMISSION_RETRY_CAP, Failure, Refusal
@@ -103,6 +103,8 @@ class EngineConfig:
     #: no token is refreshed more often than this, whatever lifetime its provider claims
     min_refresh_interval: timedelta = MIN_REFRESH_INTERVAL
     bad_config_retry: timedelta = BAD_CONFIG_RETRY
+    #: projected ServiceAccount token files for spec.federatedCredential (emailtoken.clientauth)
+    federated_token_files: tuple[str, ...] = ()
     #: threads for blocking provider calls (as many as steps run at once, see Scheduler)
     provider_threads: int = 16
     #: may this replica act: leader election (a :class:`Leadership`, which also fences provider calls
@@ -113,6 +115,8 @@ class EngineConfig:
     routine_events: bool = False
     #: seconds a cancelled step (shutdown, lost leadership) waits for its refresh to be persisted
     persist_grace: float = PERSIST_GRACE
+    #: how long before a grant's known end the GrantExpiring condition turns True (emailtoken.advisories)
+    grant_warning: timedelta = advisories.DEFAULT_WINDOW
 
 
 def _api_failure(exc: KubeError, doing: str, kept: str = "") -> Failure:
@@ -292,6 +296,7 @@ class Engine:
             if stopped is not None:
                 return stopped
             restored = restored_plan(status_in.get("nextRefreshTime"), st.published)
+            st.grant_stated = st.grant_stated or advisories.remembered_stated(status_in)
 
         annotations = meta.get("annotations") or {}
         await self._reauthorize_if_asked(token, spec, st, annotations.get(ANNOTATION_REAUTHORIZE), handled, report, now)
@@ -642,6 +647,7 @@ class Engine:
         result: TokenSet = await self._calls.run(spec, "refresh", provider.refresh, spec, creds, grant.refresh_token)
         username = spec.email_address or grant.account or result.account or ""
         st.unpublished = Unpublished(result, now, username, spec.fingerprint())
+        st.grant_stated = result.refresh_expires_at or advisories.parsed(grant.refresh_expires_at)
         successor = grants.successor(grant, spec, result, now)
         if successor is not None:
             st.rotation = Rotation(successor=successor, spent=grant)
@@ -814,6 +820,8 @@ class Engine:
         if handled:
             st.handled = dict(handled)
         found = Findings(st.published, st.attempt_at, st.error, st.failures, st.device, handled)
+        if spec is not None:
+            self._advise(token, spec, st, report, body.get("status") or {}, now)
         status = render_status(body, token, spec, found, report, self._links, now)
         provider_name = spec.provider if spec is not None else str((body.get("spec") or {}).get("provider", ""))
         self._observe(token, provider_name, st, report, status)
@@ -840,4 +848,27 @@ class Engine:
             authorized=is_true(conditions.get(status["conditions"], conditions.AUTHORIZED)),
             expires_at=pub.expires_at if pub is not None else None,
             next_refresh=st.attempt_at,
+            reauthorize_by=advisories.deadline_of(status),
         )
+
+    def _advise(
+        self,
+        token: TokenRef,
+        spec: EmailTokenSpec,
+        st: TokenState,
+        report: Report,
+        status: Mapping[str, Any],
+        now: datetime,
+    ) -> None:
+        """Warnings ahead of a known end (a grant's stated or unused limit, a retiring service): pure policy."""
+        last_used = st.published.obtained_at if st.published is not None else None
+        limit = advisories.grant_limit(spec.provider, st.grant_stated, last_used)
+        usable = st.error is None or st.error.kind is not ErrorKind.REAUTHORIZE
+        window = self.config.grant_warning
+        advice = advisories.advise(
+            spec, str(token), limit, grant_usable=usable, status=status, warned=st.warned, now=now, window=window
+        )
+        report.advisories.extend(advice.conditions)
+        report.events.extend(advice.events)
+        report.fields.update(advice.fields)
+        st.warned = advice.warned

@@ -35,6 +35,8 @@ class Report:
     fields: dict[str, Any] = field(default_factory=dict)
     #: the refresh attempt's outcome for the metrics (None: no attempt)
     outcome: str | None = None
+    #: warnings ahead of a known failure (emailtoken.advisories: GrantExpiring, ServiceRetiring)
+    advisories: list[Condition] = field(default_factory=list)
 
     def failed(self, error: Failure, published: PublishedToken | None, *, token_valid: bool) -> None:
         """Conditions for a token whose last attempt failed with ``error``.
@@ -105,7 +107,7 @@ def render_status(
     """The whole status the token should have (compare with :func:`changed` before writing)."""
     status_in: Mapping[str, Any] = body.get("status") or {}
     generation = (body.get("metadata") or {}).get("generation")
-    updates = [c for c in (report.ready, report.authorized) if c is not None]
+    updates = [c for c in (report.ready, report.authorized, *report.advisories) if c is not None]
     conds = conditions.merge(status_in.get("conditions"), updates, now=now, generation=generation)
     status: dict[str, Any] = {"conditions": conds}
     status["phase"] = phase_of(conditions.get(conds, conditions.READY), conditions.get(conds, conditions.AUTHORIZED))

@@ -30,6 +30,8 @@ class OperatorConfig:
     concurrency: int = 16
     keepalive: timedelta = DEFAULT_KEEPALIVE
     min_refresh_interval: timedelta = MIN_REFRESH_INTERVAL
+    #: how long before a grant's known end to warn (emailtoken.advisories)
+    grant_warning: timedelta = timedelta(days=3)
     routine_events: bool = False
     watch_timeout: int = 300
     health_port: int | None = 8080

@@ -146,6 +146,8 @@ def engine_config(launch: Launch) -> EngineConfig:
         admin_url=config.admin_url,
         keepalive=config.keepalive,
         min_refresh_interval=config.min_refresh_interval,
+        federated_token_files=config.federated_token_files,
+        grant_warning=config.grant_warning,
         routine_events=config.routine_events,
         provider_threads=config.concurrency,
         may_act=launch.may_act,

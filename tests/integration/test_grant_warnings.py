@@ -1,0 +1,137 @@
+"""Warnings before a token dies, from the real operator process: status, Event and metric.
+
+A Google app in "Testing" gets refresh tokens that end after 7 days, and Google's token
+answers say so (``refresh_token_expires_in``); the local provider does the same for a client
+registered with ``testing=True`` (here: 2 days, inside the default 3-day warning window).
+The grant is stored the way an older callback wrote it (without the end), so the operator
+learns the end from its own refresh. An EWS token is marked as retiring.
+"""
+
+from __future__ import annotations
+
+import socket
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+import requests
+from prometheus_client.parser import text_string_to_metric_families
+
+from emailtoken_dev.devprovider import DevProviderThread
+from tests.integration.conftest import REDIRECT_BASE
+from tests.support.faultkit import create_grant, google_delegated_spec, google_sign_in, token_manifest, warnings
+from tests.support.kube import ApiClient, KmockThread, wait_for
+from tests.support.operator_process import OperatorProcess
+
+TESTING_LIFETIME = timedelta(days=2)
+GAUGE = "emailtoken_token_reauthorization_required_timestamp_seconds"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def metrics_port() -> int:
+    return _free_port()
+
+
+@pytest.fixture(scope="module")
+def operator(
+    kube: KmockThread, provider: DevProviderThread, workdir: Path, metrics_port: int
+) -> Iterator[OperatorProcess]:
+    """The conftest operator plus ``--metrics-port`` (default --grant-warning: 3d)."""
+    op = OperatorProcess(
+        kube.kubeconfig,
+        workdir,
+        ca_bundle=provider.ca_pem_path,
+        extra_args=["--redirect-base-url", REDIRECT_BASE, "--metrics-port", str(metrics_port)],
+        name="operator-warnings",
+    ).start()
+    op.wait_log("emailtoken operator started")
+    yield op
+    op.stop()
+
+
+def gauge(port: int, namespace: str, name: str) -> float | None:
+    text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == GAUGE and sample.labels.get("namespace") == namespace and sample.labels["name"] == name:
+                return float(sample.value)
+    return None
+
+
+def when(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def test_a_google_testing_grant_warns_in_status_event_and_metric(
+    operator: OperatorProcess, api: ApiClient, provider: DevProviderThread, namespace: str, metrics_port: int
+) -> None:
+    provider.settings.testing_refresh_lifetime = TESTING_LIFETIME.total_seconds()
+    client_id, secret, mailbox = f"gtest-{namespace}", f"cs-{uuid.uuid4().hex}", f"box-{namespace}@example.com"
+    provider.add_client(client_id, secret, provider="google", testing=True)
+    provider.add_user(mailbox, provider="google")
+    signed_in = google_sign_in(provider, client_id, secret, mailbox)
+    stated = int(signed_in["refresh_token_expires_in"])
+    assert TESTING_LIFETIME.total_seconds() - 60 < stated <= TESTING_LIFETIME.total_seconds()
+    api.create_secret(namespace, "app-secret", {"client_secret": secret})
+    create_grant(api, namespace, "gmail", signed_in["refresh_token"], mailbox, signed_in.get("scope", ""))
+    api.create("emailtokens", namespace, token_manifest("gmail", google_delegated_spec(provider, client_id, mailbox)))
+
+    cond = wait_for(
+        lambda: (c := api.condition(namespace, "gmail", "GrantExpiring")) and c["status"] == "True" and c,
+        30,
+        what="GrantExpiring=True",
+    )
+    status = api.get("emailtokens", namespace, "gmail")["status"]
+    deadline = when(status["reauthorizationRequiredBy"])
+    expected = datetime.now(UTC) + TESTING_LIFETIME
+    assert abs((deadline - expected).total_seconds()) < 120, (deadline, expected)
+    assert cond["reason"] == "StatedLifetime"
+    assert status["reauthorizationRequiredBy"] in cond["message"] and "Testing" in cond["message"]
+    assert api.condition(namespace, "gmail", "Ready")["status"] == "True", "the token itself is fine today"
+    events = wait_for(lambda: warnings(api, namespace, "gmail", "GrantExpiring"), 10, what="a GrantExpiring Event")
+    assert status["reauthorizationRequiredBy"] in events[0]["message"]
+    assert wait_for(lambda: gauge(metrics_port, namespace, "gmail"), 10, what="the gauge") == deadline.timestamp()
+    # Later steps (a refresh-now) restate the end but post no second Event in the same window.
+    api.patch("emailtokens", namespace, "gmail", {"metadata": {"annotations": {"emailtoken.io/refresh-now": "1"}}})
+    wait_for(
+        lambda: api.get("emailtokens", namespace, "gmail")["status"].get("handledAnnotations", {}).get("refreshNow"),
+        30,
+        what="refresh-now handled",
+    )
+    assert len(warnings(api, namespace, "gmail", "GrantExpiring")) == 1
+
+
+def test_an_ews_token_is_marked_retiring(
+    operator: OperatorProcess, api: ApiClient, provider: DevProviderThread, namespace: str, metrics_port: int
+) -> None:
+    client_id = f"ews-{namespace}"
+    provider.add_client(client_id, "ews-secret", mailboxes=["shared@contoso.com"])
+    api.create_secret(namespace, "app-secret", {"client_secret": "ews-secret"})
+    spec = {
+        "provider": "Microsoft",
+        "flow": "ClientCredentials",
+        "tenantId": "contoso",
+        "clientId": client_id,
+        "clientSecretRef": {"name": "app-secret"},
+        "emailAddress": "shared@contoso.com",
+        "services": ["EWS"],
+        "tokenUrl": provider.microsoft_token_url("contoso"),
+    }
+    api.create("emailtokens", namespace, token_manifest("ews", spec))
+    cond = wait_for(lambda: api.condition(namespace, "ews", "ServiceRetiring"), 30, what="ServiceRetiring")
+    assert (cond["status"], cond["reason"]) == ("True", "EWSRetirement")
+    assert "2027-04-01" in cond["message"] and "MC1227454" in cond["message"]
+    (event,) = wait_for(lambda: warnings(api, namespace, "ews", "ServiceRetiring"), 10, what="the Warning Event")
+    assert "2026-10-01" in event["message"]
+    wait_for(lambda: api.condition(namespace, "ews", "Ready")["status"] == "True", 30, what="Ready")
+    status = api.get("emailtokens", namespace, "ews")["status"]
+    assert "reauthorizationRequiredBy" not in status and api.condition(namespace, "ews", "GrantExpiring") is None
+    assert gauge(metrics_port, namespace, "ews") is None, "app-only tokens have no grant to lose"
