@@ -17,6 +17,9 @@ cluster-scoped ``clusterkopfpeerings`` in ``--all-namespaces`` mode.
 operator itself runs in (the Helm release namespace), whatever it watches, and only with
 ``operator.leaderElection.enabled``: that is where its Lease lives
 (``--lease-namespace``, default ``$POD_NAMESPACE``).
+``TOKEN_WRITER`` rows are the callback's, granted (beside its ``NAMESPACED`` rows, in the
+same Role or ClusterRole) only with ``callback.manageTokens.enabled`` (``--manage-tokens``):
+the admin page's "Create now", edit and delete of EmailTokens.
 
 Why the operator may get/create/patch Leases: leader election (``emailtoken.leader``,
 ``kube.get_lease``/``create_lease``/``patch_lease``) makes exactly one replica the writer,
@@ -93,6 +96,7 @@ class Scope(enum.StrEnum):
     PEERING_NAMESPACED = "peeringNamespaced"
     PEERING_CLUSTER = "peeringCluster"
     RELEASE_NAMESPACE = "releaseNamespace"
+    TOKEN_WRITER = "tokenWriter"
 
 
 @dataclass(frozen=True)
@@ -187,12 +191,35 @@ PERMISSIONS: dict[Component, tuple[Permission, ...]] = {
             "RBAC cannot restrict create by name and grant names follow token names created "
             "later, so this covers every Secret of the namespaces served (serve few namespaces)",
         ),
+        Permission(
+            api_group=GROUP,
+            resource=PLURAL,
+            verbs=("create", "patch", "delete"),
+            scope=Scope.TOKEN_WRITER,
+            why="the admin page's Create now and edit: server-side apply (PATCH; create for a new "
+            "object) under field manager emailtoken-admin-page; delete of a token the page created "
+            "(uid precondition). Its credential Secret is applied with the Secret rights above and "
+            "owned by the token, so the garbage collector deletes it (no Secret delete)",
+        ),
+        Permission(
+            api_group="",
+            resource="events",
+            verbs=("create",),
+            scope=Scope.TOKEN_WRITER,
+            why="an Event on the EmailToken for every create, edit, secret replacement and delete "
+            "(callback.tokenwrite.TokenWriter.event)",
+        ),
     ),
 }
 
 
 def permissions(
-    component: Component | str, *, all_namespaces: bool, peering: bool, leader_election: bool = False
+    component: Component | str,
+    *,
+    all_namespaces: bool,
+    peering: bool,
+    leader_election: bool = False,
+    manage_tokens: bool = False,
 ) -> list[Permission]:
     """The permissions a component holds in the given deployment mode, table order.
 
@@ -204,12 +231,19 @@ def permissions(
         wanted.add(Scope.PEERING_CLUSTER if all_namespaces else Scope.PEERING_NAMESPACED)
     if leader_election:
         wanted.add(Scope.RELEASE_NAMESPACE)
+    if manage_tokens and Component(component) is Component.CALLBACK:
+        wanted.add(Scope.TOKEN_WRITER)
     return [p for p in PERMISSIONS[Component(component)] if p.scope in wanted]
 
 
-def rules(component: Component | str, *, all_namespaces: bool, peering: bool) -> list[dict[str, list[str]]]:
+def rules(
+    component: Component | str, *, all_namespaces: bool, peering: bool, manage_tokens: bool = False
+) -> list[dict[str, list[str]]]:
     """The PolicyRules of a component's ClusterRole (all namespaces) or per-namespace Role."""
-    return [p.rule() for p in permissions(component, all_namespaces=all_namespaces, peering=peering)]
+    return [
+        p.rule()
+        for p in permissions(component, all_namespaces=all_namespaces, peering=peering, manage_tokens=manage_tokens)
+    ]
 
 
 def release_namespace_rules(component: Component | str, *, leader_election: bool) -> list[dict[str, list[str]]]:
@@ -228,17 +262,22 @@ def is_allowed(
     all_namespaces: bool = True,
     peering: bool = False,
     leader_election: bool = False,
+    manage_tokens: bool = False,
 ) -> bool:
     """True when the table lets ``component`` use ``verb`` on ``api_group/resource``.
 
     Meant for tests that record the API calls a component really makes (``resource``
     includes a subresource, e.g. ``emailtokens/status``). Lease rows count only with
-    ``leader_election`` and only in the release namespace.
+    ``leader_election`` and only in the release namespace; tokenWriter rows only with ``manage_tokens``.
     """
-    return any(
-        p.api_group == api_group and p.resource == resource and verb in p.verbs
-        for p in permissions(component, all_namespaces=all_namespaces, peering=peering, leader_election=leader_election)
+    granted = permissions(
+        component,
+        all_namespaces=all_namespaces,
+        peering=peering,
+        leader_election=leader_election,
+        manage_tokens=manage_tokens,
     )
+    return any(p.api_group == api_group and p.resource == resource and verb in p.verbs for p in granted)
 
 
 def chart_table() -> dict[str, dict[str, list[dict[str, list[str]]]]]:

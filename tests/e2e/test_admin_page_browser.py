@@ -207,6 +207,37 @@ def test_get_email_token_in_a_real_browser(stack: dict[str, Any], browser: Any):
     assert data["username"] == ALICE and data["expires_at"] == expires
 
 
+def test_admin_page_at_narrow_and_wide_widths(stack: dict[str, Any], browser: Any):
+    """Issue #18: every sign-in button fully visible without sideways scrolling at 1400 px (it was cut off),
+    a card per token on a phone; and the page does not send you to the admin page you are on."""
+    callback: CallbackProcess = stack["callback"]
+    context = browser.new_context(viewport={"width": 1400, "height": 900}, locale="en-US")
+    page = context.new_page()
+    try:
+        page.goto(callback.admin_url + "/")
+        text = page.locator("main").inner_text()
+        assert "use the callback service's admin page" not in text
+        assert "No sign-in yet: press Get Email Token" in page.locator(f"#token-{NS}-reports").inner_text()
+        buttons = page.get_by_role("button", name=re.compile("^Get Email Token for "))
+        assert buttons.count() >= 2
+        for width in (1920, 1400, 1280, 1024, 390):
+            page.set_viewport_size({"width": width, "height": 900})
+            assert page.evaluate("document.documentElement.scrollWidth") <= width, f"page scrolls sideways at {width}"
+            wrap = page.evaluate("(e => [e.scrollWidth, e.clientWidth])(document.querySelector('.table-wrap'))")
+            assert wrap[0] <= wrap[1], f"the token table scrolls sideways at {width} px: {wrap}"
+            for i in range(buttons.count()):
+                box = buttons.nth(i).bounding_box()
+                assert box and box["x"] >= 0 and box["x"] + box["width"] <= width, (width, box)
+        page.set_viewport_size({"width": 390, "height": 900})
+        row = page.locator(f"#token-{NS}-alice")
+        assert row.evaluate("e => getComputedStyle(e).display") == "block", "a card per token on narrow screens"
+        label = row.locator("td.time").first.evaluate("e => getComputedStyle(e, '::before').content")
+        assert label == '"Expires: "', label  # each value says what it is
+        page.screenshot(path=str(stack["workdir"] / "admin-page-narrow.png"), full_page=True)
+    finally:
+        context.close()
+
+
 def expect_text(page: Any, selector: str, options: tuple[str, ...], timeout: float = 5) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

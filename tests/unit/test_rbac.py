@@ -32,14 +32,14 @@ KNOWN_VERBS = {"get", "list", "watch", "create", "patch", "update", "delete", "d
 
 def test_every_row_is_explained_and_well_formed() -> None:
     for component, permissions in rbac.PERMISSIONS.items():
-        seen: set[tuple[str, str]] = set()
+        seen: set[tuple[str, str, rbac.Scope]] = set()  # one row per resource and scope (scopes are granted apart)
         for p in permissions:
             assert p.why.strip(), p
             assert p.verbs and set(p.verbs) <= KNOWN_VERBS, p
             assert len(set(p.verbs)) == len(p.verbs), p
             assert "*" not in (p.api_group, p.resource), p
-            assert (p.api_group, p.resource) not in seen, f"{component}: duplicate row {p}"
-            seen.add((p.api_group, p.resource))
+            assert (p.api_group, p.resource, p.scope) not in seen, f"{component}: duplicate row {p}"
+            seen.add((p.api_group, p.resource, p.scope))
 
 
 def test_least_privilege_decisions() -> None:
@@ -271,10 +271,15 @@ def test_callback_api_client_calls_are_in_the_table() -> None:
     used = {
         m
         for path in sorted(callback_dir.glob("*.py"))
-        if path.name != "kubeapi.py"
+        if path.name not in ("kubeapi.py", "tokenwrite.py")
         for m in re.findall(r"\bapi\.(\w+)\(", path.read_text(encoding="utf-8"))
     }
     assert {"get_token", "list_tokens", "get_secret"} <= used, used
+    # The admin page's writes (Create now, edit, delete) are granted only with callback.manageTokens.
+    writes = set(re.findall(r"\bapi\.(\w+)\(", (callback_dir / "tokenwrite.py").read_text(encoding="utf-8")))
+    writes -= used
+    assert {"apply_token", "apply_secret", "delete_token", "create_event"} <= writes, writes
+    used |= writes
     resources = {**_RESOURCES, "cluster_custom_object": ("emailtoken.io", "emailtokens")}
     for method in sorted(used):
         calls = _client_calls_of(method, callback_dir / "kubeapi.py", PACKAGE_DIR / "kube.py")
@@ -283,6 +288,7 @@ def test_callback_api_client_calls_are_in_the_table() -> None:
             verb_word, _, rest = call.partition("_")
             group, resource = resources[rest]
             for mode in (True, False):
-                assert rbac.is_allowed("callback", _VERBS[verb_word], resource, group, all_namespaces=mode), (
-                    f"api.{method} calls {call} ({_VERBS[verb_word]} {resource}) not granted to the callback"
+                ok = rbac.is_allowed(
+                    "callback", _VERBS[verb_word], resource, group, all_namespaces=mode, manage_tokens=method in writes
                 )
+                assert ok, f"api.{method} calls {call} ({_VERBS[verb_word]} {resource}) not granted to the callback"

@@ -151,6 +151,9 @@ Call with (dict "ctx" $ "component" "operator").
 {{- $rules = concat $rules (get $component "peeringCluster") }}
 {{- end }}
 {{- end }}
+{{- if and (eq .component "callback") (.ctx.Values.callback.manageTokens | default dict).enabled }}
+{{- $rules = concat $rules (get $component "tokenWriter") }}
+{{- end }}
 {{- toYaml $rules }}
 {{- end }}
 

@@ -16,10 +16,16 @@ from emailtoken.callback.csrf import COOKIE, FIELD, same_origin
 from emailtoken.callback.responses import html, log, refusal, services
 from emailtoken.callback.signin import SignInRefused, api_refused, authorization_url, load_token
 from emailtoken.callback.tokens import CALLBACK_FLOWS, TokenRow, row_of, rows_of
+from emailtoken.callback.tokenwrite import editable
 from emailtoken.kube import KubeError
 from emailtoken.outcomes import ProviderError
 
 routes = web.RouteTableDef()
+#: What the confirm page says after the form wrote the token (a fixed text per query key, nothing echoed).
+NOTICES = {
+    "created": "The EmailToken and its credential Secret were created. Next: Get Email Token.",
+    "updated": "The EmailToken was saved.",
+}
 
 
 def _csrf(request: web.Request) -> tuple[str, str | None]:
@@ -49,10 +55,18 @@ async def index(request: web.Request) -> web.Response:
     svc = services(request)
     token, cookie = _csrf(request)
     error = None
+    objects: list[dict[str, object]] = []
     try:
-        rows = rows_of(await svc.api.list_tokens(svc.config.namespaces))
+        objects = await svc.api.list_tokens(svc.config.namespaces)
     except KubeError as exc:
-        rows, error = [], f"The EmailTokens could not be listed: {api_refused(exc, 'listing EmailTokens').message}"
+        error = f"The EmailTokens could not be listed: {api_refused(exc, 'listing EmailTokens').message}"
+    rows = rows_of(objects)
+    # Edit and Delete only for tokens this page created, and only when it may write (--manage-tokens).
+    mine = frozenset(
+        (str(o["metadata"].get("namespace")), str(o["metadata"].get("name")))  # type: ignore[union-attr]
+        for o in objects
+        if svc.config.manage_tokens and editable(o)
+    )
     page = pages.admin_index(
         rows,
         redirect_uri=svc.config.redirect_uri,
@@ -60,6 +74,7 @@ async def index(request: web.Request) -> web.Response:
         namespaces=svc.config.namespaces,
         now=svc.now(),
         error=error,
+        editable=mine,
     )
     return _with_cookie(html(page, 503 if error else 200), cookie)
 
@@ -85,7 +100,8 @@ async def confirm(request: web.Request) -> web.Response:
     except SignInRefused as exc:
         return refusal(request, exc, what=f"confirm page for {namespace}/{name}", admin_link=False)
     token, cookie = _csrf(request)
-    page = pages.confirm(row, redirect_uri=svc.config.redirect_uri, csrf_token=token, now=svc.now())
+    notice = NOTICES.get(next(iter(request.query), ""), "")
+    page = pages.confirm(row, redirect_uri=svc.config.redirect_uri, csrf_token=token, now=svc.now(), notice=notice)
     return _with_cookie(html(page), cookie)
 
 

@@ -20,7 +20,7 @@ from aiohttp.abc import AbstractAccessLogger
 from aiohttp.web_request import BaseRequest
 from aiohttp.web_response import StreamResponse
 
-from emailtoken.callback import admin, pages, public
+from emailtoken.callback import admin, manage, pages, public
 from emailtoken.callback.context import Services
 from emailtoken.callback.responses import SERVICES, html, log
 
@@ -102,11 +102,12 @@ PUBLIC = web.AppKey("public", bool)
 
 
 def build_admin_app(svc: Services) -> web.Application:
-    """The admin application (list, confirm, start a sign-in)."""
+    """The admin application (list, confirm, start a sign-in; the new-token form)."""
     app = web.Application(middlewares=[security_headers, admin_host_guard], client_max_size=64 * 1024)
     app[SERVICES] = svc
     app[PUBLIC] = False
     app.add_routes(admin.routes)
+    app.add_routes(manage.routes)
     return app
 
 

@@ -41,7 +41,6 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     )
     p.add_argument("--ca-bundle", metavar="PATH", help="CA bundle for the identity providers (private CAs)")
     endpoints.add_argument(p)
-    clientauth.add_argument(p)
     p.add_argument(
         "--state-key-file",
         metavar="PATH",
@@ -62,6 +61,13 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         help="extra Host name the admin page answers to (default: loopback names only)",
     )
     p.add_argument("--provider-timeout", type=float, default=20.0, help="seconds per provider request")
+    p.add_argument(
+        "--manage-tokens",
+        action="store_true",
+        help="let the admin page create (Create now), edit and delete EmailTokens and their credential Secrets "
+        "(server-side apply; needs the chart's callback.manageTokens RBAC); default: the form only offers manifests",
+    )
+    clientauth.add_argument(p)
     p.add_argument("-v", "--verbose", action="store_true")
     p.add_argument(
         "--log-level",
@@ -99,6 +105,7 @@ def config_from_args(args: argparse.Namespace) -> CallbackConfig:
         admin_url=args.admin_url,
         allowed_hosts=tuple(args.allowed_host),
         provider_timeout=args.provider_timeout,
+        manage_tokens=args.manage_tokens,
         federated_token_files=tuple(args.federated_token_files),
     )
 

@@ -35,6 +35,8 @@ class CallbackConfig:
     admin_url: str | None = None
     allowed_hosts: tuple[str, ...] = ()
     provider_timeout: float = 20.0
+    #: Create now, edit and delete on the admin page (--manage-tokens; off by default)
+    manage_tokens: bool = False
     #: this pod's projected ServiceAccount tokens (emailtoken.clientauth), for spec.federatedCredential
     federated_token_files: tuple[str, ...] = ()
 
@@ -61,6 +63,14 @@ class ApiForCallback(KubeApi, Protocol):
     async def get_token(self, namespace: str, name: str) -> dict[str, Any] | None: ...
 
     async def list_tokens(self, namespaces: tuple[str, ...] = ()) -> list[dict[str, object]]: ...
+
+    async def apply_token(self, body: dict[str, Any], *, manager: str) -> dict[str, Any]: ...
+
+    async def apply_secret(self, body: dict[str, Any], *, manager: str) -> dict[str, Any]: ...
+
+    async def delete_token(self, namespace: str, name: str, *, uid: str) -> None: ...
+
+    async def create_event(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]: ...
 
 
 class ProviderSource(Protocol):

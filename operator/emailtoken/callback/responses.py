@@ -24,8 +24,10 @@ def html(text: str, status: int = 200) -> web.Response:
     return web.Response(text=text, status=status, content_type="text/html", charset="utf-8")
 
 
-def refusal(request: web.Request, exc: SignInRefused, *, what: str, admin_link: bool = True) -> web.Response:
+def refusal(
+    request: web.Request, exc: SignInRefused, *, what: str, admin_link: bool = True, title: str | None = None
+) -> web.Response:
     """Log the outcome (reason only, never a parameter value) and show the refusal page."""
     log.warning("%s refused: %s (HTTP %d)", what, exc.reason, exc.status)
     link = services(request).admin_link if admin_link else "/"
-    return html(pages.refused(exc.reason, exc.message, admin_url=link), exc.status)
+    return html(pages.refused(exc.reason, exc.message, admin_url=link, title=title), exc.status)

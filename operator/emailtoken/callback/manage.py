@@ -1,0 +1,272 @@
+"""Handlers of the "Add a new email token" form: check, download, Create now, edit and delete.
+
+Checking and downloading write nothing and are always on. Create now, Save and Delete
+write to the cluster and answer 403 ``TokenWritesDisabled`` unless the service runs with
+``--manage-tokens``: the endpoint refuses, hiding the button is only a courtesy. Every
+POST passes the same CSRF check as "Get Email Token". Secret values are read from the
+request, handed to :class:`~.tokenwrite.TokenWriter`, and never rendered or logged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import replace
+from typing import Any
+
+from aiohttp import web
+from multidict import MultiDictProxy
+
+from emailtoken.callback import formpages, tokenform
+from emailtoken.callback.csrf import COOKIE, FIELD, same_origin
+from emailtoken.callback.formpages import FormContext
+from emailtoken.callback.responses import html, log, refusal, services
+from emailtoken.callback.signin import SignInRefused, api_refused
+from emailtoken.callback.tokenform import Checked, Credential, TokenForm
+from emailtoken.callback.tokenwrite import TokenWriter, editable, gitops_owner, refuse_foreign
+from emailtoken.kube import KubeError
+
+routes = web.RouteTableDef()
+NOT_SAVED = "Nothing was changed"
+Form = MultiDictProxy[Any]
+
+
+_CSRF = "emailtoken.csrf"  # request key: one form token (and new cookie) per request
+
+
+def _csrf_token(request: web.Request) -> tuple[str, str | None]:
+    """(form token, new cookie value or None when the browser's cookie is reused), once per request."""
+    if _CSRF not in request:
+        guard = services(request).csrf
+        cookie = request.cookies.get(COOKIE)
+        new = None
+        if not cookie or len(cookie) > 64:
+            cookie = new = guard.new_cookie()
+        request[_CSRF] = (guard.token_for(cookie), new)
+    return request[_CSRF]
+
+
+def _page(request: web.Request, text: str, status: int = 200) -> web.Response:
+    response = html(text, status)
+    _, cookie = _csrf_token(request)
+    if cookie:  # the token in the page was made for this new cookie
+        response.set_cookie(COOKIE, cookie, httponly=True, samesite="Strict", path="/")
+    return response
+
+
+def _context(
+    request: web.Request, *, editing: tuple[str, str] | None = None, manage: bool | None = None
+) -> FormContext:
+    svc = services(request)
+    token, _ = _csrf_token(request)
+    return FormContext(
+        csrf_token=token,
+        namespaces=svc.config.namespaces,
+        provider_hosts=svc.config.provider_hosts,
+        manage=svc.config.manage_tokens if manage is None else manage,
+        editing=editing,
+    )
+
+
+async def _posted(request: web.Request) -> Form:
+    """The form, once the request proved it comes from this page (CSRF) -- else a refusal."""
+    form = await request.post()
+    field = form.get(FIELD)
+    own_origin = f"{request.scheme}://{request.host}"
+    if not same_origin(request.headers, own_origin) or not services(request).csrf.check(
+        request.cookies.get(COOKIE), field if isinstance(field, str) else None
+    ):
+        raise SignInRefused(
+            "CsrfFailed", "the request did not come from this admin page (missing or stale form token)", status=403
+        )
+    return form
+
+
+def _writes_enabled(request: web.Request) -> None:
+    if not services(request).config.manage_tokens:
+        raise SignInRefused(
+            "TokenWritesDisabled",
+            "this admin page does not write EmailTokens (the installer enables it with Helm "
+            "callback.manageTokens.enabled / --manage-tokens); take the manifest to Git instead",
+            status=403,
+        )
+
+
+def _credential(form: Form, token_form: TokenForm) -> Credential:
+    """The secret value the flow uses: the client secret, or the uploaded key file's text."""
+    if token_form.flow == "ServiceAccount":
+        upload = form.get("serviceAccountKey")
+        raw = upload.file.read(16 * 1024) if isinstance(upload, web.FileField) else b""
+        return Credential(raw.decode("utf-8", "replace").strip())
+    value = form.get("clientSecret")
+    return Credential(value.strip() if isinstance(value, str) else "")
+
+
+def _check(request: web.Request, token_form: TokenForm) -> Checked:
+    cfg = services(request).config
+    return tokenform.check(token_form, namespaces=cfg.namespaces, provider_hosts=cfg.provider_hosts)
+
+
+def _download(checked: Checked) -> web.Response:
+    name = checked.form.name or "emailtoken"
+    return web.Response(
+        text=formpages.manifest_yaml(checked.manifest),
+        content_type="application/yaml",
+        headers={"Content-Disposition": f'attachment; filename="emailtoken-{name}.yaml"'},
+    )
+
+
+@routes.get("/new")
+async def new_form(request: web.Request) -> web.Response:
+    """The empty form, endpoints prefilled for the chosen provider."""
+    namespaces = services(request).config.namespaces
+    form = tokenform.new_form(request.query.get("provider", "Microsoft"), namespaces[0] if namespaces else "")
+    return _page(request, formpages.token_form_page(None, form, _context(request)))
+
+
+@routes.post("/new")
+async def submit_new(request: web.Request) -> web.Response:
+    """Check, download, or Create now (then straight to "Get Email Token")."""
+    try:
+        form = await _posted(request)
+        action = form.get("action")
+        if action == "create":
+            _writes_enabled(request)
+        token_form = tokenform.form_of(form, form.getall("services", []))
+        credential = _credential(form, token_form)
+        checked = _check(request, token_form)
+        if action == "create":
+            problem = tokenform.credential_problem(token_form, credential, required=True)
+            checked = tokenform.with_errors(checked, {_secret_field(token_form): problem})
+        if not checked.ok or action not in ("create", "download"):
+            status = 200 if checked.ok else 422
+            page = formpages.token_form_page(
+                checked, token_form, _context(request), secret_given=bool(credential.value)
+            )
+            return _page(request, page, status)
+        if action == "download":
+            return _download(checked)
+        return await _create(request, checked, credential)
+    except SignInRefused as exc:
+        return refusal(request, exc, what="new EmailToken", title=NOT_SAVED)
+
+
+def _secret_field(form: TokenForm) -> str:
+    return "serviceAccountKey" if form.flow == "ServiceAccount" else "clientSecret"
+
+
+async def _create(request: web.Request, checked: Checked, credential: Credential) -> web.Response:
+    form = checked.form
+    writer = TokenWriter(services(request).api)
+    try:
+        await writer.create(form, credential)
+    except SignInRefused as exc:
+        log.warning("create of EmailToken %s/%s refused: %s", form.namespace, form.name, exc.reason)
+        page = formpages.token_form_page(checked, form, _context(request), notice=exc.message)
+        return _page(request, page, exc.status)
+    log.info("EmailToken %s/%s created on the admin page", form.namespace, form.name)
+    target = formpages.path_of("authorize", form.namespace, form.name)
+    return web.Response(status=303, headers={"Location": target + "?created=1"})
+
+
+async def _existing(request: web.Request) -> tuple[str, str, dict[str, Any]]:
+    namespace, name = request.match_info["namespace"], request.match_info["name"]
+    if not services(request).config.serves(namespace):
+        raise SignInRefused("NotServed", f"this service does not serve namespace {namespace}", status=404)
+    try:
+        obj = await services(request).api.get_token(namespace, name)
+    except KubeError as exc:
+        raise api_refused(exc, f"reading EmailToken {namespace}/{name}") from None
+    if obj is None:
+        raise SignInRefused("TokenNotFound", f"there is no EmailToken {namespace}/{name}", status=404)
+    return namespace, name, obj
+
+
+def _why_not_editable(obj: Mapping[str, Any]) -> str:
+    owner = gitops_owner(obj)
+    if owner:
+        return f"This EmailToken is managed by {owner}: edit it in Git. Check gives the manifest to commit."
+    return "This EmailToken was not created on this page: edit it where it was written. Check gives its manifest."
+
+
+@routes.get("/tokens/{namespace}/{name}/edit")
+async def edit_form(request: web.Request) -> web.Response:
+    """The form prefilled from the token; Save only for tokens this page created and no GitOps tool manages."""
+    try:
+        _writes_enabled(request)
+        namespace, name, obj = await _existing(request)
+    except SignInRefused as exc:
+        return refusal(request, exc, what="edit form", title=NOT_SAVED)
+    can = editable(obj)
+    ctx = _context(request, editing=(namespace, name), manage=can)
+    page = formpages.token_form_page(
+        None, tokenform.form_of_object(obj), ctx, notice="" if can else _why_not_editable(obj)
+    )
+    return _page(request, page)
+
+
+@routes.post("/tokens/{namespace}/{name}/edit")
+async def submit_edit(request: web.Request) -> web.Response:
+    """Check, download or Save an edit (name, namespace and provider stay)."""
+    try:
+        _writes_enabled(request)
+        form = await _posted(request)
+        namespace, name, obj = await _existing(request)
+        action = form.get("action")
+        if action == "save":
+            refuse_foreign(obj, f"EmailToken {namespace}/{name}")
+        current = tokenform.form_of_object(obj)
+        posted = tokenform.form_of({**form, "namespace": namespace, "name": name}, form.getall("services", []))
+        token_form = replace(posted, provider=current.provider)
+        credential = _credential(form, token_form)
+        checked = _check(request, token_form)
+        problem = tokenform.credential_problem(token_form, credential, required=False)
+        checked = tokenform.with_errors(checked, {_secret_field(token_form): problem})
+        ctx = _context(request, editing=(namespace, name), manage=editable(obj))
+        if not checked.ok or action not in ("save", "download"):
+            page = formpages.token_form_page(checked, token_form, ctx, secret_given=bool(credential.value))
+            return _page(request, page, 200 if checked.ok else 422)
+        if action == "download":
+            return _download(checked)
+        await TokenWriter(services(request).api).update(token_form, credential, obj)
+    except SignInRefused as exc:
+        return refusal(request, exc, what="edit of an EmailToken", title=NOT_SAVED)
+    log.info("EmailToken %s/%s edited on the admin page", namespace, name)
+    return web.Response(
+        status=303, headers={"Location": formpages.path_of("authorize", namespace, name) + "?updated=1"}
+    )
+
+
+@routes.get("/tokens/{namespace}/{name}/delete")
+async def delete_confirm(request: web.Request) -> web.Response:
+    """The confirmation, naming the Secret mail tasks mount."""
+    try:
+        _writes_enabled(request)
+        namespace, name, obj = await _existing(request)
+        if not editable(obj):
+            raise SignInRefused("NotEditable", _why_not_editable(obj), status=409)
+    except SignInRefused as exc:
+        return refusal(request, exc, what="delete confirmation", title=NOT_SAVED)
+    form = tokenform.form_of_object(obj)
+    token, _ = _csrf_token(request)
+    page = formpages.delete_page(
+        namespace,
+        name,
+        consumer_secret=form.secret_name or name,
+        credential_secret=form.credential_secret,
+        csrf_token=token,
+    )
+    return _page(request, page)
+
+
+@routes.post("/tokens/{namespace}/{name}/delete")
+async def delete(request: web.Request) -> web.Response:
+    """Delete a token this page created (its Secrets follow through owner references)."""
+    try:
+        _writes_enabled(request)
+        await _posted(request)
+        namespace, name, obj = await _existing(request)
+        await TokenWriter(services(request).api).delete(obj)
+    except SignInRefused as exc:
+        return refusal(request, exc, what="delete of an EmailToken", title=NOT_SAVED)
+    log.info("EmailToken %s/%s deleted on the admin page", namespace, name)
+    return _page(request, formpages.done_page("EmailToken deleted", f"EmailToken {namespace}/{name} was deleted."))
