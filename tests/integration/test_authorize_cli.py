@@ -18,6 +18,7 @@ import requests
 from emailtoken_dev.devprovider import DevProviderThread, redirect_params, sign_in
 from tests.support.kube import ApiClient, KmockThread, free_env, wait_for
 from tests.support.operator_process import REPO
+from tests.support.signin import web_client, web_token
 
 pytestmark = pytest.mark.usefixtures("operator")
 MAILBOX = "carol@contoso.com"
@@ -74,32 +75,21 @@ def browser() -> requests.Session:
 
 
 def user_token(provider: DevProviderThread, name: str, client_id: str, mailbox: str = MAILBOX) -> dict[str, Any]:
-    return {
-        "apiVersion": "emailtoken.io/v1alpha1",
-        "kind": "EmailToken",
-        "metadata": {"name": name},
-        "spec": {
-            "provider": "Microsoft",
-            "tenantId": "contoso",
-            "clientId": client_id,
-            "clientSecretRef": {"name": "web-secret"},
-            "emailAddress": mailbox,
-            "services": ["IMAP", "SMTP"],
-            "authorizationUrl": provider.microsoft_authorize_url("contoso"),
-            "tokenUrl": provider.microsoft_token_url("contoso"),
-        },
-    }
+    return web_token(provider, name, client_id, mailbox)
 
 
 @pytest.fixture
 def client_id(provider: DevProviderThread, api: ApiClient, namespace: str) -> Iterator[str]:
-    cid = f"cli-{namespace}"
     # A loopback registration matches any port, as at Entra ID and Google.
-    provider.add_client(cid, CLIENT_SECRET, redirect_uris=["http://127.0.0.1/"])
-    provider.add_user(MAILBOX)
-    provider.add_user("mallory@contoso.com")
-    api.create_secret(namespace, "web-secret", {"client_secret": CLIENT_SECRET})
-    yield cid
+    yield web_client(
+        provider,
+        api,
+        namespace,
+        f"cli-{namespace}",
+        client_secret=CLIENT_SECRET,
+        redirect_uris=["http://127.0.0.1/"],
+        users=(MAILBOX, "mallory@contoso.com"),
+    )
 
 
 def ready(api: ApiClient, ns: str, name: str) -> bool:

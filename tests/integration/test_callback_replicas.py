@@ -10,22 +10,21 @@ from __future__ import annotations
 
 import http.client
 import re
-import secrets
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import pytest
-import requests
 
 from emailtoken.callback.state import StateSealer
 from emailtoken_dev.devprovider import DevProviderThread, redirect_params, sign_in
 from tests.support.callback_process import AdminSession, CallbackProcess, browser_get
 from tests.support.kube import ApiClient, KmockThread, wait_for
+from tests.support.signin import assert_refused, grant_of, state_key_file, web_client, web_token, with_params
 
 pytestmark = pytest.mark.usefixtures("operator")
 ALICE = "alice.rep@contoso.com"
@@ -82,9 +81,7 @@ class RoundRobinProxy:
 
 @pytest.fixture(scope="module")
 def state_key(workdir: Path) -> Path:
-    path = workdir / "replicas-state-key"
-    path.write_text(secrets.token_hex(32))
-    return path
+    return state_key_file(workdir / "replicas-state-key")
 
 
 @pytest.fixture(scope="module")
@@ -126,35 +123,20 @@ def replicas(proxy_and_replicas: tuple[RoundRobinProxy, list[CallbackProcess]]) 
 
 @pytest.fixture
 def client_id(provider: DevProviderThread, api: ApiClient, namespace: str, proxy: RoundRobinProxy) -> str:
-    cid = f"replicas-{namespace}"
-    provider.add_client(cid, CLIENT_SECRET, redirect_uris=[f"{proxy.url}/callback"])
-    for user in (ALICE, BOB, MALLORY):
-        provider.add_user(user)
-    api.create_secret(namespace, "web-secret", {"client_secret": CLIENT_SECRET})
-    return cid
+    return web_client(
+        provider,
+        api,
+        namespace,
+        f"replicas-{namespace}",
+        client_secret=CLIENT_SECRET,
+        redirect_uris=[f"{proxy.url}/callback"],
+        users=(ALICE, BOB, MALLORY),
+    )
 
 
 def create_token(api: ApiClient, provider: DevProviderThread, ns: str, name: str, client_id: str, mailbox: str) -> str:
     """Create a delegated Microsoft EmailToken; its uid."""
-    api.create(
-        "emailtokens",
-        ns,
-        {
-            "apiVersion": "emailtoken.io/v1alpha1",
-            "kind": "EmailToken",
-            "metadata": {"name": name},
-            "spec": {
-                "provider": "Microsoft",
-                "tenantId": "contoso",
-                "clientId": client_id,
-                "clientSecretRef": {"name": "web-secret"},
-                "emailAddress": mailbox,
-                "services": ["IMAP", "SMTP"],
-                "authorizationUrl": provider.microsoft_authorize_url("contoso"),
-                "tokenUrl": provider.microsoft_token_url("contoso"),
-            },
-        },
-    )
+    api.create("emailtokens", ns, web_token(provider, name, client_id, mailbox))
     return api.get("emailtokens", ns, name)["metadata"]["uid"]
 
 
@@ -164,20 +146,6 @@ def start_sign_in(provider: DevProviderThread, replica: CallbackProcess, ns: str
     location = sign_in(url, email, verify=provider.ca_pem_path)
     assert location.startswith(replica.redirect_uri + "?"), location
     return location
-
-
-def with_params(url: str, **changes: str) -> str:
-    parts = urlsplit(url)
-    return urlunsplit(parts._replace(query=urlencode({**dict(parse_qsl(parts.query)), **changes})))
-
-
-def refused(answer: requests.Response, status: int, reason: str) -> None:
-    assert answer.status_code == status, (answer.status_code, answer.text[-1500:])
-    assert f"Reason: <code>{reason}</code>" in answer.text, answer.text[-1500:]
-
-
-def grant_of(api: ApiClient, ns: str, name: str) -> dict[str, Any] | None:
-    return api.get("secrets", ns, f"emailtoken-grant-{name}")
 
 
 def code_redemptions(provider: DevProviderThread, client_id: str) -> int:
@@ -238,7 +206,7 @@ def test_replay_forgery_expiry_and_wrong_account_are_refused_by_every_replica(
         """Through the proxy twice: once to each replica."""
         before = len(proxy.served)
         for _ in range(2):
-            refused(browser_get(url), status, reason)
+            assert_refused(browser_get(url), status, reason)
         assert sorted(proxy.served[before:]) == [0, 1]
 
     create_token(api, provider, namespace, "alice", client_id, ALICE)
@@ -264,7 +232,7 @@ def test_replay_forgery_expiry_and_wrong_account_are_refused_by_every_replica(
     # Wrong account: signed in at the provider as someone else.
     url = AdminSession(replicas[1].admin_url).start_url(namespace, "alice")
     as_mallory = sign_in(url, MALLORY, verify=provider.ca_pem_path)
-    refused(browser_get(as_mallory), 403, "AccountMismatch")
+    assert_refused(browser_get(as_mallory), 403, "AccountMismatch")
     assert grant_of(api, namespace, "alice") is None
 
     # Replay: the sign-in completes once; both replicas refuse it again without spending the code.

@@ -8,12 +8,11 @@ Kubernetes API. The last test scans every log for codes, tokens and secrets.
 from __future__ import annotations
 
 import re
-import secrets
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import urlencode
 
 import pytest
 import requests
@@ -25,6 +24,7 @@ from emailtoken_dev.devprovider import DevProviderThread, redirect_params, sign_
 from tests.support.callback_process import AdminSession, CallbackProcess, browser_get
 from tests.support.kube import ApiClient, KmockThread, wait_for
 from tests.support.operator_process import OperatorProcess
+from tests.support.signin import assert_refused, grant_of, state_key_file, web_client, web_token, with_params
 
 pytestmark = pytest.mark.usefixtures("operator")
 ALICE = "alice.sec@contoso.com"
@@ -38,9 +38,7 @@ LOGS: list[Path] = []
 
 @pytest.fixture(scope="module")
 def state_key(workdir: Path) -> Path:
-    path = workdir / "state-key"
-    path.write_text(secrets.token_hex(32))
-    return path
+    return state_key_file(workdir / "state-key")
 
 
 @pytest.fixture(scope="module")
@@ -55,35 +53,20 @@ def callback(
 
 @pytest.fixture
 def client_id(provider: DevProviderThread, api: ApiClient, namespace: str, callback: CallbackProcess) -> str:
-    cid = f"web-{namespace}"
-    provider.add_client(cid, CLIENT_SECRET, redirect_uris=[callback.redirect_uri])
-    for user in (ALICE, BOB, MALLORY):
-        provider.add_user(user)
-    api.create_secret(namespace, "web-secret", {"client_secret": CLIENT_SECRET})
-    return cid
+    return web_client(
+        provider,
+        api,
+        namespace,
+        f"web-{namespace}",
+        client_secret=CLIENT_SECRET,
+        redirect_uris=[callback.redirect_uri],
+        users=(ALICE, BOB, MALLORY),
+    )
 
 
 @pytest.fixture
 def admin(callback: CallbackProcess) -> AdminSession:
     return AdminSession(callback.admin_url)
-
-
-def user_token(provider: DevProviderThread, name: str, client_id: str, mailbox: str) -> dict[str, Any]:
-    return {
-        "apiVersion": "emailtoken.io/v1alpha1",
-        "kind": "EmailToken",
-        "metadata": {"name": name},
-        "spec": {
-            "provider": "Microsoft",
-            "tenantId": "contoso",
-            "clientId": client_id,
-            "clientSecretRef": {"name": "web-secret"},
-            "emailAddress": mailbox,
-            "services": ["IMAP", "SMTP"],
-            "authorizationUrl": provider.microsoft_authorize_url("contoso"),
-            "tokenUrl": provider.microsoft_token_url("contoso"),
-        },
-    }
 
 
 def signed_in(provider: DevProviderThread, admin: AdminSession, ns: str, name: str, email: str, **kw: Any) -> str:
@@ -97,30 +80,20 @@ def signed_in(provider: DevProviderThread, admin: AdminSession, ns: str, name: s
     return location
 
 
-def with_params(url: str, **changes: str) -> str:
-    parts = urlsplit(url)
-    query = dict(parse_qsl(parts.query))
-    query.update(changes)
-    return urlunsplit(parts._replace(query=urlencode(query)))
-
-
 def refused(answer: requests.Response, status: int, reason: str, *texts: str) -> None:
-    assert answer.status_code == status, (answer.status_code, answer.text[-1500:])
-    assert f"Reason: <code>{reason}</code>" in answer.text, answer.text[-1500:]
-    assert "Sign-in not completed" in answer.text
-    for text in texts:
-        assert text in answer.text, (text, answer.text[-1500:])
+    """Refused with a page that says so, and no redirect anywhere."""
+    assert_refused(answer, status, reason, "Sign-in not completed", *texts)
     assert "Location" not in answer.headers
 
 
 def no_grant(api: ApiClient, ns: str, name: str) -> None:
-    assert api.get("secrets", ns, f"emailtoken-grant-{name}") is None
+    assert grant_of(api, ns, name) is None
 
 
 def test_forged_states_are_refused_and_do_not_burn_the_real_sign_in(
     api: ApiClient, provider: DevProviderThread, admin: AdminSession, namespace: str, client_id: str
 ):
-    api.create("emailtokens", namespace, user_token(provider, "alice", client_id, ALICE))
+    api.create("emailtokens", namespace, web_token(provider, "alice", client_id, ALICE))
     location = signed_in(provider, admin, namespace, "alice", ALICE)
     state = redirect_params(location)["state"]
 
@@ -161,7 +134,7 @@ def test_expired_state_is_refused(
     LOGS.append(quick.log_path)
     try:
         provider.add_client(client_id, CLIENT_SECRET, redirect_uris=[quick.redirect_uri])
-        api.create("emailtokens", namespace, user_token(provider, "alice", client_id, ALICE))
+        api.create("emailtokens", namespace, web_token(provider, "alice", client_id, ALICE))
         location = signed_in(provider, AdminSession(quick.admin_url), namespace, "alice", ALICE)
         time.sleep(2.5)
         refused(browser_get(location), 400, "StateExpired", "has expired")
@@ -177,8 +150,8 @@ def test_code_moved_between_sign_ins_and_replaced_token_are_refused(
     namespace: str,
     client_id: str,
 ):
-    api.create("emailtokens", namespace, user_token(provider, "alice", client_id, ALICE))
-    api.create("emailtokens", namespace, user_token(provider, "bob", client_id, BOB))
+    api.create("emailtokens", namespace, web_token(provider, "alice", client_id, ALICE))
+    api.create("emailtokens", namespace, web_token(provider, "bob", client_id, BOB))
     to_alice = signed_in(provider, admin, namespace, "alice", ALICE)
 
     # Alice's code moved into another sign-in (bob's): the verifier sealed in bob's state does not fit it.
@@ -191,7 +164,7 @@ def test_code_moved_between_sign_ins_and_replaced_token_are_refused(
     # The token was deleted and created again (new uid) while its sign-in was in flight.
     api.delete("emailtokens", namespace, "alice")
     wait_for(lambda: api.get("emailtokens", namespace, "alice") is None, 10)
-    api.create("emailtokens", namespace, user_token(provider, "alice", client_id, ALICE))
+    api.create("emailtokens", namespace, web_token(provider, "alice", client_id, ALICE))
     refused(browser_get(to_alice), 409, "TokenReplaced")
     no_grant(api, namespace, "alice")
 
@@ -199,7 +172,7 @@ def test_code_moved_between_sign_ins_and_replaced_token_are_refused(
 def test_replayed_state_and_code_are_refused(
     api: ApiClient, provider: DevProviderThread, admin: AdminSession, namespace: str, client_id: str
 ):
-    api.create("emailtokens", namespace, user_token(provider, "alice", client_id, ALICE))
+    api.create("emailtokens", namespace, web_token(provider, "alice", client_id, ALICE))
     location = signed_in(provider, admin, namespace, "alice", ALICE)
     assert browser_get(location).status_code == 200
     # Once Ready, the operator has spent (and rotated) the grant; it will not touch it for ~40 minutes.
@@ -220,7 +193,7 @@ def test_replayed_state_and_code_are_refused(
 def test_wrong_account_is_refused(
     api: ApiClient, provider: DevProviderThread, admin: AdminSession, namespace: str, client_id: str
 ):
-    api.create("emailtokens", namespace, user_token(provider, "alice", client_id, ALICE))
+    api.create("emailtokens", namespace, web_token(provider, "alice", client_id, ALICE))
     location = signed_in(provider, admin, namespace, "alice", MALLORY)
     refused(
         browser_get(location),
@@ -235,7 +208,7 @@ def test_wrong_account_is_refused(
 def test_provider_error_is_shown_plainly_and_escaped(
     api: ApiClient, provider: DevProviderThread, admin: AdminSession, namespace: str, client_id: str
 ):
-    api.create("emailtokens", namespace, user_token(provider, "alice", client_id, ALICE))
+    api.create("emailtokens", namespace, web_token(provider, "alice", client_id, ALICE))
     location = signed_in(provider, admin, namespace, "alice", ALICE, accept=False)
     assert redirect_params(location)["error"] == "access_denied"
     answer = browser_get(with_params(location, error_description="<script>alert(1)</script> declined"))
@@ -253,7 +226,7 @@ def test_error_answers_and_bad_codes_cannot_cancel_a_sign_in(
     client_id: str,
 ):
     """Issue #15: whoever holds a valid state (it is in the URL) must not be able to spend it."""
-    api.create("emailtokens", namespace, user_token(provider, "alice", client_id, ALICE))
+    api.create("emailtokens", namespace, web_token(provider, "alice", client_id, ALICE))
     location = signed_in(provider, admin, namespace, "alice", ALICE)
     state = redirect_params(location)["state"]
     cancel = f"{callback.redirect_uri}?{urlencode({'state': state, 'error': 'access_denied'})}"
@@ -289,7 +262,7 @@ def test_no_open_redirects(
     assert http.get(callback.public_url + "/", allow_redirects=False, timeout=10).status_code == 404
     assert http.get(callback.public_url + "/authorize/x/y", allow_redirects=False, timeout=10).status_code == 404
 
-    api.create("emailtokens", namespace, user_token(provider, "alice", client_id, ALICE))
+    api.create("emailtokens", namespace, web_token(provider, "alice", client_id, ALICE))
     start = admin.http.post(
         f"{admin.url}/tokens/{namespace}/alice/authorize",
         params={"next": evil},
@@ -314,7 +287,7 @@ def test_no_open_redirects(
 def test_admin_actions_need_csrf_token_same_origin_and_loopback_host(
     api: ApiClient, provider: DevProviderThread, admin: AdminSession, namespace: str, client_id: str
 ):
-    api.create("emailtokens", namespace, user_token(provider, "alice", client_id, ALICE))
+    api.create("emailtokens", namespace, web_token(provider, "alice", client_id, ALICE))
     url = f"{admin.url}/tokens/{namespace}/alice/authorize"
     token = admin.csrf()
     refused(admin.http.post(url, data={}, allow_redirects=False, timeout=10), 403, "CsrfFailed")
@@ -360,7 +333,7 @@ def _all_tokens(api: ApiClient) -> list[dict[str, Any]]:
 def test_confirm_page_behind_status_authorize_url(
     api: ApiClient, provider: DevProviderThread, admin: AdminSession, namespace: str, client_id: str
 ):
-    api.create("emailtokens", namespace, user_token(provider, "alice", client_id, ALICE))
+    api.create("emailtokens", namespace, web_token(provider, "alice", client_id, ALICE))
     page = admin.http.get(f"{admin.url}/authorize/{namespace}/alice", timeout=10)
     assert page.status_code == 200
     assert f"<h1>EmailToken {namespace}/alice</h1>" in page.text
@@ -373,7 +346,7 @@ def test_confirm_page_behind_status_authorize_url(
     assert start.status_code == 303
 
     refused(admin.http.get(f"{admin.url}/authorize/{namespace}/nobody", timeout=10), 404, "TokenNotFound")
-    app_only = user_token(provider, "robot", client_id, "robot@contoso.com")
+    app_only = web_token(provider, "robot", client_id, "robot@contoso.com")
     app_only["spec"]["flow"] = "ClientCredentials"
     api.create("emailtokens", namespace, app_only)
     page = admin.http.get(f"{admin.url}/authorize/{namespace}/robot", timeout=10)
