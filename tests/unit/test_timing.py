@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from emailtoken.secretdata import PublishedToken
 from emailtoken.timing import (
     BACKOFF_CAP,
     DEFAULT_KEEPALIVE,
@@ -17,6 +18,8 @@ from emailtoken.timing import (
     is_due,
     next_refresh,
     refresh_margin,
+    restored_plan,
+    step_delay,
 )
 
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
@@ -166,3 +169,19 @@ def test_invalid_client_backoff_is_slow() -> None:
     assert invalid_client_backoff(10, rng=FixedRandom(1.0)) == INVALID_CLIENT_CAP
     for failures in range(1, 12):
         assert invalid_client_backoff(failures, rng=FixedRandom(0.5)) > backoff(failures, rng=FixedRandom(0.5))
+
+
+def test_a_plan_in_status_is_kept_after_a_restart_unless_it_belongs_to_an_older_token() -> None:
+    published = PublishedToken(expires_at=T0 + HOUR, obtained_at=T0, username="", scope="", spec_hash=None)
+    assert restored_plan("2026-01-01T12:40:00Z", published) == T0 + timedelta(minutes=40)
+    assert restored_plan("2026-01-01T12:00:00Z", published) is None  # not later than obtained: an older plan
+    assert restored_plan("2026-01-01T13:30:00Z", published) is None  # after expiry: not this token's
+    assert restored_plan("not a time", published) is None
+    assert restored_plan("2026-01-01T12:40:00Z", None) is None
+
+
+def test_the_next_step_is_the_next_attempt_or_sooner_the_expiry_of_a_failing_token() -> None:
+    assert step_delay(T0, T0 + HOUR, None) == 3600
+    assert step_delay(T0, T0 + HOUR, T0 + timedelta(minutes=5)) == 300  # Ready turns False then
+    assert step_delay(T0, None, T0 - HOUR) is None  # expired already, nothing planned: wait for a change
+    assert step_delay(T0, T0 - HOUR, None) == 0.0
