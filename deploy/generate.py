@@ -115,10 +115,15 @@ metadata:
   name: {name}
   labels:
     {{{{- include "emailtoken.labels" (dict "ctx" $ "component" "crds") | nindent 4 }}}}
-  {{{{- if .Values.crds.keep }}}}
+  {{{{- if or .Values.crds.keep .Values.crds.annotations }}}}
   annotations:
+    {{{{- if .Values.crds.keep }}}}
     # Uninstalling the release leaves the CRD, and so every EmailToken and its Secrets.
     helm.sh/resource-policy: keep
+    {{{{- end }}}}
+    {{{{- with .Values.crds.annotations }}}}
+    {{{{- toYaml . | nindent 4 }}}}
+    {{{{- end }}}}
   {{{{- end }}}}
 """
 

@@ -392,6 +392,10 @@ def test_crd_is_a_template_that_helm_upgrades_and_keeps(chart: helm_python.Chart
     kubernetes_validate.validate(crd, KUBE_VERSION, strict=True)
     not_kept = rendered_crd(render(chart, SCENARIOS["crdsNotKept"])[0])
     assert not_kept is not None and "annotations" not in not_kept["metadata"]
+    argo = {"argocd.argoproj.io/sync-options": "Delete=false"}
+    for keep, expected in ((True, {"helm.sh/resource-policy": "keep", **argo}), (False, argo)):
+        annotated = rendered_crd(render(chart, {"crds": {"keep": keep, "annotations": argo}})[0])
+        assert annotated is not None and annotated["metadata"]["annotations"] == expected
     assert rendered_crd(render(chart, SCENARIOS["crdsOff"])[0]) is None
 
 
@@ -555,7 +559,9 @@ def exported_series() -> dict[str, set[str]]:
     observer = metrics.MetricsObserver(registry)
     now = datetime.now(UTC)
     key = ("mail", "inbox")
-    observer.token_state(key, provider="Microsoft", ready=True, authorized=True, expires_at=now, next_refresh=now)
+    observer.token_state(
+        key, provider="Microsoft", ready=True, authorized=True, expires_at=now, next_refresh=now, reauthorize_by=now
+    )
     observer.refresh_attempt(key, "Microsoft", "ok")
     observer.refresh_attempt(key, "Microsoft", "InvalidGrant")
     observer.provider_call("Microsoft", "token", 0.2, "ok")
@@ -651,6 +657,7 @@ def test_prometheus_rule_alerts_on_exported_metrics(chart: helm_python.Chart) ->
         "EmailTokenExpiringWithoutRefresh",
         "EmailTokenRefreshFailing",
         "EmailTokenReauthorizationRequired",
+        "EmailTokenReauthorizationDue",
         "EmailTokenOperatorNoLeader",
     }
     series = exported_series()
@@ -662,6 +669,7 @@ def test_prometheus_rule_alerts_on_exported_metrics(chart: helm_python.Chart) ->
         for text in alert["annotations"].values():
             assert "{{" not in text or "$labels." in text or "$value" in text
     assert rules["EmailTokenExpiringWithoutRefresh"]["expr"].endswith("< 240")
+    assert rules["EmailTokenReauthorizationDue"]["expr"].endswith("< 259200")  # --grant-warning's 3 days
     assert 'namespace="emailtoken-system"' in rules["EmailTokenOperatorNoLeader"]["expr"]
     assert (
         "{{ $labels.namespace }}/{{ $labels.name }}"
