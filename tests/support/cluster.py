@@ -178,7 +178,12 @@ class ControlPlane:
                 f"--tls-cert-file={self.dir / 'server.crt'}",
                 f"--tls-private-key-file={self.dir / 'server.key'}",
                 f"--client-ca-file={self.ca_path}",
+                # The issuer is this server's own URL, so its OIDC discovery document and
+                # /openid/v1/jwks can be fetched the way Entra fetches a cluster's (workload identity
+                # federation); the in-cluster name stays accepted.
+                f"--service-account-issuer={self.url}",
                 "--service-account-issuer=https://kubernetes.default.svc",
+                f"--service-account-jwks-uri={self.url}/openid/v1/jwks",
                 f"--service-account-key-file={self.dir / 'sa.pub'}",
                 f"--service-account-signing-key-file={self.dir / 'sa.key'}",
                 f"--token-auth-file={self.dir / 'tokens.csv'}",
@@ -280,15 +285,17 @@ class ControlPlane:
             check=check,
         )
 
-    def service_account_token(self, namespace: str, name: str, seconds: int = 3600) -> str:
-        """A token for ``namespace/name`` from the TokenRequest API, as the kubelet projects it."""
+    def service_account_token(
+        self, namespace: str, name: str, seconds: int = 3600, audiences: list[str] | None = None
+    ) -> str:
+        """A token for ``namespace/name`` from the TokenRequest API, as the kubelet projects it
+        (``audiences``: a projected volume's ``audience``; default: the API server's own)."""
+        spec: dict[str, Any] = {"expirationSeconds": seconds}
+        if audiences:
+            spec["audiences"] = audiences
         r = self.session().post(
             f"{self.url}/api/v1/namespaces/{namespace}/serviceaccounts/{name}/token",
-            json={
-                "apiVersion": "authentication.k8s.io/v1",
-                "kind": "TokenRequest",
-                "spec": {"expirationSeconds": seconds},
-            },
+            json={"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": spec},
             timeout=10,
         )
         r.raise_for_status()

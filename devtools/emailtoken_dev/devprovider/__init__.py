@@ -43,6 +43,7 @@ Run standalone: ``python -m emailtoken_dev.devprovider --port 8443 --config clie
 from .calls import Call
 from .errors import OAuthError
 from .faults import Fault, FaultQueue
+from .federation import FederatedCredential
 from .remote import RemoteProvider
 from .server import DevProvider, DevProviderThread, ProviderControls
 from .signin import SignInError, device_sign_in, redirect_params, session, sign_in
@@ -54,6 +55,7 @@ __all__ = [
     "DevProviderThread",
     "Fault",
     "FaultQueue",
+    "FederatedCredential",
     "GrantError",
     "OAuthError",
     "ProviderControls",

@@ -115,6 +115,7 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
                 account=noted.get("account"),
                 fault=fault is not None and (fault.status is not None or fault.error_code is not None or fault.drop),
                 duration=time.monotonic() - started,
+                client_auth=noted.get("client_auth"),
             )
         )
 

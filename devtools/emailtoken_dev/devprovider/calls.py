@@ -29,6 +29,8 @@ class Call:
     account: str | None = None
     fault: bool = False
     duration: float = 0.0
+    #: how the client authenticated at the token endpoint: client_secret, client_assertion or None
+    client_auth: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form for the control API."""

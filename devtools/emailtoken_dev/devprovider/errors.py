@@ -175,6 +175,45 @@ MICROSOFT: dict[int, ErrorSpec] = {
         "invalid_client",
         "The request body must contain the following parameter: 'client_assertion' or 'client_secret'.",
     ),
+    # Workload identity federation (federation.py): a client assertion from a trusted OIDC issuer.
+    50013: ErrorSpec(401, "invalid_client", "Assertion failed signature validation. [Reason - {reason}]"),
+    50027: ErrorSpec(400, "invalid_request", "JWT token is invalid or malformed."),
+    70021: ErrorSpec(
+        400,
+        "invalid_request",
+        "No matching federated identity record found for presented assertion. Assertion Issuer: '{issuer}'. "
+        "Assertion Subject: '{subject}'. Assertion Audience: '{audience}'. "
+        "https://docs.microsoft.com/en-us/azure/active-directory/develop/workload-identity-federation",
+    ),
+    90061: ErrorSpec(400, "invalid_request", "Request to External OIDC endpoint failed. {detail}"),
+    700024: ErrorSpec(
+        401,
+        "invalid_client",
+        "Client assertion is not within its valid time range. Current time: {now}, assertion valid from {nbf}, "
+        "expiry time of assertion {exp}. Review the documentation at "
+        "https://learn.microsoft.com/entra/identity-platform/certificate-credentials .",
+    ),
+    700211: ErrorSpec(
+        401,
+        "invalid_client",
+        "No matching federated identity record found for presented assertion issuer '{issuer}'. Please check "
+        "your federated identity credential Subject, Audience and Issuer against the presented assertion. "
+        "https://learn.microsoft.com/entra/workload-id/workload-identity-federation",
+    ),
+    700212: ErrorSpec(
+        401,
+        "invalid_client",
+        "No matching federated identity record found for presented assertion audience '{audience}'. Please "
+        "check your federated identity credential Subject, Audience and Issuer against the presented "
+        "assertion. https://learn.microsoft.com/entra/workload-id/workload-identity-federation",
+    ),
+    700213: ErrorSpec(
+        401,
+        "invalid_client",
+        "No matching federated identity record found for presented assertion subject '{subject}'. Check your "
+        "federated identity credential Subject, Audience and Issuer against the presented assertion. "
+        "https://learn.microsoft.com/entra/workload-id/workload-identity-federation",
+    ),
 }
 
 #: Device-flow "slow down" has no AADSTS number of its own.

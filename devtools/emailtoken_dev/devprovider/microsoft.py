@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
-from . import pages
+from . import federation, pages
 from .common import (
     basic_auth,
     ctx,
@@ -329,8 +329,9 @@ def _grant_error(err: GrantError, *, kind: str) -> OAuthError:
     return microsoft_error(70000, detail=r)
 
 
-def _authenticate_client(request: web.Request, data: dict[str, str], tenant: str) -> Client:
-    """Client authentication: secret in the body (msal's way) or HTTP Basic; public clients present none."""
+async def _authenticate_client(request: web.Request, data: dict[str, str], tenant: str) -> Client:
+    """Client authentication: secret in the body (msal's way) or HTTP Basic, or a client assertion
+    checked against the app's federated credentials; public clients present none."""
     c = ctx(request)
     basic = basic_auth(request)
     client_id, secret = basic if basic else (data.get("client_id", ""), data.get("client_secret", ""))
@@ -343,10 +344,16 @@ def _authenticate_client(request: web.Request, data: dict[str, str], tenant: str
     if client.public:
         if secret or data.get("client_assertion"):
             raise microsoft_error(700025)
+    elif not secret and (data.get("client_assertion") or data.get("client_assertion_type")):
+        federation.reject_unusable(data)
+        note(request, client_auth="client_assertion")
+        await federation.federation_of(c.extra).verify(client_id, data["client_assertion"], c.state.now())
     elif not secret:
         raise microsoft_error(7000218)
     elif not client.secret_ok(secret):
         raise microsoft_error(7000215, client_id=client_id)
+    else:
+        note(request, client_auth="client_secret")
     return client
 
 
@@ -358,7 +365,7 @@ async def token(request: web.Request) -> web.Response:
     data = await form(request)
     grant_type = data.get("grant_type", "")
     try:
-        client = _authenticate_client(request, data, tenant)
+        client = await _authenticate_client(request, data, tenant)
         if not grant_type:
             raise microsoft_error(900144, param="grant_type")
         if grant_type == "client_credentials":

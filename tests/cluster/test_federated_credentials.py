@@ -1,0 +1,213 @@
+"""Workload identity federation on a real API server: no client secret anywhere.
+
+The app registration (the local Entra) trusts the cluster's ServiceAccount issuer and reads
+its keys the way Entra does: the API server's OIDC discovery document, then its
+``/openid/v1/jwks``, fetched anonymously. Assertions are projected-token-shaped
+TokenRequest tokens. Entra's refusals come back in its own words (AADSTS codes), and the
+operator, given only the token file, gets tokens, redeems refresh tokens and keeps working
+after the kubelet-style rotation of the file.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import jwt
+import msal
+import pytest
+
+from emailtoken_dev.devprovider import DevProviderThread, FederatedCredential, session
+from emailtoken_dev.devprovider.jws import new_rsa_key
+from tests.support.cluster import ControlPlane
+from tests.support.kube import ApiClient, wait_for
+from tests.support.tokens import client_credentials
+
+AUDIENCE = "api://AzureADTokenExchange"
+SCOPE = "https://outlook.office365.com/.default"
+OPERATOR_SA = "emailtoken-operator"
+MAILBOX = "shared@contoso.com"
+
+
+@pytest.fixture(scope="module")
+def public_issuer(cluster: ControlPlane) -> None:
+    """Let anyone read the issuer's discovery document and keys (Entra reads them anonymously).
+
+    Managed clusters publish them; a self-managed one binds this ClusterRole to the
+    unauthenticated group, as docs/federated-credentials.md says.
+    """
+    binding = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "ClusterRoleBinding",
+        "metadata": {"name": "emailtoken-test-oidc-discovery"},
+        "roleRef": {
+            "apiGroup": "rbac.authorization.k8s.io",
+            "kind": "ClusterRole",
+            "name": "system:service-account-issuer-discovery",
+        },
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": "system:unauthenticated"}],
+    }
+    r = cluster.session().post(cluster.url + "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings", json=binding)
+    assert r.status_code in (201, 409), r.text
+    anonymous = session(str(cluster.ca_path)).get(cluster.url + "/.well-known/openid-configuration", timeout=10)
+    assert anonymous.json()["issuer"] == cluster.url
+
+
+def service_account(cluster: ControlPlane, namespace: str, name: str) -> str:
+    """Create a ServiceAccount; its federated-credential subject."""
+    r = cluster.session().post(
+        f"{cluster.url}/api/v1/namespaces/{namespace}/serviceaccounts",
+        json={"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": name}},
+        timeout=10,
+    )
+    r.raise_for_status()
+    return f"system:serviceaccount:{namespace}:{name}"
+
+
+def project(path: Path, token: str) -> None:
+    """Write the file the way the kubelet does: a new file swapped in, never a partial one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.{uuid.uuid4().hex}")
+    partial.write_text(token)
+    os.replace(partial, path)
+
+
+def entra_app(provider: DevProviderThread, client_id: str, assertion: str) -> dict[str, Any]:
+    """What msal (the real client) gets for a client-credentials request with this assertion."""
+    app = msal.ConfidentialClientApplication(
+        client_id,
+        client_credential={"client_assertion": assertion},
+        authority=provider.microsoft_authority("contoso"),
+        instance_discovery=False,
+        http_client=session(provider.ca_pem_path or True),
+    )
+    return app.acquire_token_for_client(scopes=[SCOPE])
+
+
+def refused(result: dict[str, Any]) -> tuple[str, int]:
+    assert "access_token" not in result, "the provider accepted the assertion"
+    code = result["error_codes"][0]
+    assert result["error_description"].startswith(f"AADSTS{code}: ")
+    return result["error"], code
+
+
+def test_entra_verifies_assertions_with_the_cluster_issuers_keys(
+    cluster: ControlPlane, provider: DevProviderThread, namespace: str, public_issuer: None
+) -> None:
+    client_id = f"wif-{namespace}"
+    subject = service_account(cluster, namespace, OPERATOR_SA)
+    service_account(cluster, namespace, "intruder")
+    trust = FederatedCredential(issuer=cluster.url, subject=subject, ca_bundle=str(cluster.ca_path))
+    provider.add_federated_client(client_id, trust, mailboxes=[MAILBOX])
+
+    def token(sa: str = OPERATOR_SA, audience: str = AUDIENCE) -> str:
+        return cluster.service_account_token(namespace, sa, 600, [audience])
+
+    good = token()
+    assert entra_app(provider, client_id, good)["token_type"] == "Bearer"
+    assert refused(entra_app(provider, client_id, token(audience="api://other"))) == ("invalid_client", 700212)
+    assert refused(entra_app(provider, client_id, token(sa="intruder"))) == ("invalid_client", 700213)
+    assert refused(entra_app(provider, client_id, token("intruder", "api://other"))) == ("invalid_request", 70021)
+
+    # Signed by a key that is not in the issuer's /openid/v1/jwks (same kid, same claims).
+    claims = jwt.decode(good, options={"verify_signature": False})
+    forged = jwt.encode(
+        claims, new_rsa_key(), algorithm="RS256", headers={"kid": jwt.get_unverified_header(good)["kid"]}
+    )
+    assert refused(entra_app(provider, client_id, forged)) == ("invalid_client", 50013)
+    stranger = jwt.encode({**claims, "iss": "https://issuer.example"}, new_rsa_key(), algorithm="RS256")
+    assert refused(entra_app(provider, client_id, stranger)) == ("invalid_client", 700211)
+
+    late = claims["exp"] - time.time() + 60  # the provider's clock, a minute past the token's expiry
+    provider.advance_clock(late)
+    try:
+        result = entra_app(provider, client_id, good)
+    finally:
+        provider.advance_clock(-late)
+    assert refused(result) == ("invalid_client", 700024)
+    assert "Client assertion is not within its valid time range" in result["error_description"]
+
+
+@pytest.fixture
+def quick_device_codes(provider: DevProviderThread) -> Iterator[None]:
+    provider.settings.device_interval = 1
+    yield
+    provider.settings.device_interval = 5
+
+
+def federated(manifest: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    """A manifest with federatedCredential instead of clientSecretRef."""
+    manifest["spec"].pop("clientSecretRef")
+    manifest["spec"]["federatedCredential"] = extra
+    return manifest
+
+
+def test_no_client_secret_anywhere_ready_refreshed_and_rotated(
+    cluster: ControlPlane,
+    admin: ApiClient,
+    provider: DevProviderThread,
+    namespace: str,
+    start_operator: Callable[..., Any],
+    tmp_path: Path,
+    public_issuer: None,
+    quick_device_codes: None,
+) -> None:
+    client_id = f"wif-op-{namespace}"
+    subject = service_account(cluster, namespace, OPERATOR_SA)
+    trust = FederatedCredential(issuer=cluster.url, subject=subject, ca_bundle=str(cluster.ca_path))
+    provider.add_federated_client(client_id, trust, mailboxes=[MAILBOX])
+    provider.add_user("kiosk@contoso.com")
+    token_file = tmp_path / "projected" / "token"
+    project(token_file, cluster.service_account_token(namespace, OPERATOR_SA, 600, [AUDIENCE]))
+    start_operator([namespace], extra_args=["--federated-token-file", str(token_file)])
+
+    app_only = federated(client_credentials(provider, "inbox", client_id=client_id, mailbox=MAILBOX))
+    device = federated(client_credentials(provider, "kiosk", client_id=client_id, mailbox="kiosk@contoso.com"))
+    device["spec"]["flow"] = "DeviceCode"  # delegated: the operator redeems a device code, then refresh tokens
+    elsewhere = federated(
+        client_credentials(provider, "other-audience", client_id=client_id, mailbox=MAILBOX), audience="api://other"
+    )
+    for manifest in (app_only, device, elsewhere):
+        admin.create("emailtokens", namespace, manifest)
+
+    def ready(name: str) -> bool:
+        return (admin.condition(namespace, name, "Ready") or {}).get("status") == "True"
+
+    wait_for(lambda: ready("inbox"), 30, what="the app-only token Ready")
+    code = wait_for(lambda: (admin.get("emailtokens", namespace, "kiosk")["status"] or {}).get("deviceCode"), 30)
+    provider.approve_device(code["userCode"], "kiosk@contoso.com")
+    wait_for(lambda: ready("kiosk"), 30, what="the device-code token Ready")
+    unusable = wait_for(lambda: admin.condition(namespace, "other-audience", "Ready"), 30, what="a condition")
+    assert unusable["status"] == "False" and unusable["reason"] == "FederatedTokenUnavailable"
+    assert "api://other" in unusable["message"] and str(token_file) in unusable["message"]
+
+    # No client secret anywhere: the namespace holds only what the operator wrote.
+    kinds = {(s["metadata"]["name"], s["type"]) for s in admin.list("secrets", namespace)}
+    assert kinds == {("inbox", "Opaque"), ("kiosk", "Opaque"), ("emailtoken-grant-kiosk", "emailtoken.io/grant")}
+
+    # The kubelet rotates the file; the old token then expires (the provider's clock passes it).
+    before = {name: admin.secret_data(namespace, name)["access_token"] for name in ("inbox", "kiosk")}
+    project(token_file, cluster.service_account_token(namespace, OPERATOR_SA, 3600, [AUDIENCE]))
+    provider.advance_clock(700)
+    try:
+        for name in before:
+            admin.patch(
+                "emailtokens", namespace, name, {"metadata": {"annotations": {"emailtoken.io/refresh-now": "1"}}}
+            )
+        for name, old in before.items():
+            wait_for(
+                lambda n=name, o=old: admin.secret_data(namespace, n)["access_token"] != o, 30, what=f"{name} refreshed"
+            )
+            assert ready(name)
+    finally:
+        provider.advance_clock(-700)
+
+    token_calls = [c for c in provider.calls if c.client_id == client_id and c.endpoint == "token"]
+    grants = {c.grant_type for c in token_calls if c.status == 200}
+    assert {"client_credentials", "refresh_token", "urn:ietf:params:oauth:grant-type:device_code"} <= grants
+    assert {c.client_auth for c in token_calls if c.status == 200} == {"client_assertion"}
+    assert not [c for c in token_calls if c.error_code == 700024], "an old (expired) projected token was presented"
