@@ -149,3 +149,12 @@ def test_every_example_passes_server_side_dry_run(
     result = cluster.kubectl(*args, check=False)
     assert result.returncode == 0, result.stderr
     assert result.stdout.count("(server dry run)") == sum(1 for doc in yaml.safe_load_all(path.read_text()) if doc)
+
+
+def test_kubectl_explain_marks_ews_retiring_and_names_graph(cluster: ControlPlane) -> None:
+    """Issue #21: the retirement dates and the Graph services where people look first."""
+    out = cluster.kubectl("explain", "emailtoken.spec.services").stdout
+    for text in ("2026-10-01", "2027-04-01", "MC1227454", "ServiceRetiring", "GraphMailRead", "GraphMailSend"):
+        assert text in out, text
+    out = cluster.kubectl("explain", "emailtoken.status.reauthorizationRequiredBy").stdout
+    assert "FIELD: reauthorizationRequiredBy <string>" in out and "Testing" in out
