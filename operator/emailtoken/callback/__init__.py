@@ -15,5 +15,7 @@ Modules, one concern each: :mod:`.pkce` and :mod:`.state` (pure crypto helpers),
 :mod:`.csrf`, :mod:`.tokens` (what the admin page shows), :mod:`.signin` (the code
 exchange and grant write, shared with ``emailtoken authorize``), :mod:`.pages` (HTML),
 :mod:`.admin` and :mod:`.public` (handlers), :mod:`.app` (wiring, headers, logging) and
-:mod:`.cli`.
+:mod:`.cli`. The "Add a new email token" form: :mod:`.tokenform` (pure: form to manifest and
+errors per field), :mod:`.formpages` (HTML), :mod:`.manage` (handlers) and :mod:`.tokenwrite`
+(Create now, edit, delete by server-side apply; only with ``--manage-tokens``).
 """

@@ -2,7 +2,8 @@
 
 Reached with ``kubectl port-forward`` (RBAC on pods/portforward is the access control),
 so it answers only to loopback host names unless told otherwise (DNS rebinding), and
-its one state-changing action is a POST guarded by a CSRF token.
+its state-changing actions (here the sign-in; the form's in :mod:`.manage`) are POSTs
+guarded by a CSRF token.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""CSRF protection of the admin page's one state-changing action ("Get Email Token").
+"""CSRF protection of the admin page's state-changing POSTs ("Get Email Token", the new-token form).
 
 Signed double submit: a random value in an HttpOnly ``SameSite=Strict`` cookie, and in
 the form the HMAC of that value under the service key. Another site can neither read

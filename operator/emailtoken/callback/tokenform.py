@@ -115,8 +115,12 @@ class TokenForm:
 
     @property
     def credential_secret(self) -> str:
-        """The Secret that holds the client secret or key: ``<name>-oauth-client`` (not the consumer Secret)."""
-        return f"{self.name}-oauth-client"
+        """The Secret that holds the client secret or key: ``<name>-oauth-client`` (not the consumer Secret).
+
+        A name that is not valid yet (reported on its own field) gives a placeholder, so the
+        same mistake is not reported again on the secret's field.
+        """
+        return f"{self.name if _DNS_LABEL.match(self.name) else 'token'}-oauth-client"
 
     @property
     def credential_key(self) -> str:

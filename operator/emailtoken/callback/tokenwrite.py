@@ -150,6 +150,8 @@ class TokenWriter:
         """Apply the edited spec; replace the secret value only when a new one was given."""
         what = f"EmailToken {form.namespace}/{form.name}"
         refuse_foreign(current, what)
+        if form.needs_credential and not credential.value:
+            await self._check_credential_kept(form)
         obj = await self._apply_token(form, what)
         await self.event(obj, "UpdatedOnAdminPage", "spec changed on the admin page")
         if credential.value and form.needs_credential:
@@ -164,6 +166,16 @@ class TokenWriter:
         refuse_foreign(current, what)
         await self._call(self.api.delete_token(namespace, name, uid=str(meta.get("uid"))), f"deleting {what}")
         await self.event(current, "DeletedOnAdminPage", "deleted on the admin page, with the Secrets it owns")
+
+    async def _check_credential_kept(self, form: TokenForm) -> None:
+        """An edit that keeps the secret value needs the Secret to exist (a flow change may need a new one)."""
+        name = f"{form.namespace}/{form.credential_secret}"
+        if (
+            await self._call(self.api.get_secret(form.namespace, form.credential_secret), f"reading Secret {name}")
+            is None
+        ):
+            what = "the service-account key file" if form.flow == "ServiceAccount" else "the client secret"
+            raise SignInRefused("CredentialMissing", f"Secret {name} does not exist: enter {what}", status=422)
 
     async def _check_secret_free(self, form: TokenForm) -> None:
         if not form.needs_credential:
