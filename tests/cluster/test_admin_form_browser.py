@@ -216,6 +216,9 @@ def _writes_refused_when_disabled(callback: CallbackProcess, admin: ApiClient, n
     assert admin.get("emailtokens", namespace, "sneaky") is None
     assert admin.get("secrets", namespace, "sneaky-oauth-client") is None
     assert admin.get("emailtokens", namespace, "box0") is not None
+    assert http.get(callback.public_url + "/new", timeout=10).status_code == 404, (
+        "the form is on the private listener only"
+    )
 
 
 def _callback_identity(cluster: ControlPlane, admin: ApiClient, namespace: str) -> Path:

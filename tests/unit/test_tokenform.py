@@ -127,3 +127,12 @@ def test_gitops_owner(meta: dict, owner: str | None) -> None:
     assert gitops_owner(obj) == owner
     assert editable(obj) is (owner is None)
     assert not editable({"metadata": {}}), "only tokens the page created"
+
+
+def test_schema_patterns_are_said_in_words() -> None:
+    form = replace(_form("Microsoft", "AuthorizationCode"), email_address="not an email", secret_name="Bad Name")
+    errors = _check(form).errors
+    assert errors == {
+        "emailAddress": ["must be an email address, like support@contoso.com"],
+        "secretName": ["must be a Kubernetes name: lower-case letters, digits, '-' and '.'"],
+    }

@@ -92,6 +92,12 @@ FIELDS = (
     "secretName",
 )
 _SPEC_TO_FIELD = {"clientSecretRef": "clientSecret", "serviceAccountKeyRef": "serviceAccountKey"}
+#: What a schema pattern means, per field, instead of the regular expression.
+_FORMATS = {
+    "emailAddress": "must be an email address, like support@contoso.com",
+    "secretName": "must be a Kubernetes name: lower-case letters, digits, '-' and '.'",
+    "name": "must be a Kubernetes name: lower-case letters, digits and '-'",
+}
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 _SPLIT = re.compile(r"[\s,]+")
 
@@ -326,7 +332,11 @@ def check(form: TokenForm, *, namespaces: Sequence[str], provider_hosts: Sequenc
     manifest = manifest_of(form)
     if form.provider in PROVIDERS:
         for problem in validate.check_object(manifest):
-            _add(errors, _field_of(problem.field, problem.message), problem.message)
+            name = _field_of(problem.field, problem.message)
+            message = problem.message
+            if "does not match" in message:  # a schema pattern: say it in words
+                message = _FORMATS.get(name, "must not contain spaces or other unexpected characters")
+            _add(errors, name, message)
         _endpoint_checks(manifest, provider_hosts, errors)
     expanded: tuple[str, ...] = ()
     if not errors:
