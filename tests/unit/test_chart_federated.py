@@ -1,0 +1,47 @@
+"""The chart's workload identity federation: a projected ServiceAccount token per audience, and the flag naming it."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "deploy"))
+import generate  # noqa: E402
+
+AUDIENCES = ["api://AzureADTokenExchange", "api://contoso-mail"]
+VALUES = {
+    "providers": {"federatedToken": {"enabled": True, "audiences": AUDIENCES, "expirationSeconds": 1800}},
+    "callback": {"enabled": True, "redirectBaseUrl": "https://mail-auth.example.com"},
+}
+
+
+def deployments(values: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    try:
+        objects = generate.render(values)
+    except ImportError:
+        pytest.skip("helm-python-sdk is not installed")
+    return {o["metadata"]["name"]: o["spec"]["template"]["spec"] for o in objects if o["kind"] == "Deployment"}
+
+
+@pytest.mark.parametrize("name", ["emailtoken-operator", "emailtoken-operator-callback"])
+def test_each_process_reads_its_own_pods_token_for_every_audience(name: str) -> None:
+    pod = deployments(VALUES)[name]
+    volume = next(v for v in pod["volumes"] if v["name"] == "federated-token")
+    sources = [s["serviceAccountToken"] for s in volume["projected"]["sources"]]
+    assert [(s["audience"], s["expirationSeconds"]) for s in sources] == [(a, 1800) for a in AUDIENCES]
+    container = pod["containers"][0]
+    mount = next(m for m in container["volumeMounts"] if m["name"] == "federated-token")
+    assert mount["readOnly"] is True
+    args = container["args"]
+    files = [args[i + 1] for i, a in enumerate(args) if a == "--federated-token-file"]
+    assert files == [f"{mount['mountPath']}/{s['path']}" for s in sources]
+
+
+def test_off_by_default() -> None:
+    for pod in deployments({"callback": VALUES["callback"]}).values():
+        assert all(v["name"] != "federated-token" for v in pod["volumes"])
+        assert "--federated-token-file" not in pod["containers"][0]["args"]
