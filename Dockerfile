@@ -3,7 +3,13 @@
 # emailtoken-operator image: one image, two commands (`emailtoken run` for the operator,
 # `emailtoken callback` for the sign-in service), chosen by the Helm chart's args.
 #
-#   docker build -t emailtoken-operator:0.1.0 --build-arg VERSION=0.1.0 .
+#   make image        (docker or podman; the same as)
+#   docker build -t ghcr.io/emailtoken-operator/emailtoken-operator:0.1.0 --build-arg VERSION=0.1.0 .
+#
+# Reproducible: the dependencies come from requirements/image.txt (exact versions, the sha256 of
+# every file; `make lock` regenerates it), the project itself from a wheel built here without
+# dependencies. requirements/install.sh does both, and tests/e2e/test_image_install.py runs the
+# same script into a clean venv. The development tools (devtools/) are never installed.
 #
 # Both stages use the same pinned base, so the venv's interpreter path exists in the
 # final stage. Pin by digest as well for reproducible builds, e.g.
@@ -18,14 +24,15 @@ ENV PIP_NO_CACHE_DIR=1 \
     PIP_ROOT_USER_ACTION=ignore
 
 WORKDIR /src
-# A venv without pip: the final image gets the application and its dependencies only.
-RUN python -m venv --without-pip /opt/venv
+# A venv without pip, first the pinned dependencies (pip install --require-hashes --no-deps
+# --only-binary :all: -r requirements/image.txt; a layer that changes only with the lock)...
+COPY requirements/ ./requirements/
+RUN sh requirements/install.sh deps /opt/venv
 
-# The project's metadata first, then the source, then a wheel of the project.
+# ...then the project's metadata and source, installed as a wheel with --no-deps.
 COPY pyproject.toml README.md ./
 COPY operator/ ./operator/
-RUN python -m pip wheel --no-deps --wheel-dir /wheels . \
- && python -m pip --python /opt/venv/bin/python install /wheels/*.whl \
+RUN sh requirements/install.sh app /opt/venv . \
  && /opt/venv/bin/emailtoken --help > /dev/null
 
 # ------------------------------------------------------------------------------ final

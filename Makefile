@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test unit lint bench bench-smoke clean k8s-assets
+.PHONY: demo test unit lint bench bench-smoke clean k8s-assets lock wheel image
 
 # The real API server tier (tests/cluster) takes kube-apiserver, kube-controller-manager
 # (and etcd, else from PATH) from $$KUBEBUILDER_ASSETS, as controller-runtime's envtest does.
@@ -63,5 +63,28 @@ bench: $(VENV)/.test-installed
 bench-smoke: $(VENV)/.test-installed
 	$(BIN)/python -m pytest tests/integration/test_bench_smoke.py -q
 
+## Pin the image's dependencies (requirements/image.txt, sha256 of every file) to the versions
+## .venv ran the tests with; run it after changing [project] dependencies in pyproject.toml.
+lock: $(VENV)/.test-installed
+	$(BIN)/python -m pip install -q uv
+	$(BIN)/python -m pip freeze --exclude-editable > $(VENV)/tested-versions.txt
+	$(BIN)/uv pip compile pyproject.toml --constraint $(VENV)/tested-versions.txt --generate-hashes \
+	  --universal --python-version 3.11 --annotation-style line --custom-compile-command 'make lock' \
+	  -o requirements/image.txt
+
+## The wheel of the runtime (dist/); install the CLI from it with pipx (see README).
+wheel: | $(BIN)/python
+	rm -rf dist
+	$(BIN)/python -m pip wheel --no-deps --wheel-dir dist .
+
+IMAGE ?= ghcr.io/emailtoken-operator/emailtoken-operator
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+CONTAINER_ENGINE ?= $(shell command -v docker 2>/dev/null || command -v podman 2>/dev/null)
+
+## The container image $(IMAGE):$(VERSION), with docker or podman (CONTAINER_ENGINE=... to choose).
+image:
+	@test -n "$(CONTAINER_ENGINE)" || { echo "make image needs docker or podman on PATH" >&2; exit 2; }
+	$(CONTAINER_ENGINE) build -t $(IMAGE):$(VERSION) --build-arg VERSION=$(VERSION) .
+
 clean:
-	rm -rf $(VENV) .k8s-assets .pytest_cache build *.egg-info operator/*.egg-info
+	rm -rf $(VENV) .k8s-assets .pytest_cache build dist *.egg-info operator/*.egg-info devtools/*.egg-info

@@ -1,4 +1,5 @@
-"""The Dockerfile and .dockerignore, checked by parsing (no Docker engine here).
+"""The Dockerfile, .dockerignore and the image's dependency lock, checked by parsing (no Docker
+engine here; tests/e2e/test_image_install.py runs the same install into a clean venv).
 
 A small parser joins continuation lines, resolves ARG defaults in FROM lines and splits
 the stages, so the rules below are asserted on what `docker build` would execute: every
@@ -12,14 +13,18 @@ from __future__ import annotations
 import json
 import re
 import shlex
+import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "Dockerfile"
 DOCKERIGNORE = ROOT / ".dockerignore"
+IMAGE = "ghcr.io/emailtoken-operator/emailtoken-operator"
 BUILD_TOOLS = ("gcc", "g++", "build-essential", "make", "cmake", "git", "curl", "wget", "apt-get install")
 OCI_LABELS = (
     "org.opencontainers.image.title",
@@ -124,14 +129,70 @@ def test_no_latest_anywhere() -> None:
         assert ":" in stage.image.split("/")[-1] or "@sha256:" in stage.image, f"unpinned FROM {stage.image}"
 
 
-def test_builder_builds_a_wheel_into_a_venv(dockerfile: tuple[dict[str, str], list[Stage]]) -> None:
+def test_builder_installs_the_lock_then_the_project_wheel(dockerfile: tuple[dict[str, str], list[Stage]]) -> None:
+    """Pinned dependencies in their own layer (before the source is copied), then the wheel."""
     builder = dockerfile[1][0]
-    runs = " ".join(builder.all("RUN"))
-    assert "python -m venv" in runs and "/opt/venv" in runs
-    assert "pip wheel" in runs and "--no-deps" in runs
-    assert "pip --python /opt/venv/bin/python install /wheels/" in runs
+    steps = [(i.keyword, i.value) for i in builder.instructions if i.keyword in ("COPY", "RUN")]
+    assert steps[:2] == [
+        ("COPY", "requirements/ ./requirements/"),
+        ("RUN", "sh requirements/install.sh deps /opt/venv"),
+    ]
+    assert ("COPY", "operator/ ./operator/") in steps[2:]
+    assert steps[-1][0] == "RUN" and steps[-1][1].startswith("sh requirements/install.sh app /opt/venv .")
     env = " ".join(builder.all("ENV"))
     assert "PIP_NO_CACHE_DIR=1" in env
+
+
+def test_install_script_checks_hashes_and_installs_nothing_unpinned() -> None:
+    script = (ROOT / "requirements" / "install.sh").read_text(encoding="utf-8")
+    deps, app = script.split("deps)", 1)[1].split("app)", 1)
+    assert "venv --without-pip" in deps
+    assert re.search(r"install --no-deps --require-hashes --only-binary :all:\s*\\?\s*-r \"\$here/image.txt\"", deps)
+    assert "pip wheel --no-deps" in app and "install --no-deps --no-index" in app
+
+
+def _pins() -> dict[str, tuple[str, list[str]]]:
+    """requirements/image.txt as name -> (version, hashes)."""
+    text = (ROOT / "requirements" / "image.txt").read_text(encoding="utf-8")
+    pins = {}
+    for block in re.split(r"\n(?=[A-Za-z0-9])", text):
+        head = re.match(r"([A-Za-z0-9][\w.-]*)==([^\s;\\]+)", block)
+        if head:
+            pins[canonicalize_name(head.group(1))] = (head.group(2), re.findall(r"--hash=sha256:([0-9a-f]{64})", block))
+    return pins
+
+
+def test_lock_pins_every_dependency_with_hashes() -> None:
+    pins = _pins()
+    assert pins and all(hashes for _, hashes in pins.values()), "every pin needs its files' sha256"
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    for line in project["dependencies"]:
+        requirement = Requirement(line)
+        name = canonicalize_name(requirement.name)
+        assert name in pins, f"{name} is not in requirements/image.txt: run `make lock`"
+        assert requirement.specifier.contains(pins[name][0], prereleases=True), f"{name}: run `make lock`"
+    # kopf[uvloop]: the extra's packages are locked too.
+    assert "uvloop" in pins
+
+
+def test_lock_holds_no_development_or_test_tools() -> None:
+    pins = _pins()
+    for tool in ("emailtoken-operator-dev", "kmock", "trustme", "pytest", "playwright", "ruff", "pip", "setuptools"):
+        assert tool not in pins
+
+
+def test_one_image_name_everywhere() -> None:
+    """Chart, kustomize, examples, docs, Makefile and Dockerfile name the same image."""
+    found: dict[str, set[str]] = {}
+    for path in ROOT.rglob("*"):
+        if path.suffix not in {".yaml", ".md", ".tpl", ".json", ""} or not path.is_file():
+            continue
+        if any(part.startswith(".") or part in {"tests", "bench"} for part in path.relative_to(ROOT).parts):
+            continue
+        for image in re.findall(r"ghcr\.io/[\w.-]+/[\w.-]+", path.read_text(encoding="utf-8", errors="replace")):
+            found.setdefault(image, set()).add(str(path.relative_to(ROOT)))
+    assert set(found) == {IMAGE}, found
+    assert f"IMAGE ?= {IMAGE}" in (ROOT / "Makefile").read_text(encoding="utf-8")
 
 
 def test_final_stage_copies_only_the_venv(final: Stage) -> None:
@@ -201,7 +262,7 @@ def test_dockerignore_allows_only_the_build_inputs() -> None:
     ]
     assert lines[0] == "*", "allow-list: exclude everything first"
     allowed = {ln[1:].rstrip("/") for ln in lines if ln.startswith("!")}
-    assert allowed == {"pyproject.toml", "README.md", "operator"}
+    assert allowed == {"pyproject.toml", "README.md", "requirements", "operator"}
     # Everything the Dockerfile COPYs from the context is allowed.
     _, stages = parse(DOCKERFILE.read_text(encoding="utf-8"))
     for stage in stages:

@@ -15,7 +15,7 @@ from emailtoken.properties import parse_properties, resolve_mail_auth
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "mail-tasks"
 KUBE_VERSION = "1.32.0"
-OPERATOR_IMAGE = "ghcr.io/emailtoken/emailtoken-operator:0.1.0"
+OPERATOR_IMAGE = "ghcr.io/emailtoken-operator/emailtoken-operator:0.1.0"
 MOUNT_ROOT = "/var/run/emailtokens"
 
 
