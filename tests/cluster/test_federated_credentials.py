@@ -16,15 +16,23 @@ import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import jwt
+import kubernetes
 import msal
 import pytest
 
-from emailtoken_dev.devprovider import DevProviderThread, FederatedCredential, session
+from emailtoken.callback import pkce
+from emailtoken.callback.kubeapi import CallbackApi
+from emailtoken.callback.signin import SignInRefused, authorization_url, complete, load_token
+from emailtoken.providers.http import ProviderSession
+from emailtoken.providers.microsoft import MicrosoftProvider
+from emailtoken_dev.devprovider import DevProviderThread, FederatedCredential, session, sign_in
 from emailtoken_dev.devprovider.jws import new_rsa_key
 from tests.support.cluster import ControlPlane
 from tests.support.kube import ApiClient, wait_for
+from tests.support.signin import web_token
 from tests.support.tokens import client_credentials
 
 AUDIENCE = "api://AzureADTokenExchange"
@@ -211,3 +219,47 @@ def test_no_client_secret_anywhere_ready_refreshed_and_rotated(
     assert {"client_credentials", "refresh_token", "urn:ietf:params:oauth:grant-type:device_code"} <= grants
     assert {c.client_auth for c in token_calls if c.status == 200} == {"client_assertion"}
     assert not [c for c in token_calls if c.error_code == 700024], "an old (expired) projected token was presented"
+
+
+async def test_the_callback_redeems_codes_with_its_own_pods_token(
+    cluster: ControlPlane,
+    admin: ApiClient,
+    provider: DevProviderThread,
+    namespace: str,
+    tmp_path: Path,
+    public_issuer: None,
+) -> None:
+    """The callback's own ServiceAccount is the subject of a second federated credential."""
+    client_id = f"wif-web-{namespace}"
+    callback = service_account(cluster, namespace, "emailtoken-operator-callback")
+    service_account(cluster, namespace, OPERATOR_SA)
+    trust = FederatedCredential(issuer=cluster.url, subject=callback, ca_bundle=str(cluster.ca_path))
+    provider.add_federated_client(client_id, trust)
+    provider.add_user("alice@contoso.com")
+    admin.create("emailtokens", namespace, federated(web_token(provider, "alice", client_id, "alice@contoso.com")))
+    api = CallbackApi(kubernetes.config.new_client_from_config(config_file=str(cluster.admin_kubeconfig)))
+    token, spec = await load_token(api, namespace, "alice", flows=("AuthorizationCode",))
+    entra = MicrosoftProvider(ProviderSession(ca_bundle=provider.ca_pem_path))
+    verifier, redirect_uri = pkce.new_verifier(), "https://mail-auth.example.com/callback"
+    url = authorization_url(entra, spec, redirect_uri=redirect_uri, state="s", verifier=verifier)
+    code = parse_qs(urlsplit(sign_in(url, "alice@contoso.com", verify=provider.ca_pem_path or True)).query)["code"][0]
+    own, operators = tmp_path / "callback-token", tmp_path / "operator-token"
+    project(own, cluster.service_account_token(namespace, "emailtoken-operator-callback", 600, [AUDIENCE]))
+    project(operators, cluster.service_account_token(namespace, OPERATOR_SA, 600, [AUDIENCE]))
+
+    async def finish(files: list[Path]) -> Any:
+        paths = [str(f) for f in files]
+        at = {"code": code, "redirect_uri": redirect_uri, "verifier": verifier}
+        return await complete(api, entra, token, spec, **at, federated_token_files=paths)
+
+    with pytest.raises(SignInRefused) as nothing:
+        await finish([])
+    assert nothing.value.reason == "FederatedTokenUnavailable"
+    with pytest.raises(SignInRefused) as stranger:  # the operator's token: not this credential's subject
+        await finish([operators])
+    assert stranger.value.reason == "ExchangeFailed" and "AADSTS700213" in stranger.value.message
+    result = await finish([own])
+    assert result.account == "alice@contoso.com"
+    assert admin.secret_data(namespace, "emailtoken-grant-alice")["refresh_token"]
+    redeemed = [c for c in provider.calls if c.client_id == client_id and c.grant_type == "authorization_code"]
+    assert [(c.status, c.client_auth) for c in redeemed][-1] == (200, "client_assertion")

@@ -82,3 +82,16 @@ def test_spec_audience_defaults_to_entras() -> None:
     custom = change(spec, federatedCredential={"audience": "api://contoso"})
     assert parse_spec(custom, "t").federated_credential.audience == "api://contoso"
     assert parse_spec(MS_CLIENT_CREDENTIALS, "t").federated_credential is None
+
+
+def test_both_processes_take_the_token_files_from_the_command_line() -> None:
+    from emailtoken import cli
+    from emailtoken.callback import cli as callback_cli
+
+    parser = cli.build_parser()
+    files = ["--federated-token-file", "/t/token-0", "--federated-token-file", "/t/token-1"]
+    operator = cli.config_from_args(parser.parse_args(["run", *files]))
+    assert operator.federated_token_files == ("/t/token-0", "/t/token-1")
+    callback = callback_cli.config_from_args(parser.parse_args(["callback", *files[:2]]))
+    assert callback.federated_token_files == ("/t/token-0",)
+    assert cli.config_from_args(parser.parse_args(["run"])).federated_token_files == ()
