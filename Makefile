@@ -43,11 +43,15 @@ $(VENV)/.test-installed: pyproject.toml devtools/pyproject.toml | $(BIN)/python
 demo: $(VENV)/.demo-installed
 	$(BIN)/emailtoken demo
 
+# Two pytest-xdist workers, each test module whole on one (--dist loadfile: a module's
+# operator, provider and control plane are set up once); TEST_WORKERS=0 runs in one process.
+TEST_WORKERS ?= 2
+
 ## Run every test (unit, integration, cluster, e2e); Dovecot/Chromium/control-plane tests fail
 ## instead of skipping when CI=true.
 test: $(VENV)/.test-installed $(K8S_ASSETS)
 	$(BIN)/ruff check
-	$(BIN)/python -m pytest -p no:cacheprovider
+	$(BIN)/python -m pytest -p no:cacheprovider -n $(TEST_WORKERS) --dist loadfile
 
 unit: $(VENV)/.test-installed
 	$(BIN)/python -m pytest tests/unit -q
