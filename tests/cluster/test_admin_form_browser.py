@@ -307,6 +307,7 @@ def test_create_now_sign_in_ready_edit_delete(
         )
 
         _argo_managed_is_not_edited(page, callback, admin, namespace)
+        _service_account_key_upload(page, callback, admin, namespace, tmp_path)
 
         page.goto(callback.admin_url + "/")
         page.get_by_role("link", name=f"Delete {namespace}/alice").click()
@@ -320,6 +321,26 @@ def test_create_now_sign_in_ready_edit_delete(
         assert SECRET not in callback.log
     finally:
         next(gen, None)
+
+
+def _service_account_key_upload(
+    page: Any, callback: CallbackProcess, admin: ApiClient, namespace: str, tmp_path: Path
+) -> None:
+    """Google ServiceAccount: the key file goes from the browser into the Secret, never into the page."""
+    key = '{"type": "service_account", "client_email": "sa@p.iam.gserviceaccount.com", "private_key": "PEM-KEY"}'
+    (tmp_path / "key.json").write_text(key)
+    page.goto(f"{callback.admin_url}/new?provider=Google")
+    page.fill("#f-name", "reports")
+    page.fill("#f-emailAddress", "reports@contoso.com")
+    page.check("input[name=flow][value=ServiceAccount]")
+    page.check("input[name=services][value=Gmail]")
+    page.set_input_files("#f-serviceAccountKey", str(tmp_path / "key.json"))
+    page.get_by_role("button", name="Create now").click()
+    page.wait_for_url(re.compile(rf"/authorize/{namespace}/reports\?created=1$"))
+    assert "PEM-KEY" not in page.content()
+    assert admin.secret_data(namespace, "reports-oauth-client") == {"key.json": key}
+    spec = admin.get("emailtokens", namespace, "reports")["spec"]
+    assert spec["serviceAccountKeyRef"] == {"name": "reports-oauth-client", "key": "key.json"}
 
 
 def _argo_managed_is_not_edited(page: Any, callback: CallbackProcess, admin: ApiClient, namespace: str) -> None:
