@@ -587,7 +587,11 @@ class Engine:
             self._awaiting(token, spec, st, report, now)
             return False
         if grant is None:
-            return await self._sign_in_with_device(token, spec, st, creds, provider, report, now, att)
+            signed_in = await self._device(spec, st, creds, provider, report, now)
+            if signed_in is None:
+                return False
+            await self._store_sign_in(token, spec, st, *signed_in, now, att)
+            return True
         refused = failures.unpresentable(spec, grant)
         if refused is not None:
             self._refused(st, refused, None, report, now)
@@ -666,27 +670,21 @@ class Engine:
 
     # -- the device authorization grant --------------------------------------------------------
 
-    async def _sign_in_with_device(
+    async def _store_sign_in(
         self,
         token: TokenRef,
         spec: EmailTokenSpec,
         st: TokenState,
-        creds: ClientCredentials,
-        provider: Provider,
-        report: Report,
+        grant: Grant,
+        result: TokenSet,
         now: datetime,
         att: _Attempt,
-    ) -> bool:
-        """No grant yet: a device-code sign-in, one poll per step; once approved, its grant is stored."""
-        signed_in = await self._device(spec, st, creds, provider, report, now)
-        if signed_in is None:
-            return False
-        new_grant, result = signed_in
-        st.unpublished = Unpublished(result, now, spec.email_address or new_grant.account, spec.fingerprint())
-        st.rotation = Rotation(successor=new_grant, spent=None)
+    ) -> None:
+        """An approved device-code sign-in: hold its access token and store its grant first."""
+        st.unpublished = Unpublished(result, now, spec.email_address or grant.account, spec.fingerprint())
+        st.rotation = Rotation(successor=grant, spent=None)
         att.writing_grant(token, "grant")
         await self._persist(token, st)
-        return True
 
     async def _device(
         self,
