@@ -282,7 +282,7 @@ def token_form_page(
     if notice:
         top.append(f'<p class="error" role="alert">{escape(notice)}</p>')
     if checked and checked.ok:
-        top.append(_result(checked, secret_given))
+        top.append(_result(checked, secret_given and ctx.manage))
     top.append(form_html(form, ctx, errors))
     top.append('<p><a href="/">Back to all tokens</a></p>')
     title = f"Edit EmailToken {form.namespace}/{form.name}" if ctx.editing else "Add a new email token"
