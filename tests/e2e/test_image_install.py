@@ -4,10 +4,11 @@ The Dockerfile's two install steps are `requirements/install.sh deps` and `... a
 runs the same script on a copy of exactly what the Dockerfile copies (requirements/,
 pyproject.toml, README.md, operator/), then uses the console scripts from that venv and checks
 that nothing but the lock's pins and the project is in it (no dev tools, test tools or pip).
-The pinned wheels come from a wheelhouse next to the test venv (`<sys.prefix>/wheelhouse/<lock
-hash>`), filled once from the package index with the same hash-checked lock; then the install
-runs offline (PIP_NO_INDEX, PIP_FIND_LINKS: pip's own settings, the script is unchanged) and
-still checks every file's sha256 (see tests/README.md).
+The pinned wheels come from a wheelhouse in the user's cache
+(`~/.cache/emailtoken-operator/wheelhouse/<lock hash>`), filled once from the package index
+with the same hash-checked lock; then the install runs offline (PIP_NO_INDEX, PIP_FIND_LINKS:
+pip's own settings, the script is unchanged) and still checks every file's sha256 (see
+tests/README.md).
 """
 
 from __future__ import annotations
@@ -34,7 +35,8 @@ def _run(*args: str | Path, timeout: float = 240, **kw: object) -> subprocess.Co
 
 def _wheelhouse() -> Path:
     """This platform's wheels of the lock (hash-checked) plus a setuptools to build the project with."""
-    house = Path(sys.prefix) / "wheelhouse" / hashlib.sha256(LOCK.read_bytes()).hexdigest()[:12]
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    house = cache / "emailtoken-operator" / "wheelhouse" / hashlib.sha256(LOCK.read_bytes()).hexdigest()[:12]
     if not (house / ".complete").exists():
         pip = (sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:", "-d", house)
         for args in (("--require-hashes", "-r", LOCK), ("setuptools>=68",)):
