@@ -242,4 +242,11 @@ def test_timeout_and_usage_errors(
     )
     status, _, err = AuthorizeProcess(kube, f"{namespace}/robot", "--no-browser").finish()
     assert status == 1 and "FlowNotSupported" in err and "ClientCredentials" in err
+    keyless = user_token(provider, "keyless", client_id)
+    del keyless["spec"]["clientSecretRef"]
+    keyless["spec"]["federatedCredential"] = {}
+    api.create("emailtokens", namespace, keyless)
+    status, out, err = AuthorizeProcess(kube, f"{namespace}/keyless", "--no-browser").finish()
+    assert status == 1 and "federated credential" in err and "callback service's admin page" in err
+    assert "http" not in out  # refused before any sign-in URL: no code is wasted
     assert api.get("secrets", namespace, "emailtoken-grant-carol") is None
