@@ -35,6 +35,9 @@ again revokes the family when reuse detection is on); Google's do not unless ena
 Google issues a refresh token only with ``access_type=offline`` on first consent or with
 ``prompt=consent``. Access tokens are opaque; ``p.token_info(t)`` says whose they are.
 Faults (``p.faults.add(...)``) script 5xx/429/Retry-After/delays/dropped connections.
+``p.add_federated_client(id, FederatedCredential(issuer, subject))`` registers an app with no
+secret that accepts client assertions (workload identity federation) checked against the
+issuer's own discovery document and JWKS, refusing with Entra's AADSTS codes.
 Codes and tokens are stored only as SHA-256 digests and never logged.
 
 Run standalone: ``python -m emailtoken_dev.devprovider --port 8443 --config clients.json``.
