@@ -170,8 +170,9 @@ def test_no_client_secret_anywhere_ready_refreshed_and_rotated(
     provider.add_federated_client(client_id, trust, mailboxes=[MAILBOX])
     provider.add_user("kiosk@contoso.com")
     token_file = tmp_path / "projected" / "token"
-    project(token_file, cluster.service_account_token(namespace, OPERATOR_SA, 600, [AUDIENCE]))
-    start_operator([namespace], extra_args=["--federated-token-file", str(token_file)])
+    first = cluster.service_account_token(namespace, OPERATOR_SA, 600, [AUDIENCE])
+    project(token_file, first)
+    op = start_operator([namespace], extra_args=["--federated-token-file", str(token_file)])
 
     app_only = federated(client_credentials(provider, "inbox", client_id=client_id, mailbox=MAILBOX))
     device = federated(client_credentials(provider, "kiosk", client_id=client_id, mailbox="kiosk@contoso.com"))
@@ -199,7 +200,8 @@ def test_no_client_secret_anywhere_ready_refreshed_and_rotated(
 
     # The kubelet rotates the file; the old token then expires (the provider's clock passes it).
     before = {name: admin.secret_data(namespace, name)["access_token"] for name in ("inbox", "kiosk")}
-    project(token_file, cluster.service_account_token(namespace, OPERATOR_SA, 3600, [AUDIENCE]))
+    rotated = cluster.service_account_token(namespace, OPERATOR_SA, 3600, [AUDIENCE])
+    project(token_file, rotated)
     provider.advance_clock(700)
     try:
         for name in before:
@@ -219,6 +221,9 @@ def test_no_client_secret_anywhere_ready_refreshed_and_rotated(
     assert {"client_credentials", "refresh_token", "urn:ietf:params:oauth:grant-type:device_code"} <= grants
     assert {c.client_auth for c in token_calls if c.status == 200} == {"client_assertion"}
     assert not [c for c in token_calls if c.error_code == 700024], "an old (expired) projected token was presented"
+    for name in ("inbox", "kiosk", "other-audience"):
+        assert first not in str(admin.get("emailtokens", namespace, name)) and first[-40:] not in op.log
+    assert rotated[-40:] not in op.log
 
 
 async def test_the_callback_redeems_codes_with_its_own_pods_token(
