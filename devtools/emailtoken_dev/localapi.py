@@ -81,12 +81,23 @@ class _Emulator(kmock.KubernetesEmulator):  # type: ignore[misc]
         columns = kubeviews.wants_table(request.headers) and _printer_columns(
             request.resource.group, request.resource.plural
         )
-        async for event in super()._serve_watch(request):
+        # kmock replays every object as ADDED at the start of a watch. `kubectl get -w` has just
+        # printed them from its list, so its table watch gets the changes only, as from a real server.
+        changes_only = bool(columns) and request.params.get("resourceVersion") not in (None, "", "0")
+        events = self._changes(request) if changes_only else super()._serve_watch(request)
+        async for event in events:
             if not isinstance(event, dict):
                 yield event
             elif kubeviews.selected(event.get("object") or {}, terms):
                 obj = event["object"]
                 yield {**event, "object": kubeviews.table([obj], columns, "1")} if columns else event
+
+    async def _changes(self, request: Any) -> AsyncIterator[Any]:
+        yield b""  # the headers now: the stream is open
+        async for event in self._buses[request.resource]:
+            meta = (event.get("object") or {}).get("metadata") or {}
+            if request.namespace in (None, meta.get("namespace")) and request.name in (None, meta.get("name")):
+                yield event
 
 
 @functools.cache

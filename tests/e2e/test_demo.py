@@ -90,6 +90,13 @@ def test_kubectl_against_the_demo_api(demo: Demo) -> None:
     assert any(row.split()[:2] == ["demo", "shared-mailbox"] and " True " in row for row in rows), listed.stdout
     assert any(row.split()[:2] == ["demo", "alice-mailbox"] and "AwaitingAuthorization" in row for row in rows)
 
+    # -w: the list, then changes only (the unchanged token is not printed twice).
+    try:
+        watched = _kubectl(demo, "get", "emailtokens", "-A", "-w", timeout=3).stdout
+    except subprocess.TimeoutExpired as stopped:
+        watched = stopped.stdout.decode() if isinstance(stopped.stdout, bytes) else stopped.stdout or ""
+    assert watched.startswith("NAMESPACE") and watched.count("alice-mailbox") == 1, watched
+
     described = _kubectl(demo, "describe", "emailtoken", "shared-mailbox")
     assert described.returncode == 0, described.stderr
     assert "Kind:         EmailToken" in described.stdout
