@@ -95,3 +95,16 @@ def test_both_processes_take_the_token_files_from_the_command_line() -> None:
     callback = callback_cli.config_from_args(parser.parse_args(["callback", *files[:2]]))
     assert callback.federated_token_files == ("/t/token-0",)
     assert cli.config_from_args(parser.parse_args(["run"])).federated_token_files == ()
+
+
+@pytest.mark.parametrize("code", [700211, 700212, 700213, 70021, 700024, 50013, 90061])
+def test_entras_refusals_of_an_assertion_are_an_invalid_client_that_says_why(code: int) -> None:
+    """The bodies as the local Entra renders them (its catalogue holds Entra's wording)."""
+    from emailtoken.providers.microsoft import INVALID_CLIENT_CODES, classify
+    from emailtoken_dev.devprovider.errors import microsoft_error, render
+
+    params = {"issuer": "https://oidc.example", "subject": "system:serviceaccount:a:b", "audience": ENTRA}
+    body = render(microsoft_error(code, **params), now=time.time(), correlation_id=None, base_url="https://x")
+    err = classify(body)
+    assert (err.kind, err.code) == (ErrorKind.INVALID_CLIENT, f"AADSTS{code}")
+    assert err.message.startswith(INVALID_CLIENT_CODES[code])
