@@ -11,7 +11,8 @@ import sys
 from collections.abc import Sequence
 from datetime import timedelta
 
-from emailtoken import __version__, clientauth, endpoints
+from emailtoken import __version__, clientauth, endpoints, redirecturl
+from emailtoken.apicheck import API_TIMEOUT_ENV, default_api_timeout
 from emailtoken.settings import OperatorConfig
 from emailtoken.timefmt import parse_duration
 
@@ -35,6 +36,14 @@ def _namespace(value: str) -> str:
     return value
 
 
+def _redirect_base_url(value: str) -> str:
+    """``--redirect-base-url``: see :mod:`emailtoken.redirecturl` for the rule."""
+    problem = redirecturl.problem(value)
+    if problem:
+        raise argparse.ArgumentTypeError(problem)
+    return value
+
+
 def _add_run(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser("run", help="run the operator against the current kubeconfig or in-cluster config")
     scope = p.add_mutually_exclusive_group()
@@ -48,16 +57,34 @@ def _add_run(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         help="watch this namespace (repeatable; exact names, no patterns); default: all namespaces",
     )
     scope.add_argument("-A", "--all-namespaces", action="store_true", help="watch all namespaces (the default)")
-    p.add_argument("--log-format", choices=("plain", "full", "json"), default="full")
-    p.add_argument("-v", "--verbose", action="store_true")
+    p.add_argument(
+        "--log-format", choices=("plain", "full", "json"), default="full", help="log line format (default full)"
+    )
+    p.add_argument("-v", "--verbose", action="store_true", help="debug messages, kopf's per-handler lines too")
     p.add_argument(
         "--log-level",
         choices=LOG_LEVELS,
         default="info",
         help="least severe messages logged (default info; -v means debug)",
     )
-    p.add_argument("--health-port", type=int, default=8080, help="liveness endpoint port (/healthz); 0 disables")
-    p.add_argument("--metrics-port", type=int, default=0, help="Prometheus /metrics port; 0 disables")
+    p.add_argument(
+        "--health-port", type=int, default=8080, metavar="PORT", help="kopf's liveness endpoint (default 8080; 0: off)"
+    )
+    p.add_argument(
+        "--metrics-port",
+        type=int,
+        default=0,
+        metavar="PORT",
+        help="/metrics, /healthz and /readyz (default 0: off; the chart uses 9090)",
+    )
+    p.add_argument(
+        "--api-timeout",
+        type=float,
+        default=default_api_timeout(),
+        metavar="SECONDS",
+        help="how long to wait for the Kubernetes API server to accept a connection and to answer, when "
+        f"checking it at start (default {default_api_timeout():g}; ${API_TIMEOUT_ENV} sets the default)",
+    )
     _add_leadership_args(p)
     _add_refresh_args(p)
     p.set_defaults(func=_run)
@@ -77,12 +104,14 @@ def _add_leadership_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--lease-namespace",
         default=os.environ.get("POD_NAMESPACE", "default"),
+        metavar="NS",
         help="namespace of the Lease (default: $POD_NAMESPACE or default)",
     )
-    p.add_argument("--lease-name", default="emailtoken-operator")
+    p.add_argument("--lease-name", default="emailtoken-operator", metavar="NAME", help="(default emailtoken-operator)")
     p.add_argument(
         "--lease-duration",
         type=float,
+        metavar="SECONDS",
         default=30.0,
         help="seconds a silent leader keeps the Lease (default 30); at least --provider-timeout + 5, so that "
         "a refresh in flight ends before another replica may take over",
@@ -95,8 +124,10 @@ def _add_refresh_args(p: argparse.ArgumentParser) -> None:
     endpoints.add_argument(p)
     p.add_argument(
         "--redirect-base-url",
+        type=_redirect_base_url,
         metavar="URL",
-        help="public base URL of the callback service; status.redirectUri is URL/callback",
+        help="public base URL of the callback service; status.redirectUri is URL/callback (https; plain http "
+        "only for localhost, 127.0.0.1 and ::1, as Entra ID and Google require); default: none",
     )
     p.add_argument(
         "--admin-url",
@@ -104,18 +135,24 @@ def _add_refresh_args(p: argparse.ArgumentParser) -> None:
         help="where admins reach the callback admin page (e.g. http://localhost:8081 via port-forward); "
         "status.authorizeUrl links there",
     )
-    p.add_argument("--concurrency", type=int, default=16, help="token refreshes in flight at once")
+    p.add_argument(
+        "--concurrency", type=int, default=16, metavar="N", help="token refreshes in flight at once (default 16)"
+    )
     clientauth.add_argument(p)
     p.add_argument(
         "--provider-timeout",
         type=float,
         default=20.0,
+        metavar="SECONDS",
         help="seconds per provider request (default 20); with leader election at most --lease-duration - 5",
     )
-    p.add_argument("--keepalive", default="3d", help="refresh idle grants at least this often (default 3d)")
+    p.add_argument(
+        "--keepalive", default="3d", metavar="DURATION", help="refresh idle grants at least this often (default 3d)"
+    )
     p.add_argument(
         "--min-refresh-interval",
         default="15s",
+        metavar="DURATION",
         help="never refresh one token more often than this, whatever lifetime its provider claims (default 15s)",
     )
     p.add_argument(
@@ -144,6 +181,7 @@ def config_from_args(args: argparse.Namespace) -> OperatorConfig:
         ca_bundle=args.ca_bundle,
         allowed_provider_hosts=endpoints.from_args(args.allow_provider_hosts),
         provider_timeout=args.provider_timeout,
+        api_timeout=args.api_timeout,
         federated_token_files=tuple(args.federated_token_files),
         concurrency=args.concurrency,
         keepalive=keepalive,
@@ -185,7 +223,22 @@ def build_parser() -> argparse.ArgumentParser:
                 continue  # that part of the product is not installed
             raise
         module.register(sub)
+    plain_help(parser)
     return parser
+
+
+def plain_help(parser: argparse.ArgumentParser) -> None:
+    """Drop reStructuredText's double backticks (docstrings used as descriptions) from --help."""
+    parsers = [parser]
+    while parsers:
+        p = parsers.pop()
+        if p.description:
+            p.description = p.description.replace("``", "")
+        for action in p._actions:
+            if action.help:
+                action.help = action.help.replace("``", "")
+            if isinstance(action, argparse._SubParsersAction):
+                parsers.extend(action.choices.values())
 
 
 def _add_demo_hint(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]

@@ -13,6 +13,7 @@ import copy
 import json
 import os
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import kubernetes
@@ -20,6 +21,7 @@ import urllib3
 from kubernetes.client.exceptions import ApiException
 
 from emailtoken.api import GROUP, PLURAL, VERSION
+from emailtoken.apicheck import default_api_timeout
 
 MERGE_PATCH = "application/merge-patch+json"
 
@@ -70,13 +72,75 @@ class KubeApi(Protocol):
     async def patch_token_status(self, namespace: str, name: str, status: dict[str, Any]) -> None: ...
 
 
-def load_config() -> None:
-    """In-cluster config when running in a pod, else the current kubeconfig."""
+#: What the operator's own calls (Secrets, status) wait for an answer at most: a connection that
+#: went silent (a vanished load balancer, a half-open socket) ends the call instead of a thread.
+READ_TIMEOUT = 60.0
+
+
+class ConfigError(Exception):
+    """No usable Kubernetes credentials; the message says why and what to do, in one line."""
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """Where the client connects and whose credentials it presents, for messages that must say so."""
+
+    server: str
+    #: ``kubeconfig PATH (context C, user U)`` or ``the Pod's ServiceAccount``
+    source: str
+    in_cluster: bool = False
+    #: the context's namespace (None: not set)
+    namespace: str | None = None
+
+
+def load_config(
+    *,
+    kubeconfig: str | None = None,
+    context: str | None = None,
+    configuration: kubernetes.client.Configuration | None = None,
+) -> Credentials:
+    """Credentials in controller-runtime's order: ``kubeconfig`` (a ``--kubeconfig`` flag), else
+    ``$KUBECONFIG``, else the Pod's ServiceAccount when running in one, else ``~/.kube/config``.
+
+    Fills ``configuration``, or the client's default. Raises :class:`ConfigError` when none works.
+    """
+    pod_problem = ""
+    if not (kubeconfig or os.environ.get("KUBECONFIG")) and os.environ.get("KUBERNETES_SERVICE_HOST"):
+        try:
+            kubernetes.config.load_incluster_config(client_configuration=configuration)
+            return Credentials(_server(configuration), "the Pod's ServiceAccount", in_cluster=True)
+        except kubernetes.config.ConfigException as exc:
+            pod_problem = f"the Pod's ServiceAccount credentials cannot be read ({exc}); "
+    return _load_kubeconfig(kubeconfig, context, configuration, pod_problem)
+
+
+def _load_kubeconfig(
+    flag: str | None, context: str | None, configuration: kubernetes.client.Configuration | None, pod_problem: str
+) -> Credentials:
+    env = os.environ.get("KUBECONFIG") or None  # read now: the client reads it only when first imported
+    path = flag or env
+    named = f"--kubeconfig {flag}" if flag else f"KUBECONFIG={env}" if env else "~/.kube/config"
+    files = [os.path.expanduser(p) for p in (path or "~/.kube/config").split(os.pathsep) if p]
+    if not any(os.path.isfile(f) for f in files):
+        where = "" if pod_problem or os.environ.get("KUBERNETES_SERVICE_HOST") else " and this is not a Pod"
+        raise ConfigError(
+            f"no Kubernetes credentials: {pod_problem}{named} is not a file{where}; "
+            "point KUBECONFIG at a kubeconfig file (or run in a Pod with a ServiceAccount)"
+        )
     try:
-        kubernetes.config.load_incluster_config()
-    except kubernetes.config.ConfigException:
-        # Read $KUBECONFIG now: the client only looks at it when first imported.
-        kubernetes.config.load_kube_config(config_file=os.environ.get("KUBECONFIG") or None)
+        kubernetes.config.load_kube_config(config_file=path, context=context, client_configuration=configuration)
+        contexts, active = kubernetes.config.list_kube_config_contexts(config_file=path)
+    except Exception as exc:  # the loader raises ConfigException, yaml, key and type errors for a bad file
+        words = _first_line(str(exc)) or type(exc).__name__
+        raise ConfigError(f"cannot use the kubeconfig {named}: {words}; fix it or use another") from None
+    chosen = next((c for c in contexts if c.get("name") == context), None) if context else active
+    details = (chosen or {}).get("context") or {}
+    source = f"kubeconfig {path or '~/.kube/config'} (context {(chosen or {}).get('name')}, user {details.get('user')})"
+    return Credentials(_server(configuration), source, namespace=details.get("namespace") or None)
+
+
+def _server(configuration: kubernetes.client.Configuration | None) -> str:
+    return str((configuration or kubernetes.client.Configuration.get_default_copy()).host)
 
 
 def _raise(exc: ApiException) -> None:
@@ -122,9 +186,13 @@ class KubernetesApi:
     ) -> None:
         """``request_timeout`` bounds each call of this instance (connect and read) and turns
         off urllib3's own retries: for callers on a deadline (the leader elector), a hung call
-        is worth less than the next attempt. ``configuration``: where to connect (default: the
-        loaded kubeconfig or in-cluster config); ignored when ``api_client`` is given."""
-        self._timeout = request_timeout
+        is worth less than the next attempt. Without it, connecting may take
+        :func:`default_api_timeout` and an answer :data:`READ_TIMEOUT`. ``configuration``: where
+        to connect (default: the loaded kubeconfig or in-cluster config); ignored when
+        ``api_client`` is given."""
+        self._timeout: float | tuple[float, float] = (
+            request_timeout if request_timeout is not None else (default_api_timeout(), READ_TIMEOUT)
+        )
         if api_client is None:
             # One pooled connection per thread: the client's default pool (5 per CPU) is smaller
             # than the thread pool on small nodes, and every call beyond it opened and then
@@ -146,8 +214,7 @@ class KubernetesApi:
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="emailtoken-kube")
 
     async def _run(self, fn: Any, *args: Any, **kwargs: Any) -> dict[str, Any]:
-        if self._timeout is not None:
-            kwargs.setdefault("_request_timeout", self._timeout)
+        kwargs.setdefault("_request_timeout", self._timeout)
 
         def call() -> dict[str, Any]:
             try:
@@ -206,6 +273,16 @@ class KubernetesApi:
             {"status": status},
             _content_type=MERGE_PATCH,
         )
+
+    async def probe_tokens(self, namespace: str | None) -> None:
+        """List at most one EmailToken (of ``namespace``, or of all): what the process needs first.
+
+        Raises :class:`KubeError`: :class:`Unreachable`, 401, 403, or 404 when the CRD is missing.
+        """
+        if namespace is None:
+            await self._run(self.custom.list_cluster_custom_object, GROUP, VERSION, PLURAL, limit=1)
+        else:
+            await self._run(self.custom.list_namespaced_custom_object, GROUP, VERSION, namespace, PLURAL, limit=1)
 
     async def get_lease(self, namespace: str, name: str) -> dict[str, Any] | None:
         """The Lease, or None."""

@@ -31,6 +31,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from emailtoken.api import ANNOTATION_REAUTHORIZE, ANNOTATION_REFRESH_NOW, GROUP, PLURAL, VERSION
+from emailtoken.apicheck import API_TIMEOUT_ENV, default_api_timeout
 from emailtoken.timefmt import parse_duration, parse_rfc3339
 
 MERGE_PATCH = "application/merge-patch+json"
@@ -92,50 +93,65 @@ def when(text: Any, now: datetime) -> str:
 
 
 class Cluster:
-    """The few API calls the plugin makes, with the user's kubeconfig credentials."""
+    """The few API calls the plugin makes, with the user's kubeconfig credentials.
 
-    def __init__(self, kubeconfig: str | None, context: str | None) -> None:
+    Every call is bounded (``timeout`` seconds to connect, and again for the answer) and tried
+    once: a failure is one line that says what is wrong and what to do (:mod:`emailtoken.apicheck`).
+    """
+
+    def __init__(self, kubeconfig: str | None, context: str | None, *, timeout: float | None = None) -> None:
         import kubernetes
 
-        self._kubernetes = kubernetes
-        self.namespace = "default"
-        path = kubeconfig or os.environ.get("KUBECONFIG") or None
+        from emailtoken.apicheck import default_api_timeout
+        from emailtoken.kube import ConfigError, load_config
+
+        configuration = kubernetes.client.Configuration()
         try:
-            client = kubernetes.config.new_client_from_config(config_file=path, context=context)
-            self.namespace = self._context_namespace(path, context)
-        except (kubernetes.config.ConfigException, FileNotFoundError) as exc:
-            if context or kubeconfig or not os.environ.get("KUBERNETES_SERVICE_HOST"):
-                raise PluginError(f"cannot load the kubeconfig: {exc}") from None
-            kubernetes.config.load_incluster_config()  # running in a pod: its ServiceAccount
-            client = kubernetes.client.ApiClient()
-            self.namespace = _incluster_namespace()
+            self.creds = load_config(kubeconfig=kubeconfig, context=context, configuration=configuration)
+        except ConfigError as exc:
+            raise PluginError(str(exc)) from None
+        configuration.retries = 0  # one attempt, bounded by the timeout: no urllib3 retry warnings
+        self.timeout = timeout or default_api_timeout()
+        self.namespace = self.creds.namespace or (_incluster_namespace() if self.creds.in_cluster else "default")
+        client = kubernetes.client.ApiClient(configuration)
         self.custom = kubernetes.client.CustomObjectsApi(client)
         self.core = kubernetes.client.CoreV1Api(client)
-
-    def _context_namespace(self, path: str | None, context: str | None) -> str:
-        contexts, active = self._kubernetes.config.list_kube_config_contexts(config_file=path)
-        chosen = next((c for c in contexts if c.get("name") == context), None) if context else active
-        return str(((chosen or {}).get("context") or {}).get("namespace") or "default")
 
     def _call(self, fn: Callable[..., Any], *args: Any, what: str, **kwargs: Any) -> dict[str, Any]:
         from kubernetes.client.exceptions import ApiException
         from urllib3.exceptions import HTTPError
 
+        from emailtoken.kube import unreachable
+
         try:
-            response = fn(*args, _preload_content=False, **kwargs)
+            data = fn(*args, _preload_content=False, _request_timeout=self.timeout, **kwargs).data
         except ApiException as exc:
-            if exc.status == 404:
-                raise PluginError(f"{what} not found") from None
-            message = ""
-            try:
-                message = json.loads(exc.body or "{}").get("message", "")
-            except (ValueError, AttributeError):
-                pass
-            raise PluginError(f"{what}: HTTP {exc.status} {message or exc.reason}".rstrip()) from None
-        except HTTPError as exc:
-            raise PluginError(f"cannot reach the Kubernetes API: {exc}") from None
-        data = response.data
+            raise PluginError(self._failure(exc, what)) from None
+        except (HTTPError, OSError) as exc:
+            raise PluginError(self._explain(unreachable(exc))) from None
         return json.loads(data) if data else {}
+
+    def _failure(self, exc: Any, what: str) -> str:
+        """One line for an API error: a missing object by name, anything else as :func:`_explain` says."""
+        from emailtoken.kube import KubeError, Unreachable
+
+        try:
+            body = json.loads(exc.body or "")
+        except (ValueError, TypeError):
+            body = None  # not a Status: not the API server's answer about an object (no such API)
+        if not isinstance(body, dict):
+            body = None
+        if exc.status == 404 and body is not None:
+            return f"{what} not found"
+        if not exc.status:  # the client's wrapping of a TLS failure
+            return self._explain(Unreachable(str(exc.reason or "TLS error")))
+        return self._explain(KubeError(exc.status, str((body or {}).get("message") or exc.reason or "")))
+
+    def _explain(self, error: Any) -> str:
+        from emailtoken.apicheck import explain
+
+        hint = "ask a cluster admin for that permission (kubectl auth can-i --list shows yours)"
+        return explain(error, self.creds, timeout=self.timeout, rbac_hint=hint)
 
     def list_tokens(self, namespace: str | None) -> list[dict[str, Any]]:
         """EmailTokens of one namespace, or of all when ``namespace`` is None."""
@@ -449,7 +465,7 @@ def cmd_authorize(args: argparse.Namespace, extra: list[str], out: Callable[[str
         return 1
     namespace = args.namespace
     if namespace is None:
-        namespace = Cluster(args.kubeconfig, args.context).namespace
+        namespace = Cluster(args.kubeconfig, args.context, timeout=args.request_timeout).namespace
     argv = ["authorize", f"{namespace}/{args.name}", *extra]
     if args.kubeconfig:
         os.environ["KUBECONFIG"] = args.kubeconfig
@@ -463,13 +479,36 @@ def cmd_authorize(args: argparse.Namespace, extra: list[str], out: Callable[[str
     return cli.main(argv)
 
 
+def _seconds(text: str) -> float:
+    """``--request-timeout``: seconds, or a duration such as 5s or 1m."""
+    try:
+        value = float(text)
+    except ValueError:
+        try:
+            value = parse_duration(text).total_seconds()
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive duration")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The plugin's command line (global flags are accepted before or after the subcommand)."""
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("-n", "--namespace", default=argparse.SUPPRESS, help="namespace (default: the context's)")
     common.add_argument("--context", default=argparse.SUPPRESS, help="kubeconfig context")
     common.add_argument("--kubeconfig", default=argparse.SUPPRESS, help="kubeconfig file (default: $KUBECONFIG)")
-    parser = argparse.ArgumentParser(prog="kubectl emailtoken", description=__doc__.split("\n\n")[0], parents=[common])
+    common.add_argument(
+        "--request-timeout",
+        type=_seconds,
+        default=argparse.SUPPRESS,
+        metavar="DURATION",
+        help="how long to wait for the API server to accept a connection and to answer each call "
+        f"(like 5, 5s or 1m; default {default_api_timeout():g}s, ${API_TIMEOUT_ENV} sets the default)",
+    )
+    description = __doc__.split("\n\n")[0].replace("``", "")
+    parser = argparse.ArgumentParser(prog="kubectl emailtoken", description=description, parents=[common])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     p = sub.add_parser("list", parents=[common], help="list EmailTokens with readiness and expiry")
     p.add_argument("-A", "--all-namespaces", action="store_true", help="all namespaces")
@@ -495,7 +534,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args, extra = parser.parse_known_args(argv)
     if extra and args.command != "authorize":
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    for flag in ("namespace", "context", "kubeconfig"):
+    for flag in ("namespace", "context", "kubeconfig", "request_timeout"):
         setattr(args, flag, getattr(args, flag, None))
 
     def out(text: str) -> None:
@@ -508,7 +547,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return validate.run(args)
         if args.command == "authorize":
             return cmd_authorize(args, extra, out)
-        cluster = Cluster(args.kubeconfig, args.context)
+        cluster = Cluster(args.kubeconfig, args.context, timeout=args.request_timeout)
         commands = {"list": cmd_list, "status": cmd_status, "refresh": cmd_refresh, "reauthorize": cmd_reauthorize}
         return commands[args.command](cluster, args, out)
     except PluginError as exc:

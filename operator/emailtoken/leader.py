@@ -157,8 +157,16 @@ class LeaseProblem:
 
     def __str__(self) -> str:
         if self.reason == "Unreachable":
-            return f"API server unreachable: {self.message}"
-        return f"HTTP {self.status} {self.reason}: {self.message}"
+            return f"API server unreachable: {self.message}; retrying"
+        return f"HTTP {self.status} {self.reason}: {self.message}{_WHAT_TO_DO.get(self.reason, '; retrying')}"
+
+
+#: What an administrator does about a Lease problem (the API server's message names verb and namespace).
+_WHAT_TO_DO = {
+    "Forbidden": "; grant it (the chart's leader-election Role does), or run with --no-leader-election",
+    "Unauthorized": "; the credentials are invalid or expired: renew them, or restart the Pod",
+    "NotFound": "; create that namespace, or choose another with --lease-namespace",
+}
 
 
 def problem_of(exc: BaseException) -> LeaseProblem:
@@ -302,21 +310,7 @@ class LeaderElector:
             self._note(problem_of(exc))
             return False
         try:
-            self.holder = holder_of(lease)
-            unchanged = self._unchanged_for(lease)
-            if lease is None and self._other_held is not None:
-                # Deleted while another candidate held it (kubectl, a GitOps prune): that leader may
-                # still be acting, and will create it again when it renews. Its absence counts as
-                # its silence, or two leaders could spend the same refresh token.
-                free = unchanged >= self._other_held
-            else:
-                free = lease_is_free(lease, self.config.identity, unchanged)
-            if lease is not None:
-                spec = lease.get("spec") or {}
-                other = self.holder not in ("", self.config.identity)
-                duration = float(spec.get("leaseDurationSeconds") or self.config.lease_duration)
-                self._other_held = duration if other else None
-            if not free:
+            if not self._free(lease):
                 self._note(None)
                 return False
             body = lease_body(self.config, lease, now)
@@ -328,10 +322,9 @@ class LeaderElector:
             self._note(None)  # another candidate wrote first: a race, not a problem
             return False
         except NotFound as exc:
-            if lease is not None:
-                self._note(None)  # deleted between our read and our write: try again
-                return False
-            self._note(problem_of(exc))  # create answered 404: the namespace (or the API group) is missing
+            # Deleted between our read and our write: try again. A create answered 404: the
+            # namespace (or the API group) is missing.
+            self._note(None if lease is not None else problem_of(exc))
             return False
         except Exception as exc:
             self._note(problem_of(exc))
@@ -341,6 +334,23 @@ class LeaderElector:
         self._other_held = None
         self._renewed(started)
         return True
+
+    def _free(self, lease: dict[str, Any] | None) -> bool:
+        """May we write the Lease we just read (None: there is none)? Remembers who holds it."""
+        self.holder = holder_of(lease)
+        unchanged = self._unchanged_for(lease)
+        if lease is None and self._other_held is not None:
+            # Deleted while another candidate held it (kubectl, a GitOps prune): that leader may
+            # still be acting, and will create it again when it renews. Its absence counts as
+            # its silence, or two leaders could spend the same refresh token.
+            return unchanged >= self._other_held
+        free = lease_is_free(lease, self.config.identity, unchanged)
+        if lease is not None:
+            spec = lease.get("spec") or {}
+            other = self.holder not in ("", self.config.identity)
+            duration = float(spec.get("leaseDurationSeconds") or self.config.lease_duration)
+            self._other_held = duration if other else None
+        return free
 
     async def acquire(self) -> None:
         """Wait until this process is the leader (through API outages and missing permissions, which are logged)."""

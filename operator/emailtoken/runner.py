@@ -14,6 +14,7 @@ import kopf
 from emailtoken.settings import OperatorConfig
 
 if TYPE_CHECKING:
+    from emailtoken.kube import Credentials
     from emailtoken.leader import LeaderElector, LeaseApi, LeaseConfig
     from emailtoken.metrics import Health
     from emailtoken.wiring import Launch
@@ -67,8 +68,10 @@ def configure_logging(config: OperatorConfig) -> None:
 
 
 def run_operator(config: OperatorConfig) -> int:
-    """Run until interrupted (blocking); exit code 1 when leadership was lost or kopf failed, 2 for
-    timings that cannot work (said in one line on stderr)."""
+    """Run until interrupted (blocking); exit code 1 when leadership was lost, kopf failed or the
+    Kubernetes credentials cannot work, 2 for timings that cannot work (each said in one line)."""
+    from emailtoken.kube import ConfigError, load_config
+
     if config.leader_election:
         from emailtoken.leader import timing_problem
 
@@ -77,12 +80,17 @@ def run_operator(config: OperatorConfig) -> int:
             print(f"emailtoken run: {problem}", file=sys.stderr)
             return 2
     configure_logging(config)
+    try:
+        creds = load_config()
+    except ConfigError as exc:
+        log.error("%s", exc)
+        return 1
     if config.metrics_port:
         from emailtoken import metrics
 
         metrics.serve(config.metrics_port)
     with asyncio.Runner(loop_factory=_loop_factory()) as runner:
-        return runner.run(_main(config))
+        return runner.run(_main(config, creds))
 
 
 def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
@@ -98,13 +106,15 @@ def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
     return uvloop.new_event_loop
 
 
-async def _main(config: OperatorConfig) -> int:
+async def _main(config: OperatorConfig, creds: Credentials) -> int:
     """Report the process phase to the probes (see :mod:`emailtoken.metrics`) around the real work."""
     from emailtoken import metrics
 
     health = metrics.health()
     beating = asyncio.create_task(health.heartbeat(), name="heartbeat")
     try:
+        if not await _api_usable(config, creds, health):
+            return 1
         return await _elect_and_run(config, health)
     finally:
         health.phase = metrics.STOPPING
@@ -126,6 +136,23 @@ def lease_config(config: OperatorConfig, identity: str) -> LeaseConfig:
         retry_period=max(0.5, min(2.0, config.lease_duration / 7.5)),
         call_budget=config.provider_timeout + leader.CALL_MARGIN,
     )
+
+
+async def _api_usable(config: OperatorConfig, creds: Credentials, health: Health) -> bool:
+    """Wait until the API server lets the operator list EmailTokens where it works (see
+    :mod:`emailtoken.apicheck`); False when its credentials are rejected. /readyz names the problem."""
+    from emailtoken.apicheck import ApiProblem, wait_for_api
+    from emailtoken.kube import KubernetesApi
+
+    def show(problem: ApiProblem | None) -> None:
+        health.problem = problem.text if problem else ""
+        health.blocked = problem is not None and problem.blocking
+
+    api = KubernetesApi(threads=1, request_timeout=config.api_timeout)
+    hint = "grant it to the operator's ServiceAccount (the Helm chart and deploy/kustomize carry its RBAC)"
+    namespaces = () if config.all_namespaces else config.namespaces
+    problem = await wait_for_api(api, creds, namespaces, timeout=config.api_timeout, rbac_hint=hint, on_problem=show)
+    return problem is None
 
 
 async def _elect_and_run(

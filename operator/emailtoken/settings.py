@@ -25,6 +25,8 @@ class OperatorConfig:
     #: provider hosts tokens may name (emailtoken.endpoints); the installer adds to the defaults
     allowed_provider_hosts: tuple[str, ...] = DEFAULT_ALLOWED_HOSTS
     provider_timeout: float = 20.0
+    #: seconds to connect to the Kubernetes API server, and for each answer, at start (emailtoken.apicheck)
+    api_timeout: float = 15.0
     #: projected ServiceAccount token files (emailtoken.clientauth), for spec.federatedCredential
     federated_token_files: tuple[str, ...] = ()
     concurrency: int = 16

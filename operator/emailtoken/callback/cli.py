@@ -6,11 +6,15 @@ import argparse
 import asyncio
 import logging
 import sys
-from urllib.parse import urlsplit
+from typing import TYPE_CHECKING
 
-from emailtoken import clientauth, endpoints
-from emailtoken.callback.app import hostname, quiet_libraries, serve_forever
-from emailtoken.callback.context import LOOPBACK_HOSTS, CallbackConfig, Services
+from emailtoken import clientauth, endpoints, redirecturl
+from emailtoken.apicheck import API_TIMEOUT_ENV, default_api_timeout
+from emailtoken.callback.app import quiet_libraries, serve_forever
+from emailtoken.callback.context import CallbackConfig, Services
+
+if TYPE_CHECKING:
+    from emailtoken.kube import Credentials
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -60,7 +64,21 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         metavar="HOST",
         help="extra Host name the admin page answers to (default: loopback names only)",
     )
-    p.add_argument("--provider-timeout", type=float, default=20.0, help="seconds per provider request")
+    p.add_argument(
+        "--provider-timeout",
+        type=float,
+        default=20.0,
+        metavar="SECONDS",
+        help="seconds per provider request (default 20)",
+    )
+    p.add_argument(
+        "--api-timeout",
+        type=float,
+        default=default_api_timeout(),
+        metavar="SECONDS",
+        help=f"seconds to wait for the Kubernetes API server to accept a connection and to answer "
+        f"(default {default_api_timeout():g}; ${API_TIMEOUT_ENV} sets the default)",
+    )
     p.add_argument(
         "--manage-tokens",
         action="store_true",
@@ -81,17 +99,13 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 def config_from_args(args: argparse.Namespace) -> CallbackConfig:
     """Flags to a :class:`CallbackConfig`; raises ValueError with a readable message."""
     base = (args.redirect_base_url or f"http://localhost:{args.public_port}").rstrip("/")
-    parts = urlsplit(base)
-    if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
-        raise ValueError("--redirect-base-url must be an http(s) URL without query or fragment")
-    if base.endswith("/callback"):
-        raise ValueError("--redirect-base-url is the base: /callback is appended")
+    problem = redirecturl.problem(base)
+    if problem:
+        raise ValueError(f"--redirect-base-url: {problem}")
     if args.state_ttl <= 0:
         raise ValueError("--state-ttl must be positive")
-    if parts.scheme == "http" and hostname(parts.netloc) not in LOOPBACK_HOSTS:
-        logging.getLogger("emailtoken.callback").warning(
-            "the redirect base URL is plain http on a non-loopback host: Entra ID and Google require https there"
-        )
+    if args.api_timeout <= 0:
+        raise ValueError("--api-timeout must be positive")
     return CallbackConfig(
         redirect_base_url=base,
         public_host=args.public_host,
@@ -110,8 +124,9 @@ def config_from_args(args: argparse.Namespace) -> CallbackConfig:
     )
 
 
-def build_services(config: CallbackConfig, key: bytes) -> Services:
-    """The long-lived objects of one process (Kubernetes client, providers, keys)."""
+def build_services(config: CallbackConfig, key: bytes, *, timeout: float | None = None) -> Services:
+    """The long-lived objects of one process (Kubernetes client, providers, keys); ``timeout``
+    bounds each Kubernetes call. Raises :class:`emailtoken.kube.ConfigError` without credentials."""
     from emailtoken.callback.csrf import CsrfGuard
     from emailtoken.callback.kubeapi import CallbackApi
     from emailtoken.callback.state import StateSealer
@@ -121,7 +136,7 @@ def build_services(config: CallbackConfig, key: bytes) -> Services:
     load_config()
     return Services(
         config=config,
-        api=CallbackApi(),  # type: ignore[arg-type]
+        api=CallbackApi(request_timeout=timeout),  # type: ignore[arg-type]
         providers=Providers(
             ca_bundle=config.ca_bundle, timeout=config.provider_timeout, allowed_hosts=config.provider_hosts
         ),
@@ -133,6 +148,7 @@ def build_services(config: CallbackConfig, key: bytes) -> Services:
 def run(args: argparse.Namespace) -> int:
     """Blocking entry point."""
     from emailtoken.callback.state import load_key
+    from emailtoken.kube import ConfigError, load_config
 
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else args.log_level.upper(),
@@ -147,6 +163,33 @@ def run(args: argparse.Namespace) -> int:
     except (ValueError, OSError) as exc:
         print(f"emailtoken callback: {exc}", file=sys.stderr)
         return 2
+    try:
+        creds = load_config()
+    except ConfigError as exc:
+        log.error("%s", exc)
+        return 1
     log.info("state key: %s", source)
-    asyncio.run(serve_forever(build_services(config, key)))
+    services = build_services(config, key, timeout=args.api_timeout)
+    if not asyncio.run(_api_usable(services, creds, args.api_timeout)):
+        return 1
+    asyncio.run(serve_forever(services))
     return 0
+
+
+async def _api_usable(services: Services, creds: Credentials, timeout: float) -> bool:
+    """One check at start: rejected credentials end the process (exit 1); anything else is said
+    once and the service starts anyway (its pages name the problem until it is fixed)."""
+    from emailtoken.apicheck import ApiProblem, check, explain
+    from emailtoken.kube import KubeError
+
+    hint = "grant it to the callback's ServiceAccount (the Helm chart carries its RBAC)"
+    try:
+        await check(services.api, services.config.namespaces)  # type: ignore[arg-type]
+    except KubeError as exc:
+        problem = ApiProblem(explain(exc, creds, timeout=timeout, rbac_hint=hint), exc.status)
+        if problem.fatal:
+            logging.getLogger("emailtoken.callback").error("%s", problem.text)
+            return False
+        level = logging.ERROR if problem.blocking else logging.WARNING
+        logging.getLogger("emailtoken.callback").log(level, "%s; serving anyway", problem.text)
+    return True
