@@ -25,13 +25,14 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from emailtoken import advisories, clientauth, conditions, failures, grants
+from emailtoken import advisories, clientauth, conditions, failures, grants, loginprobe
 from emailtoken.api import ANNOTATION_REAUTHORIZE, ANNOTATION_REFRESH_NOW, Key
+from emailtoken.conditions import Condition
 from emailtoken.credcache import CredentialSecrets
 from emailtoken.failures import PERMISSION_RETRY_BASE, PERMISSION_RETRY_CAP, Failure, Refusal
 from emailtoken.fence import Fence, Leadership, NotLeader
 from emailtoken.kube import KubeApi, KubeError
-from emailtoken.model import EmailTokenSpec, SpecError, TokenRef, parse_spec
+from emailtoken.model import EmailTokenSpec, LoginProbe, SpecError, TokenRef, parse_spec
 from emailtoken.observe import NullObserver, Observer
 from emailtoken.outcomes import ErrorKind, ProviderError, TokenSet
 from emailtoken.providercalls import ProviderCalls
@@ -483,7 +484,16 @@ class Engine:
         if not await self._publish_held(token, spec, st, held, report, now):
             return False
         self._published(spec, st, held, report, now, requested=requested)
+        if spec.login_probe is not None:
+            st.login = await self._probe(spec.login_probe, held)
         return True
+
+    async def _probe(self, probe: LoginProbe, held: Unpublished) -> Condition:
+        """Log in to the mail server with the token just published (spec.loginProbe), in a worker thread."""
+        result = held.result
+        return await asyncio.get_running_loop().run_in_executor(
+            None, loginprobe.run, probe, result.access_token, held.username, result.scope, result.expires_at
+        )
 
     async def _acquire(
         self, token: TokenRef, spec: EmailTokenSpec, st: TokenState, report: Report, now: datetime, force: bool
@@ -870,3 +880,6 @@ class Engine:
         report.events.extend(advice.events)
         report.fields.update(advice.fields)
         st.warned = advice.warned
+        shown, events = loginprobe.advise(spec.login_probe is not None, st.login, status)
+        report.advisories.extend(shown)
+        report.events.extend(events)

@@ -62,6 +62,15 @@ class FederatedCredential:
 
 
 @dataclass(frozen=True)
+class LoginProbe:
+    """``spec.loginProbe``: where the operator tries each new token, as a mail task would."""
+
+    protocol: str  # imap | pop3 | smtp (checkmail's names)
+    server: str  # HOST[:PORT]
+    security: str  # ssl | starttls | plain
+
+
+@dataclass(frozen=True)
 class TokenRef:
     """Identity of one EmailToken object."""
 
@@ -96,6 +105,7 @@ class EmailTokenSpec:
     refresh_before: timedelta | None
     federated_credential: FederatedCredential | None = None
     raw: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    login_probe: LoginProbe | None = None
 
     @property
     def interactive(self) -> bool:
@@ -144,6 +154,20 @@ def _federated(value: Any) -> FederatedCredential | None:
     if not isinstance(value, Mapping):
         raise SpecError("federatedCredential must be an object, such as {} or {audience: api://AzureADTokenExchange}")
     return FederatedCredential(audience=str(value.get("audience") or MICROSOFT_FEDERATED_AUDIENCE))
+
+
+def _login_probe(value: Any) -> LoginProbe | None:
+    """``spec.loginProbe`` (the CRD checks the shape; a bad one is an InvalidSpec here)."""
+    if value is None:
+        return None
+    fields: Mapping[str, Any] = value if isinstance(value, Mapping) else {}
+    protocol, tls = str(fields.get("protocol", "")), str(fields.get("tls") or "SSL")
+    if protocol not in ("IMAP", "POP3", "SMTP") or not fields.get("server"):
+        raise SpecError("loginProbe needs protocol (IMAP, POP3 or SMTP) and server (HOST[:PORT])")
+    if tls not in ("SSL", "STARTTLS", "None"):
+        raise SpecError("loginProbe.tls must be SSL, STARTTLS or None")
+    security = {"SSL": "ssl", "STARTTLS": "starttls", "None": "plain"}[tls]
+    return LoginProbe(protocol.lower(), str(value["server"]), security)
 
 
 def _https(url: str, what: str) -> str:
@@ -232,4 +256,5 @@ def parse_spec(spec: Mapping[str, Any], name: str) -> EmailTokenSpec:
         refresh_before=refresh_before,
         federated_credential=_federated(spec.get("federatedCredential")),
         raw=dict(spec),
+        login_probe=_login_probe(spec.get("loginProbe")),
     )

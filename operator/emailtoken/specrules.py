@@ -9,6 +9,7 @@ tests/cluster/test_crd_server.py proves both judges agree on one table of specs.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -22,6 +23,8 @@ MICROSOFT_SERVICES = EXCHANGE_SERVICES + GRAPH_SERVICES
 GOOGLE_SERVICES = ("Gmail",)
 SHARED_TENANTS = ("common", "organizations", "consumers")
 MICROSOFT_TOKEN_SUFFIX = "/oauth2/v2.0/token"
+#: a login probe may go unencrypted only to the operator's own loopback (the CRD's regex, in RE2)
+LOOPBACK_SERVER = re.compile(r"^(127[.]0[.]0[.]1|localhost|\[::1\])(:[0-9]+)?$")
 
 
 @dataclass(frozen=True)
@@ -167,6 +170,15 @@ RULES: tuple[Rule, ...] = (
         "secretName",
         "secretName must not start with emailtoken-grant- (reserved for the operator's grant Secrets)",
         lambda s: not _has(s, "secretName") or not str(s["secretName"]).startswith(GRANT_SECRET_PREFIX),
+    ),
+    Rule(
+        "loginProbe.tls",
+        "loginProbe.tls None (an unencrypted login) is only allowed for a server on 127.0.0.1, ::1 or localhost",
+        lambda s: (
+            not isinstance(s.get("loginProbe"), Mapping)
+            or s["loginProbe"].get("tls") != "None"
+            or bool(LOOPBACK_SERVER.match(str(s["loginProbe"].get("server", ""))))
+        ),
     ),
 )
 

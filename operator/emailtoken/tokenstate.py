@@ -12,6 +12,7 @@ import json
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from emailtoken.conditions import Condition
 from emailtoken.failures import Failure, Refusal
 from emailtoken.outcomes import TokenSet
 from emailtoken.providers.base import ClientCredentials, DeviceFlow
@@ -73,6 +74,8 @@ class TokenState:
     grant_stated: datetime | None = None
     #: advisory conditions (emailtoken.advisories) whose Warning Event this process already posted
     warned: frozenset[str] = frozenset()
+    #: the MailLogin condition of the last login probe (spec.loginProbe); None: none since start
+    login: Condition | None = None
 
     def valid_at(self, now: datetime) -> bool:
         """Does the consumer Secret hold an access token still valid at ``now``?"""

@@ -1,5 +1,9 @@
 """Warnings before a token dies, from the real operator process: status, Event and metric.
 
+Also the opt-in login probe (``spec.loginProbe``): the operator logs in to a real SMTP server
+(aiosmtpd, checking tokens at the local provider) with each new token and shows the outcome,
+with the likely cause and its fix, in the condition MailLogin.
+
 A Google app in "Testing" gets refresh tokens that end after 7 days, and Google's token
 answers say so (``refresh_token_expires_in``); the local provider does the same for a client
 registered with ``testing=True`` (here: 2 days, inside the default 3-day warning window).
@@ -23,6 +27,7 @@ from emailtoken_dev.devprovider import DevProviderThread
 from tests.integration.conftest import REDIRECT_BASE
 from tests.support.faultkit import create_grant, google_delegated_spec, google_sign_in, token_manifest, warnings
 from tests.support.kube import ApiClient, KmockThread, wait_for
+from tests.support.mailservers import SmtpXoauth2Server, introspection_validator
 from tests.support.operator_process import OperatorProcess
 
 TESTING_LIFETIME = timedelta(days=2)
@@ -135,3 +140,49 @@ def test_an_ews_token_is_marked_retiring(
     status = api.get("emailtokens", namespace, "ews")["status"]
     assert "reauthorizationRequiredBy" not in status and api.condition(namespace, "ews", "GrantExpiring") is None
     assert gauge(metrics_port, namespace, "ews") is None, "app-only tokens have no grant to lose"
+
+
+SMTP_AUTH_DISABLED = "535 5.7.139 Authentication unsuccessful, SmtpClientAuthentication is disabled for the Mailbox."
+
+
+def test_a_login_probe_shows_the_cause_and_the_fix_on_the_token(
+    operator: OperatorProcess, api: ApiClient, provider: DevProviderThread, namespace: str
+) -> None:
+    """spec.loginProbe: each new token logs in to the mail server (aiosmtpd here); a refusal names its fix."""
+    mailbox = f"probe-{namespace}@contoso.com"
+    client_id = f"probe-{namespace}"
+    provider.add_client(client_id, "probe-secret", mailboxes=[mailbox])
+    api.create_secret(namespace, "app-secret", {"client_secret": "probe-secret"})
+    validator = introspection_validator(provider.introspection_url or "", ca_file=provider.ca_pem_path)
+    with SmtpXoauth2Server(validator) as server:
+        spec = {
+            "provider": "Microsoft",
+            "flow": "ClientCredentials",
+            "tenantId": "contoso",
+            "clientId": client_id,
+            "clientSecretRef": {"name": "app-secret"},
+            "emailAddress": mailbox,
+            "services": ["SMTP"],
+            "tokenUrl": provider.microsoft_token_url("contoso"),
+            "loginProbe": {"protocol": "SMTP", "server": f"{server.host}:{server.port}", "tls": "None"},
+        }
+        api.create("emailtokens", namespace, token_manifest("probe", spec))
+        ok = wait_for(lambda: api.condition(namespace, "probe", "MailLogin"), 30, what="MailLogin")
+        assert (ok["status"], ok["reason"]) == ("True", "LoginSucceeded"), ok
+        assert server.logins == [mailbox]
+        with server.refusing_with(SMTP_AUTH_DISABLED):
+            api.patch(
+                "emailtokens", namespace, "probe", {"metadata": {"annotations": {"emailtoken.io/refresh-now": "1"}}}
+            )
+            failed = wait_for(
+                lambda: (c := api.condition(namespace, "probe", "MailLogin")) and c["status"] == "False" and c,
+                30,
+                what="MailLogin=False",
+            )
+    assert failed["reason"] == "SmtpAuthDisabled"
+    assert f"fix: Set-CASMailbox -Identity {mailbox} -SmtpClientAuthenticationDisabled $false" in failed["message"]
+    assert api.condition(namespace, "probe", "Ready")["status"] == "True", "the token itself is fine"
+    (event,) = wait_for(lambda: warnings(api, namespace, "probe", "MailLoginFailed"), 10, what="the Warning Event")
+    assert "SmtpAuthDisabled" in event["message"]
+    token = api.secret_data(namespace, "probe")["access_token"]
+    assert token not in failed["message"] and token not in event["message"]

@@ -62,6 +62,9 @@ MESSAGES = {
     "reserved-secret-name": (
         "secretName must not start with emailtoken-grant- (reserved for the operator's grant Secrets)"
     ),
+    "login-probe-plain": (
+        "loginProbe.tls None (an unencrypted login) is only allowed for a server on 127.0.0.1, ::1 or localhost"
+    ),
     "microsoft-token-url": (
         "for provider Microsoft, tokenUrl must end in /oauth2/v2.0/token (the authority is the part before it)"
     ),
@@ -136,6 +139,11 @@ CASES = [
         change(MS_AUTH_CODE, services=["GraphMailRead", "GraphMailReadWrite", "GraphMailSend"]),
     ),
     Case("microsoft-graph-app-only", change(MS_CLIENT_CREDENTIALS, services=["GraphMailSend"])),
+    Case("login-probe", change(MS_AUTH_CODE, loginProbe={"protocol": "SMTP", "server": "smtp.office365.com:587"})),
+    Case(
+        "login-probe-plain-loopback",
+        change(MS_AUTH_CODE, loginProbe={"protocol": "IMAP", "server": "127.0.0.1:1143", "tls": "None"}),
+    ),
     Case(
         "microsoft-scopes-only",
         change(MS_AUTH_CODE, drop=("services",), scopes=["https://outlook.office.com/IMAP.AccessAsUser.All"]),
@@ -239,6 +247,11 @@ CASES = [
     Case("neither-services-nor-scopes", change(MS_AUTH_CODE, drop=("services",)), ("services-or-scopes",)),
     Case("microsoft-with-gmail", change(MS_AUTH_CODE, services=["IMAP", "Gmail"]), ("microsoft-services",)),
     Case("graph-with-imap", change(MS_AUTH_CODE, services=["GraphMailSend", "IMAP"]), ("graph-or-exchange",)),
+    Case(
+        "login-probe-plain-remote",
+        change(MS_AUTH_CODE, loginProbe={"protocol": "IMAP", "server": "imap.example.com", "tls": "None"}),
+        ("login-probe-plain",),
+    ),
     Case("google-with-graph", change(GOOGLE_AUTH_CODE, services=["GraphMailRead"]), ("google-services",)),
     Case("google-with-imap", change(GOOGLE_AUTH_CODE, services=["Gmail", "IMAP"]), ("google-services",)),
     Case(

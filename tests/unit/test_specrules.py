@@ -15,9 +15,15 @@ CRD = Path(__file__).resolve().parents[2] / "crds" / "emailtokens.emailtoken.io.
 
 
 def crd_rules() -> list[dict]:
+    """The spec's rules, then those of its object fields (fieldPath relative to spec)."""
     crd = yaml.safe_load(CRD.read_text())
     spec = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
-    return spec["x-kubernetes-validations"]
+    nested = [
+        {**rule, "fieldPath": f".{name}{rule['fieldPath']}"}
+        for name, field in spec["properties"].items()
+        for rule in field.get("x-kubernetes-validations", ())
+    ]
+    return spec["x-kubernetes-validations"] + nested
 
 
 def test_rules_mirror_the_crd_one_for_one() -> None:
