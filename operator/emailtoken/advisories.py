@@ -128,7 +128,10 @@ def parsed(text: str) -> datetime | None:
 
 def _span(delta: timedelta) -> str:
     hours = max(0, int(delta.total_seconds() // 3600))
-    return f"{hours // 24} days {hours % 24} hours" if hours >= 24 else f"{hours} hours"
+    days = f"{hours // 24} day{'s' if hours // 24 != 1 else ''}"
+    if hours < 24:
+        return f"{hours} hour{'s' if hours != 1 else ''}"
+    return days if hours % 24 == 0 else f"{days} {hours % 24} hour{'s' if hours % 24 != 1 else ''}"
 
 
 def _grant_condition(token: str, limit: GrantLimit, now: datetime, window: timedelta) -> Condition:

@@ -82,6 +82,7 @@ def test_a_testing_grant_outside_the_window_says_when_without_warning() -> None:
     assert (cond.type, cond.status, cond.reason) == (GRANT_EXPIRING, False, "StatedLifetime")
     assert advice.fields == {"reauthorizationRequiredBy": "2026-12-11T12:00:00Z"}
     assert advice.events == [] and advice.warned == frozenset()
+    assert cond.message == "re-authorization is needed by 2026-12-11T12:00:00Z; a warning comes 3 days before"
     assert advice.deadline == NOW + timedelta(days=6)
 
 
