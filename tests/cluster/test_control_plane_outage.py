@@ -37,6 +37,7 @@ from tests.support.faultkit import (
     reuse_errors,
     status,
 )
+from tests.support.faultsuite import leader_identity, provider_reset
 from tests.support.kube import ApiClient, wait_for
 from tests.support.operator_process import OperatorProcess
 
@@ -66,10 +67,7 @@ def ledger() -> SecretLedger:
 
 @pytest.fixture(autouse=True)
 def _short_tokens(provider: DevProviderThread) -> Iterator[None]:
-    provider.token_lifetime = LIFETIME
-    yield
-    provider.token_lifetime = 3600
-    provider.faults.clear()
+    yield from provider_reset(provider, LIFETIME)
 
 
 @pytest.fixture
@@ -95,13 +93,6 @@ def start(
 def readyz(port: int) -> tuple[int, str]:
     r = requests.get(f"http://127.0.0.1:{port}/readyz", timeout=5)
     return r.status_code, r.text.strip()
-
-
-def identity(op: OperatorProcess) -> str:
-    for line in op.log.splitlines():
-        if "acquired leadership" in line and " as " in line:
-            return line.rsplit(" as ", 1)[1].split(")")[0].strip()
-    return ""
 
 
 def lease_spec(admin: ApiClient, namespace: str) -> dict[str, Any]:
@@ -156,7 +147,7 @@ def test_the_operator_rides_out_an_api_server_outage_longer_than_its_lease(
     before = {t.namespace: access_token(admin, t.namespace, t.name) for t in tokens}
     lease_ns = tokens[0].namespace
     holder = lease_spec(admin, lease_ns)["holderIdentity"]
-    assert holder == identity(op)
+    assert holder == leader_identity(op)
 
     planned = {t.namespace: parse_rfc3339(status(admin, t.namespace, t.name)["nextRefreshTime"]) for t in tokens}
     killed_at = time.time()
@@ -277,4 +268,4 @@ def test_etcd_stopped_in_the_middle_of_a_refresh(
     assert killed_at < calls[-1].time < restarted_at and calls[-1].status == 200
     assert_no_reuse(admin, provider, t)
     assert (status(admin, namespace, t.name).get("handledAnnotations") or {}).get("refreshNow") == "1"
-    assert lease_spec(admin, namespace)["holderIdentity"] == identity(op)
+    assert lease_spec(admin, namespace)["holderIdentity"] == leader_identity(op)

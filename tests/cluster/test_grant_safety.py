@@ -54,6 +54,7 @@ from tests.support.faultkit import (
     wait_explained,
     warnings,
 )
+from tests.support.faultsuite import provider_reset
 from tests.support.kube import ApiClient, wait_for
 from tests.support.tokens import client_credentials
 
@@ -75,11 +76,7 @@ def ledger() -> SecretLedger:
 
 @pytest.fixture(autouse=True)
 def _provider_reset(provider: DevProviderThread) -> Iterator[None]:
-    """Lifetimes and faults are provider-wide: each test starts and ends with the defaults."""
-    provider.faults.clear()
-    yield
-    provider.faults.clear()
-    provider.token_lifetime = 3600
+    yield from provider_reset(provider)
 
 
 def operator_api(cluster: ControlPlane) -> KubernetesApi:

@@ -38,6 +38,7 @@ from tests.support.faultkit import (
     refresh_token_status,
     reuse_errors,
 )
+from tests.support.faultsuite import leader_identity, lease_holder, provider_reset
 from tests.support.kube import ApiClient, wait_for
 from tests.support.operator_process import OperatorProcess
 
@@ -67,10 +68,7 @@ def ledger() -> SecretLedger:
 
 @pytest.fixture(autouse=True)
 def _short_tokens(provider: DevProviderThread) -> Iterator[None]:
-    provider.token_lifetime = LIFETIME
-    yield
-    provider.token_lifetime = 3600
-    provider.faults.clear()
+    yield from provider_reset(provider, LIFETIME)
 
 
 def role(admin: ApiClient, namespace: str, name: str, rules: list[dict[str, Any]], account: tuple[str, str]) -> None:
@@ -131,18 +129,6 @@ def leader_gauge(port: int) -> float:
     return float(line.split()[1])
 
 
-def identity(op: OperatorProcess) -> str:
-    """The Lease identity a replica announced when it became the leader."""
-    for line in op.log.splitlines():
-        if "acquired leadership" in line and " as " in line:
-            return line.rsplit(" as ", 1)[1].split(")")[0].strip()
-    return ""
-
-
-def holder(admin: ApiClient, namespace: str) -> str:
-    return ((admin.get("leases", namespace, LEASE_NAME) or {}).get("spec") or {}).get("holderIdentity") or ""
-
-
 def refresh_times(provider: DevProviderThread, t: Delegated, since: float = 0.0) -> list[float]:
     return [c.time for c in refresh_calls(provider, t.client_id) if c.time >= since]
 
@@ -182,14 +168,14 @@ def test_two_replicas_one_leader_failover_after_sigkill_keeps_rotating_tokens_fr
     a, a_port = replica(start_operator, release, watched, "replica-a", kubeconfig=kubeconfig)
     a.wait_log("emailtoken operator started", timeout=30)
     b, b_port = replica(start_operator, release, watched, "replica-b", kubeconfig=kubeconfig)
-    b.wait_log(f"waiting for leadership (lease {release}/{LEASE_NAME} is held by {identity(a)})", timeout=30)
+    b.wait_log(f"waiting for leadership (lease {release}/{LEASE_NAME} is held by {leader_identity(a)})", timeout=30)
     for t in tokens:
         t.create(admin)
     for t in tokens:
         wait_for(lambda t=t: is_ready(admin, t.namespace, t.name), 30, what=f"{t.namespace} Ready")
 
     # Exactly one leader: the Lease names a; b stands by (ready, not leading, never started kopf).
-    assert holder(admin, release) == identity(a) != ""
+    assert lease_holder(admin, release) == leader_identity(a) != ""
     assert readyz(a_port) == (200, "running") and readyz(b_port) == (200, "standby")
     assert (leader_gauge(a_port), leader_gauge(b_port)) == (1.0, 0.0)
     assert "emailtoken operator started" not in b.log
@@ -206,12 +192,17 @@ def test_two_replicas_one_leader_failover_after_sigkill_keeps_rotating_tokens_fr
         )
     killed_at = time.monotonic()
     a.kill()
-    wait_for(lambda: holder(admin, release) not in ("", identity(a)), TAKEOVER_MAX + 5, interval=0.2, what="takeover")
+    wait_for(
+        lambda: lease_holder(admin, release) not in ("", leader_identity(a)),
+        TAKEOVER_MAX + 5,
+        interval=0.2,
+        what="takeover",
+    )
     takeover = time.monotonic() - killed_at
     b.wait_log("emailtoken operator started", timeout=15)
     print(f"\nstandby took the Lease {takeover:.1f}s after the leader's SIGKILL")
     assert TAKEOVER_MIN - 0.5 <= takeover <= TAKEOVER_MAX, f"takeover after {takeover:.1f}s"
-    assert holder(admin, release) == identity(b)
+    assert lease_holder(admin, release) == leader_identity(b)
     assert readyz(b_port) == (200, "running") and leader_gauge(b_port) == 1.0
 
     # The new leader keeps the rotating tokens fresh: two refreshes each, the first presenting
@@ -268,7 +259,7 @@ def test_a_missing_lease_permission_is_named_and_fixing_it_needs_no_restart(
     role(admin, release, "emailtoken-operator-leader-election", lease, account)
     op.wait_log("emailtoken operator started", timeout=30)
     assert "the API server answers again (was: Forbidden)" in op.log
-    assert holder(admin, release) == identity(op) != ""
+    assert lease_holder(admin, release) == leader_identity(op) != ""
     assert readyz(port) == (200, "running")
     assert op.proc is not None and op.proc.poll() is None
 

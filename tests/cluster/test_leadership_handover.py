@@ -37,6 +37,7 @@ from tests.support.faultkit import (
     status,
     token_manifest,
 )
+from tests.support.faultsuite import leader_identity, lease_holder, provider_reset
 from tests.support.kube import ApiClient, wait_for
 from tests.support.operator_process import OperatorProcess
 
@@ -55,25 +56,13 @@ def ledger() -> SecretLedger:
 
 @pytest.fixture(autouse=True)
 def _no_faults_left(provider: DevProviderThread) -> Iterator[None]:
-    yield
-    provider.faults.clear()
+    yield from provider_reset(provider)
 
 
 def replica(start_operator: Callable[..., OperatorProcess], release: str, watched: list[str], name: str) -> Any:
     args = ["--leader-election", "--lease-namespace", release, "--lease-name", LEASE_NAME, "--standalone"]
     timings = ["--lease-duration", str(LEASE), "--provider-timeout", str(PROVIDER_TIMEOUT)]
     return start_operator(watched, extra_args=[*args, *timings], name=name, wait=False)
-
-
-def identity(op: OperatorProcess) -> str:
-    for line in op.log.splitlines():
-        if "acquired leadership" in line and " as " in line:
-            return line.rsplit(" as ", 1)[1].split(")")[0].strip()
-    return ""
-
-
-def holder(admin: ApiClient, namespace: str) -> str:
-    return ((admin.get("leases", namespace, LEASE_NAME) or {}).get("spec") or {}).get("holderIdentity") or ""
 
 
 def test_a_leader_losing_the_lease_mid_refresh_still_stores_the_rotated_refresh_token(
@@ -129,7 +118,7 @@ def test_a_leader_losing_the_lease_mid_refresh_still_stores_the_rotated_refresh_
     # The standby takes over after a full lease of the intruder's silence and refreshes with the
     # token the old leader stored.
     standby.wait_log("emailtoken operator started", timeout=LEASE + 10)
-    assert holder(admin, release) == identity(standby) != ""
+    assert lease_holder(admin, release) == leader_identity(standby) != ""
     annotate(admin, t.namespace, t.name, REFRESH_NOW, "2")
     wait_for(
         lambda: (

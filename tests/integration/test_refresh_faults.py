@@ -45,6 +45,7 @@ from tests.support.faultkit import (
     wait_quiet,
     warnings,
 )
+from tests.support.faultsuite import faulty_kube, provider_reset
 from tests.support.kube import ApiClient, wait_for
 from tests.support.operator_process import OperatorProcess
 
@@ -57,9 +58,7 @@ BACKOFF_FLOOR = 2.5
 
 @pytest.fixture(scope="module")
 def kube(workdir: Path) -> Iterator[FaultyKube]:
-    k = FaultyKube(workdir).start()
-    yield k
-    k.stop()
+    yield from faulty_kube(workdir)
 
 
 @pytest.fixture(scope="module")
@@ -82,11 +81,7 @@ def ledger() -> SecretLedger:
 
 @pytest.fixture(autouse=True)
 def _clean_provider(provider: DevProviderThread) -> Iterator[None]:
-    """Faults and lifetimes are provider-wide: every test starts and ends with none."""
-    provider.faults.clear()
-    yield
-    provider.faults.clear()
-    provider.token_lifetime = 3600
+    yield from provider_reset(provider)
 
 
 pytestmark = pytest.mark.usefixtures("operator")

@@ -47,6 +47,7 @@ from tests.support.faultkit import (
     wait_quiet,
     warnings,
 )
+from tests.support.faultsuite import faulty_kube, provider_reset
 from tests.support.kube import ApiClient, wait_for
 from tests.support.operator_process import OperatorProcess
 
@@ -60,9 +61,7 @@ StartOperator = Callable[..., OperatorProcess]
 
 @pytest.fixture(scope="module")
 def kube(workdir: Path) -> Iterator[FaultyKube]:
-    k = FaultyKube(workdir).start()
-    yield k
-    k.stop()
+    yield from faulty_kube(workdir)
 
 
 @pytest.fixture(scope="module")
@@ -104,10 +103,7 @@ def start_operator(
 @pytest.fixture(autouse=True)
 def _clean_slate(provider: DevProviderThread, kube: FaultyKube) -> Iterator[None]:
     """Faults, lifetimes and stalled API requests never outlive a test."""
-    provider.faults.clear()
-    yield
-    provider.faults.clear()
-    provider.token_lifetime = 3600
+    yield from provider_reset(provider)
     kube.release_all()
 
 

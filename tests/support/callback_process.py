@@ -6,7 +6,6 @@ from __future__ import annotations
 import re
 import signal
 import socket
-import subprocess
 import sys
 import time
 from html import unescape
@@ -14,6 +13,7 @@ from pathlib import Path
 
 import requests
 
+from tests.support.childprocess import ChildProcess
 from tests.support.kube import free_env
 from tests.support.operator_process import REPO
 
@@ -25,8 +25,10 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-class CallbackProcess:
+class CallbackProcess(ChildProcess):
     """``emailtoken callback`` on loopback ports chosen here; logs captured to a file."""
+
+    label = "callback"
 
     def __init__(
         self,
@@ -46,8 +48,7 @@ class CallbackProcess:
         self.public_url = f"http://127.0.0.1:{self.public_port}"
         self.admin_url = f"http://127.0.0.1:{self.admin_port}"
         self.redirect_uri = f"{redirect_base_url or self.public_url}/callback"
-        self.log_path = workdir / f"{name}.log"
-        self.args = [
+        args = [
             sys.executable,
             "-m",
             "emailtoken",
@@ -65,19 +66,18 @@ class CallbackProcess:
             "-v",
         ]
         if ca_bundle:  # the local provider: its CA, and its host allowed like an installer would
-            self.args += ["--ca-bundle", ca_bundle, "--allow-provider-host", "127.0.0.1"]
+            args += ["--ca-bundle", ca_bundle, "--allow-provider-host", "127.0.0.1"]
         if state_key_file:
-            self.args += ["--state-key-file", str(state_key_file)]
-        self.args += extra_args or []
-        self.env = {**free_env(), "KUBECONFIG": str(kubeconfig)}
-        self.env.pop("EMAILTOKEN_STATE_KEY", None)
-        self.proc: subprocess.Popen[bytes] | None = None
-        self._log = None
+            args += ["--state-key-file", str(state_key_file)]
+        args += extra_args or []
+        env = {**free_env(), "KUBECONFIG": str(kubeconfig)}
+        env.pop("EMAILTOKEN_STATE_KEY", None)
+        super().__init__(workdir / f"{name}.log", args, env, REPO)
 
     def start(self, timeout: float = 20) -> CallbackProcess:
-        self._log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(self.args, stdout=self._log, stderr=subprocess.STDOUT, env=self.env, cwd=REPO)
         started = self.log.count("callback service ready")
+        super().start()
+        assert self.proc is not None
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.log.count("callback service ready") > started:
@@ -87,29 +87,13 @@ class CallbackProcess:
             time.sleep(0.1)
         raise AssertionError(f"callback did not start:\n{self.log[-4000:]}")
 
-    def stop(self) -> int | None:
-        if self.proc is None:
-            return None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        if self._log:
-            self._log.close()
-            self._log = None
-        return self.proc.returncode
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 10) -> int | None:
+        return super().stop(sig, timeout)
 
     def restart(self) -> CallbackProcess:
         """Stop and start again on the same ports (memory is lost, the key file is not)."""
         self.stop()
         return self.start()
-
-    @property
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
 
 _CSRF = re.compile(r'name="csrf" value="([^"]+)"')

@@ -31,15 +31,13 @@ import os
 import re
 import secrets
 import shlex
-import signal
-import subprocess
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from tests.support.callback_process import free_port
+from tests.support.childprocess import ChildProcess
 from tests.support.kube import ApiClient
 from tests.support.operator_process import REPO
 
@@ -284,58 +282,26 @@ def _env_value(
     raise NotImplementedError(f"env {item['name']}: {sorted(source)} is not emulated")
 
 
-class ContainerProcess:
+class ContainerProcess(ChildProcess):
     """A :class:`LocalContainer` running as a child process with one kubeconfig as its credentials."""
+
+    wait_timeout = 30.0
 
     def __init__(self, container: LocalContainer, kubeconfig: Path, log_dir: Path) -> None:
         self.container = container
-        self.log_path = log_dir / f"{container.pod_name}.log"
+        self.label = container.pod_name
         entry, *rest = container.argv
         executable = Path(sys.executable).parent / entry
         if not os.access(executable, os.X_OK):
             raise FileNotFoundError(f"the image's entrypoint {entry!r} is not installed in this venv")
-        self.args = [str(executable), *rest]
-        self.env = {
+        env = {
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
             "LANG": "C.UTF-8",
             **container.env,
             "KUBECONFIG": str(kubeconfig),
         }
-        self.proc: subprocess.Popen[bytes] | None = None
-        self._log: Any = None
+        super().__init__(log_dir / f"{container.pod_name}.log", [str(executable), *rest], env, Path(container.cwd))
 
     def start(self) -> ContainerProcess:
-        self._log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(
-            self.args, stdout=self._log, stderr=subprocess.STDOUT, env=self.env, cwd=self.container.cwd
-        )
+        super().start()
         return self
-
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15) -> int | None:
-        if self.proc is None:
-            return None
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        if self._log:
-            self._log.close()
-            self._log = None
-        return self.proc.returncode
-
-    @property
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
-    def wait_log(self, text: str, timeout: float = 30) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if text in self.log:
-                return
-            if self.proc and self.proc.poll() is not None:
-                raise AssertionError(f"{self.container.pod_name} exited ({self.proc.returncode}):\n{self.log[-4000:]}")
-            time.sleep(0.1)
-        raise AssertionError(f"{text!r} not in the log of {self.container.pod_name}:\n{self.log[-4000:]}")
