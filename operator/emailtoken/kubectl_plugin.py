@@ -314,8 +314,26 @@ def describe(token: Mapping[str, Any], events: Sequence[Mapping[str, Any]], now:
         f"Secret:        {status.get('secretName') or spec.get('secretName') or meta.get('name')}",
         f"Phase:         {status.get('phase') or 'Pending'}",
         "Conditions:",
+        *_condition_lines(status, now),
+        "Access token:",
+        f"  Expires:       {when(status.get('expiresAt'), now)}",
+        f"  Last refresh:  {when(status.get('lastRefreshTime'), now)}",
+        f"  Next refresh:  {when(status.get('nextRefreshTime'), now) if status.get('nextRefreshTime') else '-'}",
+        f"  Failures:      {status.get('refreshFailures') or 0}",
     ]
+    sign_in = _sign_in_lines(flow, status, now)
+    if sign_in:
+        lines += ["Sign-in:", *sign_in]
+    step = next_step(token)
+    if step:
+        lines.append(f"Next step:     {step}")
+    lines += _event_lines(events, now)
+    return "\n".join(lines)
+
+
+def _condition_lines(status: Mapping[str, Any], now: datetime) -> list[str]:
     conds = (status.get("conditions") or []) or [{"type": "Ready", "status": "Unknown", "message": "not reported yet"}]
+    lines = []
     for cond in conds:
         since = _parse_time(cond.get("lastTransitionTime"))
         head = f"  {cond.get('type')}: {cond.get('status')}"
@@ -325,41 +343,35 @@ def describe(token: Mapping[str, Any], events: Sequence[Mapping[str, Any]], now:
         lines.append(head)
         if cond.get("message"):
             lines.append(f"    {cond['message']}")
-    lines += [
-        "Access token:",
-        f"  Expires:       {when(status.get('expiresAt'), now)}",
-        f"  Last refresh:  {when(status.get('lastRefreshTime'), now)}",
-        f"  Next refresh:  {when(status.get('nextRefreshTime'), now) if status.get('nextRefreshTime') else '-'}",
-        f"  Failures:      {status.get('refreshFailures') or 0}",
-    ]
-    sign_in = []
+    return lines
+
+
+def _sign_in_lines(flow: str, status: Mapping[str, Any], now: datetime) -> list[str]:
+    lines = []
     if flow == "AuthorizationCode" and status.get("redirectUri"):
-        sign_in.append(f"  Redirect URI:  {status['redirectUri']}  (register it at the provider)")
+        lines.append(f"  Redirect URI:  {status['redirectUri']}  (register it at the provider)")
     if status.get("authorizeUrl"):
-        sign_in.append(f"  Admin page:    {status['authorizeUrl']}")
+        lines.append(f"  Admin page:    {status['authorizeUrl']}")
     device = status.get("deviceCode") or {}
     if device:
-        sign_in.append(f"  Device code:   {device.get('userCode')} at {device.get('verificationUri')}")
-        sign_in.append(f"  Code expires:  {when(device.get('expiresAt'), now)}")
-    if sign_in:
-        lines += ["Sign-in:", *sign_in]
-    step = next_step(token)
-    if step:
-        lines.append(f"Next step:     {step}")
-    if events:
-        rows = [["TYPE", "REASON", "AGE", "MESSAGE"]]
-        for event in list(events)[-MAX_EVENTS:]:
-            moment = _event_time(event)
-            count = int(event.get("count") or 1)
-            age = human_duration(now - moment) if moment else "-"
-            if count > 1:
-                age += f" (x{count})"
-            message = " ".join(str(event.get("message") or "").split())
-            rows.append([str(event.get("type") or ""), str(event.get("reason") or ""), age, message])
-        lines += ["Events:", *("  " + line for line in table(rows).splitlines())]
-    else:
-        lines.append("Events:        <none>")
-    return "\n".join(lines)
+        lines.append(f"  Device code:   {device.get('userCode')} at {device.get('verificationUri')}")
+        lines.append(f"  Code expires:  {when(device.get('expiresAt'), now)}")
+    return lines
+
+
+def _event_lines(events: Sequence[Mapping[str, Any]], now: datetime) -> list[str]:
+    if not events:
+        return ["Events:        <none>"]
+    rows = [["TYPE", "REASON", "AGE", "MESSAGE"]]
+    for event in list(events)[-MAX_EVENTS:]:
+        moment = _event_time(event)
+        count = int(event.get("count") or 1)
+        age = human_duration(now - moment) if moment else "-"
+        if count > 1:
+            age += f" (x{count})"
+        message = " ".join(str(event.get("message") or "").split())
+        rows.append([str(event.get("type") or ""), str(event.get("reason") or ""), age, message])
+    return ["Events:", *("  " + line for line in table(rows).splitlines())]
 
 
 # -- commands ----------------------------------------------------------------------------------

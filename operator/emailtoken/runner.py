@@ -59,8 +59,11 @@ def configure_logging(config: OperatorConfig) -> None:
     kopf.configure(verbose=config.verbose, log_format=_FORMATS[config.log_format])
     if config.log_level in ("warning", "error"):  # kopf knows only debug, info and warning (quiet)
         logging.getLogger().setLevel(config.log_level.upper())
-    for noisy in ("urllib3", "msal", "google", "kubernetes"):
+    for noisy in ("msal", "google", "kubernetes"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # urllib3 warns of each retry ("Retrying (Retry(total=2 ...)) after connection broken by ...")
+    # before the call fails anyway; the failure itself is reported once, in our words.
+    logging.getLogger("urllib3").setLevel(logging.ERROR)
     if not config.verbose:
         # kopf says "Handler 'token_event' succeeded." for every watch event: one line per
         # token and refresh, thousands a minute at scale. Our own log says what happened.

@@ -25,16 +25,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         description="Admin page on --admin-host:--admin-port (reach it with kubectl port-forward); "
         "GET /callback and /healthz on --public-host:--public-port (the only part the provider's redirect needs).",
     )
-    p.add_argument("--public-port", type=int, default=8080, help="port of /callback and /healthz (default 8080)")
-    p.add_argument("--admin-port", type=int, default=8081, help="port of the admin page (default 8081)")
-    p.add_argument("--public-host", default="0.0.0.0", help="address of the public listener (default 0.0.0.0)")  # noqa: S104
-    p.add_argument("--admin-host", default="127.0.0.1", help="address of the admin listener (default 127.0.0.1)")
-    p.add_argument(
-        "--redirect-base-url",
-        metavar="URL",
-        help="public base URL the provider redirects to; the redirect URI is URL/callback "
-        "(default http://localhost:<public port>)",
-    )
+    _add_listener_args(p)
     p.add_argument(
         "-n",
         "--namespace",
@@ -43,15 +34,53 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         metavar="NS",
         help="serve EmailTokens of this namespace (repeatable); default: all namespaces",
     )
-    p.add_argument("--ca-bundle", metavar="PATH", help="CA bundle for the identity providers (private CAs)")
-    endpoints.add_argument(p)
+    _add_provider_args(p)
     p.add_argument(
         "--state-key-file",
         metavar="PATH",
         help="file with the key that seals the OAuth state (share it between replicas and restarts, so a "
         "sign-in started on one finishes on any); default: $EMAILTOKEN_STATE_KEY, else a random key per process",
     )
-    p.add_argument("--state-ttl", type=float, default=600, help="seconds a sign-in may take (default 600)")
+    p.add_argument(
+        "--state-ttl", type=float, default=600, metavar="SECONDS", help="seconds a sign-in may take (default 600)"
+    )
+    p.add_argument(
+        "--manage-tokens",
+        action="store_true",
+        help="let the admin page create (Create now), edit and delete EmailTokens and their credential Secrets "
+        "(server-side apply; needs the chart's callback.manageTokens RBAC); default: the form only offers manifests",
+    )
+    p.add_argument("-v", "--verbose", action="store_true", help="debug messages (same as --log-level debug)")
+    p.add_argument(
+        "--log-level",
+        choices=("debug", "info", "warning", "error"),
+        default="info",
+        help="least severe messages logged (default info; -v means debug)",
+    )
+    p.set_defaults(func=run)
+
+
+def _add_listener_args(p: argparse.ArgumentParser) -> None:
+    """Where the two listeners are, and how people and the provider reach them."""
+    p.add_argument(
+        "--public-port", type=int, default=8080, metavar="PORT", help="port of /callback and /healthz (default 8080)"
+    )
+    p.add_argument("--admin-port", type=int, default=8081, metavar="PORT", help="port of the admin page (default 8081)")
+    p.add_argument(
+        "--public-host",
+        default="0.0.0.0",  # noqa: S104  (the public listener: /callback and /healthz only)
+        metavar="ADDRESS",
+        help="address of the public listener (default 0.0.0.0)",
+    )
+    p.add_argument(
+        "--admin-host", default="127.0.0.1", metavar="ADDRESS", help="address of the admin listener (default 127.0.0.1)"
+    )
+    p.add_argument(
+        "--redirect-base-url",
+        metavar="URL",
+        help="public base URL the provider redirects to; the redirect URI is URL/callback "
+        "(https; plain http only for localhost, 127.0.0.1 and ::1; default http://localhost:<public port>)",
+    )
     p.add_argument(
         "--admin-url",
         metavar="URL",
@@ -64,6 +93,13 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         metavar="HOST",
         help="extra Host name the admin page answers to (default: loopback names only)",
     )
+
+
+def _add_provider_args(p: argparse.ArgumentParser) -> None:
+    """The identity providers and the Kubernetes API: trust, allowed hosts, timeouts."""
+    p.add_argument("--ca-bundle", metavar="PATH", help="CA bundle for the identity providers (private CAs)")
+    endpoints.add_argument(p)
+    clientauth.add_argument(p)
     p.add_argument(
         "--provider-timeout",
         type=float,
@@ -79,21 +115,6 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         help=f"seconds to wait for the Kubernetes API server to accept a connection and to answer "
         f"(default {default_api_timeout():g}; ${API_TIMEOUT_ENV} sets the default)",
     )
-    p.add_argument(
-        "--manage-tokens",
-        action="store_true",
-        help="let the admin page create (Create now), edit and delete EmailTokens and their credential Secrets "
-        "(server-side apply; needs the chart's callback.manageTokens RBAC); default: the form only offers manifests",
-    )
-    clientauth.add_argument(p)
-    p.add_argument("-v", "--verbose", action="store_true")
-    p.add_argument(
-        "--log-level",
-        choices=("debug", "info", "warning", "error"),
-        default="info",
-        help="least severe messages logged (default info; -v means debug)",
-    )
-    p.set_defaults(func=run)
 
 
 def config_from_args(args: argparse.Namespace) -> CallbackConfig:
