@@ -137,6 +137,17 @@ def ca_values() -> dict[str, Any]:
     }
 
 
+def local_values(public: int, callback: dict[str, Any] | None = None, **values: Any) -> dict[str, Any]:
+    """Values for both components against the local provider (its host allowed, its CA mounted);
+    the callback's public port, as `kubectl port-forward` would expose it, is the redirect base."""
+    return {
+        **values,
+        "providers": LOCAL_PROVIDER,
+        "operator": ca_values(),
+        "callback": {**ca_values(), "redirectBaseUrl": f"http://127.0.0.1:{public}", **(callback or {})},
+    }
+
+
 def create_ca_configmap(admin: ApiClient, provider: DevProviderThread, namespace: str) -> None:
     assert provider.ca_pem_path
     admin.create(
@@ -501,11 +512,7 @@ def test_chart_all_namespaces_operator_and_callback_do_their_jobs_as_their_servi
     tokens_ns = make_namespace("mail")
     release = release_ns
     public = free_port()  # the callback's public port 8080, as `kubectl port-forward` would expose it
-    values = {
-        "providers": LOCAL_PROVIDER,
-        "operator": ca_values(),
-        "callback": {**ca_values(), "redirectBaseUrl": f"http://127.0.0.1:{public}"},
-    }
+    values = local_values(public)
     objects = render_chart(chart, values, release, release_ns)
     track(cluster_scoped, objects)
     create_ca_configmap(admin, provider, release_ns)
@@ -540,17 +547,12 @@ def test_chart_watching_namespaces_grants_and_needs_only_those(
     release = release_ns
     public = free_port()
     admin.create_secret(release_ns, "callback-state-key", {"state-key": "k" * 64})
-    values = {
-        "watchNamespaces": watched,
-        "providers": LOCAL_PROVIDER,
-        "networkPolicy": {"enabled": True},
-        "operator": ca_values(),
-        "callback": {
-            **ca_values(),
-            "redirectBaseUrl": f"http://127.0.0.1:{public}",
-            "stateKeySecret": {"name": "callback-state-key", "key": "state-key"},
-        },
-    }
+    values = local_values(
+        public,
+        {"stateKeySecret": {"name": "callback-state-key", "key": "state-key"}},
+        watchNamespaces=watched,
+        networkPolicy={"enabled": True},
+    )
     objects = render_chart(chart, values, release, release_ns)
     track(cluster_scoped, objects)
     assert not [o for o in objects if not o["metadata"].get("namespace")], "namespace mode made cluster-scoped objects"
