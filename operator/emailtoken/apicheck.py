@@ -95,7 +95,7 @@ def explain(exc: KubeError, creds: Credentials, *, timeout: float, rbac_hint: st
             f"{server} does not serve EmailTokens (emailtoken.io/v1alpha1: 404 {message or 'not found'}); "
             "install the CRD: the Helm chart, or kubectl apply -f crds/"
         )
-    return f"{server} answered HTTP {exc.status}: {message or 'no message'}; retrying"
+    return f"{server} answered HTTP {exc.status}: {message or 'no message'}"
 
 
 @dataclass(frozen=True)
