@@ -14,30 +14,10 @@ import pytest
 from emailtoken_dev.devprovider import DevProviderThread
 from tests.support.kube import ApiClient, wait_for
 from tests.support.operator_process import OperatorProcess
+from tests.support.tokens import client_credentials
 
 pytestmark = pytest.mark.usefixtures("operator")
 CONSUMER_KEYS = {"access_token", "token_type", "expires_at", "username", "xoauth2", "scope"}
-
-
-def microsoft_token(
-    provider: DevProviderThread, name: str, *, client_id: str, mailbox: str, secret: str = "app-secret", **spec: Any
-) -> dict[str, Any]:
-    return {
-        "apiVersion": "emailtoken.io/v1alpha1",
-        "kind": "EmailToken",
-        "metadata": {"name": name},
-        "spec": {
-            "provider": "Microsoft",
-            "flow": "ClientCredentials",
-            "tenantId": "contoso",
-            "clientId": client_id,
-            "clientSecretRef": {"name": secret, "key": "client_secret"},
-            "emailAddress": mailbox,
-            "services": ["IMAP", "SMTP"],
-            "tokenUrl": provider.microsoft_token_url("contoso"),
-            **spec,
-        },
-    }
 
 
 def ready(api: ApiClient, ns: str, name: str) -> dict[str, Any] | None:
@@ -56,7 +36,7 @@ def test_client_credentials_publishes_consumer_secret(api: ApiClient, provider: 
     api.create(
         "emailtokens",
         namespace,
-        microsoft_token(provider, "shared-inbox", client_id=client_id, mailbox="shared@contoso.com"),
+        client_credentials(provider, "shared-inbox", client_id=client_id, mailbox="shared@contoso.com"),
     )
 
     wait_for(lambda: ready(api, namespace, "shared-inbox"), 30, what="Ready=True")
@@ -109,7 +89,7 @@ def test_token_is_refreshed_ahead_of_expiry(api: ApiClient, provider: DevProvide
         api.create(
             "emailtokens",
             namespace,
-            microsoft_token(provider, "short", client_id=client_id, mailbox="a@contoso.com", refreshBefore="8s"),
+            client_credentials(provider, "short", client_id=client_id, mailbox="a@contoso.com", refreshBefore="8s"),
         )
         first = wait_for(lambda: ready(api, namespace, "short") and api.secret_data(namespace, "short"), 30)
     finally:
@@ -168,7 +148,7 @@ def test_missing_client_secret_is_reported_and_recovers(api: ApiClient, provider
     client_id = f"app-{namespace}"
     provider.add_client(client_id, "late-secret")
     api.create(
-        "emailtokens", namespace, microsoft_token(provider, "late", client_id=client_id, mailbox="a@contoso.com")
+        "emailtokens", namespace, client_credentials(provider, "late", client_id=client_id, mailbox="a@contoso.com")
     )
     cond = wait_for(lambda: (c := api.condition(namespace, "late", "Ready")) and c["status"] == "False" and c, 30)
     assert cond["reason"] == "SecretNotFound"
@@ -192,7 +172,7 @@ def test_wrong_client_secret_is_invalid_client_and_recovers(
     provider.add_client(client_id, "the-right-secret")
     api.create_secret(namespace, "app-secret", {"client_secret": "a-wrong-secret"})
     api.create(
-        "emailtokens", namespace, microsoft_token(provider, "wrong", client_id=client_id, mailbox="a@contoso.com")
+        "emailtokens", namespace, client_credentials(provider, "wrong", client_id=client_id, mailbox="a@contoso.com")
     )
     cond = wait_for(lambda: (c := api.condition(namespace, "wrong", "Authorized")) and c["status"] == "False" and c, 30)
     assert cond["reason"] == "InvalidClient"
@@ -245,7 +225,7 @@ def test_deleted_token_is_no_longer_acted_on(
     provider.token_lifetime = 6
     try:
         api.create(
-            "emailtokens", namespace, microsoft_token(provider, "gone", client_id=client_id, mailbox="a@contoso.com")
+            "emailtokens", namespace, client_credentials(provider, "gone", client_id=client_id, mailbox="a@contoso.com")
         )
         wait_for(lambda: ready(api, namespace, "gone"), 30)
     finally:

@@ -9,6 +9,7 @@ import pytest
 
 from emailtoken_dev.devprovider import DevProviderThread
 from tests.support.kube import ApiClient, wait_for
+from tests.support.tokens import device_code as device_code_token
 
 pytestmark = pytest.mark.usefixtures("operator")
 
@@ -22,20 +23,7 @@ def quick_device_codes(provider: DevProviderThread):
 
 
 def device_token(provider: DevProviderThread, client_id: str) -> dict[str, Any]:
-    return {
-        "apiVersion": "emailtoken.io/v1alpha1",
-        "kind": "EmailToken",
-        "metadata": {"name": "kiosk"},
-        "spec": {
-            "provider": "Microsoft",
-            "flow": "DeviceCode",
-            "tenantId": "contoso",
-            "clientId": client_id,
-            "emailAddress": "bob@contoso.com",
-            "services": ["IMAP", "SMTP"],
-            "tokenUrl": provider.microsoft_token_url("contoso"),
-        },
-    }
+    return device_code_token(provider, "kiosk", client_id=client_id, mailbox="bob@contoso.com")
 
 
 def device_code(api: ApiClient, ns: str) -> dict[str, Any] | None:

@@ -22,6 +22,7 @@ from emailtoken_dev.devprovider import DevProviderThread
 from tests.support.kube import ApiClient, KmockThread, free_env, wait_for
 from tests.support.operator_process import OperatorProcess
 from tests.support.system import need_binary
+from tests.support.tokens import client_credentials, device_code
 
 pytestmark = pytest.mark.usefixtures("operator")
 SECRET = "plugin-client-secret"
@@ -46,21 +47,7 @@ def ok(result: subprocess.CompletedProcess[str]) -> str:
 
 
 def app_token(provider: DevProviderThread, name: str, client_id: str) -> dict[str, Any]:
-    return {
-        "apiVersion": "emailtoken.io/v1alpha1",
-        "kind": "EmailToken",
-        "metadata": {"name": name},
-        "spec": {
-            "provider": "Microsoft",
-            "flow": "ClientCredentials",
-            "tenantId": "contoso",
-            "clientId": client_id,
-            "clientSecretRef": {"name": "app-secret", "key": "client_secret"},
-            "emailAddress": "shared@contoso.com",
-            "services": ["IMAP", "SMTP"],
-            "tokenUrl": provider.microsoft_token_url("contoso"),
-        },
-    }
+    return client_credentials(provider, name, client_id=client_id, mailbox="shared@contoso.com")
 
 
 def ready(api: ApiClient, ns: str, name: str) -> bool:
@@ -237,24 +224,8 @@ def test_status_shows_the_device_code(
 ) -> None:
     client_id = f"device-{namespace}"
     provider.add_client(client_id, public=True)
-    api.create(
-        "emailtokens",
-        namespace,
-        {
-            "apiVersion": "emailtoken.io/v1alpha1",
-            "kind": "EmailToken",
-            "metadata": {"name": "kiosk"},
-            "spec": {
-                "provider": "Microsoft",
-                "flow": "DeviceCode",
-                "tenantId": "contoso",
-                "clientId": client_id,
-                "emailAddress": "bob@contoso.com",
-                "services": ["IMAP"],
-                "tokenUrl": provider.microsoft_token_url("contoso"),
-            },
-        },
-    )
+    kiosk = device_code(provider, "kiosk", client_id=client_id, mailbox="bob@contoso.com", services=["IMAP"])
+    api.create("emailtokens", namespace, kiosk)
     code = wait_for(lambda: (api.get("emailtokens", namespace, "kiosk").get("status") or {}).get("deviceCode"), 30)
     out = ok(run_plugin(kube, "status", "kiosk", "-n", namespace))
     assert f"  Device code:   {code['userCode']} at {code['verificationUri']}" in out

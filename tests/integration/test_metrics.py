@@ -24,6 +24,7 @@ from emailtoken_dev.devprovider import DevProviderThread
 from tests.integration.conftest import REDIRECT_BASE
 from tests.support.kube import ApiClient, KmockThread, wait_for
 from tests.support.operator_process import OperatorProcess
+from tests.support.tokens import client_credentials
 
 pytestmark = pytest.mark.usefixtures("operator")
 CLIENT_SECRETS: set[str] = set()  # every client secret this module hands to the operator
@@ -83,22 +84,7 @@ def value(samples: dict[str, dict[Labels, float]], metric: str, /, **labels: str
 
 
 def app_token(provider: DevProviderThread, name: str, client_id: str, **spec: Any) -> dict[str, Any]:
-    return {
-        "apiVersion": "emailtoken.io/v1alpha1",
-        "kind": "EmailToken",
-        "metadata": {"name": name},
-        "spec": {
-            "provider": "Microsoft",
-            "flow": "ClientCredentials",
-            "tenantId": "contoso",
-            "clientId": client_id,
-            "clientSecretRef": {"name": "app-secret", "key": "client_secret"},
-            "emailAddress": "shared@contoso.com",
-            "services": ["IMAP", "SMTP"],
-            "tokenUrl": provider.microsoft_token_url("contoso"),
-            **spec,
-        },
-    }
+    return client_credentials(provider, name, client_id=client_id, mailbox="shared@contoso.com", **spec)
 
 
 def add_app(api: ApiClient, provider: DevProviderThread, namespace: str, *, right: str, given: str) -> str:

@@ -57,3 +57,22 @@ def authorization_code(
 ) -> dict[str, Any]:
     """A Microsoft delegated token against the local provider; it waits for a sign-in."""
     return _microsoft(provider, name, client_id, mailbox, secret, tenant, **spec)
+
+
+def device_code(
+    provider: DevProviderThread, name: str, *, client_id: str, mailbox: str, tenant: str = "contoso", **spec: Any
+) -> dict[str, Any]:
+    """A Microsoft device-code token against the local provider (a public client: no secret)."""
+    return emailtoken(
+        name,
+        {
+            "provider": "Microsoft",
+            "flow": "DeviceCode",
+            "tenantId": tenant,
+            "clientId": client_id,
+            "emailAddress": mailbox,
+            "services": ["IMAP", "SMTP"],
+            "tokenUrl": provider.microsoft_token_url(tenant),
+            **spec,
+        },
+    )
