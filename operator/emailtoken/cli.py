@@ -11,7 +11,7 @@ import sys
 from collections.abc import Sequence
 from datetime import timedelta
 
-from emailtoken import __version__, clientauth, endpoints, redirecturl
+from emailtoken import __version__, clientauth, endpoints, mailhosts, redirecturl
 from emailtoken.apicheck import API_TIMEOUT_ENV, default_api_timeout
 from emailtoken.settings import OperatorConfig
 from emailtoken.timefmt import parse_duration
@@ -127,6 +127,7 @@ def _add_refresh_args(p: argparse.ArgumentParser) -> None:
     """Providers, the callback's URLs, and how often and how many refreshes."""
     p.add_argument("--ca-bundle", metavar="PATH", help="CA bundle for the identity providers (private CAs)")
     endpoints.add_argument(p)
+    mailhosts.add_argument(p)
     p.add_argument(
         "--redirect-base-url",
         type=_redirect_base_url,
@@ -186,6 +187,7 @@ def config_from_args(args: argparse.Namespace) -> OperatorConfig:
         admin_url=args.admin_url,
         ca_bundle=args.ca_bundle,
         allowed_provider_hosts=endpoints.from_args(args.allow_provider_hosts),
+        allowed_mail_hosts=mailhosts.from_args(args.allow_mail_hosts),
         provider_timeout=args.provider_timeout,
         api_timeout=args.api_timeout,
         federated_token_files=tuple(args.federated_token_files),

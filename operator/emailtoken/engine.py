@@ -25,13 +25,14 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from emailtoken import advisories, clientauth, conditions, failures, grants, loginprobe
+from emailtoken import advisories, clientauth, conditions, failures, grants, loginprobe, mailhosts
 from emailtoken.api import ANNOTATION_REAUTHORIZE, ANNOTATION_REFRESH_NOW, Key
 from emailtoken.conditions import Condition
 from emailtoken.credcache import CredentialSecrets
 from emailtoken.failures import PERMISSION_RETRY_BASE, PERMISSION_RETRY_CAP, Failure, Refusal
 from emailtoken.fence import Fence, Leadership, NotLeader
 from emailtoken.kube import KubeApi, KubeError
+from emailtoken.mailhosts import MailHost
 from emailtoken.model import EmailTokenSpec, LoginProbe, SpecError, TokenRef, parse_spec
 from emailtoken.observe import NullObserver, Observer
 from emailtoken.outcomes import ErrorKind, ProviderError, TokenSet
@@ -118,6 +119,8 @@ class EngineConfig:
     persist_grace: float = PERSIST_GRACE
     #: how long before a grant's known end the GrantExpiring condition turns True (emailtoken.advisories)
     grant_warning: timedelta = advisories.DEFAULT_WINDOW
+    #: mail servers spec.loginProbe may connect to (emailtoken.mailhosts); the installer adds to the defaults
+    mail_hosts: tuple[MailHost, ...] = mailhosts.from_args(())
 
 
 def _api_failure(exc: KubeError, doing: str, kept: str = "") -> Failure:
@@ -195,6 +198,7 @@ class Engine:
         self._seen_consumers: dict[Key, tuple[str, PublishedToken | None]] = {}
         self._fence = Fence(self.config.may_act)
         self._calls = ProviderCalls(self._fence, self.observer, self.config.provider_threads)
+        self._probes = loginprobe.Probes(self.config.mail_hosts)
         #: refreshes whose refresh token was presented and whose successor may not be stored yet
         self._spending: set[asyncio.Task[Any]] = set()
 
@@ -489,11 +493,10 @@ class Engine:
         return True
 
     async def _probe(self, probe: LoginProbe, held: Unpublished) -> Condition:
-        """Log in to the mail server with the token just published (spec.loginProbe), in a worker thread."""
+        """Log in to the mail server with the token just published (spec.loginProbe): an allowed host
+        only, in a thread of its own, waited for a bounded time (:class:`loginprobe.Probes`)."""
         result = held.result
-        return await asyncio.get_running_loop().run_in_executor(
-            None, loginprobe.run, probe, result.access_token, held.username, result.scope, result.expires_at
-        )
+        return await self._probes.login(probe, result.access_token, held.username, result.scope, result.expires_at)
 
     async def _acquire(
         self, token: TokenRef, spec: EmailTokenSpec, st: TokenState, report: Report, now: datetime, force: bool

@@ -1,27 +1,43 @@
 """``spec.loginProbe``: log in to the mail server with each new token and show the outcome in status.
 
 The same login as ``emailtoken check-mail`` (:func:`emailtoken.checkmail.check_login`: SASL
-XOAUTH2, INBOX opened read-only or STAT), run by the engine in a worker thread after a new token
-is published. :func:`condition_of` and :func:`advise` are pure: the outcome becomes the
-``MailLogin`` condition, whose reason on a refusal is the likely cause from
-:mod:`emailtoken.mailanswers` and whose message carries the fixing commands; one Event per change.
+XOAUTH2, INBOX opened read-only or STAT), run by the engine after a new token is published.
+:func:`condition_of` and :func:`advise` are pure: the outcome becomes the ``MailLogin``
+condition, whose reason on a refusal is the likely cause from :mod:`emailtoken.mailanswers` and
+whose message carries the fixing commands; one Event per change.
+
+The server is the token author's choice, so :func:`target` admits only the installer's mail
+hosts (:mod:`emailtoken.mailhosts`) before anything is resolved or connected. :class:`Probes`
+keeps the operator's time: a probe runs in a daemon thread of its own (never in asyncio's
+default pool, which the Kubernetes client's name lookups share, nor in the provider pool), at
+most :data:`MAX_RUNNING` at once operator-wide (one more is skipped, not queued), and a step
+waits for it at most :data:`DEADLINE` seconds, so a mail server that hangs or answers a byte
+at a time cannot hold a step, its scheduler slot or a stopping operator for long.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import asyncio
+import contextlib
+import threading
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
-from emailtoken import conditions
-from emailtoken.checkmail import LoginOutcome, check_login, parse_endpoint
+from emailtoken import conditions, mailhosts
+from emailtoken.checkmail import Endpoint, LoginOutcome, check_login, parse_endpoint
 from emailtoken.conditions import Condition
 from emailtoken.consumer import AccessToken
+from emailtoken.mailhosts import MailHost
 from emailtoken.model import LoginProbe
 
 MAIL_LOGIN = "MailLogin"
-#: Seconds per network step of a probe; below the stop grace, so a stopping operator waits for it.
-TIMEOUT = 15.0
+#: Seconds per network step of a probe (connect, TLS, each answer).
+TIMEOUT = 10.0
+#: The longest a step waits for its probe; below the default stop grace (25 s).
+DEADLINE = 20.0
+#: Probes in flight at once, operator-wide; a thread stays busy until its own timeouts end it.
+MAX_RUNNING = 4
 _LABEL = {"imap": "IMAP", "pop3": "POP3", "smtp": "SMTP"}
 _STAGE_REASONS = {
     "connect": "MailServerUnreachable",
@@ -30,16 +46,80 @@ _STAGE_REASONS = {
 }
 
 
-def run(probe: LoginProbe, access_token: str, username: str, scope: str, expires_at: datetime) -> Condition:
-    """Log in once (blocking: call it from a worker thread) and return the ``MailLogin`` condition."""
+def target(probe: LoginProbe, hosts: Iterable[MailHost]) -> Endpoint | Condition:
+    """Where the probe may log in, or the condition saying why not (pure: nothing resolved or connected)."""
     try:
         endpoint = parse_endpoint(probe.server, probe.protocol, probe.security)
     except ValueError as exc:
         return Condition(MAIL_LOGIN, False, "InvalidProbe", f"spec.loginProbe.server: {exc}")
+    if not mailhosts.allowed(endpoint.host, endpoint.port, hosts):
+        return Condition(MAIL_LOGIN, False, "MailHostNotAllowed", mailhosts.refusal(endpoint.host, endpoint.port))
+    return endpoint
+
+
+def describe(probe: LoginProbe, endpoint: Endpoint, username: str) -> str:
+    """The login a condition speaks of."""
+    return f"{_LABEL[probe.protocol]} XOAUTH2 login as {username} to {endpoint} ({probe.security})"
+
+
+def run(
+    probe: LoginProbe, endpoint: Endpoint, access_token: str, username: str, scope: str, expires_at: datetime
+) -> Condition:
+    """Log in once (blocking: :class:`Probes` calls it in a thread) and return the ``MailLogin`` condition."""
     token = AccessToken("probe", access_token, username, expires_at, scope=scope)
     outcome = check_login(endpoint, token, timeout=TIMEOUT)
-    what = f"{_LABEL[probe.protocol]} XOAUTH2 login as {username} to {endpoint} ({probe.security})"
-    return condition_of(outcome, what)
+    return condition_of(outcome, describe(probe, endpoint, username))
+
+
+class Probes:
+    """Runs probes against allowed hosts only, in threads of their own, bounded in number and wait."""
+
+    def __init__(self, hosts: Iterable[MailHost], *, limit: int = MAX_RUNNING, deadline: float = DEADLINE) -> None:
+        self.hosts = tuple(hosts)
+        self.limit = limit
+        self.deadline = deadline
+        #: threads still running (changed on the event loop only); a timed-out probe counts until it ends
+        self.running = 0
+
+    async def login(
+        self, probe: LoginProbe, access_token: str, username: str, scope: str, expires_at: datetime
+    ) -> Condition:
+        """The ``MailLogin`` condition of one probe; never raises for the server's or the host's sake."""
+        endpoint = target(probe, self.hosts)
+        if isinstance(endpoint, Condition):
+            return endpoint
+        what = describe(probe, endpoint, username)
+        if self.running >= self.limit:
+            why = f"{self.running} other login probes are still waiting for their mail servers"
+            return Condition(MAIL_LOGIN, None, "ProbeBusy", f"{what} was not tried: {why}; the next new token is")
+        found = self._start(lambda: run(probe, endpoint, access_token, username, scope, expires_at))
+        try:
+            return await asyncio.wait_for(asyncio.shield(found), self.deadline)
+        except TimeoutError:
+            why = f"no complete answer within {self.deadline:g}s (a firewall, or a slow or stalled server)"
+            return Condition(MAIL_LOGIN, False, "MailServerTimeout", f"{what} failed: {why}")
+
+    def _start(self, work: Callable[[], Condition]) -> asyncio.Future[Condition]:
+        """Run ``work`` in a daemon thread (a hung one never holds up the process's exit)."""
+        loop = asyncio.get_running_loop()
+        found: asyncio.Future[Condition] = loop.create_future()
+
+        def done(cond: Condition) -> None:
+            self.running -= 1
+            if not found.done():
+                found.set_result(cond)
+
+        def thread() -> None:
+            try:
+                cond = work()
+            except Exception as exc:  # a library's surprise is the server's trouble, not the step's
+                cond = Condition(MAIL_LOGIN, False, "ProbeFailed", f"the login probe failed ({type(exc).__name__})")
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile: nobody waits any more
+                loop.call_soon_threadsafe(done, cond)
+
+        self.running += 1
+        threading.Thread(target=thread, name="emailtoken-mailprobe", daemon=True).start()
+        return found
 
 
 def condition_of(outcome: LoginOutcome, what: str) -> Condition:
@@ -78,4 +158,5 @@ def advise(
     if latest.status:
         event = ("Normal", "MailLoginSucceeded", latest.message) if shown is not None else None
         return [latest], [event] if event else []
-    return [latest], [("Warning", "MailLoginFailed", f"{latest.reason}: {latest.message}")]
+    failed = "MailLoginFailed" if latest.status is False else "MailLoginNotTried"
+    return [latest], [("Warning", failed, f"{latest.reason}: {latest.message}")]

@@ -5,7 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import timedelta
 
+from emailtoken import mailhosts
 from emailtoken.endpoints import DEFAULT_ALLOWED_HOSTS
+from emailtoken.mailhosts import MailHost
 from emailtoken.timing import DEFAULT_KEEPALIVE, MIN_REFRESH_INTERVAL
 
 #: Beyond the provider timeout, how long a stopping operator waits for refreshes in flight to store
@@ -24,6 +26,8 @@ class OperatorConfig:
     ca_bundle: str | None = None
     #: provider hosts tokens may name (emailtoken.endpoints); the installer adds to the defaults
     allowed_provider_hosts: tuple[str, ...] = DEFAULT_ALLOWED_HOSTS
+    #: mail servers spec.loginProbe may connect to (emailtoken.mailhosts); the installer adds to the defaults
+    allowed_mail_hosts: tuple[MailHost, ...] = mailhosts.from_args(())
     provider_timeout: float = 20.0
     #: seconds to connect to the Kubernetes API server, and for each answer, at start (emailtoken.apicheck)
     api_timeout: float = 15.0

@@ -148,6 +148,7 @@ def engine_config(launch: Launch) -> EngineConfig:
         min_refresh_interval=config.min_refresh_interval,
         federated_token_files=config.federated_token_files,
         grant_warning=config.grant_warning,
+        mail_hosts=config.allowed_mail_hosts,
         routine_events=config.routine_events,
         provider_threads=config.concurrency,
         may_act=launch.may_act,

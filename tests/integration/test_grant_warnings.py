@@ -2,7 +2,9 @@
 
 Also the opt-in login probe (``spec.loginProbe``): the operator logs in to a real SMTP server
 (aiosmtpd, checking tokens at the local provider) with each new token and shows the outcome,
-with the likely cause and its fix, in the condition MailLogin.
+with the likely cause and its fix, in the condition MailLogin; it connects only where the
+installer allows (``--allow-mail-host 127.0.0.1:<aiosmtpd's port>`` here), so a probe naming
+any other port gets MailHostNotAllowed and no connection.
 
 A Google app in "Testing" gets refresh tokens that end after 7 days, and Google's token
 answers say so (``refresh_token_expires_in``); the local provider does the same for a client
@@ -13,11 +15,13 @@ learns the end from its own refresh. An EWS token is marked as retiring.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
@@ -46,15 +50,24 @@ def metrics_port() -> int:
 
 
 @pytest.fixture(scope="module")
+def smtp_port() -> int:
+    """The one mail server port the operator may probe (the login probe's aiosmtpd listens there)."""
+    return _free_port()
+
+
+@pytest.fixture(scope="module")
 def operator(
-    kube: KmockThread, provider: DevProviderThread, workdir: Path, metrics_port: int
+    kube: KmockThread, provider: DevProviderThread, workdir: Path, metrics_port: int, smtp_port: int
 ) -> Iterator[OperatorProcess]:
-    """The conftest operator plus ``--metrics-port`` (default --grant-warning: 3d)."""
+    """The conftest operator plus ``--metrics-port`` and one allowed mail server (default --grant-warning: 3d)."""
     op = OperatorProcess(
         kube.kubeconfig,
         workdir,
         ca_bundle=provider.ca_pem_path,
-        extra_args=["--redirect-base-url", REDIRECT_BASE, "--metrics-port", str(metrics_port)],
+        extra_args=[
+            *("--redirect-base-url", REDIRECT_BASE, "--metrics-port", str(metrics_port)),
+            *("--allow-mail-host", f"127.0.0.1:{smtp_port}"),
+        ],
         name="operator-warnings",
     ).start()
     op.wait_log("emailtoken operator started")
@@ -145,27 +158,32 @@ def test_an_ews_token_is_marked_retiring(
 SMTP_AUTH_DISABLED = "535 5.7.139 Authentication unsuccessful, SmtpClientAuthentication is disabled for the Mailbox."
 
 
+def _probe_spec(provider: DevProviderThread, namespace: str, mailbox: str, server: str) -> dict[str, Any]:
+    """An app-only SMTP token of the local provider's that probes ``server`` over plain SMTP."""
+    client_id = f"probe-{namespace}"
+    provider.add_client(client_id, "probe-secret", mailboxes=[mailbox])
+    return {
+        "provider": "Microsoft",
+        "flow": "ClientCredentials",
+        "tenantId": "contoso",
+        "clientId": client_id,
+        "clientSecretRef": {"name": "app-secret"},
+        "emailAddress": mailbox,
+        "services": ["SMTP"],
+        "tokenUrl": provider.microsoft_token_url("contoso"),
+        "loginProbe": {"protocol": "SMTP", "server": server, "tls": "None"},
+    }
+
+
 def test_a_login_probe_shows_the_cause_and_the_fix_on_the_token(
-    operator: OperatorProcess, api: ApiClient, provider: DevProviderThread, namespace: str
+    operator: OperatorProcess, api: ApiClient, provider: DevProviderThread, namespace: str, smtp_port: int
 ) -> None:
     """spec.loginProbe: each new token logs in to the mail server (aiosmtpd here); a refusal names its fix."""
     mailbox = f"probe-{namespace}@contoso.com"
-    client_id = f"probe-{namespace}"
-    provider.add_client(client_id, "probe-secret", mailboxes=[mailbox])
     api.create_secret(namespace, "app-secret", {"client_secret": "probe-secret"})
     validator = introspection_validator(provider.introspection_url or "", ca_file=provider.ca_pem_path)
-    with SmtpXoauth2Server(validator) as server:
-        spec = {
-            "provider": "Microsoft",
-            "flow": "ClientCredentials",
-            "tenantId": "contoso",
-            "clientId": client_id,
-            "clientSecretRef": {"name": "app-secret"},
-            "emailAddress": mailbox,
-            "services": ["SMTP"],
-            "tokenUrl": provider.microsoft_token_url("contoso"),
-            "loginProbe": {"protocol": "SMTP", "server": f"{server.host}:{server.port}", "tls": "None"},
-        }
+    with SmtpXoauth2Server(validator, port=smtp_port) as server:
+        spec = _probe_spec(provider, namespace, mailbox, f"{server.host}:{server.port}")
         api.create("emailtokens", namespace, token_manifest("probe", spec))
         ok = wait_for(lambda: api.condition(namespace, "probe", "MailLogin"), 30, what="MailLogin")
         assert (ok["status"], ok["reason"]) == ("True", "LoginSucceeded"), ok
@@ -186,3 +204,27 @@ def test_a_login_probe_shows_the_cause_and_the_fix_on_the_token(
     assert "SmtpAuthDisabled" in event["message"]
     token = api.secret_data(namespace, "probe")["access_token"]
     assert token not in failed["message"] and token not in event["message"]
+
+
+def test_a_login_probe_connects_only_to_an_allowed_mail_host(
+    operator: OperatorProcess, api: ApiClient, provider: DevProviderThread, namespace: str, smtp_port: int
+) -> None:
+    """A tenant's probe naming another port (here: a loopback listener) is refused before any connection."""
+    mailbox = f"scan-{namespace}@contoso.com"
+    api.create_secret(namespace, "app-secret", {"client_secret": "probe-secret"})
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        listener.setblocking(False)
+        port = listener.getsockname()[1]
+        assert port != smtp_port, "127.0.0.1 is allowed, on aiosmtpd's port only"
+        spec = _probe_spec(provider, namespace, mailbox, f"127.0.0.1:{port}")
+        api.create("emailtokens", namespace, token_manifest("scan", spec))
+        cond = wait_for(lambda: api.condition(namespace, "scan", "MailLogin"), 30, what="MailLogin")
+        (event,) = wait_for(lambda: warnings(api, namespace, "scan", "MailLoginFailed"), 10, what="the Warning Event")
+        with contextlib.suppress(BlockingIOError):
+            pytest.fail(f"the operator connected to the refused host: {listener.accept()}")
+    assert (cond["status"], cond["reason"]) == ("False", "MailHostNotAllowed"), cond
+    assert f"127.0.0.1:{port}" in cond["message"] and "--allow-mail-host" in cond["message"]
+    assert event["message"].startswith("MailHostNotAllowed: ")
+    assert api.condition(namespace, "scan", "Ready")["status"] == "True", "the token itself is published"
+    token = api.secret_data(namespace, "scan")["access_token"]
+    assert token not in cond["message"] and token not in event["message"]

@@ -118,7 +118,10 @@ SCENARIOS: dict[str, dict[str, Any]] = {
         },
     },
     "hotStandby": {"operator": {"replicaCount": 2}},
-    "privateProvider": {"providers": {"allowedHosts": ["idp.corp.example", "*.login.example"]}},
+    "privateProvider": {
+        "providers": {"allowedHosts": ["idp.corp.example", "*.login.example"]},
+        "mail": {"allowedHosts": ["imap.corp.example", "*.mail.corp.example", "dovecot.mail.svc:1143"]},
+    },
     "noLeaderElection": {"operator": {"leaderElection": {"enabled": False}}},
     "scheduling": {
         "imagePullSecrets": [{"name": "regcred"}],
@@ -259,6 +262,7 @@ def test_every_scenario_satisfies_the_schema(chart: helm_python.Chart) -> None:
         ({"image": {"tag": "latest"}}, "tag"),
         ({"callback": {"redirectBaseUrl": "https://mail-auth.example.com/callback"}}, "redirectBaseUrl"),
         ({"watchNamespaces": ["Mail_Apps"]}, "watchNamespaces"),
+        ({"mail": {"allowedHosts": ["imap.example.com:port"]}}, "allowedHosts"),
         ({"operator": {"logFormat": "xml"}}, "logFormat"),
         ({"operator": {"replicaCount": 0}}, "replicaCount"),
         ({"operator": {"leaderElection": {"enabled": "yes"}}}, "enabled"),
@@ -515,6 +519,8 @@ def test_operator_command_line(scenario: tuple[str, dict[str, Any], list[Obj]], 
     for component in ("operator", "callback") if v["callback"]["enabled"] else ("operator",):
         component_args = args_of(one(objects, "Deployment", component))
         assert option_values(component_args, "--allow-provider-host") == v["providers"]["allowedHosts"]
+    # Only the operator connects to mail servers (spec.loginProbe).
+    assert option_values(args, "--allow-mail-host") == v["mail"]["allowedHosts"]
     pod = one(objects, "Deployment", "operator")["spec"]["template"]["spec"]
     container = pod["containers"][0]
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
@@ -1133,6 +1139,9 @@ def test_operator_args_parse_with_the_real_command_line(chart: helm_python.Chart
     admin_url = values["callback"]["adminUrl"] if values["callback"]["enabled"] else ""
     assert config.admin_url == (admin_url or None)
     assert config.log_level == values["operator"]["logLevel"]
+    mailhosts = pytest.importorskip("emailtoken.mailhosts")
+    extra = [mailhosts.parse_entry(h) for h in values["mail"]["allowedHosts"]]
+    assert config.allowed_mail_hosts == mailhosts.from_args(extra)
     assert config.leader_election == values["operator"]["leaderElection"]["enabled"]
     if config.leader_election:
         assert (config.lease_namespace, config.lease_name) == (NAMESPACE, RELEASE)

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import socket
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
 from emailtoken.checkmail import LoginOutcome
 from emailtoken.conditions import Condition
-from emailtoken.loginprobe import MAIL_LOGIN, advise, condition_of
+from emailtoken.loginprobe import MAIL_LOGIN, Probes, advise, condition_of, target
+from emailtoken.mailhosts import from_args, parse_entry
 from emailtoken.model import LoginProbe, SpecError, parse_spec
 
 WHAT = "SMTP XOAUTH2 login as box@contoso.com to smtp.office365.com:587 (starttls)"
@@ -87,3 +94,66 @@ def test_parse_spec_reads_the_probe_with_its_defaults() -> None:
         parse_spec({**BASE, "loginProbe": {"protocol": "EWS", "server": "h"}}, "t")
     with pytest.raises(SpecError, match=r"loginProbe\.tls None"):
         parse_spec({**BASE, "loginProbe": {"protocol": "IMAP", "server": "imap.example.com", "tls": "None"}}, "t")
+
+
+# -- who may be reached, and for how long (emailtoken.mailhosts, Probes) --------------------------
+
+EXPIRES = datetime(2030, 1, 1, tzinfo=UTC)
+
+
+@pytest.fixture
+def listener() -> Iterator[socket.socket]:
+    """A loopback port that completes TCP handshakes (the kernel's backlog) and never says a word."""
+    with socket.create_server(("127.0.0.1", 0), backlog=8) as sock:
+        sock.setblocking(False)
+        yield sock
+
+
+def _connections(sock: socket.socket) -> int:
+    count = 0
+    with contextlib.suppress(BlockingIOError):
+        while True:
+            sock.accept()[0].close()
+            count += 1
+    return count
+
+
+@pytest.mark.parametrize("server", ["169.254.169.254:80", "kubernetes.default.svc:443", "127.0.0.1:8080", "[::1]"])
+def test_target_refuses_hosts_the_installer_did_not_allow(server: str) -> None:
+    cond = target(LoginProbe("imap", server, "ssl"), from_args(()))
+    assert isinstance(cond, Condition)
+    assert (cond.status, cond.reason) == (False, "MailHostNotAllowed")
+    assert "--allow-mail-host" in cond.message and "mail.allowedHosts" in cond.message
+
+
+async def test_a_refused_host_gets_no_connection(listener: socket.socket) -> None:
+    port = listener.getsockname()[1]
+    probe = LoginProbe("smtp", f"127.0.0.1:{port}", "plain")
+    cond = await Probes(from_args(())).login(probe, "tok", "box@contoso.com", "", EXPIRES)
+    assert (cond.status, cond.reason) == (False, "MailHostNotAllowed")
+    assert f"127.0.0.1:{port}" in cond.message
+    assert _connections(listener) == 0
+
+
+async def test_a_silent_server_holds_a_step_for_the_deadline_only_and_a_few_probes_at_most(
+    listener: socket.socket,
+) -> None:
+    port = listener.getsockname()[1]
+    probes = Probes([parse_entry(f"127.0.0.1:{port}")], limit=1, deadline=0.3)
+    probe = LoginProbe("smtp", f"127.0.0.1:{port}", "plain")
+    started = time.monotonic()
+    cond = await probes.login(probe, "tok", "box@contoso.com", "", EXPIRES)
+    assert (cond.status, cond.reason) == (False, "MailServerTimeout") and "0.3s" in cond.message
+    assert time.monotonic() - started < 3
+    assert probes.running == 1, "the thread waits for its own socket timeout"
+    busy = await probes.login(probe, "tok", "box@contoso.com", "", EXPIRES)
+    assert (busy.status, busy.reason) == (None, "ProbeBusy")
+    assert advise(True, busy, {})[1] == [("Warning", "MailLoginNotTried", f"ProbeBusy: {busy.message}")]
+    assert _connections(listener) == 1, "the second probe was not started"
+    listener.close()  # resets the connection: the thread ends
+    await asyncio.wait_for(_until(lambda: probes.running == 0), 5)
+
+
+async def _until(check: Callable[[], bool]) -> None:
+    while not check():
+        await asyncio.sleep(0.02)
