@@ -98,30 +98,43 @@ def load_config(
     kubeconfig: str | None = None,
     context: str | None = None,
     configuration: kubernetes.client.Configuration | None = None,
+    in_cluster_first: bool = True,
 ) -> Credentials:
-    """Credentials in controller-runtime's order: ``kubeconfig`` (a ``--kubeconfig`` flag), else
-    ``$KUBECONFIG``, else the Pod's ServiceAccount when running in one, else ``~/.kube/config``.
+    """In a Pod its ServiceAccount (the order of kopf's own login, which must agree), else the
+    kubeconfig: ``kubeconfig`` (a ``--kubeconfig`` flag), else ``$KUBECONFIG``, else
+    ``~/.kube/config``. ``in_cluster_first=False`` is kubectl's order (the plugin): an existing
+    kubeconfig wins over the Pod's ServiceAccount. A ``kubeconfig`` or ``context`` asked for
+    always means the kubeconfig.
 
     Fills ``configuration``, or the client's default. Raises :class:`ConfigError` when none works.
     """
     pod_problem = ""
-    if not (kubeconfig or os.environ.get("KUBECONFIG")) and os.environ.get("KUBERNETES_SERVICE_HOST"):
+    path = kubeconfig or os.environ.get("KUBECONFIG") or None  # now: the client reads it only once
+    wanted = bool(kubeconfig or context) or (not in_cluster_first and bool(_existing(path)))
+    if os.environ.get("KUBERNETES_SERVICE_HOST") and not wanted:
         try:
             kubernetes.config.load_incluster_config(client_configuration=configuration)
             return Credentials(_server(configuration), "the Pod's ServiceAccount", in_cluster=True)
         except kubernetes.config.ConfigException as exc:
             pod_problem = f"the Pod's ServiceAccount credentials cannot be read ({exc}); "
-    return _load_kubeconfig(kubeconfig, context, configuration, pod_problem)
+    return _load_kubeconfig(kubeconfig, path, context, configuration, pod_problem)
+
+
+def _existing(path: str | None) -> list[str]:
+    """The files of a kubeconfig path list (``$KUBECONFIG`` may name several) that exist."""
+    files = [os.path.expanduser(p) for p in (path or "~/.kube/config").split(os.pathsep) if p]
+    return [f for f in files if os.path.isfile(f)]
 
 
 def _load_kubeconfig(
-    flag: str | None, context: str | None, configuration: kubernetes.client.Configuration | None, pod_problem: str
+    flag: str | None,
+    path: str | None,
+    context: str | None,
+    configuration: kubernetes.client.Configuration | None,
+    pod_problem: str,
 ) -> Credentials:
-    env = os.environ.get("KUBECONFIG") or None  # read now: the client reads it only when first imported
-    path = flag or env
-    named = f"--kubeconfig {flag}" if flag else f"KUBECONFIG={env}" if env else "~/.kube/config"
-    files = [os.path.expanduser(p) for p in (path or "~/.kube/config").split(os.pathsep) if p]
-    if not any(os.path.isfile(f) for f in files):
+    named = f"--kubeconfig {flag}" if flag else f"KUBECONFIG={path}" if path else "~/.kube/config"
+    if not _existing(path):
         where = "" if pod_problem or os.environ.get("KUBERNETES_SERVICE_HOST") else " and this is not a Pod"
         raise ConfigError(
             f"no Kubernetes credentials: {pod_problem}{named} is not a file{where}; "
@@ -283,6 +296,17 @@ class KubernetesApi:
             await self._run(self.custom.list_cluster_custom_object, GROUP, VERSION, PLURAL, limit=1)
         else:
             await self._run(self.custom.list_namespaced_custom_object, GROUP, VERSION, namespace, PLURAL, limit=1)
+
+    async def create_service_account_token(
+        self, namespace: str, name: str, audience: str, seconds: int
+    ) -> dict[str, Any]:
+        """A TokenRequest for ServiceAccount ``namespace/name`` (``status.token``, never logged)."""
+        body = {
+            "apiVersion": "authentication.k8s.io/v1",
+            "kind": "TokenRequest",
+            "spec": {"audiences": [audience], "expirationSeconds": seconds},
+        }
+        return await self._run(self.core.create_namespaced_service_account_token, name, namespace, body)
 
     async def get_lease(self, namespace: str, name: str) -> dict[str, Any] | None:
         """The Lease, or None."""

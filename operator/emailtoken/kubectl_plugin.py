@@ -107,7 +107,9 @@ class Cluster:
 
         configuration = kubernetes.client.Configuration()
         try:
-            self.creds = load_config(kubeconfig=kubeconfig, context=context, configuration=configuration)
+            self.creds = load_config(
+                kubeconfig=kubeconfig, context=context, configuration=configuration, in_cluster_first=False
+            )
         except ConfigError as exc:
             raise PluginError(str(exc)) from None
         configuration.retries = 0  # one attempt, bounded by the timeout: no urllib3 retry warnings

@@ -151,6 +151,33 @@ def test_the_kubeconfig_names_server_context_user_and_namespace(
     )
 
 
+def test_in_a_pod_the_service_account_comes_first_and_its_absence_is_named(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The operator's order is kopf's (the Pod's ServiceAccount first), the plugin's kubectl's (a
+    kubeconfig that exists first). This machine is no Pod: its ServiceAccount files are missing."""
+    import kubernetes
+
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.96.0.1")
+    monkeypatch.setenv("KUBERNETES_SERVICE_PORT", "443")
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "missing"))
+    with pytest.raises(ConfigError) as neither:
+        load_config()
+    assert str(neither.value).startswith(
+        "no Kubernetes credentials: the Pod's ServiceAccount credentials cannot be read ("
+    )
+    assert f"KUBECONFIG={tmp_path / 'missing'} is not a file; point KUBECONFIG" in str(neither.value)
+    path = tmp_path / "config"
+    path.write_text(
+        "apiVersion: v1\nkind: Config\ncurrent-context: c\n"
+        "clusters: [{name: c, cluster: {server: 'https://10.0.0.1:6443'}}]\n"
+        "users: [{name: me, user: {token: t}}]\ncontexts: [{name: c, context: {cluster: c, user: me}}]\n"
+    )
+    monkeypatch.setenv("KUBECONFIG", str(path))
+    creds = load_config(configuration=kubernetes.client.Configuration(), in_cluster_first=False)
+    assert creds.server == "https://10.0.0.1:6443" and not creds.in_cluster
+
+
 # -- command lines ----------------------------------------------------------------------------
 
 
