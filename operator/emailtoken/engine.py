@@ -16,7 +16,6 @@ attempt retries the write, not the provider call.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import random
@@ -40,6 +39,7 @@ from emailtoken.providercalls import ProviderCalls
 from emailtoken.providers.base import ClientCredentials, DeviceCodeProvider, Provider
 from emailtoken.report import Findings, Links, Report, changed, is_true, refresh_event, render_status
 from emailtoken.secretdata import LABEL_TOKEN, Grant, PublishedToken, consumer_secret, read_published
+from emailtoken.spending import Spending
 from emailtoken.store import (
     GrantReplaced,
     GrantStore,
@@ -128,17 +128,6 @@ def _api_failure(exc: KubeError, doing: str, kept: str = "") -> Failure:
     return failures.of_api(exc.status, getattr(exc, "message", None) or str(exc), doing, kept)
 
 
-def _settle(tasks: set[asyncio.Task[Any]]) -> Callable[[asyncio.Task[Any]], None]:
-    """Done-callback for a refresh unit: forget it, and collect its outcome when no step awaits it any more."""
-
-    def done(task: asyncio.Task[Any]) -> None:
-        tasks.discard(task)
-        if not task.cancelled():
-            task.exception()  # retrieved: its step reports it, or it was cancelled and nobody will
-
-    return done
-
-
 @dataclass
 class _Attempt:
     """What an attempt was doing when an API call failed (for the message), and what it presented."""
@@ -200,7 +189,7 @@ class Engine:
         self._calls = ProviderCalls(self._fence, self.observer, self.config.provider_threads)
         self._probes = loginprobe.Probes(self.config.mail_hosts)
         #: refreshes whose refresh token was presented and whose successor may not be stored yet
-        self._spending: set[asyncio.Task[Any]] = set()
+        self._spending = Spending(self.config.persist_grace)
 
     # -- bookkeeping used by the handlers -------------------------------------------------
 
@@ -273,8 +262,7 @@ class Engine:
     async def drain(self, timeout: float) -> None:
         """Wait (up to ``timeout`` seconds) for refreshes that presented a refresh token to store
         its successor: a process about to exit calls this after stopping its steps."""
-        if self._spending:
-            await asyncio.wait(set(self._spending), timeout=timeout)
+        await self._spending.drain(timeout)
 
     async def _step(self, body: Mapping[str, Any]) -> StepResult:
         """Read the spec, load what is published, apply the control annotations, refresh when due, report."""
@@ -633,23 +621,9 @@ class Engine:
         grant: Grant,
         now: datetime,
     ) -> None:
-        """Present the grant's refresh token and keep what comes back, as one unit.
-
-        The token is spent the moment the provider sees it, so a step cancelled meanwhile
-        (shutdown, lost leadership) still waits up to ``persist_grace`` for the successor to
-        be stored: a stale writer is kept out by the compare-and-swap on the grant Secret,
-        not by cutting the write short. :meth:`drain` waits for units whose step is gone.
-        """
-        work = asyncio.ensure_future(self._redeem(token, spec, st, provider, creds, grant, now))
-        self._spending.add(work)
-        work.add_done_callback(_settle(self._spending))
-        try:
-            await asyncio.shield(work)
-        except asyncio.CancelledError:
-            if not work.done():
-                log.warning("%s: cancelled during a refresh; storing the rotated refresh token first", token)
-                await asyncio.wait({work}, timeout=self.config.persist_grace)
-            raise
+        """Present the grant's refresh token and keep what comes back, as one unit that a
+        cancelled step still lets finish (:class:`~emailtoken.spending.Spending`)."""
+        await self._spending.run(token, self._redeem(token, spec, st, provider, creds, grant, now))
 
     async def _redeem(
         self,
