@@ -146,7 +146,10 @@ def test_each_failure_is_one_line_with_what_to_do(command: str, places: Places, 
         procs[case] = (proc, out)
     try:
         for case, (_, out) in procs.items():
-            wait_for(lambda out=out: problem_lines(out.read_text()), 30, what=f"{command} {case}: a problem line")
+            try:
+                wait_for(lambda out=out: problem_lines(out.read_text()), 30, what="a problem line")
+            except AssertionError:
+                raise AssertionError(f"{command} {case} said nothing like a problem:\n{out.read_text()}") from None
         time.sleep(1.5)  # the processes that keep checking (every 5 s) must not repeat their line
         for case, (proc, out) in procs.items():
             if EXITS[command][case] is None:
