@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
@@ -97,9 +99,41 @@ def test_the_secret_never_reaches_the_page_manifest_or_command() -> None:
     ctx = FormContext(csrf_token="t", namespaces=("mail",), provider_hosts=DEFAULT_ALLOWED_HOSTS, manage=True)
     page = formpages.token_form_page(checked, checked.form, ctx, secret_given=True)
     command = tokenform.credential_command(checked.form)
-    assert "read -rs CLIENT_SECRET && kubectl create secret generic box-oauth-client -n mail" in command
+    assert command.startswith("read -rs CLIENT_SECRET && ")
+    assert "| kubectl create secret generic box-oauth-client -n mail --from-file=client_secret=/dev/stdin" in command
     assert SECRET not in page and 'name="clientSecret" type="password" value=""' in page
     assert "The secret you typed was not kept" in page and 'value="create"' in page
+
+
+def test_the_command_keeps_the_secret_out_of_argv(tmp_path: Path) -> None:
+    """Run as shown, with a kubectl that records its argv and standard input: the value arrives
+    on stdin exactly as typed (no newline added), and no process sees it in its arguments."""
+    (tmp_path / "kubectl").write_text('#!/bin/sh\necho "$@" > "$0.argv"\ncat /dev/stdin > "$0.stdin"\n')
+    (tmp_path / "kubectl").chmod(0o755)
+    command = tokenform.credential_command(_form("Microsoft", "AuthorizationCode"))
+    env = {"PATH": f"{tmp_path}:/usr/bin:/bin"}
+    subprocess.run(["bash", "-c", command], input=SECRET + "\n", text=True, check=True, env=env, timeout=10)
+    assert (tmp_path / "kubectl.stdin").read_text() == SECRET
+    assert SECRET not in (tmp_path / "kubectl.argv").read_text()
+    assert "--from-file=client_secret=/dev/stdin" in (tmp_path / "kubectl.argv").read_text()
+
+
+def test_graph_services_are_offered() -> None:
+    """The checkboxes come from the scopes table: the Microsoft Graph services appear with their scopes."""
+    rows = {service: (delegated, app) for service, delegated, app in tokenform.service_scopes("Microsoft")}
+    assert rows["GraphMailSend"] == ("https://graph.microsoft.com/Mail.Send", "https://graph.microsoft.com/.default")
+    assert {"GraphMailRead", "GraphMailReadWrite"} <= set(rows)
+    form = replace(_form("Microsoft", "AuthorizationCode"), services=("GraphMailRead",))
+    ctx = FormContext(csrf_token="t", namespaces=("mail",), provider_hosts=DEFAULT_ALLOWED_HOSTS, manage=False)
+    assert 'value="GraphMailSend"' in formpages.token_form_page(None, form, ctx)
+    assert _check(form).ok
+
+
+@pytest.mark.parametrize("credential", ["box-oauth-client", None])
+def test_the_delete_confirmation_names_only_the_secrets_that_go(credential: str | None) -> None:
+    page = formpages.delete_page("mail", "box", consumer_secret="box", credential_secret=credential, csrf_token="t")
+    assert "Secret <code>box</code>, which mail tasks mount" in page
+    assert ("oauth-client" in page) is (credential is not None)
 
 
 def test_user_input_is_escaped() -> None:
@@ -119,6 +153,8 @@ def test_user_input_is_escaped() -> None:
         ({"labels": {"kustomize.toolkit.fluxcd.io/name": "apps"}}, "Flux"),
         ({"labels": {"helm.toolkit.fluxcd.io/name": "mail"}}, "Flux"),
         ({"managedFields": [{"manager": "kustomize-controller"}]}, "Flux"),
+        ({"labels": {"app.kubernetes.io/instance": "mail"}}, "Argo CD or Helm"),
+        ({"managedFields": [{"manager": "helm"}]}, "Helm"),
         ({"managedFields": [{"manager": "kubectl-client-side-apply"}]}, None),
     ],
 )

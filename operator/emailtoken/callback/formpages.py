@@ -289,13 +289,24 @@ def token_form_page(
     return layout(title, "".join(top), script=True)
 
 
-def delete_page(namespace: str, name: str, *, consumer_secret: str, credential_secret: str, csrf_token: str) -> str:
-    """The confirmation before a delete: what goes with the token, and which mail tasks notice."""
+def delete_page(
+    namespace: str, name: str, *, consumer_secret: str, credential_secret: str | None, csrf_token: str
+) -> str:
+    """The confirmation before a delete: what goes with the token, and which mail tasks notice.
+
+    ``credential_secret``: the client-secret or key Secret the token owns, None when it owns none
+    (a DeviceCode token, or one whose Secret is gone): only what really goes is named.
+    """
     key = f"{namespace}/{name}"
+    credential = (
+        f" and the credential Secret <code>{escape(credential_secret)}</code> go too"
+        if credential_secret
+        else " goes too"
+    )
     body = (
         f'<p class="error">Deleting EmailToken <code>{escape(key)}</code> also deletes Secret '
         f"<code>{escape(consumer_secret)}</code>, which mail tasks mount: they lose their access token. "
-        f"Its sign-in (grant) and the credential Secret <code>{escape(credential_secret)}</code> go too.</p>"
+        f"Its sign-in (grant){credential}.</p>"
         f'<form method="post" action="{escape(path_of("tokens", namespace, name, "delete"))}">'
         f'<input type="hidden" name="csrf" value="{escape(csrf_token)}">'
         f'<div class="buttons"><button type="submit">Delete {escape(key)} and Secret {escape(consumer_secret)}'

@@ -5,6 +5,9 @@ write to the cluster and answer 403 ``TokenWritesDisabled`` unless the service r
 ``--manage-tokens``: the endpoint refuses, hiding the button is only a courtesy. Every
 POST passes the same CSRF check as "Get Email Token". Secret values are read from the
 request, handed to :class:`~.tokenwrite.TokenWriter`, and never rendered or logged.
+A refused write is a Warning Event on the token once the request passed both checks;
+requests that fail CSRF or reach a disabled page are only logged: anyone can send those,
+so they must not fill the namespace's Events (and a disabled page has no right to post).
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from emailtoken.callback.formpages import FormContext
 from emailtoken.callback.responses import html, log, refusal, services
 from emailtoken.callback.signin import SignInRefused, api_refused
 from emailtoken.callback.tokenform import Checked, Credential, TokenForm
-from emailtoken.callback.tokenwrite import TokenWriter, editable, gitops_owner, refuse_foreign
+from emailtoken.callback.tokenwrite import FieldRefused, TokenWriter, editable, gitops_owner
 from emailtoken.kube import KubeError
 
 routes = web.RouteTableDef()
@@ -136,7 +139,7 @@ async def submit_new(request: web.Request) -> web.Response:
         checked = _check(request, token_form)
         if action == "create":
             problem = tokenform.credential_problem(token_form, credential, required=True)
-            checked = tokenform.with_errors(checked, {_secret_field(token_form): problem})
+            checked = tokenform.with_errors(checked, {token_form.credential_field: problem})
         if not checked.ok or action not in ("create", "download"):
             status = 200 if checked.ok else 422
             page = formpages.token_form_page(
@@ -150,8 +153,16 @@ async def submit_new(request: web.Request) -> web.Response:
         return refusal(request, exc, what="new EmailToken", title=NOT_SAVED)
 
 
-def _secret_field(form: TokenForm) -> str:
-    return "serviceAccountKey" if form.flow == "ServiceAccount" else "clientSecret"
+def _refused_form(
+    request: web.Request, checked: Checked, ctx: FormContext, exc: SignInRefused, *, secret_given: bool
+) -> web.Response:
+    """The form again after a refused write: the reason beside its field when it is about one."""
+    if isinstance(exc, FieldRefused):
+        checked = tokenform.with_errors(checked, {exc.field: exc.message})
+        page = formpages.token_form_page(checked, checked.form, ctx, secret_given=secret_given)
+    else:
+        page = formpages.token_form_page(checked, checked.form, ctx, notice=exc.message)
+    return _page(request, page, exc.status)
 
 
 async def _create(request: web.Request, checked: Checked, credential: Credential) -> web.Response:
@@ -161,8 +172,7 @@ async def _create(request: web.Request, checked: Checked, credential: Credential
         await writer.create(form, credential)
     except SignInRefused as exc:
         log.warning("create of EmailToken %s/%s refused: %s", form.namespace, form.name, exc.reason)
-        page = formpages.token_form_page(checked, form, _context(request), notice=exc.message)
-        return _page(request, page, exc.status)
+        return _refused_form(request, checked, _context(request), exc, secret_given=bool(credential.value))
     log.info("EmailToken %s/%s created on the admin page", form.namespace, form.name)
     target = formpages.path_of("authorize", form.namespace, form.name)
     return web.Response(status=303, headers={"Location": target + "?created=1"})
@@ -211,25 +221,30 @@ async def submit_edit(request: web.Request) -> web.Response:
         _writes_enabled(request)
         form = await _posted(request)
         namespace, name, obj = await _existing(request)
+        writer = TokenWriter(services(request).api)
         action = form.get("action")
         if action == "save":
-            refuse_foreign(obj, f"EmailToken {namespace}/{name}")
-        current = tokenform.form_of_object(obj)
-        posted = tokenform.form_of({**form, "namespace": namespace, "name": name}, form.getall("services", []))
-        token_form = replace(posted, provider=current.provider)
-        credential = _credential(form, token_form)
-        checked = _check(request, token_form)
-        problem = tokenform.credential_problem(token_form, credential, required=False)
-        checked = tokenform.with_errors(checked, {_secret_field(token_form): problem})
-        ctx = _context(request, editing=(namespace, name), manage=editable(obj))
-        if not checked.ok or action not in ("save", "download"):
-            page = formpages.token_form_page(checked, token_form, ctx, secret_given=bool(credential.value))
-            return _page(request, page, 200 if checked.ok else 422)
-        if action == "download":
-            return _download(checked)
-        await TokenWriter(services(request).api).update(token_form, credential, obj)
+            await writer.guard(obj, "edit")
     except SignInRefused as exc:
         return refusal(request, exc, what="edit of an EmailToken", title=NOT_SAVED)
+    current = tokenform.form_of_object(obj)
+    posted = tokenform.form_of({**form, "namespace": namespace, "name": name}, form.getall("services", []))
+    token_form = replace(posted, provider=current.provider)
+    credential = _credential(form, token_form)
+    checked = _check(request, token_form)
+    problem = tokenform.credential_problem(token_form, credential, required=False)
+    checked = tokenform.with_errors(checked, {token_form.credential_field: problem})
+    ctx = _context(request, editing=(namespace, name), manage=editable(obj))
+    if not checked.ok or action not in ("save", "download"):
+        page = formpages.token_form_page(checked, token_form, ctx, secret_given=bool(credential.value))
+        return _page(request, page, 200 if checked.ok else 422)
+    if action == "download":
+        return _download(checked)
+    try:
+        await writer.update(token_form, credential, obj)
+    except SignInRefused as exc:
+        log.warning("edit of EmailToken %s/%s refused: %s", namespace, name, exc.reason)
+        return _refused_form(request, checked, ctx, exc, secret_given=bool(credential.value))
     log.info("EmailToken %s/%s edited on the admin page", namespace, name)
     return web.Response(
         status=303, headers={"Location": formpages.path_of("authorize", namespace, name) + "?updated=1"}
@@ -247,15 +262,30 @@ async def delete_confirm(request: web.Request) -> web.Response:
     except SignInRefused as exc:
         return refusal(request, exc, what="delete confirmation", title=NOT_SAVED)
     form = tokenform.form_of_object(obj)
+    try:
+        credential_secret = await _owned_credential_secret(request, form, obj)
+    except SignInRefused as exc:
+        return refusal(request, exc, what="delete confirmation", title=NOT_SAVED)
     token, _ = _csrf_token(request)
     page = formpages.delete_page(
         namespace,
         name,
         consumer_secret=form.secret_name or name,
-        credential_secret=form.credential_secret,
+        credential_secret=credential_secret,
         csrf_token=token,
     )
     return _page(request, page)
+
+
+async def _owned_credential_secret(request: web.Request, form: TokenForm, obj: Mapping[str, Any]) -> str | None:
+    """The credential Secret's name when it exists and the token owns it (so it goes with it), else None."""
+    try:
+        secret = await services(request).api.get_secret(form.namespace, form.credential_secret)
+    except KubeError as exc:
+        raise api_refused(exc, f"reading Secret {form.namespace}/{form.credential_secret}") from None
+    uid = (obj.get("metadata") or {}).get("uid")
+    owners = ((secret or {}).get("metadata") or {}).get("ownerReferences") or ()
+    return form.credential_secret if any(o.get("uid") == uid for o in owners) else None
 
 
 @routes.post("/tokens/{namespace}/{name}/delete")

@@ -134,6 +134,11 @@ class TokenForm:
         return DEFAULT_SA_KEY if self.flow == "ServiceAccount" else DEFAULT_CLIENT_SECRET_KEY
 
     @property
+    def credential_field(self) -> str:
+        """The form field the secret value comes from (where its errors are shown)."""
+        return "serviceAccountKey" if self.flow == "ServiceAccount" else "clientSecret"
+
+    @property
     def needs_credential(self) -> bool:
         """True when the flow authenticates the app with a client secret or a key file."""
         return self.flow in ("AuthorizationCode", "ClientCredentials", "ServiceAccount")
@@ -378,8 +383,14 @@ def with_errors(checked: Checked, extra: Mapping[str, str | None]) -> Checked:
 
 
 def credential_command(form: TokenForm) -> str:
-    """The kubectl command that makes the credential Secret; the value comes from the shell, never the page."""
+    """The kubectl command that makes the credential Secret; the value comes from the shell, never the page.
+
+    The client secret is read from the terminal and piped in by ``printf`` (a shell builtin),
+    so it appears in no process's argv (``ps``), no shell history and no file.
+    """
     target = f"kubectl create secret generic {form.credential_secret} -n {form.namespace}"
     if form.flow == "ServiceAccount":
         return f"{target} --from-file={form.credential_key}=./service-account-key.json"
-    return f'read -rs CLIENT_SECRET && {target} --from-literal={form.credential_key}="$CLIENT_SECRET"'
+    return (
+        f'read -rs CLIENT_SECRET && printf %s "$CLIENT_SECRET" | {target} --from-file={form.credential_key}=/dev/stdin'
+    )
