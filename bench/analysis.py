@@ -71,6 +71,11 @@ def api_counts(log: Iterable[LogRow], start: float, end: float) -> dict[str, Any
     for row in log:
         if in_window(row[0], start, end):
             by[f"{row[1]} {row[2]}"] += 1
+    return request_counts(by)
+
+
+def request_counts(by: Mapping[str, int]) -> dict[str, Any]:
+    """Reads, writes, Lease writes and the rest from counts by ``"verb resource"``."""
     reads = sum(n for k, n in by.items() if k.split()[0] in READ_VERBS)
     writes = sum(n for k, n in by.items() if k.split()[0] in WRITE_VERBS)
     lease_writes = sum(n for k, n in by.items() if k.split()[0] in WRITE_VERBS and k.split()[1] == "leases")
@@ -161,6 +166,29 @@ def median(values: Sequence[float | None]) -> float | None:
         return None
     mid = len(present) // 2
     return present[mid] if len(present) % 2 else (present[mid - 1] + present[mid]) / 2
+
+
+def modelled_period(lifetime: float, refresh_before: float | None = None) -> float:
+    """Mean seconds between a token's refreshes under the operator's policy (``emailtoken.timing``).
+
+    A token obtained at t is refreshed at t + lifetime - margin - jitter, the jitter uniform
+    in [0, JITTER_FRACTION x margin] (mean half of that), never sooner than the minimum interval.
+    This is the figure the steady window measures as ``refresh_period_s`` (plus lateness).
+    """
+    from datetime import timedelta
+
+    from emailtoken import timing
+
+    before = None if refresh_before is None else timedelta(seconds=refresh_before)
+    margin = timing.refresh_margin(timedelta(seconds=lifetime), before).total_seconds()
+    period = lifetime - margin * (1 + timing.JITTER_FRACTION / 2)
+    return max(period, timing.MIN_REFRESH_INTERVAL.total_seconds())
+
+
+def modelled_calls(lifetime: float, refresh_before: float | None = None) -> dict[str, float]:
+    """Provider calls per token per lifetime and per hour under the operator's policy."""
+    period = modelled_period(lifetime, refresh_before)
+    return {"per_lifetime": round(lifetime / period, 3), "per_hour": round(3600 / period, 3)}
 
 
 def steady_rates(calls: Sequence[Mapping[str, Any]], start: float, end: float, lifetime: float) -> dict[str, Any]:

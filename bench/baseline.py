@@ -3,11 +3,18 @@
 A loop (think CronJob) that every ``--period`` seconds lists the EmailTokens, and for
 every app-only Microsoft token reads its client secret, gets a token with msal
 (``acquire_token_for_client``) and writes the consumer Secret through the Kubernetes
-API (merge-patch, create when missing), with the same keys the operator writes. It
-keeps one msal application per token and one discovery cache for all of them, runs
+API (merge-patch, create when missing), with the same keys the operator writes. It runs
 ``--concurrency`` tokens at once, and starts the next pass on a fixed-rate schedule (at
 once when a pass overran the period). It never looks at expiry: that is the point of
 the comparison. It writes no status and no Events.
+
+Every pass starts from nothing, as a CronJob's new pod would: a new msal application
+per token (no token cache) and one discovery cache for the pass, so every pass asks the
+provider for every token whatever the lifetime. (``--keep-apps`` keeps the applications,
+and so msal's token cache, from pass to pass: msal then answers from its cache while a
+token has more than 5 minutes left, so with hour-long tokens and a half-hour period every
+other pass would rewrite the Secret with the old token and the next would refresh it only
+at expiry. That loop is cheaper only by running at the edge.)
 
 ``python -m bench.baseline --period 30 --ca-bundle CA`` (KUBECONFIG selects the API).
 """
@@ -41,7 +48,7 @@ def _b64(value: str) -> str:
 class Baseline:
     """One refresh pass over every token, repeated on a timer."""
 
-    def __init__(self, *, ca_bundle: str | None, concurrency: int) -> None:
+    def __init__(self, *, ca_bundle: str | None, concurrency: int, keep_apps: bool = False) -> None:
         kubernetes.config.load_kube_config()
         self.core = kubernetes.client.CoreV1Api()
         self.custom = kubernetes.client.CustomObjectsApi()
@@ -53,6 +60,7 @@ class Baseline:
         self.discovery: dict[Any, Any] = {}
         self.apps: dict[tuple[str, str, str], msal.ConfidentialClientApplication] = {}
         self.lock = threading.Lock()
+        self.keep_apps = keep_apps
         self.pool = ThreadPoolExecutor(concurrency)
 
     def _app(self, authority: str, client_id: str, secret: str) -> msal.ConfidentialClientApplication:
@@ -125,6 +133,8 @@ class Baseline:
             if (t.get("spec") or {}).get("flow") == "ClientCredentials"
             and (t.get("spec") or {}).get("provider") == "Microsoft"
         ]
+        if not self.keep_apps:  # a new pod: nothing cached from the previous pass
+            self.apps, self.discovery = {}, {}
         results = list(self.pool.map(self.refresh_one, tokens))
         return len(tokens), results.count(False)
 
@@ -136,13 +146,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--concurrency", type=int, default=16)
     p.add_argument("--ca-bundle")
     p.add_argument("--once", action="store_true", help="one pass, then exit (a CronJob run)")
+    p.add_argument(
+        "--keep-apps", action="store_true", help="keep msal applications (and their token cache) across passes"
+    )
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s %(message)s")
     for noisy in ("urllib3", "msal", "kubernetes"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    baseline = Baseline(ca_bundle=args.ca_bundle, concurrency=args.concurrency)
+    baseline = Baseline(ca_bundle=args.ca_bundle, concurrency=args.concurrency, keep_apps=args.keep_apps)
     log.info("baseline started (period %.0fs, concurrency %d)", args.period, args.concurrency)
     next_start = time.monotonic()
     while not stop.is_set():

@@ -40,9 +40,16 @@ def session() -> requests.Session:
 class Sampler:
     """A consumer: reads every consumer Secret over and over and checks expires_at against now."""
 
-    def __init__(self, url: str, namespaces: list[str], consumers: set[Key], interval: float = 1.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        namespaces: list[str],
+        consumers: set[Key],
+        interval: float = 1.0,
+        http: requests.Session | None = None,
+    ) -> None:
         self.url, self.namespaces, self.consumers, self.interval = url, namespaces, consumers, interval
-        self.http = session()
+        self.http = http or session()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._main, name="sampler", daemon=True)
         self.passes = 0

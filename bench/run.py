@@ -79,6 +79,11 @@ METRICS: list[Metric] = [
     ("Provider calls per refresh", _get("steady", "provider_calls_per_refresh"), "{:.2f}"),
     ("Refresh period per token (s)", _get("steady", "refresh_period_s"), "{:.1f}"),
     ("Provider calls per token per token lifetime", _get("steady", "provider_calls_per_token_lifetime"), "{:.2f}"),
+    (
+        "Provider calls per token per token lifetime, model (timing.py; loop: lifetime/period)",
+        _get("steady", "model_calls_per_token_lifetime"),
+        "{:.2f}",
+    ),
     ("Provider calls per token per hour (bench lifetimes)", _get("steady", "provider_calls_per_token_hour"), "{:.0f}"),
     ("API reads per refresh", _get("steady", "api_reads_per_refresh"), "{:.2f}"),
     ("API writes per refresh (excluding Lease)", _get("steady", "api_writes_per_refresh"), "{:.2f}"),
@@ -92,7 +97,8 @@ METRICS: list[Metric] = [
     ("Subject CPU in steady window (s)", _get("steady", "subject_cpu_s"), "{:.1f}"),
     ("Subject RSS (MiB)", _get("process", "subject_rss_mib"), "{:.0f}"),
     ("Subject peak RSS (MiB)", _get("process", "subject_hwm_mib"), "{:.0f}"),
-    ("API server (kmock) CPU in steady window (s)", _get("steady", "kube_cpu_s"), "{:.1f}"),
+    ("API server (kmock or kube-apiserver) CPU in steady window (s)", _get("steady", "kube_cpu_s"), "{:.1f}"),
+    ("etcd CPU in steady window (s)", _get("steady", "etcd_cpu_s"), "{:.1f}"),
 ]
 
 
@@ -153,6 +159,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--lifetime", type=int, help="token lifetime in seconds (default: per N)")
     p.add_argument("--steady", type=float, help="steady window in seconds (default: per N)")
     p.add_argument("--concurrency", type=int, default=16)
+    p.add_argument(
+        "--api",
+        choices=("kmock", "real"),
+        default="kmock",
+        help="kmock (bench.kubeserver) or a real etcd + kube-apiserver from $KUBEBUILDER_ASSETS (bench.realapi)",
+    )
     p.add_argument("--out", type=Path, help="result JSON path (default bench/results/<stamp>.json)")
     p.add_argument("--workdir", type=Path, help="keep logs and raw records here (default: a temporary directory)")
     p.add_argument(
@@ -184,7 +196,9 @@ def main(argv: list[str] | None = None) -> int:
         lifetime, steady = args.lifetime or lifetime, args.steady or steady
         for i in range(runs):
             for subject in subjects:
-                params = Params(subject=subject, n=n, lifetime=lifetime, steady=steady, concurrency=args.concurrency)
+                params = Params(
+                    subject=subject, n=n, lifetime=lifetime, steady=steady, concurrency=args.concurrency, api=args.api
+                )
                 log.info("run %d/%d: %s N=%d (lifetime %ds, steady %.0fs)", i + 1, runs, subject, n, lifetime, steady)
                 t = time.time()
                 result = run_once(params, workdir / f"{subject}-{n}-{i + 1}")

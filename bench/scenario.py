@@ -40,6 +40,7 @@ import requests
 from bench import analysis
 from bench.observe import Sampler, session
 from bench.procs import Child, ProcStats, child_env
+from bench.realapi import RealApi
 from emailtoken_dev.localapi import kubeconfig_for
 
 log = logging.getLogger("bench")
@@ -63,6 +64,7 @@ class Params:
     per_namespace: int = 100
     ready_timeout: float = 600.0
     idle_max: float = 0.0  # 0: the whole gap before the first due token
+    api: str = "kmock"  # "kmock" (bench.kubeserver) or "real" (etcd + kube-apiserver, bench.realapi)
 
     @property
     def margin(self) -> int:
@@ -84,12 +86,17 @@ def layout(n: int, per_namespace: int) -> list[tuple[str, str, str]]:
     return out
 
 
-def token_body(ns: str, name: str, client_id: str, token_url: str, margin: int) -> dict[str, Any]:
-    """An app-only Microsoft EmailToken pointed at the local provider."""
+def token_body(
+    ns: str, name: str, client_id: str, token_url: str, margin: int, emulated: bool = True
+) -> dict[str, Any]:
+    """An app-only Microsoft EmailToken pointed at the local provider (kmock needs uid and versions set)."""
+    meta: dict[str, Any] = {"name": name, "namespace": ns}
+    if emulated:
+        meta.update(uid=f"uid-{ns}-{name}", resourceVersion="1", generation=1)
     return {
         "apiVersion": "emailtoken.io/v1alpha1",
         "kind": "EmailToken",
-        "metadata": {"name": name, "namespace": ns, "uid": f"uid-{ns}-{name}", "resourceVersion": "1", "generation": 1},
+        "metadata": meta,
         "spec": {
             "provider": "Microsoft",
             "flow": "ClientCredentials",
@@ -174,10 +181,19 @@ class Run:
         return child
 
     def _start_servers(self) -> None:
-        self.kube = self._child("kube", [sys.executable, "-m", "bench.kubeserver"])
-        self.url = self.kube.start(ready_line=True)["url"]
-        self.kubeconfig = self.workdir / "kubeconfig"
-        self.kubeconfig.write_text(kubeconfig_for(self.url))
+        self.etcd: Any = None
+        if self.p.api == "real":
+            self.real = RealApi(self.workdir)
+            self.real.start()
+            self.kube, self.etcd = self.real.processes["kube"], self.real.processes["etcd"]
+            self.url, self.kubeconfig = self.real.url, self.real.kubeconfig
+            self.http_factory: Any = self.real.session
+        else:
+            self.kube = self._child("kube", [sys.executable, "-m", "bench.kubeserver"])
+            self.url = self.kube.start(ready_line=True)["url"]
+            self.kubeconfig = self.workdir / "kubeconfig"
+            self.kubeconfig.write_text(kubeconfig_for(self.url))
+            self.http_factory = session
         config = self.workdir / "clients.json"
         config.write_text(
             json.dumps({"clients": [{"client_id": cid, "client_secret": CLIENT_SECRET} for _, _, cid in self.layout]})
@@ -204,7 +220,7 @@ class Run:
         self.control.trust_env = False
         self.control.verify = self.ca
         self.control.headers["Authorization"] = f"Bearer {info['control_token']}"
-        self.server_log = ServerLog(self.url)
+        self.server_log: Any = self.real if self.p.api == "real" else ServerLog(self.url)
 
     def _start_subject(self, generation: int) -> Child:
         env = {"KUBECONFIG": str(self.kubeconfig)}
@@ -268,28 +284,39 @@ class Run:
             time.sleep(min(left, 1.0))
 
     def _snapshot(self, label: str) -> None:
-        for name, child in (("subject", self.subject), ("kube", self.kube), ("provider", self.provider)):
+        children = (("subject", self.subject), ("kube", self.kube), ("etcd", self.etcd), ("provider", self.provider))
+        for name, child in children:
             if child is not None and child.alive():
                 self.procs.setdefault(label, {})[name] = child.stats()
+
+    def _mark(self, name: str, t: float | None = None) -> None:
+        """A phase boundary; against the real API server also a snapshot of its request counters."""
+        self.marks[name] = time.time() if t is None else t
+        if self.subject is not None and self.subject.alive():  # for bench.spy: the phase and whom to profile
+            (self.workdir / "phase").write_text(f"{name} {self.subject.pid}\n")
+        if self.p.api == "real":
+            self.real.snapshot(self.marks[name])
 
     # -- phases ------------------------------------------------------------------------------
 
     def _create(self) -> None:
-        http = session()
+        http = self.http_factory()
+        emulated = self.p.api != "real"
         data = {"client_secret": base64.b64encode(CLIENT_SECRET.encode()).decode()}
         for ns in self.namespaces:
-            body = {
-                "apiVersion": "v1",
-                "kind": "Secret",
-                "metadata": {"name": "app-secret", "namespace": ns, "uid": f"uid-{ns}-app", "resourceVersion": "1"},
-                "data": data,
-            }
+            meta: dict[str, Any] = {"name": "app-secret", "namespace": ns}
+            if emulated:
+                meta.update(uid=f"uid-{ns}-app", resourceVersion="1")
+            else:
+                namespace = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}
+                http.post(f"{self.url}/api/v1/namespaces", json=namespace, timeout=30).raise_for_status()
+            body = {"apiVersion": "v1", "kind": "Secret", "metadata": meta, "data": data}
             http.post(f"{self.url}/api/v1/namespaces/{ns}/secrets", json=body, timeout=30).raise_for_status()
         token_url = f"{self.provider_url}/{TENANT}/oauth2/v2.0/token"
 
         def create(item: tuple[str, str, str]) -> None:
             ns, name, cid = item
-            body = token_body(ns, name, cid, token_url, self.p.margin)
+            body = token_body(ns, name, cid, token_url, self.p.margin, emulated)
             r = http.post(f"{self.url}/apis/emailtoken.io/v1alpha1/namespaces/{ns}/emailtokens", json=body, timeout=60)
             r.raise_for_status()
 
@@ -334,6 +361,8 @@ class Run:
         finally:
             for child in reversed(self.children):
                 child.stop()
+            if self.p.api == "real" and hasattr(self, "real"):
+                self.real.stop()
 
     def _execute(self) -> dict[str, Any]:
         p = self.p
@@ -343,23 +372,24 @@ class Run:
         self._snapshot("start")
 
         # creation ---------------------------------------------------------------------------
-        self.marks["create_start"] = time.time()
+        self._mark("create_start")
         self._create()
         self.marks["create_end"] = time.time()
         if p.subject == "baseline":
             self.subject = self._start_subject(1)
         self._wait(lambda: self._ready() is not None, p.ready_timeout, f"all {p.n} tokens Ready", 0.25)
-        self.marks["all_ready"] = self._ready() or time.time()
+        self._mark("all_ready", self._ready() or time.time())
         self._snapshot("ready")
         assert self.subject is not None
         first_hwm = self.subject.stats().hwm_mib
-        sampler = Sampler(self.url, self.namespaces, consumers, p.sample_interval or max(1.0, p.n / 1000))
+        interval = p.sample_interval or max(1.0, p.n / 1000)
+        sampler = Sampler(self.url, self.namespaces, consumers, interval, self.http_factory())
         sampler.start()
         time.sleep(2)
 
         # restart ------------------------------------------------------------------------------
         self._snapshot("before_restart")
-        self.marks["restart_stop"] = time.time()
+        self._mark("restart_stop")
         self.subject.stop()
         self.marks["restart_spawn"] = time.time()
         self.subject = self._start_subject(2)
@@ -374,20 +404,20 @@ class Run:
         time.sleep(2)
 
         # idle ---------------------------------------------------------------------------------
-        self.marks["idle_start"] = time.time()
+        self._mark("idle_start")
         due = self._first_due()
         idle_end = (due - 1.0) if due is not None else self.marks["idle_start"]
         if p.idle_max:
             idle_end = min(idle_end, self.marks["idle_start"] + p.idle_max)
         idle_end = max(idle_end, self.marks["idle_start"])
         self._sleep_until(idle_end)
-        self.marks["idle_end"] = idle_end
+        self._mark("idle_end", idle_end)
 
         # steady -------------------------------------------------------------------------------
-        self.marks["steady_start"] = time.time()
+        self._mark("steady_start")
         self._snapshot("steady_start")
         self._sleep_until(self.marks["steady_start"] + p.steady)
-        self.marks["steady_end"] = time.time()
+        self._mark("steady_end")
         self._snapshot("steady_end")
         sampler.stop()
         self.server_log.fetch()
@@ -431,7 +461,9 @@ class Run:
                 "refreshes": published,  # new tokens seen in consumer Secrets
                 "token_calls": len(token_calls),
                 "provider_calls": len(analysis.all_calls(calls, start, end)),
-                "api": analysis.api_counts(rows, start, end),
+                "api": analysis.request_counts(self.real.counts(start, end))
+                if p.api == "real"
+                else analysis.api_counts(rows, start, end),
                 "calls": token_calls,
             }
 
@@ -501,6 +533,10 @@ class Run:
                 "provider_calls_per_refresh": per_refresh(steady["provider_calls"]),
                 # from each token's interval between refreshes (window counts are biased, see analysis)
                 **analysis.steady_rates(calls, m["steady_start"], m["steady_end"], p.lifetime),
+                # what timing.py predicts (operator) or the loop's period gives (baseline), to compare
+                "model_calls_per_token_lifetime": analysis.modelled_calls(p.lifetime, p.margin)["per_lifetime"]
+                if p.subject == "operator"
+                else round(p.lifetime / p.period, 3),
                 "api_reads": steady["api"]["reads"],
                 "api_writes": steady["api"]["writes"],
                 "api_reads_per_refresh": per_refresh(steady["api"]["reads"]),
@@ -517,6 +553,7 @@ class Run:
                 if refreshes and subject_cpu_steady is not None
                 else None,
                 "kube_cpu_s": cpu("kube", "steady_start", "steady_end"),
+                "etcd_cpu_s": cpu("etcd", "steady_start", "steady_end"),
                 "provider_cpu_s": cpu("provider", "steady_start", "steady_end"),
             },
             "consumer": {
