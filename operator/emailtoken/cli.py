@@ -87,6 +87,7 @@ def _add_run(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     )
     _add_leadership_args(p)
     _add_refresh_args(p)
+    _add_schedule_args(p)
     p.set_defaults(func=_run)
 
 
@@ -124,7 +125,7 @@ def _add_leadership_args(p: argparse.ArgumentParser) -> None:
 
 
 def _add_refresh_args(p: argparse.ArgumentParser) -> None:
-    """Providers, the callback's URLs, and how often and how many refreshes."""
+    """Providers, the callback's URLs, how many refreshes at once and how long each may take."""
     p.add_argument("--ca-bundle", metavar="PATH", help="CA bundle for the identity providers (private CAs)")
     endpoints.add_argument(p)
     mailhosts.add_argument(p)
@@ -152,6 +153,10 @@ def _add_refresh_args(p: argparse.ArgumentParser) -> None:
         metavar="SECONDS",
         help="seconds per provider request (default 20); with leader election at most --lease-duration - 5",
     )
+
+
+def _add_schedule_args(p: argparse.ArgumentParser) -> None:
+    """How often a token is refreshed, and which refreshes are announced."""
     p.add_argument(
         "--keepalive", default="3d", metavar="DURATION", help="refresh idle grants at least this often (default 3d)"
     )
