@@ -14,7 +14,7 @@ import pytest
 from emailtoken_dev.devprovider import DevProviderThread
 from tests.support.kube import ApiClient, wait_for
 from tests.support.operator_process import OperatorProcess
-from tests.support.tokens import client_credentials
+from tests.support.tokens import authorization_code, client_credentials
 
 pytestmark = pytest.mark.usefixtures("operator")
 CONSUMER_KEYS = {"access_token", "token_type", "expires_at", "username", "xoauth2", "scope"}
@@ -190,24 +190,10 @@ def test_authorization_code_without_grant_awaits_authorization(
     api: ApiClient, provider: DevProviderThread, namespace: str
 ):
     api.create_secret(namespace, "web-secret", {"client_secret": "whatever"})
-    api.create(
-        "emailtokens",
-        namespace,
-        {
-            "apiVersion": "emailtoken.io/v1alpha1",
-            "kind": "EmailToken",
-            "metadata": {"name": "user-box"},
-            "spec": {
-                "provider": "Microsoft",
-                "tenantId": "contoso",
-                "clientId": "web-app",
-                "clientSecretRef": {"name": "web-secret"},
-                "emailAddress": "alice@contoso.com",
-                "services": ["IMAP"],
-                "tokenUrl": provider.microsoft_token_url("contoso"),
-            },
-        },
+    user_box = authorization_code(
+        provider, "user-box", client_id="web-app", mailbox="alice@contoso.com", secret="web-secret", services=["IMAP"]
     )
+    api.create("emailtokens", namespace, user_box)
     cond = wait_for(lambda: (c := api.condition(namespace, "user-box", "Authorized")) and c, 30)
     assert cond["status"] == "False" and cond["reason"] == "AwaitingAuthorization"
     status = api.get("emailtokens", namespace, "user-box")["status"]

@@ -22,7 +22,7 @@ from emailtoken_dev.devprovider import DevProviderThread
 from tests.support.kube import ApiClient, KmockThread, free_env, wait_for
 from tests.support.operator_process import OperatorProcess
 from tests.support.system import need_binary
-from tests.support.tokens import client_credentials, device_code
+from tests.support.tokens import authorization_code, client_credentials, device_code
 
 pytestmark = pytest.mark.usefixtures("operator")
 SECRET = "plugin-client-secret"
@@ -189,24 +189,10 @@ def test_status_guides_a_token_awaiting_sign_in(
     api: ApiClient, provider: DevProviderThread, kube: KmockThread, namespace: str
 ) -> None:
     api.create_secret(namespace, "web-secret", {"client_secret": "web-app-secret-value"})
-    api.create(
-        "emailtokens",
-        namespace,
-        {
-            "apiVersion": "emailtoken.io/v1alpha1",
-            "kind": "EmailToken",
-            "metadata": {"name": "alice"},
-            "spec": {
-                "provider": "Microsoft",
-                "tenantId": "contoso",
-                "clientId": "web-app",
-                "clientSecretRef": {"name": "web-secret"},
-                "emailAddress": "alice@contoso.com",
-                "services": ["IMAP"],
-                "tokenUrl": provider.microsoft_token_url("contoso"),
-            },
-        },
+    alice = authorization_code(
+        provider, "alice", client_id="web-app", mailbox="alice@contoso.com", secret="web-secret", services=["IMAP"]
     )
+    api.create("emailtokens", namespace, alice)
     wait_for(lambda: (c := api.condition(namespace, "alice", "Authorized")) and c["reason"] == "AwaitingAuthorization")
     out = ok(run_plugin(kube, "status", "alice", "-n", namespace))
     assert "Provider:      Microsoft (AuthorizationCode)" in out
