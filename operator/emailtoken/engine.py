@@ -28,7 +28,7 @@ from emailtoken import advisories, clientauth, conditions, failures, grants, log
 from emailtoken.api import ANNOTATION_REAUTHORIZE, ANNOTATION_REFRESH_NOW, Key
 from emailtoken.conditions import Condition
 from emailtoken.credcache import CredentialSecrets
-from emailtoken.failures import PERMISSION_RETRY_BASE, PERMISSION_RETRY_CAP, Failure, Refusal
+from emailtoken.failures import Failure, Refusal
 from emailtoken.fence import Fence, Leadership, NotLeader
 from emailtoken.kube import KubeApi, KubeError
 from emailtoken.mailhosts import MailHost
@@ -55,8 +55,6 @@ from emailtoken.tokenindex import TokenIndex
 from emailtoken.tokenstate import Rotation, StepResult, TokenState, Unpublished, inputs_digest
 
 __all__ = [
-    "PERMISSION_RETRY_BASE",
-    "PERMISSION_RETRY_CAP",
     "Engine",
     "EngineConfig",
     "EventSink",

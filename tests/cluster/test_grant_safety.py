@@ -28,7 +28,7 @@ import kubernetes
 import pytest
 
 from emailtoken import rbac
-from emailtoken.engine import PERMISSION_RETRY_CAP
+from emailtoken.failures import PERMISSION_RETRY_CAP
 from emailtoken.kube import Conflict, KubernetesApi
 from emailtoken.model import TokenRef
 from emailtoken.secretdata import Grant, grant_secret

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from emailtoken.engine import PERMISSION_RETRY_CAP
+from emailtoken.failures import PERMISSION_RETRY_CAP
 from emailtoken.kube import KubeError
 from emailtoken.model import EmailTokenSpec
 from emailtoken.outcomes import TokenSet
