@@ -129,6 +129,38 @@ def test_graph_services_are_offered() -> None:
     assert _check(form).ok
 
 
+@pytest.mark.parametrize(
+    ("probe", "spec", "error"),
+    [
+        ({}, None, None),
+        (
+            {"probe_protocol": "IMAP", "probe_server": "outlook.office365.com:993"},
+            {"protocol": "IMAP", "server": "outlook.office365.com:993"},
+            None,
+        ),
+        ({"probe_protocol": "SMTP", "probe_server": "localhost:1025", "probe_tls": "None"}, ..., None),
+        ({"probe_protocol": "SMTP", "probe_server": "smtp.office365.com", "probe_tls": "None"}, ..., "127.0.0.1"),
+        ({"probe_protocol": "IMAP", "probe_server": "bad host"}, ..., "HOST or HOST:PORT"),
+        ({"probe_server": "imap.gmail.com"}, ..., "'protocol' is a required property"),
+    ],
+)
+def test_the_login_probe(probe: dict, spec: object, error: str | None) -> None:
+    """spec.loginProbe from three fields, judged by the CRD's rules; its errors land on its fieldset."""
+    checked = _check(replace(_form("Microsoft", "AuthorizationCode"), **probe))
+    assert list(checked.errors) == ([] if error is None else ["loginProbe"]), checked.errors
+    assert error is None or error in checked.errors["loginProbe"][0]
+    if spec is not ...:
+        assert checked.manifest["spec"].get("loginProbe") == spec
+    if error is None:  # the edit form shows what is stored (tls SSL is the CRD's default)
+        stored = {**checked.manifest, "spec": {**checked.manifest["spec"]}}
+        if "loginProbe" in stored["spec"]:
+            stored["spec"]["loginProbe"] = {"tls": "SSL", **stored["spec"]["loginProbe"]}
+        assert tokenform.manifest_of(tokenform.form_of_object(stored))["spec"] == checked.manifest["spec"]
+    ctx = FormContext(csrf_token="t", namespaces=("mail",), provider_hosts=DEFAULT_ALLOWED_HOSTS, manage=False)
+    page = formpages.token_form_page(checked, checked.form, ctx)
+    assert 'id="f-loginProbe"' in page and ('id="err-loginProbe"' in page) is (error is not None)
+
+
 @pytest.mark.parametrize("credential", ["box-oauth-client", None])
 def test_the_delete_confirmation_names_only_the_secrets_that_go(credential: str | None) -> None:
     page = formpages.delete_page("mail", "box", consumer_secret="box", credential_secret=credential, csrf_token="t")

@@ -17,6 +17,7 @@ from emailtoken.callback.pages import layout, path_of
 from emailtoken.callback.tokenform import (
     FIELDS,
     FLOWS,
+    PROBE_TLS,
     PROVIDER_HELP,
     TENANT,
     Checked,
@@ -155,6 +156,32 @@ def _endpoint_fields(form: TokenForm, ctx: FormContext, errors: Mapping[str, lis
     )
 
 
+def _select(name: str, label: str, options: Sequence[tuple[str, str]], value: str) -> str:
+    choices = "".join(
+        f'<option value="{escape(v)}"{" selected" if v == value else ""}>{escape(text)}</option>' for v, text in options
+    )
+    return (
+        f'<div class="field"><label for="f-{name}">{escape(label)}</label>'
+        f'<select id="f-{name}" name="{name}">{choices}</select></div>'
+    )
+
+
+def _probe_fields(form: TokenForm, errors: Mapping[str, list[str]]) -> str:
+    """``spec.loginProbe`` (optional): the operator logs in with each new token, as a mail task would."""
+    protocols = [("", "none"), ("IMAP", "IMAP"), ("POP3", "POP3"), ("SMTP", "SMTP")]
+    tls = [(v, {"": "SSL (default)", "None": "None (127.0.0.1 or localhost only)"}.get(v, v)) for v in PROBE_TLS]
+    server_hint = "HOST or HOST:PORT, e.g. <code>outlook.office365.com:993</code> or <code>imap.gmail.com</code>."
+    return (
+        f'<fieldset id="f-loginProbe"><legend>Login probe (optional)</legend>{_errors(errors, "loginProbe")}'
+        '<p class="hint">After each new token the operator logs in to this mail server and shows the outcome '
+        "in the condition MailLogin; it connects only to the mail hosts its installer allows.</p>"
+        + _select("probeProtocol", "Protocol", protocols, form.probe_protocol)
+        + _input("probeServer", "Mail server", form.probe_server, server_hint, {})
+        + _select("probeTls", "TLS", tls, form.probe_tls)
+        + "</fieldset>"
+    )
+
+
 def _identity_fields(form: TokenForm, ctx: FormContext, errors: Mapping[str, list[str]]) -> str:
     name_hint = (
         "Recommended: the mailbox address with <code>@</code> and dots as dashes (e.g. <code>support-contoso-com"
@@ -217,6 +244,7 @@ def form_html(form: TokenForm, ctx: FormContext, errors: Mapping[str, list[str]]
             "The Secret mail tasks mount; empty means the token's name.",
             errors,
         )
+        + _probe_fields(form, errors)
         + _buttons(ctx)
         + "</form>"
     )

@@ -90,13 +90,17 @@ FIELDS = (
     "authorizationUrl",
     "tokenUrl",
     "secretName",
+    "loginProbe",
 )
 _SPEC_TO_FIELD = {"clientSecretRef": "clientSecret", "serviceAccountKeyRef": "serviceAccountKey"}
+#: ``spec.loginProbe.tls`` choices; "" is the CRD's default (SSL), left out of the manifest.
+PROBE_TLS = ("", "STARTTLS", "None")
 #: What a schema pattern means, per field, instead of the regular expression.
 _FORMATS = {
     "emailAddress": "must be an email address, like support@contoso.com",
     "secretName": "must be a Kubernetes name: lower-case letters, digits, '-' and '.'",
     "name": "must be a Kubernetes name: lower-case letters, digits and '-'",
+    "loginProbe": "the mail server must be HOST or HOST:PORT, like outlook.office365.com:993",
 }
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 _SPLIT = re.compile(r"[\s,]+")
@@ -118,6 +122,10 @@ class TokenForm:
     authorization_url: str = ""
     token_url: str = ""
     secret_name: str = ""
+    #: ``spec.loginProbe``: protocol ("" for no probe), server, tls ("" for the default, SSL)
+    probe_protocol: str = ""
+    probe_server: str = ""
+    probe_tls: str = ""
 
     @property
     def credential_secret(self) -> str:
@@ -224,6 +232,9 @@ def form_of(data: Mapping[str, Any], services: Iterable[str]) -> TokenForm:
         authorization_url=_text(data, "authorizationUrl"),
         token_url=_text(data, "tokenUrl"),
         secret_name=_text(data, "secretName"),
+        probe_protocol=_text(data, "probeProtocol"),
+        probe_server=_text(data, "probeServer"),
+        probe_tls=_text(data, "probeTls"),
     )
 
 
@@ -233,7 +244,11 @@ def form_of_object(obj: Mapping[str, Any]) -> TokenForm:
     spec = obj.get("spec") or {}
     provider = str(spec.get("provider") or "Microsoft")
     auth, token = default_endpoints(provider)
+    probe = spec.get("loginProbe") or {}
     return TokenForm(
+        probe_protocol=str(probe.get("protocol") or ""),
+        probe_server=str(probe.get("server") or ""),
+        probe_tls="" if probe.get("tls") in (None, "SSL") else str(probe["tls"]),
         namespace=str(meta.get("namespace") or ""),
         name=str(meta.get("name") or ""),
         provider=provider,
@@ -280,6 +295,9 @@ def manifest_of(form: TokenForm) -> dict[str, Any]:
             spec[key] = url
     if form.secret_name and form.secret_name != form.name:
         spec["secretName"] = form.secret_name
+    if form.probe_protocol or form.probe_server:
+        probe = {"protocol": form.probe_protocol, "server": form.probe_server, "tls": form.probe_tls}
+        spec["loginProbe"] = {k: v for k, v in probe.items() if v}
     metadata = {"name": form.name, "namespace": form.namespace}
     return {"apiVersion": API_VERSION, "kind": KIND, "metadata": metadata, "spec": spec}
 
@@ -292,7 +310,7 @@ def _field_of(path: str, message: str) -> str:
     if head and head != "spec":
         return _SPEC_TO_FIELD.get(head, head if head in FIELDS else "form")
     # parse_spec's own checks name the field in the message
-    for name in ("secretName", "tokenUrl", "authorizationUrl", "refreshBefore"):
+    for name in ("secretName", "tokenUrl", "authorizationUrl", "refreshBefore", "loginProbe"):
         if name in message:
             return name
     return "services" if "scope" in message or "service" in message else "form"
