@@ -297,17 +297,6 @@ class KubernetesApi:
         else:
             await self._run(self.custom.list_namespaced_custom_object, GROUP, VERSION, namespace, PLURAL, limit=1)
 
-    async def create_service_account_token(
-        self, namespace: str, name: str, audience: str, seconds: int
-    ) -> dict[str, Any]:
-        """A TokenRequest for ServiceAccount ``namespace/name`` (``status.token``, never logged)."""
-        body = {
-            "apiVersion": "authentication.k8s.io/v1",
-            "kind": "TokenRequest",
-            "spec": {"audiences": [audience], "expirationSeconds": seconds},
-        }
-        return await self._run(self.core.create_namespaced_service_account_token, name, namespace, body)
-
     async def get_lease(self, namespace: str, name: str) -> dict[str, Any] | None:
         """The Lease, or None."""
         try:
