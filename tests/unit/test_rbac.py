@@ -232,6 +232,7 @@ _RESOURCES = {
     "namespaced_custom_object": ("emailtoken.io", "emailtokens"),
     "namespaced_custom_object_status": ("emailtoken.io", "emailtokens/status"),
     "namespaced_event": ("", "events"),
+    "cluster_custom_object": ("emailtoken.io", "emailtokens"),  # probe_tokens with --all-namespaces
     "namespaced_lease": ("coordination.k8s.io", "leases"),
 }
 
