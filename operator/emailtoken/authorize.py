@@ -191,11 +191,12 @@ def authorize(args: argparse.Namespace) -> SignInResult:
         raise AuthorizeError(f"no usable kubeconfig: {exc}") from None
     api = CallbackApi()  # reads one EmailToken and writes its grant, as the callback does
     token, spec = asyncio.run(load_token(api, namespace, name, flows=FLOWS))
-    if spec.federated_credential is not None:  # only a pod holds the projected token that authenticates
+    if spec.federated_credential is not None:  # only the operator and the callback authenticate such a client
         raise AuthorizeError(
-            f"EmailToken {token} authenticates its client with a federated credential (a pod's projected "
-            "ServiceAccount token), which this laptop does not have: sign in through the callback service's "
-            "admin page, or use flow DeviceCode"
+            f"EmailToken {token} authenticates its client with a federated credential (a ServiceAccount "
+            "token), which this command does not present: for flow AuthorizationCode sign in through the "
+            "callback service's admin page; for flow DeviceCode the operator itself starts the sign-in "
+            f"and shows the code in status.deviceCode (kubectl emailtoken status {name} -n {namespace})"
         )
     provider = Providers(
         ca_bundle=args.ca_bundle, allowed_hosts=endpoints.from_args(args.allow_provider_hosts)

@@ -195,7 +195,7 @@ def config_from_args(args: argparse.Namespace) -> OperatorConfig:
         allowed_mail_hosts=mailhosts.from_args(args.allow_mail_hosts),
         provider_timeout=args.provider_timeout,
         api_timeout=args.api_timeout,
-        federated_token_files=tuple(args.federated_token_files),
+        federation=clientauth.from_args(args),
         concurrency=args.concurrency,
         keepalive=keepalive,
         min_refresh_interval=parse_duration(args.min_refresh_interval),

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from emailtoken import advisories, clientauth, conditions, failures, grants, loginprobe, mailhosts
+from emailtoken import advisories, clientauth, conditions, failures, grants, loginprobe, mailhosts, satokens
 from emailtoken.api import ANNOTATION_REAUTHORIZE, ANNOTATION_REFRESH_NOW, Key
 from emailtoken.conditions import Condition
 from emailtoken.credcache import CredentialSecrets
@@ -103,8 +103,8 @@ class EngineConfig:
     #: no token is refreshed more often than this, whatever lifetime its provider claims
     min_refresh_interval: timedelta = MIN_REFRESH_INTERVAL
     bad_config_retry: timedelta = BAD_CONFIG_RETRY
-    #: projected ServiceAccount token files for spec.federatedCredential (emailtoken.clientauth)
-    federated_token_files: tuple[str, ...] = ()
+    #: what spec.federatedCredential may use: audiences, ambient namespaces, token files (emailtoken.clientauth)
+    federation: clientauth.Federation = clientauth.DEFAULTS
     #: threads for blocking provider calls (as many as steps run at once, see Scheduler)
     provider_threads: int = 16
     #: may this replica act: leader election (a :class:`Leadership`, which also fences provider calls
@@ -186,6 +186,7 @@ class Engine:
         self._fence = Fence(self.config.may_act)
         self._calls = ProviderCalls(self._fence, self.observer, self.config.provider_threads)
         self._probes = loginprobe.Probes(self.config.mail_hosts)
+        self._sa_tokens = satokens.ServiceAccountTokens()
         #: refreshes whose refresh token was presented and whose successor may not be stored yet
         self._spending = Spending(self.config.persist_grace)
 
@@ -425,9 +426,10 @@ class Engine:
         )
 
     async def _credentials(self, token: TokenRef, spec: EmailTokenSpec) -> ClientCredentials:
-        if spec.federated_credential is not None:  # no secret at all: the pod's projected token
-            files, audience = self.config.federated_token_files, spec.federated_credential.audience
-            return ClientCredentials(client_assertion=clientauth.assertion_source(files, audience))
+        if spec.federated_credential is not None:  # no secret at all: a ServiceAccount token (emailtoken.satokens)
+            fed, sa_tokens = self.config.federation, self._sa_tokens
+            assertion = await satokens.assertion(fed, sa_tokens, self.api, token.namespace, spec.federated_credential)
+            return ClientCredentials(client_assertion=assertion)
         secret = None
         if spec.client_secret_ref is not None:
             secret = await read_secret_key(self.api, token.namespace, spec.client_secret_ref, self.credential_secrets)

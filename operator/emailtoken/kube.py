@@ -71,6 +71,10 @@ class KubeApi(Protocol):
 
     async def patch_token_status(self, namespace: str, name: str, status: dict[str, Any]) -> None: ...
 
+    async def create_service_account_token(
+        self, namespace: str, name: str, audience: str, seconds: int
+    ) -> dict[str, Any]: ...
+
 
 #: What the operator's own calls (Secrets, status) wait for an answer at most: a connection that
 #: went silent (a vanished load balancer, a half-open socket) ends the call instead of a thread.
@@ -296,6 +300,17 @@ class KubernetesApi:
             await self._run(self.custom.list_cluster_custom_object, GROUP, VERSION, PLURAL, limit=1)
         else:
             await self._run(self.custom.list_namespaced_custom_object, GROUP, VERSION, namespace, PLURAL, limit=1)
+
+    async def create_service_account_token(
+        self, namespace: str, name: str, audience: str, seconds: int
+    ) -> dict[str, Any]:
+        """A TokenRequest for ServiceAccount ``namespace/name`` (``status.token``, never logged)."""
+        body = {
+            "apiVersion": "authentication.k8s.io/v1",
+            "kind": "TokenRequest",
+            "spec": {"audiences": [audience], "expirationSeconds": seconds},
+        }
+        return await self._run(self.core.create_namespaced_service_account_token, name, namespace, body)
 
     async def get_lease(self, namespace: str, name: str) -> dict[str, Any] | None:
         """The Lease, or None."""

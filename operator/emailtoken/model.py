@@ -56,9 +56,11 @@ class SecretKeyRef:
 
 @dataclass(frozen=True)
 class FederatedCredential:
-    """The client authenticates with the pod's projected ServiceAccount token for ``audience``."""
+    """The client authenticates with a ServiceAccount token for ``audience``: one of the token's own
+    namespace (``service_account_name``), or, where the installer allows it, the pod's own."""
 
     audience: str
+    service_account_name: str | None = None
 
 
 @dataclass(frozen=True)
@@ -152,8 +154,12 @@ def _federated(value: Any) -> FederatedCredential | None:
     if value is None:
         return None
     if not isinstance(value, Mapping):
-        raise SpecError("federatedCredential must be an object, such as {} or {audience: api://AzureADTokenExchange}")
-    return FederatedCredential(audience=str(value.get("audience") or MICROSOFT_FEDERATED_AUDIENCE))
+        raise SpecError("federatedCredential must be an object, such as {serviceAccountName: mail-client}")
+    name = value.get("serviceAccountName")
+    if name is not None and not (isinstance(name, str) and len(name) <= 253 and _DNS1123.match(name)):
+        raise SpecError("federatedCredential.serviceAccountName must be the name of a ServiceAccount")
+    audience = str(value.get("audience") or MICROSOFT_FEDERATED_AUDIENCE)
+    return FederatedCredential(audience=audience, service_account_name=name)
 
 
 def _login_probe(value: Any) -> LoginProbe | None:

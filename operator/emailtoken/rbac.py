@@ -38,6 +38,14 @@ metadata or to a label, so the permission reads every Secret of those namespaces
 whole cluster with ``--all-namespaces``). Serve few namespaces in production (chart value
 ``watchNamespaces``).
 
+Why both may create ``serviceaccounts/token``: with ``spec.federatedCredential.serviceAccountName``
+the client assertion is a short-lived token (TokenRequest API) of that ServiceAccount of the
+EmailToken's own namespace, so each namespace authenticates as itself (``emailtoken.satokens``).
+The code asks only for the token's own namespace and only for an audience the installer
+allows (``--federation-audience``), but RBAC can narrow neither: the permission could mint a
+token of any ServiceAccount of the served namespaces, for any audience (the API server's
+too). It is the same trust External Secrets' controller holds; serve few namespaces.
+
 Deliberately not granted (the code must not need them):
 
 - ``get`` on ``emailtokens`` for the operator: kopf lists and watches them, and events
@@ -150,6 +158,15 @@ PERMISSIONS: dict[Component, tuple[Permission, ...]] = {
             "RefreshFailed, ReauthorizationRequired)",
         ),
         Permission(
+            api_group="",
+            resource="serviceaccounts/token",
+            verbs=("create",),
+            scope=Scope.NAMESPACED,
+            why="spec.federatedCredential.serviceAccountName: a short-lived token of that ServiceAccount "
+            "of the token's own namespace, for an installer-allowed audience only, as the client "
+            "assertion (satokens, kube.create_service_account_token)",
+        ),
+        Permission(
             api_group=KOPF_GROUP,
             resource="kopfpeerings",
             verbs=("get", "list", "watch", "patch"),
@@ -190,6 +207,14 @@ PERMISSIONS: dict[Component, tuple[Permission, ...]] = {
             why="read the token's client secret for the code exchange and write its grant Secret; "
             "RBAC cannot restrict create by name and grant names follow token names created "
             "later, so this covers every Secret of the namespaces served (serve few namespaces)",
+        ),
+        Permission(
+            api_group="",
+            resource="serviceaccounts/token",
+            verbs=("create",),
+            scope=Scope.NAMESPACED,
+            why="redeem an authorization code with the token of spec.federatedCredential."
+            "serviceAccountName (satokens), as the operator does for its own requests",
         ),
         Permission(
             api_group=GROUP,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import timedelta
 
-from emailtoken import mailhosts
+from emailtoken import clientauth, mailhosts
 from emailtoken.endpoints import DEFAULT_ALLOWED_HOSTS
 from emailtoken.mailhosts import MailHost
 from emailtoken.timing import DEFAULT_KEEPALIVE, MIN_REFRESH_INTERVAL
@@ -31,8 +31,8 @@ class OperatorConfig:
     provider_timeout: float = 20.0
     #: seconds to connect to the Kubernetes API server, and for each answer, at start (emailtoken.apicheck)
     api_timeout: float = 15.0
-    #: projected ServiceAccount token files (emailtoken.clientauth), for spec.federatedCredential
-    federated_token_files: tuple[str, ...] = ()
+    #: what spec.federatedCredential may use: audiences, ambient namespaces, token files (emailtoken.clientauth)
+    federation: clientauth.Federation = clientauth.DEFAULTS
     concurrency: int = 16
     keepalive: timedelta = DEFAULT_KEEPALIVE
     min_refresh_interval: timedelta = MIN_REFRESH_INTERVAL

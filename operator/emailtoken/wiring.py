@@ -146,7 +146,7 @@ def engine_config(launch: Launch) -> EngineConfig:
         admin_url=config.admin_url,
         keepalive=config.keepalive,
         min_refresh_interval=config.min_refresh_interval,
-        federated_token_files=config.federated_token_files,
+        federation=config.federation,
         grant_warning=config.grant_warning,
         mail_hosts=config.allowed_mail_hosts,
         routine_events=config.routine_events,

@@ -23,9 +23,11 @@ import kubernetes
 import msal
 import pytest
 
+from emailtoken import rbac
 from emailtoken.callback import pkce
 from emailtoken.callback.kubeapi import CallbackApi
 from emailtoken.callback.signin import SignInRefused, authorization_url, complete, load_token
+from emailtoken.clientauth import Federation
 from emailtoken.providers.http import ProviderSession
 from emailtoken.providers.microsoft import MicrosoftProvider
 from emailtoken_dev.devprovider import DevProviderThread, FederatedCredential, session, sign_in
@@ -39,6 +41,7 @@ AUDIENCE = "api://AzureADTokenExchange"
 SCOPE = "https://outlook.office365.com/.default"
 OPERATOR_SA = "emailtoken-operator"
 MAILBOX = "shared@contoso.com"
+RBAC_V1 = "rbac.authorization.k8s.io/v1"
 
 
 @pytest.fixture(scope="module")
@@ -129,6 +132,13 @@ def test_entra_verifies_assertions_with_the_cluster_issuers_keys(
     assert refused(entra_app(provider, client_id, forged)) == ("invalid_client", 50013)
     stranger = jwt.encode({**claims, "iss": "https://issuer.example"}, new_rsa_key(), algorithm="RS256")
     assert refused(entra_app(provider, client_id, stranger)) == ("invalid_client", 700211)
+    # Signed with the issuer's own key but claiming "<issuer>/" (trusted as written): the discovery
+    # document found there names "<issuer>", so Entra does not take keys from it.
+    slash = cluster.url + "/"
+    provider.add_federated_client(client_id, FederatedCredential(slash, subject, ca_bundle=str(cluster.ca_path)))
+    kid = jwt.get_unverified_header(good)["kid"]
+    mimic = jwt.encode({**claims, "iss": slash}, (cluster.dir / "sa.key").read_bytes(), "RS256", headers={"kid": kid})
+    assert refused(entra_app(provider, client_id, mimic)) == ("invalid_request", 90061)
 
     late = claims["exp"] - time.time() + 60  # the provider's clock, a minute past the token's expiry
     provider.advance_clock(late)
@@ -172,7 +182,9 @@ def test_no_client_secret_anywhere_ready_refreshed_and_rotated(
     token_file = tmp_path / "projected" / "token"
     first = cluster.service_account_token(namespace, OPERATOR_SA, 600, [AUDIENCE])
     project(token_file, first)
-    op = start_operator([namespace], extra_args=["--federated-token-file", str(token_file)])
+    allowed = ["--federation-audience", AUDIENCE, "--federation-audience", "api://other"]
+    ambient = ["--federated-token-file", str(token_file), "--ambient-federation-namespace", namespace]
+    op = start_operator([namespace], extra_args=[*ambient, *allowed])
 
     app_only = federated(client_credentials(provider, "inbox", client_id=client_id, mailbox=MAILBOX))
     device = federated(client_credentials(provider, "kiosk", client_id=client_id, mailbox="kiosk@contoso.com"))
@@ -234,7 +246,8 @@ async def test_the_callback_redeems_codes_with_its_own_pods_token(
     tmp_path: Path,
     public_issuer: None,
 ) -> None:
-    """The callback's own ServiceAccount is the subject of a second federated credential."""
+    """Ambient mode (an installer-listed namespace): the callback's own ServiceAccount is the
+    subject of a second federated credential."""
     client_id = f"wif-web-{namespace}"
     callback = service_account(cluster, namespace, "emailtoken-operator-callback")
     service_account(cluster, namespace, OPERATOR_SA)
@@ -253,9 +266,9 @@ async def test_the_callback_redeems_codes_with_its_own_pods_token(
     project(operators, cluster.service_account_token(namespace, OPERATOR_SA, 600, [AUDIENCE]))
 
     async def finish(files: list[Path]) -> Any:
-        paths = [str(f) for f in files]
+        federation = Federation(token_files=tuple(str(f) for f in files), ambient_namespaces=(namespace,))
         at = {"code": code, "redirect_uri": redirect_uri, "verifier": verifier}
-        return await complete(api, entra, token, spec, **at, federated_token_files=paths)
+        return await complete(api, entra, token, spec, **at, federation=federation)
 
     with pytest.raises(SignInRefused) as nothing:
         await finish([])
@@ -268,3 +281,126 @@ async def test_the_callback_redeems_codes_with_its_own_pods_token(
     assert admin.secret_data(namespace, "emailtoken-grant-alice")["refresh_token"]
     redeemed = [c for c in provider.calls if c.client_id == client_id and c.grant_type == "authorization_code"]
     assert [(c.status, c.client_auth) for c in redeemed][-1] == (200, "client_assertion")
+
+
+def grant_rules(admin: ApiClient, namespace: str, rules: list[dict[str, Any]], subject: tuple[str, str]) -> None:
+    """A Role with exactly ``rules`` in ``namespace``, bound to the ServiceAccount ``subject``
+    (namespace, name): what the chart grants in each watched namespace."""
+    name = f"{subject[1]}-{uuid.uuid4().hex[:6]}"
+    meta = {"name": name}
+    admin.create("roles", namespace, {"apiVersion": RBAC_V1, "kind": "Role", "metadata": meta, "rules": rules})
+    binding = {
+        "apiVersion": RBAC_V1,
+        "kind": "RoleBinding",
+        "metadata": meta,
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+        "subjects": [{"kind": "ServiceAccount", "namespace": subject[0], "name": subject[1]}],
+    }
+    admin.create("rolebindings", namespace, binding)
+
+
+def component_rules(component: rbac.Component, *, leader_election: bool = False) -> list[dict[str, Any]]:
+    perms = rbac.permissions(component, all_namespaces=False, peering=False, leader_election=leader_election)
+    return [p.rule() for p in perms]
+
+
+def test_each_namespace_authenticates_as_its_own_service_account(
+    cluster: ControlPlane,
+    admin: ApiClient,
+    provider: DevProviderThread,
+    namespace: str,
+    make_namespace: Callable[[str], str],
+    start_operator: Callable[..., Any],
+    tmp_path: Path,
+    public_issuer: None,
+) -> None:
+    """A client ID is no secret: team B writing team A's clientId, tenant and mailbox gets nothing,
+    neither with B's own ServiceAccount (Entra: not the trusted subject) nor with the operator's
+    (ambient mode is only for the namespaces the installer lists). The operator runs as a
+    ServiceAccount with exactly the generated rules, so those suffice for the TokenRequests."""
+    team_a, team_b = namespace, make_namespace("b")
+    client_id, strict = f"wif-a-{team_a}", f"wif-aud-{team_a}"
+    a_subject = service_account(cluster, team_a, "mail-client")
+    service_account(cluster, team_b, "mail-client")
+    ambient_subject = service_account(cluster, team_a, OPERATOR_SA)  # the operator's own; team A may use it
+    for n, subject in enumerate((a_subject, ambient_subject)):
+        trust = FederatedCredential(cluster.url, subject, name=f"k8s-{n}", ca_bundle=str(cluster.ca_path))
+        provider.add_federated_client(client_id, trust, mailboxes=[MAILBOX])
+    other = FederatedCredential(cluster.url, a_subject, ("api://other",), ca_bundle=str(cluster.ca_path))
+    provider.add_federated_client(strict, other, mailboxes=[MAILBOX])  # would accept, were it ever sent
+
+    operator = (team_a, OPERATOR_SA)
+    grant_rules(admin, team_a, component_rules(rbac.Component.OPERATOR, leader_election=True), operator)
+    grant_rules(admin, team_b, component_rules(rbac.Component.OPERATOR), operator)
+    token_file = tmp_path / "projected" / "token"
+    project(token_file, cluster.service_account_token(team_a, OPERATOR_SA, 600, [AUDIENCE]))
+    ambient = ["--federated-token-file", str(token_file), "--ambient-federation-namespace", team_a]
+    kubeconfig = cluster.service_account_kubeconfig(team_a, OPERATOR_SA)
+    op = start_operator([team_a, team_b], kubeconfig=kubeconfig, extra_args=ambient)
+
+    def manifest(name: str, client: str = client_id, **fed: str) -> dict[str, Any]:
+        return federated(client_credentials(provider, name, client_id=client, mailbox=MAILBOX), **fed)
+
+    admin.create("emailtokens", team_a, manifest("a-own", serviceAccountName="mail-client"))
+    admin.create("emailtokens", team_a, manifest("a-ambient"))
+    admin.create(
+        "emailtokens", team_a, manifest("a-audience", strict, serviceAccountName="mail-client", audience="api://other")
+    )
+    admin.create("emailtokens", team_b, manifest("b-own", serviceAccountName="mail-client"))
+    admin.create("emailtokens", team_b, manifest("b-ambient"))
+
+    def ready(ns: str, name: str) -> dict[str, Any]:
+        return wait_for(lambda: admin.condition(ns, name, "Ready"), 30, what=f"{ns}/{name} Ready reported")
+
+    for name in ("a-own", "a-ambient"):
+        wait_for(lambda n=name: ready(team_a, n)["status"] == "True", 30, what=f"{name} Ready")
+        assert admin.secret_data(team_a, name)["access_token"]
+    assert (ready(team_b, "b-own")["status"], ready(team_b, "b-own")["reason"]) == ("False", "InvalidClient")
+    refused_b = [c for c in provider.calls if c.client_id == client_id and c.status != 200]
+    assert [c.error_code for c in refused_b] == [700213]  # Entra: no credential trusts B's subject
+    ambient_b = ready(team_b, "b-ambient")
+    assert (ambient_b["status"], ambient_b["reason"]) == ("False", "AmbientCredentialsNotAllowed")
+    assert "serviceAccountName" in ambient_b["message"]
+    events = wait_for(lambda: admin.events_for(team_b, "b-ambient"), 30, what="an Event for b-ambient")
+    assert len([e for e in events if "serviceAccountName" in e.get("message", "")]) == 1
+    audience = ready(team_a, "a-audience")
+    assert (audience["status"], audience["reason"]) == ("False", "AudienceNotAllowed")
+    assert not [c for c in provider.calls if c.client_id == strict], "a token for api://other was sent"
+
+    # B's namespace never holds a token; every successful call authenticated as A's subjects.
+    assert admin.list("secrets", team_b) == []
+    subjects = {c.client_auth for c in provider.calls if c.client_id == client_id and c.status == 200}
+    assert subjects == {"client_assertion"}
+    assert "eyJ" not in op.log  # no JWT (TokenRequest or projected) in the log
+
+
+async def test_the_callback_redeems_codes_with_the_tokens_own_service_account(
+    cluster: ControlPlane, admin: ApiClient, provider: DevProviderThread, namespace: str, public_issuer: None
+) -> None:
+    """The callback requests the token of the EmailToken's ServiceAccount too, with exactly the
+    generated callback rules; a refusal shows the reason only (the page may be the public one)."""
+    client_id = f"wif-web-sa-{namespace}"
+    subject = service_account(cluster, namespace, "mail-client")
+    service_account(cluster, namespace, "callback")
+    grant_rules(admin, namespace, component_rules(rbac.Component.CALLBACK), (namespace, "callback"))
+    provider.add_federated_client(client_id, FederatedCredential(cluster.url, subject, ca_bundle=str(cluster.ca_path)))
+    provider.add_user("bob@contoso.com")
+    manifest = federated(web_token(provider, "bob", client_id, "bob@contoso.com"), serviceAccountName="mail-client")
+    admin.create("emailtokens", namespace, manifest)
+    kubeconfig = cluster.service_account_kubeconfig(namespace, "callback")
+    api = CallbackApi(kubernetes.config.new_client_from_config(config_file=str(kubeconfig)))
+    token, spec = await load_token(api, namespace, "bob", flows=("AuthorizationCode",))
+    entra = MicrosoftProvider(ProviderSession(ca_bundle=provider.ca_pem_path))
+    verifier, redirect_uri = pkce.new_verifier(), "https://mail-auth.example.com/callback"
+    url = authorization_url(entra, spec, redirect_uri=redirect_uri, state="s", verifier=verifier)
+    code = parse_qs(urlsplit(sign_in(url, "bob@contoso.com", verify=provider.ca_pem_path or True)).query)["code"][0]
+    at = {"code": code, "redirect_uri": redirect_uri, "verifier": verifier}
+
+    with pytest.raises(SignInRefused) as narrow:  # this installation allows another audience only
+        await complete(api, entra, token, spec, **at, federation=Federation(audiences=("api://contoso",)))
+    assert (narrow.value.reason, narrow.value.status) == ("AudienceNotAllowed", 500)
+    assert "api://" not in narrow.value.message and "--federation-audience" not in narrow.value.message
+    result = await complete(api, entra, token, spec, **at)  # the default: api://AzureADTokenExchange
+    assert result.account == "bob@contoso.com"
+    redeemed = [c for c in provider.calls if c.client_id == client_id and c.grant_type == "authorization_code"]
+    assert [(c.status, c.client_auth) for c in redeemed] == [(200, "client_assertion")]

@@ -160,6 +160,14 @@ CASES = [
         "microsoft-client-credentials-federated",
         change(MS_CLIENT_CREDENTIALS, drop=("clientSecretRef",), federatedCredential={}),
     ),
+    Case(  # a ServiceAccount of the token's own namespace: its subject, not the operator's
+        "microsoft-client-credentials-federated-service-account",
+        change(
+            MS_CLIENT_CREDENTIALS,
+            drop=("clientSecretRef",),
+            federatedCredential={"serviceAccountName": "mail-client", "audience": "api://AzureADTokenExchange"},
+        ),
+    ),
     Case(
         "microsoft-authorization-code-federated-audience",
         change(MS_AUTH_CODE, drop=("clientSecretRef",), federatedCredential={"audience": "api://contoso-mail"}),

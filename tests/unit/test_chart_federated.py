@@ -45,3 +45,26 @@ def test_off_by_default() -> None:
     for pod in deployments({"callback": VALUES["callback"]}).values():
         assert all(v["name"] != "federated-token" for v in pod["volumes"])
         assert "--federated-token-file" not in pod["containers"][0]["args"]
+
+
+def flag_values(args: list[str], flag: str) -> list[str]:
+    return [args[i + 1] for i, a in enumerate(args) if a == flag]
+
+
+def test_the_installer_chooses_audiences_and_ambient_namespaces_for_both_processes() -> None:
+    values = {
+        "providers": {
+            "federatedCredential": {"allowedAudiences": AUDIENCES},
+            "federatedToken": {"enabled": True, "ambientNamespaces": ["ops"]},
+        },
+        "callback": VALUES["callback"],
+    }
+    for pod in deployments(values).values():
+        args = pod["containers"][0]["args"]
+        assert flag_values(args, "--federation-audience") == AUDIENCES
+        assert flag_values(args, "--ambient-federation-namespace") == ["ops"]
+    # By default: Entra's audience only, and no namespace may use the pods' own token.
+    for pod in deployments({"callback": VALUES["callback"]}).values():
+        args = pod["containers"][0]["args"]
+        assert flag_values(args, "--federation-audience") == ["api://AzureADTokenExchange"]
+        assert "--ambient-federation-namespace" not in args

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from emailtoken import clientauth
-from emailtoken.model import parse_spec
+from emailtoken.model import FederatedCredential, SpecError, parse_spec
 from emailtoken.outcomes import ErrorKind, ProviderError
 from tests.support.spec_cases import MS_CLIENT_CREDENTIALS, change
 
@@ -84,17 +84,53 @@ def test_spec_audience_defaults_to_entras() -> None:
     assert parse_spec(MS_CLIENT_CREDENTIALS, "t").federated_credential is None
 
 
-def test_both_processes_take_the_token_files_from_the_command_line() -> None:
+def test_both_processes_take_the_installers_rules_from_the_command_line() -> None:
     from emailtoken import cli
     from emailtoken.callback import cli as callback_cli
 
     parser = cli.build_parser()
     files = ["--federated-token-file", "/t/token-0", "--federated-token-file", "/t/token-1"]
-    operator = cli.config_from_args(parser.parse_args(["run", *files]))
-    assert operator.federated_token_files == ("/t/token-0", "/t/token-1")
-    callback = callback_cli.config_from_args(parser.parse_args(["callback", *files[:2]]))
-    assert callback.federated_token_files == ("/t/token-0",)
-    assert cli.config_from_args(parser.parse_args(["run"])).federated_token_files == ()
+    rules = ["--federation-audience", "api://contoso", "--ambient-federation-namespace", "ops"]
+    operator = cli.config_from_args(parser.parse_args(["run", *files, *rules])).federation
+    assert operator == clientauth.Federation(("/t/token-0", "/t/token-1"), ("api://contoso",), ("ops",))
+    callback = callback_cli.config_from_args(parser.parse_args(["callback", *files[:2], *rules])).federation
+    assert callback == clientauth.Federation(("/t/token-0",), ("api://contoso",), ("ops",))
+    # Secure by default: Entra's audience only, and no namespace may use the pod's own token.
+    default = cli.config_from_args(parser.parse_args(["run"])).federation
+    assert default == clientauth.Federation((), (ENTRA,), ()) == clientauth.DEFAULTS
+
+
+def test_an_audience_the_installer_did_not_allow_is_refused_naming_the_flag() -> None:
+    allowed = clientauth.Federation(audiences=(ENTRA,), ambient_namespaces=("ops",))
+    for sa in ("mail-client", None):  # before any token is requested or read, in either mode
+        with pytest.raises(ProviderError) as caught:
+            clientauth.check(allowed, "ops", "https://kubernetes.default.svc", sa)
+        assert (caught.value.kind, caught.value.reason) == (ErrorKind.BAD_CONFIG, "AudienceNotAllowed")
+        assert "--federation-audience" in caught.value.message and ENTRA in caught.value.message
+    clientauth.check(allowed, "team-a", ENTRA, "mail-client")
+
+
+def test_the_operators_own_token_only_for_the_namespaces_the_installer_lists() -> None:
+    allowed = clientauth.Federation(audiences=(ENTRA,), ambient_namespaces=("ops",))
+    clientauth.check(allowed, "ops", ENTRA, None)
+    for federation, namespace in ((allowed, "team-b"), (clientauth.DEFAULTS, "ops")):
+        with pytest.raises(ProviderError) as caught:
+            clientauth.check(federation, namespace, ENTRA, None)
+        assert (caught.value.kind, caught.value.reason) == (ErrorKind.BAD_CONFIG, "AmbientCredentialsNotAllowed")
+        assert "serviceAccountName" in caught.value.message and namespace in caught.value.message
+
+
+def test_spec_names_a_service_account_of_its_own_namespace() -> None:
+    spec = change(MS_CLIENT_CREDENTIALS, drop=("clientSecretRef",), federatedCredential={"serviceAccountName": "mail"})
+    assert parse_spec(spec, "t").federated_credential == FederatedCredential(ENTRA, "mail")
+    for bad in ("other-ns/mail", "Mail", "x" * 254):
+        with pytest.raises(SpecError, match="serviceAccountName"):
+            parse_spec(change(spec, federatedCredential={"serviceAccountName": bad}), "t")
+
+
+def test_the_hint_names_the_charts_value_by_its_full_path() -> None:
+    with pytest.raises(ProviderError, match=r"providers\.federatedToken\.enabled=true"):
+        clientauth.read_assertion([], ENTRA)
 
 
 @pytest.mark.parametrize("code", [700211, 700212, 700213, 70021, 700024, 50013, 90061])

@@ -64,6 +64,7 @@ def test_least_privilege_decisions() -> None:
     assert {(p.api_group, p.resource): set(p.verbs) for p in callback} == {
         ("emailtoken.io", "emailtokens"): {"get", "list"},  # lists per page view, reads one; never watches
         ("", "secrets"): {"get", "create", "patch"},
+        ("", "serviceaccounts/token"): {"create"},  # federatedCredential.serviceAccountName (satokens)
     }
     # The operator: status through /status only, core v1 Events, Secrets as the code uses them.
     operator = rbac.permissions(rbac.Component.OPERATOR, all_namespaces=True, peering=False)
@@ -72,6 +73,7 @@ def test_least_privilege_decisions() -> None:
         ("emailtoken.io", "emailtokens/status"): {"patch"},
         ("", "secrets"): {"get", "list", "watch", "create", "patch", "delete"},
         ("", "events"): {"create"},
+        ("", "serviceaccounts/token"): {"create"},  # a token of the EmailToken's own ServiceAccount only
     }
     assert not allowed("operator", "create", "events", "events.k8s.io")
 
@@ -234,6 +236,7 @@ _RESOURCES = {
     "namespaced_event": ("", "events"),
     "cluster_custom_object": ("emailtoken.io", "emailtokens"),  # probe_tokens with --all-namespaces
     "namespaced_lease": ("coordination.k8s.io", "leases"),
+    "namespaced_service_account_token": ("", "serviceaccounts/token"),
 }
 
 

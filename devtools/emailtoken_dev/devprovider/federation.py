@@ -4,11 +4,12 @@ An app registration may carry federated identity credentials (issuer, subject, a
 A client then authenticates with ``client_assertion`` (type
 ``urn:ietf:params:oauth:client-assertion-type:jwt-bearer``): a JWT from that issuer, for
 example a Kubernetes projected ServiceAccount token. As at Entra, the keys come from the
-issuer itself (``{iss}/.well-known/openid-configuration`` -> ``jwks_uri``), fetched anonymously
-over HTTPS, and each refusal is Entra's AADSTS error with its wording: 700211 (no record for
-the issuer), 700213 (none for the subject), 700212 (none for the audience), 70021 (neither
-matches), 50013 (signature), 700024 (time range), 90061 (issuer unreachable), 50027 (not a
-JWT). Assertions are never logged or stored.
+issuer itself (``{iss}/.well-known/openid-configuration``, whose ``issuer`` must equal the
+token's ``iss``, then its ``jwks_uri``), fetched anonymously over HTTPS, and each refusal is
+Entra's AADSTS error with its wording: 700211 (no record for the issuer), 700213 (none for
+the subject), 700212 (none for the audience), 70021 (neither matches), 50013 (signature),
+700024 (time range), 90061 (issuer unreachable or its discovery document names another
+issuer), 50027 (not a JWT). Assertions are never logged or stored.
 """
 
 from __future__ import annotations
@@ -119,6 +120,8 @@ async def _issuer_keys(issuer: str, ca_bundle: str | None) -> list[dict[str, Any
     try:
         async with aiohttp.ClientSession(timeout=_FETCH_TIMEOUT) as http:
             discovery = await _get_json(http, issuer.rstrip("/") + "/.well-known/openid-configuration", tls)
+            if discovery.get("issuer") != issuer:  # OpenID Connect Discovery 1.0 section 4.3, as Entra checks
+                raise microsoft_error(90061, detail="The issuer in the discovery document does not match.")
             jwks = await _get_json(http, str(discovery.get("jwks_uri") or ""), tls)
     except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
         raise microsoft_error(90061, detail=type(exc).__name__) from None

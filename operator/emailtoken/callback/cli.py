@@ -141,7 +141,7 @@ def config_from_args(args: argparse.Namespace) -> CallbackConfig:
         allowed_hosts=tuple(args.allowed_host),
         provider_timeout=args.provider_timeout,
         manage_tokens=args.manage_tokens,
-        federated_token_files=tuple(args.federated_token_files),
+        federation=clientauth.from_args(args),
     )
 
 

@@ -10,9 +10,11 @@ from typing import Any, Protocol
 
 from emailtoken.callback.csrf import CsrfGuard
 from emailtoken.callback.state import StateSealer
+from emailtoken.clientauth import DEFAULTS, Federation
 from emailtoken.endpoints import DEFAULT_ALLOWED_HOSTS
 from emailtoken.kube import KubeApi
 from emailtoken.providers.base import Provider
+from emailtoken.satokens import ServiceAccountTokens
 from emailtoken.timefmt import utcnow
 
 LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
@@ -37,8 +39,9 @@ class CallbackConfig:
     provider_timeout: float = 20.0
     #: Create now, edit and delete on the admin page (--manage-tokens; off by default)
     manage_tokens: bool = False
-    #: this pod's projected ServiceAccount tokens (emailtoken.clientauth), for spec.federatedCredential
-    federated_token_files: tuple[str, ...] = ()
+    #: what spec.federatedCredential may use: audiences, ambient namespaces, this pod's projected
+    #: tokens (emailtoken.clientauth)
+    federation: Federation = DEFAULTS
 
     @property
     def redirect_uri(self) -> str:
@@ -89,6 +92,8 @@ class Services:
     sealer: StateSealer
     csrf: CsrfGuard
     now: Callable[[], datetime] = utcnow
+    #: ServiceAccount tokens requested for spec.federatedCredential.serviceAccountName (cached)
+    sa_tokens: ServiceAccountTokens = field(default_factory=ServiceAccountTokens)
     started: float = field(default_factory=time.time)
 
     @property

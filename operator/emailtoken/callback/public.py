@@ -68,7 +68,8 @@ async def _finish(request: web.Request) -> web.Response:
         redirect_uri=svc.config.redirect_uri,
         verifier=sign_in.verifier,
         sign_in=sign_in,
-        federated_token_files=svc.config.federated_token_files,
+        federation=svc.config.federation,
+        sa_tokens=svc.sa_tokens,
     )
     log.info("%s completed: grant stored for account %s", what, result.account or "(unnamed)")
     page = pages.success(

@@ -10,20 +10,23 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from emailtoken import clientauth, grants
+from emailtoken import grants, satokens
 from emailtoken.api import ANNOTATION_SIGN_INS
 from emailtoken.callback import pkce
 from emailtoken.callback.state import SignInState
+from emailtoken.clientauth import DEFAULTS, Federation
 from emailtoken.kube import Conflict, KubeApi, KubeError, NotFound
 from emailtoken.model import EmailTokenSpec, SpecError, TokenRef, parse_spec
 from emailtoken.outcomes import ProviderError, TokenSet
 from emailtoken.providers.base import ClientCredentials, Provider
+from emailtoken.satokens import ServiceAccountTokens
 from emailtoken.secretdata import Grant, grant_secret, read_grant
 from emailtoken.store import SecretMissing, read_secret_key
 from emailtoken.timefmt import utcnow
@@ -35,6 +38,7 @@ GRANT_WRITE_PATIENCE = 10.0
 #: Grant Secret annotation: ids of completed callback sign-ins -> their states' expiry (JSON).
 #: More completed sign-ins of one token within one state TTL than this is not a person at work.
 MAX_RECORDED_SIGN_INS = 32
+log = logging.getLogger("emailtoken.callback")
 
 
 class SignInRefused(Exception):
@@ -105,18 +109,39 @@ def check_account(spec: EmailTokenSpec, account: str | None) -> str:
     return account
 
 
-async def credentials(
-    api: KubeApi, token: TokenRef, spec: EmailTokenSpec, federated_token_files: Sequence[str] = ()
+async def _assertion(
+    api: KubeApi, token: TokenRef, spec: EmailTokenSpec, federation: Federation, sa_tokens: ServiceAccountTokens
 ) -> ClientCredentials:
-    """How the code exchange authenticates the client: a client secret, this pod's projected
-    ServiceAccount token (``spec.federatedCredential``), or nothing (public clients)."""
+    """The client assertion of ``spec.federatedCredential`` (:func:`emailtoken.satokens.assertion`).
+
+    The page may be the public listener's: it names the reason only, the log says the rest
+    (which ServiceAccount, file or audience)."""
+    assert spec.federated_credential is not None
+    try:
+        return ClientCredentials(
+            client_assertion=await satokens.assertion(
+                federation, sa_tokens, api, token.namespace, spec.federated_credential
+            )
+        )
+    except ProviderError as exc:
+        log.warning("sign-in for %s: cannot authenticate the client: %s", token, exc.message)
+        message = "this service cannot authenticate the OAuth client (its log says why); nothing was stored"
+        raise SignInRefused(exc.reason, message, status=500) from None
+    except KubeError as exc:
+        raise api_refused(exc, f"requesting a ServiceAccount token in namespace {token.namespace}") from None
+
+
+async def credentials(
+    api: KubeApi,
+    token: TokenRef,
+    spec: EmailTokenSpec,
+    federation: Federation = DEFAULTS,
+    sa_tokens: ServiceAccountTokens | None = None,
+) -> ClientCredentials:
+    """How the code exchange authenticates the client: a client secret, a ServiceAccount token
+    (``spec.federatedCredential``), or nothing (public clients)."""
     if spec.federated_credential is not None:
-        try:
-            audience = spec.federated_credential.audience
-            return ClientCredentials(client_assertion=clientauth.assertion_source(federated_token_files, audience))
-        except ProviderError as exc:
-            message = f"this service cannot authenticate the client: {exc.message}"
-            raise SignInRefused(exc.reason, message, status=500) from None
+        return await _assertion(api, token, spec, federation, sa_tokens or ServiceAccountTokens())
     if spec.client_secret_ref is None:
         return ClientCredentials()
     try:
@@ -300,7 +325,8 @@ async def complete(
     redirect_uri: str,
     verifier: str,
     sign_in: SignInState | None = None,
-    federated_token_files: Sequence[str] = (),
+    federation: Federation = DEFAULTS,
+    sa_tokens: ServiceAccountTokens | None = None,
 ) -> SignInResult:
     """Exchange, check the account, store the grant; the operator takes it from there.
 
@@ -308,7 +334,7 @@ async def complete(
     before the code is spent and enforced by the grant write. Nothing is consumed by a
     refusal, so a stranger's bad code or ``?error=`` cannot cancel a sign-in in flight.
     """
-    creds = await credentials(api, token, spec, federated_token_files)
+    creds = await credentials(api, token, spec, federation, sa_tokens)
     if sign_in is not None:
         await ensure_unused(api, token, sign_in)
     tokens = await exchange(provider, spec, creds, code=code, redirect_uri=redirect_uri, verifier=verifier)
