@@ -68,3 +68,9 @@ def test_the_installer_chooses_audiences_and_ambient_namespaces_for_both_process
         args = pod["containers"][0]["args"]
         assert flag_values(args, "--federation-audience") == ["api://AzureADTokenExchange"]
         assert "--ambient-federation-namespace" not in args
+
+
+def test_ambient_namespaces_without_the_projected_token_is_refused_at_install() -> None:
+    values = {"providers": {"federatedToken": {"ambientNamespaces": ["ops"]}}}
+    with pytest.raises(Exception, match=r"ambientNamespaces needs providers\.federatedToken\.enabled"):
+        deployments(values)

@@ -9,6 +9,10 @@ callback Deployment, "emailtoken.validateOperator" by the operator Deployment.
 {{- if and .Values.operator.prometheusRule.enabled (not .Values.operator.serviceMonitor.enabled) }}
 {{- fail "operator.prometheusRule.enabled needs operator.serviceMonitor.enabled: the alerts select the series that ServiceMonitor scrapes" }}
 {{- end }}
+{{- $fed := .Values.providers.federatedToken | default dict }}
+{{- if and $fed.ambientNamespaces (not $fed.enabled) }}
+{{- fail "providers.federatedToken.ambientNamespaces needs providers.federatedToken.enabled: the pods' own token is what those namespaces would use" }}
+{{- end }}
 {{- end }}
 
 {{- define "emailtoken.validate" -}}
