@@ -573,7 +573,8 @@ class Engine:
         """Ask the provider for an access token into ``st.unpublished`` (a rotated refresh token is
         stored on the way); False when there is nothing to ask with, already reported."""
         provider = self.providers.for_spec(spec.provider)
-        att.doing, att.kept = "reading Secrets", ""
+        federated = spec.federated_credential is not None and spec.federated_credential.service_account_name
+        att.doing, att.kept = ("requesting a ServiceAccount token" if federated else "reading Secrets"), ""
         creds = await self._credentials(token, spec)
         if not spec.interactive:
             att.inputs = inputs_digest(creds, None)
