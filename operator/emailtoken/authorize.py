@@ -178,13 +178,12 @@ def _finisher(
     return finish, outcome
 
 
-def authorize(args: argparse.Namespace) -> SignInResult:
-    """Run one loopback sign-in; raises AuthorizeError/SignInRefused with a readable message."""
+def _load_target(target: str) -> tuple[object, TokenRef, EmailTokenSpec]:
+    """The API client and the EmailToken to sign in for (one this command can sign in for)."""
     from emailtoken.callback.kubeapi import CallbackApi
     from emailtoken.kube import load_config
-    from emailtoken.providers import Providers
 
-    namespace, name = _target(args.target)
+    namespace, name = _target(target)
     try:
         load_config()
     except Exception as exc:  # the kubernetes client raises several types for a bad kubeconfig
@@ -198,6 +197,27 @@ def authorize(args: argparse.Namespace) -> SignInResult:
             "callback service's admin page; for flow DeviceCode the operator itself starts the sign-in "
             f"and shows the code in status.deviceCode (kubectl emailtoken status {name} -n {namespace})"
         )
+    return api, token, spec
+
+
+def _show(token: TokenRef, spec: EmailTokenSpec, redirect_uri: str, url: str, args: argparse.Namespace) -> None:
+    """Tell the person where to sign in (and open their browser unless asked not to)."""
+    who = spec.email_address or "the mailbox's account"
+    print(f"Sign in as {who} for EmailToken {token} ({spec.provider}).")
+    print(f"Redirect URI (must be registered at the provider): {redirect_uri}")
+    if not args.no_browser and webbrowser.open(url):
+        print("Your browser has been opened. If not, open this URL on this machine:")
+    else:
+        print("Open this URL in a browser on this machine:")
+    print(f"\n  {url}\n", flush=True)
+    print(f"Waiting for the sign-in (up to {int(args.timeout)}s; Ctrl-C cancels)...", flush=True)
+
+
+def authorize(args: argparse.Namespace) -> SignInResult:
+    """Run one loopback sign-in; raises AuthorizeError/SignInRefused with a readable message."""
+    from emailtoken.providers import Providers
+
+    api, token, spec = _load_target(args.target)
     provider = Providers(
         ca_bundle=args.ca_bundle, allowed_hosts=endpoints.from_args(args.allow_provider_hosts)
     ).for_spec(spec.provider)
@@ -216,15 +236,7 @@ def authorize(args: argparse.Namespace) -> SignInResult:
             url = authorization_url(provider, spec, redirect_uri=redirect_uri, state=state, verifier=verifier)
         except ProviderError as exc:
             raise AuthorizeError(f"the sign-in address could not be built: {exc.message}") from None
-        who = spec.email_address or "the mailbox's account"
-        print(f"Sign in as {who} for EmailToken {token} ({spec.provider}).")
-        print(f"Redirect URI (must be registered at the provider): {redirect_uri}")
-        if not args.no_browser and webbrowser.open(url):
-            print("Your browser has been opened. If not, open this URL on this machine:")
-        else:
-            print("Open this URL in a browser on this machine:")
-        print(f"\n  {url}\n", flush=True)
-        print(f"Waiting for the sign-in (up to {int(args.timeout)}s; Ctrl-C cancels)...", flush=True)
+        _show(token, spec, redirect_uri, url, args)
         deadline = time.monotonic() + args.timeout
         while server.outcome is None:
             remaining = deadline - time.monotonic()
