@@ -20,6 +20,9 @@ operator itself runs in (the Helm release namespace), whatever it watches, and o
 ``TOKEN_WRITER`` rows are the callback's, granted (beside its ``NAMESPACED`` rows, in the
 same Role or ClusterRole) only with ``callback.manageTokens.enabled`` (``--manage-tokens``):
 the admin page's "Create now", edit and delete of EmailTokens.
+``FEDERATION`` rows (both components, in the same Role or ClusterRole) are granted only with
+``providers.federatedCredential.enabled``: TokenRequests for
+``spec.federatedCredential.serviceAccountName`` (see below).
 
 Why the operator may get/create/patch Leases: leader election (``emailtoken.leader``,
 ``kube.get_lease``/``create_lease``/``patch_lease``) makes exactly one replica the writer,
@@ -38,13 +41,16 @@ metadata or to a label, so the permission reads every Secret of those namespaces
 whole cluster with ``--all-namespaces``). Serve few namespaces in production (chart value
 ``watchNamespaces``).
 
-Why both may create ``serviceaccounts/token``: with ``spec.federatedCredential.serviceAccountName``
-the client assertion is a short-lived token (TokenRequest API) of that ServiceAccount of the
-EmailToken's own namespace, so each namespace authenticates as itself (``emailtoken.satokens``).
-The code asks only for the token's own namespace and only for an audience the installer
-allows (``--federation-audience``), but RBAC can narrow neither: the permission could mint a
-token of any ServiceAccount of the served namespaces, for any audience (the API server's
-too). It is the same trust External Secrets' controller holds; serve few namespaces.
+Why both may create ``serviceaccounts/token`` (opt-in, ``FEDERATION``): with
+``spec.federatedCredential.serviceAccountName`` the client assertion is a short-lived token
+(TokenRequest API) of that ServiceAccount of the EmailToken's own namespace, so each namespace
+authenticates as itself (``emailtoken.satokens``). The code asks only for the token's own
+namespace and only for an audience the installer allows (``--federation-audience``), but RBAC
+can narrow neither: the permission could mint a token of any ServiceAccount of the served
+namespaces, for any audience, the API server's included; with all namespaces served that is
+every ServiceAccount of the cluster (kube-system's too), as good as cluster-admin to whoever
+takes over the process. Hence off by default, and best with ``watchNamespaces``. It is the
+trust External Secrets' controller holds for ``serviceAccountRef``.
 
 Deliberately not granted (the code must not need them):
 
@@ -105,6 +111,7 @@ class Scope(enum.StrEnum):
     PEERING_CLUSTER = "peeringCluster"
     RELEASE_NAMESPACE = "releaseNamespace"
     TOKEN_WRITER = "tokenWriter"
+    FEDERATION = "federation"
 
 
 @dataclass(frozen=True)
@@ -158,15 +165,6 @@ PERMISSIONS: dict[Component, tuple[Permission, ...]] = {
             "RefreshFailed, ReauthorizationRequired)",
         ),
         Permission(
-            api_group="",
-            resource="serviceaccounts/token",
-            verbs=("create",),
-            scope=Scope.NAMESPACED,
-            why="spec.federatedCredential.serviceAccountName: a short-lived token of that ServiceAccount "
-            "of the token's own namespace, for an installer-allowed audience only, as the client "
-            "assertion (satokens, kube.create_service_account_token)",
-        ),
-        Permission(
             api_group=KOPF_GROUP,
             resource="kopfpeerings",
             verbs=("get", "list", "watch", "patch"),
@@ -189,6 +187,15 @@ PERMISSIONS: dict[Component, tuple[Permission, ...]] = {
             "kube.get_lease reads it, create_lease takes a missing one, patch_lease renews, takes "
             "over or releases it with a resourceVersion precondition)",
         ),
+        Permission(
+            api_group="",
+            resource="serviceaccounts/token",
+            verbs=("create",),
+            scope=Scope.FEDERATION,
+            why="spec.federatedCredential.serviceAccountName: a short-lived token of that ServiceAccount "
+            "of the token's own namespace, for an installer-allowed audience only, as the client "
+            "assertion (satokens, kube.create_service_account_token)",
+        ),
     ),
     Component.CALLBACK: (
         Permission(
@@ -209,14 +216,6 @@ PERMISSIONS: dict[Component, tuple[Permission, ...]] = {
             "later, so this covers every Secret of the namespaces served (serve few namespaces)",
         ),
         Permission(
-            api_group="",
-            resource="serviceaccounts/token",
-            verbs=("create",),
-            scope=Scope.NAMESPACED,
-            why="redeem an authorization code with the token of spec.federatedCredential."
-            "serviceAccountName (satokens), as the operator does for its own requests",
-        ),
-        Permission(
             api_group=GROUP,
             resource=PLURAL,
             verbs=("create", "patch", "delete"),
@@ -234,6 +233,14 @@ PERMISSIONS: dict[Component, tuple[Permission, ...]] = {
             why="an Event on the EmailToken for every create, edit, secret replacement and delete "
             "(callback.tokenwrite.TokenWriter.event)",
         ),
+        Permission(
+            api_group="",
+            resource="serviceaccounts/token",
+            verbs=("create",),
+            scope=Scope.FEDERATION,
+            why="redeem an authorization code with the token of spec.federatedCredential."
+            "serviceAccountName (satokens), as the operator does for its own requests",
+        ),
     ),
 }
 
@@ -245,11 +252,13 @@ def permissions(
     peering: bool,
     leader_election: bool = False,
     manage_tokens: bool = False,
+    federation: bool = False,
 ) -> list[Permission]:
     """The permissions a component holds in the given deployment mode, table order.
 
     With ``leader_election`` the release-namespace rows are included; they are granted
-    by their own Role (:func:`release_namespace_rules`), not by :func:`rules`.
+    by their own Role (:func:`release_namespace_rules`), not by :func:`rules`. ``federation``:
+    the TokenRequest rows (chart ``providers.federatedCredential.enabled``).
     """
     wanted = {Scope.NAMESPACED}
     if peering and Component(component) is Component.OPERATOR:
@@ -258,17 +267,24 @@ def permissions(
         wanted.add(Scope.RELEASE_NAMESPACE)
     if manage_tokens and Component(component) is Component.CALLBACK:
         wanted.add(Scope.TOKEN_WRITER)
+    if federation:
+        wanted.add(Scope.FEDERATION)
     return [p for p in PERMISSIONS[Component(component)] if p.scope in wanted]
 
 
 def rules(
-    component: Component | str, *, all_namespaces: bool, peering: bool, manage_tokens: bool = False
+    component: Component | str,
+    *,
+    all_namespaces: bool,
+    peering: bool,
+    manage_tokens: bool = False,
+    federation: bool = False,
 ) -> list[dict[str, list[str]]]:
     """The PolicyRules of a component's ClusterRole (all namespaces) or per-namespace Role."""
-    return [
-        p.rule()
-        for p in permissions(component, all_namespaces=all_namespaces, peering=peering, manage_tokens=manage_tokens)
-    ]
+    perms = permissions(
+        component, all_namespaces=all_namespaces, peering=peering, manage_tokens=manage_tokens, federation=federation
+    )
+    return [p.rule() for p in perms]
 
 
 def release_namespace_rules(component: Component | str, *, leader_election: bool) -> list[dict[str, list[str]]]:
@@ -288,12 +304,14 @@ def is_allowed(
     peering: bool = False,
     leader_election: bool = False,
     manage_tokens: bool = False,
+    federation: bool = False,
 ) -> bool:
     """True when the table lets ``component`` use ``verb`` on ``api_group/resource``.
 
     Meant for tests that record the API calls a component really makes (``resource``
     includes a subresource, e.g. ``emailtokens/status``). Lease rows count only with
-    ``leader_election`` and only in the release namespace; tokenWriter rows only with ``manage_tokens``.
+    ``leader_election`` and only in the release namespace; tokenWriter rows only with
+    ``manage_tokens``; federation rows only with ``federation``.
     """
     granted = permissions(
         component,
@@ -301,6 +319,7 @@ def is_allowed(
         peering=peering,
         leader_election=leader_election,
         manage_tokens=manage_tokens,
+        federation=federation,
     )
     return any(p.api_group == api_group and p.resource == resource and verb in p.verbs for p in granted)
 

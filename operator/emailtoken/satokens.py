@@ -63,7 +63,8 @@ def _refusal(exc: KubeError, namespace: str, name: str) -> ProviderError | None:
     elif exc.status == 403:
         why = (
             f"this process may not request tokens for ServiceAccount {namespace}/{name} (RBAC: create "
-            f"serviceaccounts/token in namespace {namespace}): {exc.message}"
+            f"serviceaccounts/token in namespace {namespace}; chart: providers.federatedCredential.enabled=true): "
+            f"{exc.message}"
         )
     else:
         return None

@@ -300,7 +300,8 @@ def grant_rules(admin: ApiClient, namespace: str, rules: list[dict[str, Any]], s
 
 
 def component_rules(component: rbac.Component, *, leader_election: bool = False) -> list[dict[str, Any]]:
-    perms = rbac.permissions(component, all_namespaces=False, peering=False, leader_election=leader_election)
+    scopes = {"leader_election": leader_election, "federation": True}  # chart: providers.federatedCredential.enabled
+    perms = rbac.permissions(component, all_namespaces=False, peering=False, **scopes)
     return [p.rule() for p in perms]
 
 

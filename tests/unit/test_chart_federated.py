@@ -74,3 +74,31 @@ def test_ambient_namespaces_without_the_projected_token_is_refused_at_install() 
     values = {"providers": {"federatedToken": {"ambientNamespaces": ["ops"]}}}
     with pytest.raises(Exception, match=r"ambientNamespaces needs providers\.federatedToken\.enabled"):
         deployments(values)
+
+
+@pytest.mark.parametrize("enabled", [False, True])
+@pytest.mark.parametrize("namespaces", [[], ["mail", "ops"]])
+def test_token_requests_are_granted_only_when_the_installer_turns_them_on(enabled: bool, namespaces: list[str]) -> None:
+    """serviceaccounts/token create reaches every ServiceAccount of the served namespaces: opt-in."""
+    from emailtoken import rbac
+
+    values = {
+        "providers": {"federatedCredential": {"enabled": enabled}},
+        "callback": VALUES["callback"],
+        "watchNamespaces": namespaces,
+    }
+    try:
+        objects = generate.render(values)
+    except ImportError:
+        pytest.skip("helm-python-sdk is not installed")
+    roles = [
+        o
+        for o in objects
+        if o["kind"] in ("Role", "ClusterRole") and not o["metadata"]["name"].endswith("-leader-election")
+    ]
+    assert len(roles) == 2 * max(len(namespaces), 1)
+    for role in roles:
+        component = "callback" if role["metadata"]["name"].endswith("-callback") else "operator"
+        expected = rbac.rules(component, all_namespaces=not namespaces, peering=False, federation=enabled)
+        assert role["rules"] == expected
+        assert any("serviceaccounts/token" in r["resources"] for r in role["rules"]) is enabled

@@ -64,7 +64,6 @@ def test_least_privilege_decisions() -> None:
     assert {(p.api_group, p.resource): set(p.verbs) for p in callback} == {
         ("emailtoken.io", "emailtokens"): {"get", "list"},  # lists per page view, reads one; never watches
         ("", "secrets"): {"get", "create", "patch"},
-        ("", "serviceaccounts/token"): {"create"},  # federatedCredential.serviceAccountName (satokens)
     }
     # The operator: status through /status only, core v1 Events, Secrets as the code uses them.
     operator = rbac.permissions(rbac.Component.OPERATOR, all_namespaces=True, peering=False)
@@ -73,8 +72,17 @@ def test_least_privilege_decisions() -> None:
         ("emailtoken.io", "emailtokens/status"): {"patch"},
         ("", "secrets"): {"get", "list", "watch", "create", "patch", "delete"},
         ("", "events"): {"create"},
-        ("", "serviceaccounts/token"): {"create"},  # a token of the EmailToken's own ServiceAccount only
     }
+    # TokenRequests (federatedCredential.serviceAccountName) only when the installer turns them on:
+    # RBAC cannot narrow them to the EmailTokens' ServiceAccounts or audiences.
+    for component in rbac.Component:
+        for mode in (True, False):
+            assert not allowed(component, "create", "serviceaccounts/token", all_namespaces=mode)
+            extra = rbac.permissions(component, all_namespaces=mode, peering=False, federation=True)
+            plain = rbac.permissions(component, all_namespaces=mode, peering=False)
+            assert [p.rule() for p in extra if p not in plain] == [
+                {"apiGroups": [""], "resources": ["serviceaccounts/token"], "verbs": ["create"]}
+            ]
     assert not allowed("operator", "create", "events", "events.k8s.io")
 
 
@@ -253,7 +261,8 @@ def test_operator_api_client_calls_are_in_the_table() -> None:
         group, resource = _RESOURCES[rest]
         verb = _VERBS[verb_word]
         for mode in (True, False):
-            assert rbac.is_allowed("operator", verb, resource, group, all_namespaces=mode, leader_election=True), (
+            granted = {"all_namespaces": mode, "leader_election": True, "federation": True}
+            assert rbac.is_allowed("operator", verb, resource, group, **granted), (
                 f"kube.py calls {call} ({verb} {resource}) but emailtoken/rbac.py does not grant it"
             )
 

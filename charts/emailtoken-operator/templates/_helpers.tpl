@@ -154,6 +154,9 @@ Call with (dict "ctx" $ "component" "operator").
 {{- if and (eq .component "callback") (.ctx.Values.callback.manageTokens | default dict).enabled }}
 {{- $rules = concat $rules (get $component "tokenWriter") }}
 {{- end }}
+{{- if (.ctx.Values.providers.federatedCredential | default dict).enabled }}
+{{- $rules = concat $rules (get $component "federation") }}
+{{- end }}
 {{- toYaml $rules }}
 {{- end }}
 
