@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from emailtoken import advisories, clientauth, conditions, failures, grants, loginprobe, mailhosts, satokens
+from emailtoken import advisories, clientauth, conditions, devicecode, failures, grants, loginprobe, mailhosts, satokens
 from emailtoken.api import ANNOTATION_REAUTHORIZE, ANNOTATION_REFRESH_NOW, Key
 from emailtoken.conditions import Condition
 from emailtoken.credcache import CredentialSecrets
@@ -34,10 +34,19 @@ from emailtoken.kube import KubeApi, KubeError
 from emailtoken.mailhosts import MailHost
 from emailtoken.model import EmailTokenSpec, LoginProbe, SpecError, TokenRef, parse_spec
 from emailtoken.observe import NullObserver, Observer
-from emailtoken.outcomes import ErrorKind, ProviderError, TokenSet
+from emailtoken.outcomes import ProviderError, TokenSet
 from emailtoken.providercalls import ProviderCalls
 from emailtoken.providers.base import ClientCredentials, DeviceCodeProvider, Provider
-from emailtoken.report import Findings, Links, Report, changed, is_true, refresh_event, render_status
+from emailtoken.report import (
+    Findings,
+    Links,
+    Report,
+    changed,
+    first_authorization,
+    is_true,
+    refresh_event,
+    render_status,
+)
 from emailtoken.secretdata import LABEL_TOKEN, Grant, PublishedToken, consumer_secret, read_published
 from emailtoken.spending import Spending
 from emailtoken.store import (
@@ -50,7 +59,17 @@ from emailtoken.store import (
     read_secret_key,
 )
 from emailtoken.timefmt import rfc3339, utcnow
-from emailtoken.timing import DEFAULT_KEEPALIVE, MIN_REFRESH_INTERVAL, next_refresh, restored_plan, step_delay
+from emailtoken.timing import (
+    DEFAULT_KEEPALIVE,
+    MIN_REFRESH_INTERVAL,
+    Plan,
+    attempt_due,
+    follow_spec,
+    ready_until,
+    restored_plan,
+    step_delay,
+    worth_publishing,
+)
 from emailtoken.tokenindex import TokenIndex
 from emailtoken.tokenstate import Rotation, StepResult, TokenState, Unpublished, inputs_digest
 
@@ -228,7 +247,7 @@ class Engine:
     def nudge(self, key: Key) -> None:
         """A referenced Secret changed: a failing or waiting token should try again now."""
         st = self.states.get(key)
-        if st is not None and (st.failures or st.error or st.attempt_at is None):
+        if st is not None and failures.retry_on_change(st.failures, st.error, st.attempt_at):
             st.attempt_at = self.clock()
 
     # -- the step ----------------------------------------------------------------------------
@@ -296,15 +315,19 @@ class Engine:
         # Worth an Event even when routine refreshes get none: someone asked, or the spec changed.
         requested = force or not self._follow_spec(st, spec, now, restored)
         refreshed = False
-        if force or (st.attempt_at is not None and now >= st.attempt_at):
+        if attempt_due(now, st.attempt_at, force=force):
             refreshed = await self._attempt(token, spec, st, report, now, force=force, requested=requested)
             now = max(now, self.clock())  # a provider call can take up to its timeout: judge expiry after it
         else:
             self._steady_report(report, st, spec, now)
 
         await self._finish(body, token, spec, st, report, handled, now)
-        ready_until = st.published.expires_at if st.published is not None and st.error is not None else None
-        return StepResult(delay=step_delay(now, st.attempt_at, ready_until), refreshed=refreshed)
+        return StepResult(delay=self._delay(st, now), refreshed=refreshed)
+
+    @staticmethod
+    def _delay(st: TokenState, now: datetime) -> float | None:
+        """Seconds to the next step (:func:`~emailtoken.timing.step_delay`)."""
+        return step_delay(now, st.attempt_at, ready_until(st.published, st.error is not None))
 
     def _track_refs(self, token: TokenRef, spec: EmailTokenSpec, st: TokenState) -> None:
         """Index the Secrets this token reads (its Secret events wake it) and its credentials (kept from a GET)."""
@@ -343,8 +366,7 @@ class Engine:
         except KubeError as exc:
             self._fail(st, _api_failure(exc, f"reading Secret {token.namespace}/{spec.secret_name}"), report, now)
             await self._finish(body, token, spec, st, report, handled, now)
-            ready_until = st.published.expires_at if st.published is not None else None
-            return StepResult(delay=step_delay(now, st.attempt_at, ready_until))
+            return StepResult(delay=self._delay(st, now))
 
     async def _reauthorize_if_asked(
         self,
@@ -375,18 +397,17 @@ class Engine:
             report.events.append(("Normal", "GrantDropped", "the grant was dropped on request; sign in again"))
 
     def _follow_spec(self, st: TokenState, spec: EmailTokenSpec, now: datetime, restored: datetime | None) -> bool:
-        """A new spec starts over (failures forgotten; refresh now unless the published token is
-        from this spec, then at the ``restored`` plan or a new one). Returns whether the published
-        token belongs to the current spec."""
+        """Carry out :func:`~emailtoken.timing.follow_spec` (a new spec starts over). Returns whether
+        the published token belongs to the current spec."""
         fingerprint = spec.fingerprint()
-        published_current = (
-            st.published is not None and st.published.has_token and st.published.spec_hash == fingerprint
+        follow = follow_spec(
+            st.fingerprint, fingerprint, st.published, spec.refresh_before, now, restored=restored, plan=self._plan()
         )
-        if st.fingerprint != fingerprint:
+        if follow.start_over_at is not None:
             st.fingerprint = fingerprint
             st.failures, st.error = 0, None
-            st.attempt_at = self._planned(st, spec, now, restored) if published_current else now
-        return published_current
+            st.attempt_at = follow.start_over_at
+        return follow.current
 
     # -- pieces of a step --------------------------------------------------------------------
 
@@ -406,24 +427,9 @@ class Engine:
         st.consumer_exists = secret is not None
         st.loaded = True
 
-    def _planned(
-        self, st: TokenState, spec: EmailTokenSpec, now: datetime, restored: datetime | None = None
-    ) -> datetime:
-        """When to refresh the published token: the plan ``restored`` from status, else a new one."""
-        pub = st.published
-        if pub is None:
-            return now
-        if restored is not None:
-            return restored
-        obtained = pub.obtained_at or (pub.expires_at - timedelta(hours=1))
-        return next_refresh(
-            obtained,
-            pub.expires_at,
-            spec.refresh_before,
-            keepalive=self.config.keepalive,
-            min_interval=self.config.min_refresh_interval,
-            rng=self.rng,
-        )
+    def _plan(self) -> Plan:
+        """The operator's refresh plan (:class:`~emailtoken.timing.Plan`) from its settings."""
+        return Plan(self.config.keepalive, self.config.min_refresh_interval, self.rng)
 
     async def _credentials(self, token: TokenRef, spec: EmailTokenSpec) -> ClientCredentials:
         if spec.federated_credential is not None:  # no secret at all: a ServiceAccount token (emailtoken.satokens)
@@ -448,9 +454,9 @@ class Engine:
         return ClientCredentials(client_secret=secret, service_account_info=info)
 
     def _held_back(self, st: TokenState, inputs: str, report: Report, now: datetime, force: bool) -> bool:
-        """Would this attempt repeat one the provider already refused (:func:`failures.repeats`)?
-        Then wait for its retry instead. Only an explicit refresh-now overrides this."""
-        if force or st.error is None or not failures.repeats(st.refusal, inputs, now):
+        """Would this attempt repeat one the provider already refused (:func:`failures.holds_back`)?
+        Then wait for its retry instead."""
+        if not failures.holds_back(st.refusal, st.error, inputs, now, force=force):
             return False
         assert st.refusal is not None
         st.attempt_at = st.refusal.retry_at
@@ -539,7 +545,7 @@ class Engine:
         """The consumer Secret holds the new token: the state starts over, plan the next refresh, report."""
         st.unpublished = None
         result, username, obtained = held.result, held.username, held.obtained_at
-        was_authorized = st.error is None and st.failures == 0 and st.published is not None
+        first = first_authorization(st.published, st.error, st.failures)
         st.published = PublishedToken(
             expires_at=result.expires_at,
             obtained_at=obtained,
@@ -548,11 +554,9 @@ class Engine:
             spec_hash=spec.fingerprint(),
         )
         st.failures, st.error, st.last_warning, st.refusal = 0, None, None, None
-        st.attempt_at = self._planned(st, spec, now)
+        st.attempt_at = self._plan().refresh_at(st.published, spec.refresh_before, now)
         announce = requested or self.config.routine_events
-        event = refresh_event(
-            spec.provider, username, result.expires_at, st.attempt_at, first=not was_authorized, announce=announce
-        )
+        event = refresh_event(spec.provider, username, result.expires_at, st.attempt_at, first=first, announce=announce)
         if event is not None:
             report.events.append(event)
         self._steady_report(report, st, spec, now)
@@ -585,7 +589,7 @@ class Engine:
             return True
         att.doing = f"reading Secret {token.namespace}/{token.grant_secret_name} (the grant)"
         grant = grant or await self.grants.load(token)
-        if grant is None and spec.flow != "DeviceCode":
+        if grant is None and not devicecode.signs_in_itself(spec):
             self._awaiting(token, spec, st, report, now)
             return False
         if grant is None:
@@ -608,7 +612,7 @@ class Engine:
     def _held(self, st: TokenState, spec: EmailTokenSpec, now: datetime) -> Unpublished | None:
         """The access token an earlier attempt obtained and could not publish, while it is still worth publishing."""
         held = st.unpublished
-        if held is not None and (held.fingerprint != spec.fingerprint() or held.result.expires_at <= now):
+        if held is not None and not worth_publishing(held.fingerprint, held.result.expires_at, spec.fingerprint(), now):
             st.unpublished = held = None  # issued for another spec, or expired: ask again
         return held
 
@@ -685,19 +689,21 @@ class Engine:
     ) -> tuple[Grant, TokenSet] | None:
         """Drive the device authorization grant one poll at a time (status and an Event show the code)."""
         device_provider: DeviceCodeProvider = provider  # type: ignore[assignment]
-        if st.device is not None and st.error is not None and st.error.reason in failures.DEVICE_FINAL:
+        move = devicecode.next_move(st.device, st.error, now)
+        if move is devicecode.Move.FINISHED:
             self._report_failure(report, st, now)
             st.attempt_at = None  # finished without a grant: the reauthorize annotation starts over
             return None
-        if st.device is None:
+        if move is devicecode.Move.START:
             await self._device_start(spec, st, creds, device_provider, report, now)
             return None
-        if now >= st.device.expires_at:
+        if move is devicecode.Move.EXPIRED:
             self._refused(st, failures.DEVICE_EXPIRED, None, report, now)
             return None
+        assert st.device is not None
         result = await self._calls.run(spec, "device_poll", device_provider.poll_device_flow, spec, creds, st.device)
         if result is None:
-            st.attempt_at = now + timedelta(seconds=st.device.interval)
+            st.attempt_at = devicecode.poll_at(st.device, now)
             st.failures = 0
             self._report_failure(report, st, now)
             return None
@@ -707,7 +713,7 @@ class Engine:
             return None
         grant = grants.from_sign_in(spec, result, result.account or "", now)
         st.device, st.error = None, None  # the code is redeemed: never poll it again, whatever happens next
-        report.events.append(("Normal", "DeviceCodeApproved", f"signed in as {grant.account} with the device code"))
+        report.events.append(devicecode.approved_event(grant.account))
         return grant, result
 
     async def _device_start(
@@ -722,15 +728,11 @@ class Engine:
         """Ask for a device code; status and an Event show it until someone signs in."""
         flow = await self._calls.run(spec, "device_start", device_provider.start_device_flow, spec, creds)
         st.device = flow
-        message = (
-            f"to sign in, open {flow.verification_uri} and enter the code {flow.user_code} "
-            f"(expires at {rfc3339(flow.expires_at)})"
-        )
-        st.error = Failure(ErrorKind.REAUTHORIZE, message, "AwaitingAuthorization")
+        st.error = devicecode.issued(flow)
         st.failures = 0
-        report.events.append(("Normal", "DeviceCodeIssued", message))
-        st.last_warning = ("AwaitingAuthorization", message)
-        st.attempt_at = now + timedelta(seconds=flow.interval)
+        report.events.append(("Normal", "DeviceCodeIssued", st.error.message))
+        st.last_warning = (st.error.reason, st.error.message)
+        st.attempt_at = devicecode.poll_at(flow, now)
         self._report_failure(report, st, now)
 
     # -- writing and reporting -------------------------------------------------------------------
@@ -787,10 +789,7 @@ class Engine:
         report.failed(st.error, st.published, token_valid=st.valid_at(now))
 
     def _steady_report(self, report: Report, st: TokenState, spec: EmailTokenSpec, now: datetime) -> None:
-        if st.error is not None:
-            report.failed(st.error, st.published, token_valid=st.valid_at(now))
-        else:
-            report.steady(st.published, spec.provider, token_valid=st.valid_at(now))
+        report.standing(st.error, st.published, spec.provider, token_valid=st.valid_at(now))
 
     async def _finish(
         self,
@@ -849,7 +848,7 @@ class Engine:
         """Warnings ahead of a known end (a grant's stated or unused limit, a retiring service): pure policy."""
         last_used = st.published.obtained_at if st.published is not None else None
         limit = advisories.grant_limit(spec.provider, st.grant_stated, last_used)
-        usable = st.error is None or st.error.kind is not ErrorKind.REAUTHORIZE
+        usable = failures.grant_usable(st.error)
         window = self.config.grant_warning
         advice = advisories.advise(
             spec, str(token), limit, grant_usable=usable, status=status, warned=st.warned, now=now, window=window

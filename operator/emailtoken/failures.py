@@ -143,6 +143,23 @@ def repeats(refusal: Refusal | None, inputs: str, now: datetime) -> bool:
     return refusal.retry_at is None or now < refusal.retry_at
 
 
+def holds_back(refusal: Refusal | None, error: Failure | None, inputs: str, now: datetime, *, force: bool) -> bool:
+    """Does an attempt presenting ``inputs`` wait for the refused one's retry (:func:`repeats`) while
+    the token still fails? Only an explicit refresh-now overrides this."""
+    return not force and error is not None and repeats(refusal, inputs, now)
+
+
+def retry_on_change(failures: int, error: Failure | None, attempt_at: datetime | None) -> bool:
+    """A Secret the token reads changed: does it try again now? A failing token (the change may be
+    the fix) or one waiting for a change (no attempt planned) does; a healthy one keeps its plan."""
+    return bool(failures) or error is not None or attempt_at is None
+
+
+def grant_usable(error: Failure | None) -> bool:
+    """Can the grant still be presented, as far as the last step knows (no sign-in required)?"""
+    return error is None or error.kind is not ErrorKind.REAUTHORIZE
+
+
 #: device-code outcomes after which only a new reauthorize annotation starts over
 DEVICE_FINAL = ("AuthorizationDeclined", "DeviceCodeExpired", "AccountMismatch")
 

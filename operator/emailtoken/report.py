@@ -65,6 +65,15 @@ class Report:
         who = published.username or "the application"
         self.authorized = Condition(conditions.AUTHORIZED, True, "Authorized", f"{provider} issues tokens for {who}")
 
+    def standing(
+        self, error: Failure | None, published: PublishedToken | None, provider: str, *, token_valid: bool
+    ) -> None:
+        """Conditions for a step that changed nothing: the standing failure's, else the steady ones."""
+        if error is not None:
+            self.failed(error, published, token_valid=token_valid)
+        else:
+            self.steady(published, provider, token_valid=token_valid)
+
 
 @dataclass(frozen=True)
 class Findings:
@@ -149,6 +158,11 @@ def _device_code(found: Findings) -> dict[str, str] | None:
         "verificationUri": device.verification_uri,
         "expiresAt": rfc3339(device.expires_at),
     }
+
+
+def first_authorization(published: PublishedToken | None, error: Failure | None, failures: int) -> bool:
+    """Is a token about to be published the first one, or the first after a failure (Authorized Event)?"""
+    return published is None or error is not None or failures > 0
 
 
 def refresh_event(

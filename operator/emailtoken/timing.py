@@ -6,6 +6,7 @@ Pure functions of times and counts; randomness comes in through ``rng`` so tests
 from __future__ import annotations
 
 import random
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from emailtoken.secretdata import PublishedToken
@@ -54,6 +55,83 @@ def next_refresh(
     jitter = (rng or random).uniform(0, JITTER_FRACTION) * margin
     due = expires_at - margin - jitter
     return max(min(due, obtained_at + keepalive), obtained_at + min_interval)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How this operator plans refreshes (its flags), with the jitter's source."""
+
+    keepalive: timedelta = DEFAULT_KEEPALIVE
+    min_interval: timedelta = MIN_REFRESH_INTERVAL
+    rng: random.Random | None = None
+
+    def refresh_at(
+        self,
+        published: PublishedToken | None,
+        refresh_before: timedelta | None,
+        now: datetime,
+        restored: datetime | None = None,
+    ) -> datetime:
+        """When to refresh the published token: the plan ``restored`` from status, else a new one; now
+        when nothing is published."""
+        if published is None:
+            return now
+        if restored is not None:
+            return restored
+        obtained = published.obtained_at or (published.expires_at - timedelta(hours=1))
+        return next_refresh(
+            obtained,
+            published.expires_at,
+            refresh_before,
+            keepalive=self.keepalive,
+            min_interval=self.min_interval,
+            rng=self.rng,
+        )
+
+
+@dataclass(frozen=True)
+class SpecFollow:
+    """What the spec a step reads means for the plan."""
+
+    #: the published token was issued for this spec (an Event is worth it otherwise)
+    current: bool
+    #: a spec not followed before: forget the failures and attempt at this time; None: the same spec
+    start_over_at: datetime | None
+
+
+def follow_spec(
+    followed: str | None,
+    fingerprint: str,
+    published: PublishedToken | None,
+    refresh_before: timedelta | None,
+    now: datetime,
+    *,
+    restored: datetime | None,
+    plan: Plan,
+) -> SpecFollow:
+    """A new spec (``fingerprint`` differs from the ``followed`` one) starts over: refresh now, unless
+    the published token is from this spec (a restart), then at the ``restored`` plan or a new one."""
+    current = published is not None and published.has_token and published.spec_hash == fingerprint
+    if followed == fingerprint:
+        return SpecFollow(current, None)
+    return SpecFollow(current, plan.refresh_at(published, refresh_before, now, restored) if current else now)
+
+
+def attempt_due(now: datetime, attempt_at: datetime | None, *, force: bool) -> bool:
+    """Does this step attempt a refresh: asked for (refresh-now), or its planned or retry time has come?"""
+    return force or (attempt_at is not None and now >= attempt_at)
+
+
+def worth_publishing(issued_for: str, expires_at: datetime, fingerprint: str, now: datetime) -> bool:
+    """Is an access token obtained earlier and not yet published still worth publishing rather than
+    asking again: issued for this spec, and not expired?"""
+    return issued_for == fingerprint and expires_at > now
+
+
+def ready_until(published: PublishedToken | None, failing: bool) -> datetime | None:
+    """While a token fails, the moment its published access token expires (Ready turns False then:
+    step at that moment too); None when it does not fail or nothing is published."""
+    return published.expires_at if published is not None and failing else None
 
 
 def restored_plan(next_refresh_time: str | None, published: PublishedToken | None) -> datetime | None:

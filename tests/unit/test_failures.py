@@ -99,3 +99,27 @@ def test_a_device_sign_in_needs_the_mailbox_and_a_refresh_token() -> None:
     assert failures.device_sign_in(SPEC, wrong).reason == "AccountMismatch"  # type: ignore[union-attr]
     no_rt = TokenSet("at", NOW + TEN_MIN, account="ann@contoso.com")
     assert failures.device_sign_in(SPEC, no_rt).reason == "NoRefreshToken"  # type: ignore[union-attr]
+
+
+def test_a_refused_attempt_holds_back_its_repeat_while_the_token_fails_unless_refresh_now() -> None:
+    refused = Failure(ErrorKind.REAUTHORIZE, "dead grant")
+    refusal = Refusal("digest", NOW + TEN_MIN)
+    assert failures.holds_back(refusal, refused, "digest", NOW, force=False)
+    assert not failures.holds_back(refusal, refused, "digest", NOW, force=True)  # someone asked
+    assert not failures.holds_back(refusal, None, "digest", NOW, force=False)  # no failure stands
+    assert not failures.holds_back(refusal, refused, "other", NOW, force=False)  # a new secret or grant
+    assert not failures.holds_back(refusal, refused, "digest", NOW + TEN_MIN, force=False)  # retry due
+
+
+def test_a_changed_secret_wakes_a_failing_or_waiting_token_and_not_a_healthy_one() -> None:
+    failing = Failure(ErrorKind.TRANSIENT, "down")
+    assert failures.retry_on_change(2, None, NOW + TEN_MIN)
+    assert failures.retry_on_change(0, failing, NOW + TEN_MIN)  # an awaiting or standing failure
+    assert failures.retry_on_change(0, None, None)  # nothing planned: it waits for a change
+    assert not failures.retry_on_change(0, None, NOW + TEN_MIN)  # healthy: keeps its plan
+
+
+def test_only_a_failure_that_needs_a_sign_in_makes_the_grant_unusable() -> None:
+    assert failures.grant_usable(None)
+    assert failures.grant_usable(Failure(ErrorKind.TRANSIENT, "down"))
+    assert not failures.grant_usable(Failure(ErrorKind.REAUTHORIZE, "revoked"))

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 from emailtoken.failures import Failure
 from emailtoken.model import TokenRef, parse_spec
 from emailtoken.outcomes import ErrorKind
-from emailtoken.report import Findings, Links, Report, changed, phase_of, render_status
+from emailtoken.report import Findings, Links, Report, changed, first_authorization, phase_of, render_status
 from emailtoken.secretdata import PublishedToken
 
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
@@ -51,3 +51,18 @@ def test_status_is_rendered_whole_and_only_changes_are_written() -> None:
     assert status["deviceCode"] is None and status["refreshFailures"] == 0
     again = render_status({**body, "status": status}, TOKEN, SPEC, found, Report(), Links("https://cb.example"), NOW)
     assert changed(again, status) == {}
+
+
+def test_a_step_that_changed_nothing_shows_the_standing_failure_else_the_steady_conditions() -> None:
+    failing, steady, token = Report(), Report(), published(timedelta(hours=1))
+    failing.standing(Failure(ErrorKind.REAUTHORIZE, "revoked"), token, "Microsoft", token_valid=True)
+    steady.standing(None, token, "Microsoft", token_valid=True)
+    assert failing.authorized is not None and failing.authorized.status is False
+    assert steady.authorized is not None and steady.authorized.status is True
+
+
+def test_the_first_token_or_the_first_after_a_failure_is_announced_as_authorized() -> None:
+    assert first_authorization(None, None, 0)
+    assert first_authorization(published(timedelta(hours=1)), Failure(ErrorKind.TRANSIENT, "down"), 0)
+    assert first_authorization(published(timedelta(hours=1)), None, 1)
+    assert not first_authorization(published(timedelta(hours=1)), None, 0)

@@ -13,13 +13,19 @@ from emailtoken.timing import (
     DEFAULT_KEEPALIVE,
     INVALID_CLIENT_CAP,
     MIN_REFRESH_INTERVAL,
+    Plan,
+    SpecFollow,
+    attempt_due,
     backoff,
+    follow_spec,
     invalid_client_backoff,
     is_due,
     next_refresh,
+    ready_until,
     refresh_margin,
     restored_plan,
     step_delay,
+    worth_publishing,
 )
 
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
@@ -185,3 +191,47 @@ def test_the_next_step_is_the_next_attempt_or_sooner_the_expiry_of_a_failing_tok
     assert step_delay(T0, T0 + HOUR, T0 + timedelta(minutes=5)) == 300  # Ready turns False then
     assert step_delay(T0, None, T0 - HOUR) is None  # expired already, nothing planned: wait for a change
     assert step_delay(T0, T0 - HOUR, None) == 0.0
+
+
+def test_the_plan_is_restored_or_new_and_now_without_a_published_token() -> None:
+    plan = Plan(keepalive=DEFAULT_KEEPALIVE, min_interval=MIN_REFRESH_INTERVAL, rng=FixedRandom(0.0))
+    published = PublishedToken(expires_at=T0 + HOUR, obtained_at=T0, username="", scope="", spec_hash="a")
+    assert plan.refresh_at(None, None, T0) == T0
+    assert plan.refresh_at(published, None, T0, restored=T0 + timedelta(minutes=7)) == T0 + timedelta(minutes=7)
+    assert plan.refresh_at(published, timedelta(minutes=10), T0) == T0 + timedelta(minutes=50)
+    unknown_start = PublishedToken(expires_at=T0 + HOUR, obtained_at=None, username="", scope="", spec_hash="a")
+    assert plan.refresh_at(unknown_start, timedelta(minutes=10), T0) == T0 + timedelta(minutes=50)  # an hour assumed
+
+
+def test_a_new_spec_starts_over_now_unless_the_published_token_is_from_it() -> None:
+    plan = Plan(rng=FixedRandom(0.0))
+    ours = PublishedToken(expires_at=T0 + HOUR, obtained_at=T0, username="", scope="", spec_hash="new")
+    older = PublishedToken(expires_at=T0 + HOUR, obtained_at=T0, username="", scope="", spec_hash="old")
+    emptied = PublishedToken(T0 + HOUR, T0, "", "", "new", has_token=False)
+    restored = T0 + timedelta(minutes=30)
+    same = follow_spec("new", "new", ours, None, T0, restored=restored, plan=plan)
+    assert same == SpecFollow(current=True, start_over_at=None)  # the spec it follows: nothing starts over
+    assert follow_spec(None, "new", ours, None, T0, restored=restored, plan=plan) == SpecFollow(True, restored)
+    assert follow_spec("old", "new", older, None, T0, restored=restored, plan=plan) == SpecFollow(False, T0)
+    assert follow_spec("old", "new", emptied, None, T0, restored=None, plan=plan) == SpecFollow(False, T0)
+    assert follow_spec(None, "new", None, None, T0, restored=None, plan=plan) == SpecFollow(False, T0)
+
+
+def test_an_attempt_is_due_at_its_time_or_when_asked() -> None:
+    assert attempt_due(T0, T0, force=False)
+    assert not attempt_due(T0, T0 + timedelta(seconds=1), force=False)
+    assert not attempt_due(T0, None, force=False)  # waits for a change
+    assert attempt_due(T0, None, force=True)  # refresh-now
+
+
+def test_a_held_access_token_is_published_only_for_its_spec_and_before_it_expires() -> None:
+    assert worth_publishing("a", T0 + HOUR, "a", T0)
+    assert not worth_publishing("a", T0 + HOUR, "b", T0)  # issued for another spec
+    assert not worth_publishing("a", T0, "a", T0)  # expired
+
+
+def test_a_failing_token_steps_again_when_its_published_token_expires() -> None:
+    published = PublishedToken(expires_at=T0 + HOUR, obtained_at=T0, username="", scope="", spec_hash=None)
+    assert ready_until(published, True) == T0 + HOUR
+    assert ready_until(published, False) is None
+    assert ready_until(None, True) is None
