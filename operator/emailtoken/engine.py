@@ -44,6 +44,7 @@ from emailtoken.report import (
     changed,
     first_authorization,
     is_true,
+    known_status,
     refresh_event,
     render_status,
 )
@@ -805,15 +806,18 @@ class Engine:
         if handled:
             st.handled = dict(handled)
         found = Findings(st.published, st.attempt_at, st.error, st.failures, st.device, handled)
+        version = str((body.get("metadata") or {}).get("resourceVersion", ""))
+        body = {**body, "status": known_status(body, st.status_written)}
         if spec is not None:
-            self._advise(token, spec, st, report, body.get("status") or {}, now)
+            self._advise(token, spec, st, report, body["status"], now)
         status = render_status(body, token, spec, found, report, self._links, now)
         provider_name = spec.provider if spec is not None else str((body.get("spec") or {}).get("provider", ""))
         self._observe(token, provider_name, st, report, status)
-        patch = changed(status, body.get("status") or {})
+        patch = changed(status, body["status"])
         if patch:
             try:
                 await self.api.patch_token_status(token.namespace, token.name, patch)
+                st.status_written = (version, {**body["status"], **patch})
             except KubeError as exc:
                 log.warning("could not write status of %s: %s", token, f"HTTP {exc.status}" if exc.status else exc)
         for type_, reason, message in report.events:

@@ -180,6 +180,17 @@ def refresh_event(
     return None
 
 
+def known_status(body: Mapping[str, Any], written: tuple[str, Mapping[str, Any]] | None) -> Mapping[str, Any]:
+    """The token's status as last known: the body's, unless the body is the very version our last
+    status write was computed from (a step woken by a timer or a Secret, before the watch brought
+    the echo of that write), then what we wrote; diffing against the stale body would leave a
+    field we changed back to the body's value unwritten (refreshFailures 1 after a recovery)."""
+    version = str((body.get("metadata") or {}).get("resourceVersion", ""))
+    if written is not None and version and written[0] == version:
+        return written[1]
+    return body.get("status") or {}
+
+
 def changed(status: Mapping[str, Any], status_in: Mapping[str, Any]) -> dict[str, Any]:
     """The fields of ``status`` that differ from the token's current status: the patch to write."""
     return {k: v for k, v in status.items() if status_in.get(k) != v}

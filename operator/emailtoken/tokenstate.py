@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from emailtoken.conditions import Condition
 from emailtoken.failures import Failure, Refusal
@@ -76,6 +78,9 @@ class TokenState:
     warned: frozenset[str] = frozenset()
     #: the MailLogin condition of the last login probe (spec.loginProbe); None: none since start
     login: Condition | None = None
+    #: the status this process last wrote, and the resourceVersion of the body it was computed
+    #: from: a body still at that version predates the write, so the write is the newer truth
+    status_written: tuple[str, Mapping[str, Any]] | None = field(default=None, repr=False)
 
     def valid_at(self, now: datetime) -> bool:
         """Does the consumer Secret hold an access token still valid at ``now``?"""

@@ -1087,6 +1087,24 @@ async def test_a_body_older_than_our_own_status_write_does_not_repeat_refresh_no
     assert h.provider.app_calls == 2
 
 
+async def test_a_body_older_than_our_own_status_write_gets_what_changed_since_written() -> None:
+    """A retry woken by its timer may get the body from before the failure's status write: the
+    recovery still writes refreshFailures 0 (diffing against that body, where it was already 0,
+    left 1 in status for good — seen under load in test_refresh_faults)."""
+    h = await app_harness()
+    await h.step()
+    h.clock.set(h.due_time())
+    stale = h.body()
+    stale["metadata"]["resourceVersion"] = "41"
+    h.provider.script.append(ProviderError(ErrorKind.TRANSIENT, "the token endpoint failed: 503"))
+    result = await h.engine.step(stale)
+    assert h.status["refreshFailures"] == 1
+    h.clock.advance(seconds=result.delay)
+    assert (await h.engine.step(stale)).refreshed is True
+    assert h.status["refreshFailures"] == 0
+    assert h.cond("Ready")["message"].startswith("access token valid until")
+
+
 async def test_a_plan_older_than_the_published_token_is_not_followed_after_a_restart() -> None:
     """The previous process died between writing the consumer Secret and writing status: the plan in
     status belongs to the token before; following it would refresh a brand-new token."""

@@ -7,7 +7,16 @@ from datetime import UTC, datetime, timedelta
 from emailtoken.failures import Failure
 from emailtoken.model import TokenRef, parse_spec
 from emailtoken.outcomes import ErrorKind
-from emailtoken.report import Findings, Links, Report, changed, first_authorization, phase_of, render_status
+from emailtoken.report import (
+    Findings,
+    Links,
+    Report,
+    changed,
+    first_authorization,
+    known_status,
+    phase_of,
+    render_status,
+)
 from emailtoken.secretdata import PublishedToken
 
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
@@ -66,3 +75,13 @@ def test_the_first_token_or_the_first_after_a_failure_is_announced_as_authorized
     assert first_authorization(published(timedelta(hours=1)), Failure(ErrorKind.TRANSIENT, "down"), 0)
     assert first_authorization(published(timedelta(hours=1)), None, 1)
     assert not first_authorization(published(timedelta(hours=1)), None, 0)
+
+
+def test_known_status_prefers_our_write_over_the_body_it_was_computed_from() -> None:
+    written = ("41", {"refreshFailures": 1})
+    stale = {"metadata": {"resourceVersion": "41"}, "status": {"refreshFailures": 0}}
+    echoed = {"metadata": {"resourceVersion": "42"}, "status": {"refreshFailures": 1, "phase": "Ready"}}
+    assert known_status(stale, written) == {"refreshFailures": 1}
+    assert known_status(echoed, written) == echoed["status"]
+    assert known_status(stale, None) == {"refreshFailures": 0}
+    assert known_status({"status": {"phase": "Ready"}}, ("", {"phase": "Failed"})) == {"phase": "Ready"}
