@@ -3,7 +3,7 @@
 Pure policy (no I/O, no clock): the operator signs in itself, so each step either asks for a
 code, polls the provider once, or waits for a person. :func:`next_move` says which;
 :func:`issued` is what status and the Event show while the code waits; the engine carries
-these out (:meth:`~emailtoken.engine.Engine._device`) and :func:`emailtoken.failures.device_sign_in`
+these out (:class:`~emailtoken.deviceflow.DeviceSignIn`) and :func:`emailtoken.failures.device_sign_in`
 judges the approved sign-in.
 """
 

@@ -4,9 +4,11 @@ A step reads the token's spec, asks whether a refresh is due, talks to the provi
 the grant (compare-and-swap) before the consumer Secret, then writes status and Events only
 when something changed. It returns how long to wait before the next step. The decisions are
 pure functions elsewhere (:mod:`~emailtoken.timing` when, :mod:`~emailtoken.failures` what a
-failure means and when to retry, :mod:`~emailtoken.grants` whose grant, :mod:`~emailtoken.report`
-the status and Events); the engine carries them out. It imports neither kopf nor an HTTP
-library: the API and providers are injected.
+failure means and when to retry, :mod:`~emailtoken.devicecode` the device-code sign-in's next
+move, :mod:`~emailtoken.grants` whose grant, :mod:`~emailtoken.report` the status and Events);
+the engine carries them out, with :class:`~emailtoken.setbacks.Setbacks` (a failure into the
+token's state) and :class:`~emailtoken.deviceflow.DeviceSignIn` (the device-code moves). It
+imports neither kopf nor an HTTP library: the API and providers are injected.
 
 What a provider call bought is never thrown away for want of a Secret write: a rotated
 refresh token (:class:`Rotation`) and an access token (:class:`Unpublished`) stay in
@@ -28,7 +30,8 @@ from emailtoken import advisories, clientauth, conditions, devicecode, failures,
 from emailtoken.api import ANNOTATION_REAUTHORIZE, ANNOTATION_REFRESH_NOW, Key
 from emailtoken.conditions import Condition
 from emailtoken.credcache import CredentialSecrets
-from emailtoken.failures import Failure, Refusal
+from emailtoken.deviceflow import DeviceSignIn
+from emailtoken.failures import Failure
 from emailtoken.fence import Fence, Leadership, NotLeader
 from emailtoken.kube import KubeApi, KubeError
 from emailtoken.mailhosts import MailHost
@@ -49,6 +52,7 @@ from emailtoken.report import (
     render_status,
 )
 from emailtoken.secretdata import LABEL_TOKEN, Grant, PublishedToken, consumer_secret, read_published
+from emailtoken.setbacks import Setbacks
 from emailtoken.spending import Spending
 from emailtoken.store import (
     GrantReplaced,
@@ -205,6 +209,8 @@ class Engine:
         self._seen_consumers: dict[Key, tuple[str, PublishedToken | None]] = {}
         self._fence = Fence(self.config.may_act)
         self._calls = ProviderCalls(self._fence, self.observer, self.config.provider_threads)
+        self._setbacks = Setbacks(self.clock, self.config.bad_config_retry, self.rng)
+        self._device_sign_in = DeviceSignIn(self._calls, self._setbacks)
         self._probes = loginprobe.Probes(self.config.mail_hosts)
         self._sa_tokens = satokens.ServiceAccountTokens()
         #: refreshes whose refresh token was presented and whose successor may not be stored yet
@@ -298,7 +304,7 @@ class Engine:
         except SpecError as exc:
             st.error = failures.of_spec(str(exc))
             st.fingerprint = None
-            self._report_failure(report, st, now)
+            self._setbacks.shown(report, st, now)
             await self._finish(body, token, None, st, report, handled, now)
             return StepResult(delay=None)
         self._track_refs(token, spec, st)
@@ -361,11 +367,12 @@ class Engine:
         except SecretMissing as exc:
             st.error = failures.of_conflict(str(exc))
             report.failed(st.error, st.published, token_valid=False)
-            self._announce(st, report, failures.standing_event(st.error, st.last_warning))
+            self._setbacks.announce(st, report, failures.standing_event(st.error, st.last_warning))
             await self._finish(body, token, spec, st, report, handled, now)
             return StepResult(delay=self.config.bad_config_retry.total_seconds())
         except KubeError as exc:
-            self._fail(st, _api_failure(exc, f"reading Secret {token.namespace}/{spec.secret_name}"), report, now)
+            doing = f"reading Secret {token.namespace}/{spec.secret_name}"
+            self._setbacks.fail(st, _api_failure(exc, doing), report, now)
             await self._finish(body, token, spec, st, report, handled, now)
             return StepResult(delay=self._delay(st, now))
 
@@ -454,16 +461,6 @@ class Engine:
                 ) from None
         return ClientCredentials(client_secret=secret, service_account_info=info)
 
-    def _held_back(self, st: TokenState, inputs: str, report: Report, now: datetime, force: bool) -> bool:
-        """Would this attempt repeat one the provider already refused (:func:`failures.holds_back`)?
-        Then wait for its retry instead."""
-        if not failures.holds_back(st.refusal, st.error, inputs, now, force=force):
-            return False
-        assert st.refusal is not None
-        st.attempt_at = st.refusal.retry_at
-        self._report_failure(report, st, now)
-        return True
-
     async def _attempt(
         self,
         token: TokenRef,
@@ -506,11 +503,11 @@ class Engine:
                 token, spec, st, report, now, grant, att, force
             )
         except ProviderError as exc:
-            self._refused(st, failures.of_provider(exc), att.inputs, report, now)
+            self._setbacks.refused(st, failures.of_provider(exc), att.inputs, report, now)
         except NotOurGrant as exc:
-            self._fail(st, failures.of_conflict(str(exc)), report, now)
+            self._setbacks.fail(st, failures.of_conflict(str(exc)), report, now)
         except SecretMissing as exc:
-            self._fail(st, failures.of_conflict(str(exc), "SecretNotFound"), report, now)
+            self._setbacks.fail(st, failures.of_conflict(str(exc), "SecretNotFound"), report, now)
         except GrantReplaced as exc:
             # A new sign-in or a reauthorization changed the grant while we refreshed: theirs
             # wins, and what our refresh bought belongs to the grant it replaced. Step again
@@ -520,7 +517,7 @@ class Engine:
             st.attempt_at = now
             self._steady_report(report, st, spec, now)
         except KubeError as exc:
-            self._fail(st, _api_failure(exc, att.doing, att.kept), report, now)
+            self._setbacks.fail(st, _api_failure(exc, att.doing, att.kept), report, now)
         return False
 
     async def _publish_held(
@@ -533,11 +530,11 @@ class Engine:
             return True
         except SecretMissing as exc:  # someone else's Secret took the name since the step looked
             st.loaded, st.published = False, None
-            self._fail(st, failures.of_conflict(str(exc)), report, now)
+            self._setbacks.fail(st, failures.of_conflict(str(exc)), report, now)
         except KubeError as exc:
             doing = f"writing Secret {token.namespace}/{spec.secret_name}"
             kept = "; the new access token is kept and published once the write succeeds"
-            self._fail(st, _api_failure(exc, doing, kept), report, now)
+            self._setbacks.fail(st, _api_failure(exc, doing, kept), report, now)
         return False
 
     def _published(
@@ -583,7 +580,7 @@ class Engine:
         creds = await self._credentials(token, spec)
         if not spec.interactive:
             att.inputs = inputs_digest(creds, None)
-            if self._held_back(st, att.inputs, report, now, force):
+            if self._setbacks.held_back(st, att.inputs, report, now, force=force):
                 return False
             result = await self._calls.run(spec, "app_token", provider.acquire_app_token, spec, creds)
             st.unpublished = Unpublished(result, now, spec.email_address or result.account or "", spec.fingerprint())
@@ -591,20 +588,21 @@ class Engine:
         att.doing = f"reading Secret {token.namespace}/{token.grant_secret_name} (the grant)"
         grant = grant or await self.grants.load(token)
         if grant is None and not devicecode.signs_in_itself(spec):
-            self._awaiting(token, spec, st, report, now)
+            self._setbacks.awaiting(token, spec, st, report, now)
             return False
         if grant is None:
-            signed_in = await self._device(spec, st, creds, provider, report, now)
+            device_provider: DeviceCodeProvider = provider  # type: ignore[assignment]
+            signed_in = await self._device_sign_in.step(spec, st, creds, device_provider, report, now)
             if signed_in is None:
                 return False
             await self._store_sign_in(token, spec, st, *signed_in, now, att)
             return True
         refused = failures.unpresentable(spec, grant)
         if refused is not None:
-            self._refused(st, refused, None, report, now)
+            self._setbacks.refused(st, refused, None, report, now)
             return False
         att.inputs = inputs_digest(creds, grant.refresh_token)
-        if self._held_back(st, att.inputs, report, now, force):
+        if self._setbacks.held_back(st, att.inputs, report, now, force=force):
             return False
         att.writing_grant(token, "refresh token")
         await self._spend(token, spec, st, provider, creds, grant, now)
@@ -679,63 +677,6 @@ class Engine:
         att.writing_grant(token, "grant")
         await self._persist(token, st)
 
-    async def _device(
-        self,
-        spec: EmailTokenSpec,
-        st: TokenState,
-        creds: ClientCredentials,
-        provider: Provider,
-        report: Report,
-        now: datetime,
-    ) -> tuple[Grant, TokenSet] | None:
-        """Drive the device authorization grant one poll at a time (status and an Event show the code)."""
-        device_provider: DeviceCodeProvider = provider  # type: ignore[assignment]
-        move = devicecode.next_move(st.device, st.error, now)
-        if move is devicecode.Move.FINISHED:
-            self._report_failure(report, st, now)
-            st.attempt_at = None  # finished without a grant: the reauthorize annotation starts over
-            return None
-        if move is devicecode.Move.START:
-            await self._device_start(spec, st, creds, device_provider, report, now)
-            return None
-        if move is devicecode.Move.EXPIRED:
-            self._refused(st, failures.DEVICE_EXPIRED, None, report, now)
-            return None
-        assert st.device is not None
-        result = await self._calls.run(spec, "device_poll", device_provider.poll_device_flow, spec, creds, st.device)
-        if result is None:
-            st.attempt_at = devicecode.poll_at(st.device, now)
-            st.failures = 0
-            self._report_failure(report, st, now)
-            return None
-        refused = failures.device_sign_in(spec, result)
-        if refused is not None:
-            self._refused(st, refused, None, report, now)
-            return None
-        grant = grants.from_sign_in(spec, result, result.account or "", now)
-        st.device, st.error = None, None  # the code is redeemed: never poll it again, whatever happens next
-        report.events.append(devicecode.approved_event(grant.account))
-        return grant, result
-
-    async def _device_start(
-        self,
-        spec: EmailTokenSpec,
-        st: TokenState,
-        creds: ClientCredentials,
-        device_provider: DeviceCodeProvider,
-        report: Report,
-        now: datetime,
-    ) -> None:
-        """Ask for a device code; status and an Event show it until someone signs in."""
-        flow = await self._calls.run(spec, "device_start", device_provider.start_device_flow, spec, creds)
-        st.device = flow
-        st.error = devicecode.issued(flow)
-        st.failures = 0
-        report.events.append(("Normal", "DeviceCodeIssued", st.error.message))
-        st.last_warning = (st.error.reason, st.error.message)
-        st.attempt_at = devicecode.poll_at(flow, now)
-        self._report_failure(report, st, now)
-
     # -- writing and reporting -------------------------------------------------------------------
 
     async def _publish(self, token: TokenRef, spec: EmailTokenSpec, held: Unpublished, *, exists: bool = True) -> None:
@@ -752,42 +693,6 @@ class Engine:
             spec_hash=spec.fingerprint(),
         )
         await publish(self.api, token.namespace, body, exists=exists)
-
-    def _awaiting(self, token: TokenRef, spec: EmailTokenSpec, st: TokenState, report: Report, now: datetime) -> None:
-        """No grant to present: say what a person must do; nothing to retry until the grant Secret appears."""
-        st.error = failures.awaiting(token, spec)
-        st.attempt_at = None
-        st.failures = 0
-        self._report_failure(report, st, now)
-        self._announce(st, report, failures.standing_event(st.error, st.last_warning))
-
-    def _fail(self, st: TokenState, failure: Failure, report: Report, now: datetime) -> None:
-        """Carry out what :func:`failures.after` decides: count it, schedule the retry, report, warn."""
-        now = max(now, self.clock())  # back off from the failure, not from the start of a slow call
-        report.outcome = failure.reason
-        st.failures += 1
-        st.error = failure
-        verdict = failures.after(
-            failure, st.failures, st.last_warning, now, bad_config_retry=self.config.bad_config_retry, rng=self.rng
-        )
-        st.attempt_at = verdict.retry_at
-        self._report_failure(report, st, now)
-        self._announce(st, report, verdict.event)
-
-    def _refused(self, st: TokenState, failure: Failure, inputs: str | None, report: Report, now: datetime) -> None:
-        """A refusal of what the attempt presented (``inputs``): fail, and remember it (:meth:`_held_back`)."""
-        self._fail(st, failure, report, now)
-        st.refusal = Refusal(inputs, st.attempt_at)
-
-    def _announce(self, st: TokenState, report: Report, event: tuple[str, str, str] | None) -> None:
-        """Post a failure's Event, remembering it so that the same failure does not repeat it."""
-        if event is not None and st.error is not None:
-            st.last_warning = (st.error.reason, st.error.message)
-            report.events.append(event)
-
-    def _report_failure(self, report: Report, st: TokenState, now: datetime) -> None:
-        assert st.error is not None
-        report.failed(st.error, st.published, token_valid=st.valid_at(now))
 
     def _steady_report(self, report: Report, st: TokenState, spec: EmailTokenSpec, now: datetime) -> None:
         report.standing(st.error, st.published, spec.provider, token_valid=st.valid_at(now))
