@@ -26,8 +26,19 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from emailtoken import advisories, clientauth, conditions, devicecode, failures, grants, loginprobe, mailhosts, satokens
-from emailtoken.api import ANNOTATION_REAUTHORIZE, ANNOTATION_REFRESH_NOW, Key
+from emailtoken import (
+    advisories,
+    clientauth,
+    conditions,
+    control,
+    devicecode,
+    failures,
+    grants,
+    loginprobe,
+    mailhosts,
+    satokens,
+)
+from emailtoken.api import Key
 from emailtoken.conditions import Condition
 from emailtoken.credcache import CredentialSecrets
 from emailtoken.deviceflow import DeviceSignIn
@@ -44,6 +55,7 @@ from emailtoken.report import (
     Findings,
     Links,
     Report,
+    announced,
     changed,
     first_authorization,
     is_true,
@@ -162,14 +174,6 @@ class _Attempt:
     def writing_grant(self, token: TokenRef, what: str) -> None:
         self.doing = f"writing Secret {token.namespace}/{token.grant_secret_name} (the grant)"
         self.kept = f"; the new {what} is kept in memory and the write retried"
-
-
-def _asked(value: str | None, handled: dict[str, str], name: str) -> bool:
-    """A control annotation with a value not handled yet: mark it handled and say so."""
-    if not value or value == handled.get(name):
-        return False
-    handled[name] = value
-    return True
 
 
 class Engine:
@@ -297,7 +301,7 @@ class Engine:
         now = self.clock()
         report = Report()
         status_in: Mapping[str, Any] = body.get("status") or {}
-        handled = {**(status_in.get("handledAnnotations") or {}), **st.handled}
+        handled = control.handled(status_in.get("handledAnnotations"), st.handled)
 
         try:
             spec = parse_spec(body.get("spec") or {}, token.name)
@@ -316,14 +320,14 @@ class Engine:
             restored = restored_plan(status_in.get("nextRefreshTime"), st.published)
             st.grant_stated = st.grant_stated or advisories.remembered_stated(status_in)
 
-        annotations = meta.get("annotations") or {}
-        await self._reauthorize_if_asked(token, spec, st, annotations.get(ANNOTATION_REAUTHORIZE), handled, report, now)
-        force = _asked(annotations.get(ANNOTATION_REFRESH_NOW), handled, "refreshNow")
-        # Worth an Event even when routine refreshes get none: someone asked, or the spec changed.
-        requested = force or not self._follow_spec(st, spec, now, restored)
+        asked = control.requests(meta.get("annotations") or {}, handled)
+        handled = control.recorded(handled, asked)
+        await self._reauthorize_if_asked(token, spec, st, asked.reauthorize, report, now)
+        force = asked.refresh_now is not None
+        announce = announced(force, self._follow_spec(st, spec, now, restored), self.config.routine_events)
         refreshed = False
         if attempt_due(now, st.attempt_at, force=force):
-            refreshed = await self._attempt(token, spec, st, report, now, force=force, requested=requested)
+            refreshed = await self._attempt(token, spec, st, report, now, force=force, announce=announce)
             now = max(now, self.clock())  # a provider call can take up to its timeout: judge expiry after it
         else:
             self._steady_report(report, st, spec, now)
@@ -382,16 +386,16 @@ class Engine:
         spec: EmailTokenSpec,
         st: TokenState,
         value: str | None,
-        handled: dict[str, str],
         report: Report,
         now: datetime,
     ) -> None:
-        """A new ``emailtoken.io/reauthorize`` value: drop the grant (interactive flows) and start over."""
-        if not _asked(value, handled, "reauthorize"):
+        """A new ``emailtoken.io/reauthorize`` value (:func:`control.requests`): drop the grant
+        (interactive flows) and start over."""
+        if value is None:
             return
         # Remembered now, not only with the status at the end: a step that stops early (no
         # leadership) must not drop a grant signed in since when it runs again.
-        st.handled["reauthorize"] = handled["reauthorize"]
+        st.handled[control.REAUTHORIZE] = value
         if not spec.interactive:
             return
         try:
@@ -470,7 +474,7 @@ class Engine:
         now: datetime,
         *,
         force: bool = False,
-        requested: bool = False,
+        announce: bool = False,
     ) -> bool:
         """One refresh: store what an earlier attempt could not, else ask the provider; then publish."""
         if not await self._acquire(token, spec, st, report, now, force):
@@ -479,7 +483,7 @@ class Engine:
         assert held is not None  # every path that got here obtained or kept one
         if not await self._publish_held(token, spec, st, held, report, now):
             return False
-        self._published(spec, st, held, report, now, requested=requested)
+        self._published(spec, st, held, report, now, announce=announce)
         if spec.login_probe is not None:
             st.login = await self._probe(spec.login_probe, held)
         return True
@@ -538,7 +542,7 @@ class Engine:
         return False
 
     def _published(
-        self, spec: EmailTokenSpec, st: TokenState, held: Unpublished, report: Report, now: datetime, *, requested: bool
+        self, spec: EmailTokenSpec, st: TokenState, held: Unpublished, report: Report, now: datetime, *, announce: bool
     ) -> None:
         """The consumer Secret holds the new token: the state starts over, plan the next refresh, report."""
         st.unpublished = None
@@ -553,7 +557,6 @@ class Engine:
         )
         st.failures, st.error, st.last_warning, st.refusal = 0, None, None, None
         st.attempt_at = self._plan().refresh_at(st.published, spec.refresh_before, now)
-        announce = requested or self.config.routine_events
         event = refresh_event(spec.provider, username, result.expires_at, st.attempt_at, first=first, announce=announce)
         if event is not None:
             report.events.append(event)

@@ -165,6 +165,12 @@ def first_authorization(published: PublishedToken | None, error: Failure | None,
     return published is None or error is not None or failures > 0
 
 
+def announced(asked: bool, spec_current: bool, routine: bool) -> bool:
+    """Does a refresh get a Refreshed Event: someone asked (refresh-now), the published token is from
+    another spec, or every refresh is announced (``--refresh-events all``)?"""
+    return asked or not spec_current or routine
+
+
 def refresh_event(
     provider: str, username: str, expires_at: datetime, attempt_at: datetime, *, first: bool, announce: bool
 ) -> tuple[str, str, str] | None:

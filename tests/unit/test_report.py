@@ -11,6 +11,7 @@ from emailtoken.report import (
     Findings,
     Links,
     Report,
+    announced,
     changed,
     first_authorization,
     known_status,
@@ -85,3 +86,10 @@ def test_known_status_prefers_our_write_over_the_body_it_was_computed_from() -> 
     assert known_status(echoed, written) == echoed["status"]
     assert known_status(stale, None) == {"refreshFailures": 0}
     assert known_status({"status": {"phase": "Ready"}}, ("", {"phase": "Failed"})) == {"phase": "Ready"}
+
+
+def test_a_refresh_is_announced_when_asked_for_after_a_spec_change_or_when_all_are() -> None:
+    assert announced(asked=True, spec_current=True, routine=False)
+    assert announced(asked=False, spec_current=False, routine=False)  # the spec changed
+    assert announced(asked=False, spec_current=True, routine=True)  # --refresh-events all
+    assert not announced(asked=False, spec_current=True, routine=False)  # routine: status and metrics show it
