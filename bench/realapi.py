@@ -65,6 +65,28 @@ def parse_request_totals(text: str) -> Counter[str]:
     return out
 
 
+def mean_durations(text: str) -> dict[str, dict[str, float]]:
+    """From ``apiserver_request_duration_seconds``: count and mean seconds by ``"verb resource"``
+    (writes wait for etcd's commit, so this is where a slow disk shows)."""
+    sums: Counter[str] = Counter()
+    counts: Counter[str] = Counter()
+    for line in text.splitlines():
+        for suffix, into in (("_sum{", sums), ("_count{", counts)):
+            head = "apiserver_request_duration_seconds" + suffix
+            if line.startswith(head):
+                labels_text, _, value = line[len(head) :].rpartition("} ")
+                labels = dict(_LABEL.findall(labels_text))
+                if labels.get("resource"):
+                    resource = labels["resource"] + (f"/{labels['subresource']}" if labels.get("subresource") else "")
+                    verb = labels.get("verb", "").lower()
+                    into[f"{_VERB.get(verb, verb)} {resource}"] += float(value)
+    return {
+        k: {"count": int(counts[k]), "mean_s": round(sums[k] / counts[k], 4)}
+        for k in counts
+        if counts[k] and not k.startswith("watch ")
+    }
+
+
 def client_key(method: str, url: str) -> str | None:
     """``"verb resource"`` of a request the harness makes, the way the API server labels it."""
     parsed = urlparse(url)
@@ -275,7 +297,9 @@ class RealApi:
 
     def stats(self) -> dict[str, Any]:
         """The whole run's totals: the subject's (harness's own subtracted), the harness's, the background."""
+        text = self.plane.session().get(f"{self.url}/metrics", timeout=30).text
         return {
+            "request_durations": mean_durations(text),
             "subject_and_control_plane": dict(self._scrape()),
             "harness": dict(self.own),
             "background_per_minute": {k: round(v * 60, 2) for k, v in self.background.items()},

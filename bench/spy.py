@@ -12,6 +12,7 @@ stacks next to it (load them into speedscope or inferno for a flame graph).
 from __future__ import annotations
 
 import argparse
+import re
 import subprocess
 import sys
 import time
@@ -21,22 +22,32 @@ from pathlib import Path
 from bench.procs import REPO
 
 
+def _package(frame: str) -> str:
+    """``kopf``, ``emailtoken``, ``asyncio``, ... from ``name (path/file.py)``."""
+    path = frame.rpartition("(")[2].rstrip(")")
+    return path.split("/")[0] if "/" in path else path
+
+
 def summarise(raw: Path, top: int = 40) -> str:
     """Per function (``name (file)``): share of samples in the stack and at its top."""
     total: Counter[str] = Counter()
     own: Counter[str] = Counter()
+    packages: Counter[str] = Counter()
     samples = 0
     for line in raw.read_text().splitlines():
         stack, _, count = line.rpartition(" ")
         if not stack or not count.isdigit():
             continue
         n = int(count)
-        frames = [f.split(":")[0] + " " + f.rsplit("/", 1)[-1].split(":")[0] for f in stack.split(";")]
+        frames = [re.sub(r":\d+\)$", ")", f) for f in stack.split(";")]
         samples += n
-        for frame in set(frames[1:]):  # the first frame is the process or thread
+        for frame in set(frames):
             total[frame] += n
         own[frames[-1]] += n
-    lines = [f"{samples} samples (GIL held)", "", "total %  function (file)"]
+        packages[_package(frames[-1])] += n
+    lines = [f"{samples} samples (GIL held)", "", "self % by package"]
+    lines += [f"{100 * c / samples:6.1f}  {p}" for p, c in packages.most_common()]
+    lines += ["", "total %  function (file)"]
     lines += [f"{100 * c / samples:6.1f}  {f}" for f, c in total.most_common(top)]
     lines += ["", "self %   function (file)"]
     lines += [f"{100 * c / samples:6.1f}  {f}" for f, c in own.most_common(top)]
