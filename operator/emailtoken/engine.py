@@ -582,12 +582,7 @@ class Engine:
         att.doing, att.kept = ("requesting a ServiceAccount token" if federated else "reading Secrets"), ""
         creds = await self._credentials(token, spec)
         if not spec.interactive:
-            att.inputs = inputs_digest(creds, None)
-            if self._setbacks.held_back(st, att.inputs, report, now, force=force):
-                return False
-            result = await self._calls.run(spec, "app_token", provider.acquire_app_token, spec, creds)
-            st.unpublished = Unpublished(result, now, spec.email_address or result.account or "", spec.fingerprint())
-            return True
+            return await self._app_token(spec, st, report, now, provider, creds, att, force)
         att.doing = f"reading Secret {token.namespace}/{token.grant_secret_name} (the grant)"
         grant = grant or await self.grants.load(token)
         if grant is None and not devicecode.signs_in_itself(spec):
@@ -600,6 +595,42 @@ class Engine:
                 return False
             await self._store_sign_in(token, spec, st, *signed_in, now, att)
             return True
+        return await self._present(token, spec, st, report, now, provider, creds, grant, att, force)
+
+    async def _app_token(
+        self,
+        spec: EmailTokenSpec,
+        st: TokenState,
+        report: Report,
+        now: datetime,
+        provider: Provider,
+        creds: ClientCredentials,
+        att: _Attempt,
+        force: bool,
+    ) -> bool:
+        """An app-only flow: the client's credentials alone get an access token (no grant)."""
+        att.inputs = inputs_digest(creds, None)
+        if self._setbacks.held_back(st, att.inputs, report, now, force=force):
+            return False
+        result = await self._calls.run(spec, "app_token", provider.acquire_app_token, spec, creds)
+        st.unpublished = Unpublished(result, now, spec.email_address or result.account or "", spec.fingerprint())
+        return True
+
+    async def _present(
+        self,
+        token: TokenRef,
+        spec: EmailTokenSpec,
+        st: TokenState,
+        report: Report,
+        now: datetime,
+        provider: Provider,
+        creds: ClientCredentials,
+        grant: Grant,
+        att: _Attempt,
+        force: bool,
+    ) -> bool:
+        """Present the grant's refresh token, unless it may not be (:func:`failures.unpresentable`) or
+        would repeat a refused attempt (:meth:`Setbacks.held_back`)."""
         refused = failures.unpresentable(spec, grant)
         if refused is not None:
             self._setbacks.refused(st, refused, None, report, now)
