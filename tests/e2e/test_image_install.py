@@ -29,8 +29,12 @@ LOCK = ROOT / "requirements" / "image.txt"
 COPIED = ("requirements", "pyproject.toml", "README.md", "operator")
 
 
-def _run(*args: str | Path, timeout: float = 240, **kw: object) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(a) for a in args], capture_output=True, text=True, timeout=timeout, **kw)  # type: ignore[call-overload]
+def _run(
+    *args: str | Path, timeout: float = 240, env: dict[str, str] | None = None, **kw: object
+) -> subprocess.CompletedProcess[str]:
+    """Run as in the image: no PYTHONPATH or PYTHONHOME of the caller's reaches the venv."""
+    clean = {k: v for k, v in (env or os.environ).items() if k not in ("PYTHONPATH", "PYTHONHOME")}
+    return subprocess.run([str(a) for a in args], capture_output=True, text=True, timeout=timeout, env=clean, **kw)  # type: ignore[call-overload]
 
 
 def _wheelhouse() -> Path:
