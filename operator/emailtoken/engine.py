@@ -87,7 +87,7 @@ from emailtoken.timing import (
     step_delay,
     worth_publishing,
 )
-from emailtoken.tokenindex import TokenIndex
+from emailtoken.tokenindex import TokenIndex, keeps_watched_copy, watched_copy
 from emailtoken.tokenstate import Rotation, StepResult, TokenState, Unpublished, inputs_digest
 
 __all__ = [
@@ -229,10 +229,10 @@ class Engine:
             return
         key = (namespace, token_name)
         st = self.states.get(key)
-        if deleted or (st is not None and st.loaded):
-            self._seen_consumers.pop(key, None)
-        else:
+        if keeps_watched_copy(deleted, st is not None and st.loaded):
             self._seen_consumers[key] = (name, read_published(secret))
+        else:
+            self._seen_consumers.pop(key, None)
 
     def forget(self, key: Key) -> None:
         """The object is gone: drop everything remembered about it."""
@@ -424,9 +424,9 @@ class Engine:
     # -- pieces of a step --------------------------------------------------------------------
 
     async def _load_published(self, token: TokenRef, spec: EmailTokenSpec, st: TokenState) -> None:
-        seen = self._seen_consumers.pop((token.namespace, token.name), None)
-        if seen is not None and seen[0] == spec.secret_name and seen[1] is not None:
-            st.published, st.consumer_exists, st.loaded = seen[1], True, True
+        watched = watched_copy(self._seen_consumers.pop((token.namespace, token.name), None), spec.secret_name)
+        if watched is not None:
+            st.published, st.consumer_exists, st.loaded = watched, True, True
             return
         if self.secret_index is not None and self.secret_index.exists(token.namespace, spec.secret_name) is False:
             # A new token (or a deleted consumer Secret): publish creates it, and checks the owner

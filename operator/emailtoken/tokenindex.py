@@ -23,6 +23,7 @@ from emailtoken.api import LABEL_MANAGED_BY, LABEL_TOKEN, MANAGED_BY, Key
 if TYPE_CHECKING:
     from emailtoken.engine import Engine
     from emailtoken.informer import Event
+    from emailtoken.secretdata import PublishedToken
 
 
 class Waker(Protocol):
@@ -107,3 +108,17 @@ def own_write(engine: Engine, key: Key, name: str, metadata: Mapping[str, Any]) 
         and name == st.consumer
         and (metadata.get("labels") or {}).get(LABEL_TOKEN) == key[1]
     )
+
+
+def keeps_watched_copy(deleted: bool, loaded: bool) -> bool:
+    """Is a consumer Secret the watch delivered worth remembering for its token's first step? Not
+    once it is deleted, nor once the token has read its Secret itself."""
+    return not deleted and not loaded
+
+
+def watched_copy(seen: tuple[str, PublishedToken | None] | None, secret_name: str) -> PublishedToken | None:
+    """What a remembered consumer Secret holds, if it is the Secret the spec names and holds a
+    token's data (else the step looks it up)."""
+    if seen is None or seen[0] != secret_name:
+        return None
+    return seen[1]
