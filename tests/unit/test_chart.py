@@ -261,6 +261,8 @@ def test_every_scenario_satisfies_the_schema(chart: helm_python.Chart) -> None:
         ({"operator": {"replicas": 2}}, "replicas"),
         ({"image": {"tag": "latest"}}, "tag"),
         ({"callback": {"redirectBaseUrl": "https://mail-auth.example.com/callback"}}, "redirectBaseUrl"),
+        ({"callback": {"redirectBaseUrl": "http://mail-auth.example.com"}}, "redirectBaseUrl"),
+        ({"callback": {"redirectBaseUrl": "http://10.0.0.7:8080"}}, "redirectBaseUrl"),
         ({"watchNamespaces": ["Mail_Apps"]}, "watchNamespaces"),
         ({"mail": {"allowedHosts": ["imap.example.com:port"]}}, "allowedHosts"),
         ({"operator": {"logFormat": "xml"}}, "logFormat"),
