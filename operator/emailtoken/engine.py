@@ -87,7 +87,7 @@ from emailtoken.timing import (
     step_delay,
     worth_publishing,
 )
-from emailtoken.tokenindex import TokenIndex, keeps_watched_copy, watched_copy
+from emailtoken.tokenindex import TokenIndex, keeps_watched_copy, secrets_read, watched_copy
 from emailtoken.tokenstate import Rotation, StepResult, TokenState, Unpublished, inputs_digest
 
 __all__ = [
@@ -343,10 +343,7 @@ class Engine:
     def _track_refs(self, token: TokenRef, spec: EmailTokenSpec, st: TokenState) -> None:
         """Index the Secrets this token reads (its Secret events wake it) and its credentials (kept from a GET)."""
         key = (token.namespace, token.name)
-        credential_refs = frozenset(
-            r.name for r in (spec.client_secret_ref, spec.service_account_key_ref) if r is not None
-        )
-        refs = credential_refs | {token.grant_secret_name, spec.secret_name}
+        refs, credential_refs = secrets_read(spec, token.grant_secret_name)
         if refs != st.refs:
             self.index.track(key, st.refs, refs)
             st.refs = refs

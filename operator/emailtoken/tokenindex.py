@@ -23,6 +23,7 @@ from emailtoken.api import LABEL_MANAGED_BY, LABEL_TOKEN, MANAGED_BY, Key
 if TYPE_CHECKING:
     from emailtoken.engine import Engine
     from emailtoken.informer import Event
+    from emailtoken.model import EmailTokenSpec
     from emailtoken.secretdata import PublishedToken
 
 
@@ -122,3 +123,10 @@ def watched_copy(seen: tuple[str, PublishedToken | None] | None, secret_name: st
     if seen is None or seen[0] != secret_name:
         return None
     return seen[1]
+
+
+def secrets_read(spec: EmailTokenSpec, grant_secret_name: str) -> tuple[frozenset[str], frozenset[str]]:
+    """The Secrets a token's step reads, whose events wake it (credentials, grant, consumer Secret),
+    and of those the credentials, which are kept from a GET until their watch reports a change."""
+    credentials = frozenset(r.name for r in (spec.client_secret_ref, spec.service_account_key_ref) if r is not None)
+    return credentials | {grant_secret_name, spec.secret_name}, credentials

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from emailtoken.model import parse_spec
 from emailtoken.secretdata import PublishedToken
-from emailtoken.tokenindex import keeps_watched_copy, watched_copy
+from emailtoken.tokenindex import keeps_watched_copy, secrets_read, watched_copy
 
 HOLDS = PublishedToken(datetime(2026, 12, 1, 13, tzinfo=UTC), None, "ann@example.com", "IMAP", "h")
 
@@ -21,3 +22,20 @@ def test_the_watched_copy_counts_only_for_the_secret_the_spec_names_and_only_wit
     assert watched_copy(("old-name", HOLDS), "inbox") is None  # secretName changed since: look it up
     assert watched_copy(("inbox", None), "inbox") is None  # not a token's data: look it up
     assert watched_copy(None, "inbox") is None
+
+
+def test_a_token_reads_its_credentials_grant_and_consumer_secret() -> None:
+    spec = parse_spec(
+        {
+            "provider": "Microsoft",
+            "tenantId": "t",
+            "clientId": "c",
+            "clientSecretRef": {"name": "app-secret"},
+            "services": ["IMAP"],
+            "secretName": "mail-token",
+        },
+        "inbox",
+    )
+    read, credentials = secrets_read(spec, "emailtoken-grant-inbox")
+    assert read == {"app-secret", "emailtoken-grant-inbox", "mail-token"}
+    assert credentials == {"app-secret"}
