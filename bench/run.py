@@ -31,8 +31,9 @@ SUBJECTS = ("operator", "baseline")
 #: before expiry (the product default's ratio); the baseline refreshes every token at once
 #: every half lifetime, so the window is exactly three of its periods (1.5 lifetimes): a
 #: window of 2.67 periods held 2 or 3 of its passes depending on phase, which flattered it.
-#: Bigger N gets longer-lived tokens to stay in the time budget.
-PLANS: dict[int, tuple[int, float]] = {100: (60, 90.0), 1000: (60, 90.0), 5000: (120, 180.0)}
+#: Bigger N gets longer-lived tokens to stay in the time budget. N = 20,000 (operator only:
+#: RSS, all Ready, lateness) has 15-minute tokens and a 2-minute window of the first refreshes.
+PLANS: dict[int, tuple[int, float]] = {100: (60, 90.0), 1000: (60, 90.0), 5000: (120, 180.0), 20000: (900, 120.0)}
 QUICK_PLAN = (40, 60.0)
 
 
@@ -107,7 +108,9 @@ def medians(runs: Sequence[dict[str, Any]]) -> dict[str, float | None]:
     return {label: analysis.median([get(r) for r in runs]) for label, get, _ in METRICS}
 
 
-def table(summary: dict[str, dict[str, dict[str, float | None]]], ns: Sequence[int], subjects: Sequence[str]) -> str:
+def table(
+    summary: dict[str, dict[str, dict[str, float | None]]], ns: Sequence[int | str], subjects: Sequence[str]
+) -> str:
     """Markdown: one row per metric; per N the operator, the baseline and operator/baseline."""
     both = "operator" in subjects and "baseline" in subjects
     head = ["Metric (median of runs)"]
@@ -149,6 +152,19 @@ def reanalyse(workdir: Path) -> dict[str, dict[str, list[dict[str, Any]]]]:
     return raw
 
 
+def combine(files: Sequence[Path]) -> tuple[dict[str, dict[str, list[dict[str, Any]]]], list[str]]:
+    """Runs from several result files, grouped by N and API (``"1000 on real"``), in order of appearance."""
+    raw: dict[str, dict[str, list[dict[str, Any]]]] = {}
+    for path in files:
+        for by in json.loads(path.read_text())["runs"].values():
+            for subject, results in by.items():
+                for result in results:
+                    params = result["params"]
+                    key = f"{params['n']} on {params.get('api', 'kmock')}"
+                    raw.setdefault(key, {}).setdefault(subject, []).append(result)
+    return raw, list(raw)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the matrix, write JSON and the table."""
     p = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.splitlines()[0])
@@ -167,6 +183,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--out", type=Path, help="result JSON path (default bench/results/<stamp>.json)")
     p.add_argument("--workdir", type=Path, help="keep logs and raw records here (default: a temporary directory)")
+    p.add_argument(
+        "--combine",
+        type=Path,
+        nargs="+",
+        metavar="RESULT",
+        help="run nothing: one table (medians) of the runs in these result files, by N and API",
+    )
     p.add_argument(
         "--reanalyse",
         type=Path,
@@ -191,13 +214,24 @@ def main(argv: list[str] | None = None) -> int:
         subjects = [s for s in SUBJECTS if any(s in by for by in raw.values())]
         runs = max(len(rs) for by in raw.values() for rs in by.values())
         out = args.out or RESULTS / f"{stamp}-reanalysed.json"
-    for n in ns if not args.reanalyse else ():
+    if args.combine:
+        raw, keys = combine(args.combine)
+        subjects = [s for s in SUBJECTS if any(s in by for by in raw.values())]
+        runs = max(len(rs) for by in raw.values() for rs in by.values())
+        out = args.out or RESULTS / f"{stamp}-combined.json"
+    for n in ns if not (args.reanalyse or args.combine) else ():
         lifetime, steady = plan_for(n, args.quick)
         lifetime, steady = args.lifetime or lifetime, args.steady or steady
         for i in range(runs):
             for subject in subjects:
                 params = Params(
-                    subject=subject, n=n, lifetime=lifetime, steady=steady, concurrency=args.concurrency, api=args.api
+                    subject=subject,
+                    n=n,
+                    lifetime=lifetime,
+                    steady=steady,
+                    concurrency=args.concurrency,
+                    api=args.api,
+                    ready_timeout=max(600.0, n * 0.06),
                 )
                 log.info("run %d/%d: %s N=%d (lifetime %ds, steady %.0fs)", i + 1, runs, subject, n, lifetime, steady)
                 t = time.time()
@@ -212,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
                     _expired(result),
                 )
     summary = {n: {s: medians(rs) for s, rs in by.items()} for n, by in raw.items()}
-    text = table(summary, ns, subjects)
+    text = table(summary, keys if args.combine else ns, subjects)
     document = {
         "date": time.strftime("%Y-%m-%d %H:%M:%S %z"),
         "command": command.strip(),
