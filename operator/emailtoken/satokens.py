@@ -30,7 +30,8 @@ TOKEN_SECONDS = 3600
 RENEW_BEFORE = 1200.0
 REASON = "ServiceAccountTokenUnavailable"
 
-Key = tuple[str, str, str]
+#: (namespace, ServiceAccount, audience)
+_CacheKey = tuple[str, str, str]
 
 
 class TokenRequests(Protocol):
@@ -56,19 +57,20 @@ def _expiry(answer: dict[str, Any], now: float) -> float:
         return now + TOKEN_SECONDS
 
 
-def _refusal(exc: KubeError, namespace: str, name: str) -> ProviderError | None:
-    """What the token's owner can fix (a missing ServiceAccount, missing RBAC); None: transient."""
+def _refusal(exc: KubeError, namespace: str, name: str) -> Exception | None:
+    """A missing ServiceAccount is the token owner's to fix (a condition, no retry storm); a
+    refusal stays the API error it is (the engine's PermissionDenied path, retried in seconds),
+    its words naming the rule to add; None: anything else, re-raised as it is."""
     if exc.status == 404:
         why = f"ServiceAccount {namespace}/{name} (federatedCredential.serviceAccountName) does not exist"
-    elif exc.status == 403:
-        why = (
-            f"this process may not request tokens for ServiceAccount {namespace}/{name} (RBAC: create "
-            f"serviceaccounts/token in namespace {namespace}; chart: providers.federatedCredential.enabled=true): "
-            f"{exc.message}"
+        return ProviderError(ErrorKind.BAD_CONFIG, why, reason=REASON)
+    if exc.status == 403:
+        hint = (
+            f" (RBAC: create serviceaccounts/token in namespace {namespace}; "
+            "chart: providers.federatedCredential.enabled=true)"
         )
-    else:
-        return None
-    return ProviderError(ErrorKind.BAD_CONFIG, why, reason=REASON)
+        return KubeError(exc.status, exc.message + hint)
+    return None
 
 
 class ServiceAccountTokens:
@@ -76,11 +78,12 @@ class ServiceAccountTokens:
 
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self._clock = clock
-        self._cache: dict[Key, _Cached] = {}
+        self._cache: dict[_CacheKey, _Cached] = {}
 
     async def get(self, api: TokenRequests, namespace: str, name: str, audience: str) -> str:
         """A token of ``namespace/name`` for ``audience``; raises :class:`ProviderError` (bad
-        configuration) for what the user can fix, :class:`KubeError` for the rest."""
+        configuration) when the ServiceAccount does not exist, :class:`KubeError` for the rest
+        (a 403 among them: the process lacks RBAC, retried as any refused API call)."""
         key, now = (namespace, name, audience), self._clock()
         cached = self._cache.get(key)
         if cached is not None and cached.expires - now > RENEW_BEFORE:

@@ -100,19 +100,25 @@ async def test_an_allowed_namespace_uses_the_pods_own_projected_token(clock: lis
     assert assertion() == Path(path).read_text().strip() and api.requests == []
 
 
-@pytest.mark.parametrize(
-    ("status", "words"),
-    [
-        (404, "ServiceAccount team-a/mail-client (federatedCredential.serviceAccountName) does not exist"),
-        (403, "RBAC: create serviceaccounts/token in namespace team-a"),
-    ],
-)
-async def test_what_the_user_can_fix_is_a_configuration_problem(clock: list[float], status: int, words: str) -> None:
-    api = TokenApi(clock, KubeError(status, "the server says no"))
+async def test_a_missing_service_account_is_a_configuration_problem(clock: list[float]) -> None:
+    api = TokenApi(clock, KubeError(404, "the server says no"))
     with pytest.raises(ProviderError) as caught:
         await satokens.ServiceAccountTokens().get(api, "team-a", "mail-client", ENTRA)
     assert (caught.value.kind, caught.value.reason) == (ErrorKind.BAD_CONFIG, "ServiceAccountTokenUnavailable")
-    assert words in caught.value.message
+    assert "ServiceAccount team-a/mail-client (federatedCredential.serviceAccountName) does not exist" in (
+        caught.value.message
+    )
+
+
+async def test_a_refusal_stays_an_api_error_that_names_the_rule_to_add(clock: list[float]) -> None:
+    """failures.of_api makes it PermissionDenied, retried in seconds once RBAC is fixed (not a
+    provider's answer, not a 10-minute configuration wait)."""
+    api = TokenApi(clock, KubeError(403, "the server says no"))
+    with pytest.raises(KubeError) as caught:
+        await satokens.ServiceAccountTokens().get(api, "team-a", "mail-client", ENTRA)
+    assert not isinstance(caught.value, ProviderError) and caught.value.status == 403
+    assert caught.value.message.startswith("the server says no")
+    assert "RBAC: create serviceaccounts/token in namespace team-a" in caught.value.message
 
 
 async def test_an_api_outage_stays_an_api_error(clock: list[float]) -> None:
