@@ -903,6 +903,45 @@ async def test_restart_with_rotated_grant_uses_the_saved_refresh_token() -> None
     assert h.provider.refreshed_with == [INITIAL_RT, rotated]
 
 
+async def test_a_forced_refresh_at_restart_plans_the_next_refresh_from_the_new_token() -> None:
+    """refresh-now on a restarted operator: the next refresh is planned once, from the new token
+    (before the fix the step after planned it again from a fresh draw)."""
+    h = await app_harness()
+    await h.step()
+    h.clock.advance(minutes=5)
+    restarted = h.new_engine(seed=77)
+    h.annotations["emailtoken.io/refresh-now"] = "x"
+    await h.step(restarted)
+    assert h.provider.app_calls == 2
+    obtained = h.clock.now
+    assert h.status["lastRefreshTime"] == rfc3339(obtained)
+    expected = next_refresh(
+        obtained, obtained + timedelta(hours=1), None, keepalive=DEFAULT_KEEPALIVE, rng=random.Random(77)
+    )
+    assert h.status["nextRefreshTime"] == rfc3339(expected)
+    h.clock.advance(seconds=1)
+    await h.step(restarted)  # the plan stands: the step after does not plan it again
+    assert h.status["nextRefreshTime"] == rfc3339(expected)
+
+
+async def test_a_failed_forced_refresh_at_restart_keeps_its_retry_and_failure_count() -> None:
+    """refresh-now on a restarted operator, and the provider says busy for 600 s: the retry waits
+    600 s and refreshFailures stays 1 (not the replaced plan and 0), on the next step too."""
+    h = await app_harness()
+    await h.step()
+    h.clock.advance(minutes=5)
+    restarted = h.new_engine(seed=77)
+    h.annotations["emailtoken.io/refresh-now"] = "x"
+    h.provider.script.append(ProviderError(ErrorKind.TRANSIENT, "busy", retry_after=600))
+    await h.step(restarted)
+    retry = rfc3339(h.clock.now + timedelta(seconds=600))
+    assert (h.status["nextRefreshTime"], h.status["refreshFailures"]) == (retry, 1)
+    h.clock.advance(seconds=1)
+    await h.step(restarted)
+    assert h.provider.app_calls == 2
+    assert (h.status["nextRefreshTime"], h.status["refreshFailures"]) == (retry, 1)
+
+
 # --------------------------------------------------------------------------- secrecy
 
 
