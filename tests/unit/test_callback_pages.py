@@ -14,10 +14,11 @@ import pytest
 from emailtoken.callback import pages
 from emailtoken.callback.app import hostname
 from emailtoken.callback.context import CallbackConfig
-from emailtoken.callback.signin import SignInRefused, check_account
+from emailtoken.callback.signin import SignInRefused, check_sign_in
 from emailtoken.callback.tokens import Action, Tone, relative, row_of, rows_of
 from emailtoken.grants import same_account
 from emailtoken.model import parse_spec
+from emailtoken.outcomes import TokenSet
 
 NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
 
@@ -114,17 +115,34 @@ def test_relative_times():
     assert relative(NOW, NOW) == "now"
 
 
+def signed(account: str | None, refresh_token: str | None = "rt") -> TokenSet:
+    """A provider's answer to a sign-in (tokens are placeholders: nothing is sent)."""
+    return TokenSet("at", NOW, refresh_token=refresh_token, account=account)
+
+
 def test_account_is_pinned_case_insensitively():
     spec = parse_spec(token()["spec"], "inbox")
-    assert check_account(spec, "Alice@Contoso.com") == "Alice@Contoso.com"
+    assert check_sign_in(spec, signed("Alice@Contoso.com")) == "Alice@Contoso.com"
     with pytest.raises(SignInRefused) as exc:
-        check_account(spec, "bob@contoso.com")
+        check_sign_in(spec, signed("bob@contoso.com"))
     assert exc.value.reason == "AccountMismatch" and exc.value.status == 403
     assert "nothing was stored" in exc.value.message
     with pytest.raises(SignInRefused, match="did not say which account"):
-        check_account(spec, None)
+        check_sign_in(spec, signed(None))
     unpinned = parse_spec({**token()["spec"], "emailAddress": None}, "inbox")
-    assert check_account(unpinned, "anyone@contoso.com") == "anyone@contoso.com"
+    assert check_sign_in(unpinned, signed("anyone@contoso.com")) == "anyone@contoso.com"
+
+
+def test_an_answer_without_a_refresh_token_is_not_stored():
+    """The rule the operator's device flow applies too (emailtoken.signinrule)."""
+    spec = parse_spec(token()["spec"], "inbox")
+    with pytest.raises(SignInRefused) as exc:
+        check_sign_in(spec, signed("alice@contoso.com", refresh_token=None))
+    assert (exc.value.reason, exc.value.status) == ("NoRefreshToken", 502)
+    assert (
+        exc.value.message
+        == f"{spec.provider} issued no refresh token (offline access was not granted); nothing was stored"
+    )
 
 
 @pytest.mark.parametrize("pinned", [True, False])
@@ -132,7 +150,7 @@ def test_account_is_pinned_case_insensitively():
 def test_an_unnamed_account_is_refused_pinned_or_not(pinned: bool, account: str | None):
     spec = parse_spec({**token()["spec"], **({} if pinned else {"emailAddress": None})}, "inbox")
     with pytest.raises(SignInRefused, match="did not say which account signed in") as exc:
-        check_account(spec, account)
+        check_sign_in(spec, signed(account))
     assert (exc.value.reason, exc.value.status) == ("AccountMismatch", 403)
 
 

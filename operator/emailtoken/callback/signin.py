@@ -28,6 +28,7 @@ from emailtoken.outcomes import ProviderError, TokenSet
 from emailtoken.providers.base import ClientCredentials, Provider
 from emailtoken.satokens import ServiceAccountTokens
 from emailtoken.secretdata import Grant, grant_secret, read_grant
+from emailtoken.signinrule import NO_REFRESH_TOKEN, sign_in_problem
 from emailtoken.store import SecretMissing, read_secret_key
 from emailtoken.timefmt import utcnow
 
@@ -96,17 +97,20 @@ def authorization_url(provider: Provider, spec: EmailTokenSpec, *, redirect_uri:
     return pkce.ensure_pkce(url, challenge)
 
 
-def check_account(spec: EmailTokenSpec, account: str | None) -> str:
-    """The signed-in account, if it may hold this token's grant (pinned to emailAddress).
+def check_sign_in(spec: EmailTokenSpec, tokens: TokenSet) -> str:
+    """The signed-in account, if this answer may become the token's grant (pinned to
+    emailAddress, with a refresh token).
 
-    The rule is :func:`emailtoken.grants.account_problem`, shared with the operator's device flow.
+    The rule is :func:`emailtoken.signinrule.sign_in_problem`, shared with the operator's device flow.
     """
-    problem = grants.account_problem(spec, account)
-    if problem:
-        again = f" Sign in again as {spec.email_address}" if spec.email_address and account else ""
-        raise SignInRefused("AccountMismatch", f"{problem}; nothing was stored.{again}", status=403)
-    assert account is not None
-    return account
+    problem = sign_in_problem(spec, tokens)
+    if problem is None:
+        assert tokens.account is not None
+        return tokens.account
+    if problem.reason == NO_REFRESH_TOKEN:
+        raise SignInRefused(problem.reason, f"{problem.message}; nothing was stored", status=502)
+    again = f" Sign in again as {spec.email_address}" if spec.email_address and tokens.account else ""
+    raise SignInRefused(problem.reason, f"{problem.message}; nothing was stored.{again}", status=403)
 
 
 async def _assertion(
@@ -338,13 +342,7 @@ async def complete(
     if sign_in is not None:
         await ensure_unused(api, token, sign_in)
     tokens = await exchange(provider, spec, creds, code=code, redirect_uri=redirect_uri, verifier=verifier)
-    account = check_account(spec, tokens.account)
-    if not tokens.refresh_token:
-        raise SignInRefused(
-            "NoRefreshToken",
-            f"{spec.provider} issued no refresh token (offline access was not granted); nothing was stored",
-            status=502,
-        )
+    account = check_sign_in(spec, tokens)
     grant = grants.from_sign_in(spec, tokens, account, utcnow())
     await replace_grant(api, token, grant, sign_in=sign_in)
     return SignInResult(
