@@ -30,7 +30,14 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from emailtoken.api import ANNOTATION_REAUTHORIZE, ANNOTATION_REFRESH_NOW, GROUP, PLURAL, VERSION
+from emailtoken.api import (
+    ANNOTATION_REAUTHORIZE,
+    ANNOTATION_REFRESH_NOW,
+    GROUP,
+    PLURAL,
+    VERSION,
+    consumer_secret_name,
+)
 from emailtoken.apicheck import API_TIMEOUT_ENV, default_api_timeout
 from emailtoken.timefmt import parse_duration, parse_rfc3339
 
@@ -313,7 +320,7 @@ def describe(token: Mapping[str, Any], events: Sequence[Mapping[str, Any]], now:
         f"Provider:      {spec.get('provider', '-')} ({flow})",
         f"Email:         {spec.get('emailAddress') or '-'}",
         f"Account:       {status.get('account') or '-'}",
-        f"Secret:        {status.get('secretName') or spec.get('secretName') or meta.get('name')}",
+        f"Secret:        {status.get('secretName') or consumer_secret_name(str(meta.get('name')), spec)}",
         f"Phase:         {status.get('phase') or 'Pending'}",
         "Conditions:",
         *_condition_lines(status, now),

@@ -19,6 +19,7 @@ from typing import Any
 from aiohttp import web
 from multidict import MultiDictProxy
 
+from emailtoken.api import consumer_secret_name
 from emailtoken.callback import formpages, tokenform
 from emailtoken.callback.csrf import COOKIE, FIELD, same_origin
 from emailtoken.callback.formpages import FormContext
@@ -270,7 +271,7 @@ async def delete_confirm(request: web.Request) -> web.Response:
     page = formpages.delete_page(
         namespace,
         name,
-        consumer_secret=form.secret_name or name,
+        consumer_secret=consumer_secret_name(name, obj.get("spec") or {}),
         credential_secret=credential_secret,
         csrf_token=token,
     )
