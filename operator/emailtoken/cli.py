@@ -11,8 +11,7 @@ import sys
 from collections.abc import Sequence
 from datetime import timedelta
 
-from emailtoken import __version__, clientauth, endpoints, mailhosts, redirecturl
-from emailtoken.apicheck import API_TIMEOUT_ENV, default_api_timeout
+from emailtoken import __version__, clientauth, cliflags, endpoints, mailhosts, redirecturl
 from emailtoken.settings import OperatorConfig
 from emailtoken.timefmt import parse_duration
 
@@ -77,13 +76,10 @@ def _add_run(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         metavar="PORT",
         help="/metrics, /healthz and /readyz (default 0: off; the chart uses 9090)",
     )
-    p.add_argument(
-        "--api-timeout",
-        type=float,
-        default=default_api_timeout(),
-        metavar="SECONDS",
-        help="how long to wait for the Kubernetes API server to accept a connection and to answer, when "
-        f"checking it at start (default {default_api_timeout():g}; ${API_TIMEOUT_ENV} sets the default)",
+    cliflags.add_api_timeout(
+        p,
+        what="how long to wait for the Kubernetes API server to accept a connection and to answer, when "
+        "checking it at start",
     )
     _add_leadership_args(p)
     _add_refresh_args(p)
@@ -126,7 +122,7 @@ def _add_leadership_args(p: argparse.ArgumentParser) -> None:
 
 def _add_refresh_args(p: argparse.ArgumentParser) -> None:
     """Providers, the callback's URLs, how many refreshes at once and how long each may take."""
-    p.add_argument("--ca-bundle", metavar="PATH", help="CA bundle for the identity providers (private CAs)")
+    cliflags.add_ca_bundle(p)
     endpoints.add_argument(p)
     mailhosts.add_argument(p)
     p.add_argument(
@@ -146,13 +142,7 @@ def _add_refresh_args(p: argparse.ArgumentParser) -> None:
         "--concurrency", type=int, default=16, metavar="N", help="token refreshes in flight at once (default 16)"
     )
     clientauth.add_argument(p)
-    p.add_argument(
-        "--provider-timeout",
-        type=float,
-        default=20.0,
-        metavar="SECONDS",
-        help="seconds per provider request (default 20); with leader election at most --lease-duration - 5",
-    )
+    cliflags.add_provider_timeout(p, note="; with leader election at most --lease-duration - 5")
 
 
 def _add_schedule_args(p: argparse.ArgumentParser) -> None:

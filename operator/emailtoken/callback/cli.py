@@ -8,8 +8,7 @@ import logging
 import sys
 from typing import TYPE_CHECKING
 
-from emailtoken import clientauth, endpoints, redirecturl
-from emailtoken.apicheck import API_TIMEOUT_ENV, default_api_timeout
+from emailtoken import clientauth, cliflags, endpoints, redirecturl
 from emailtoken.callback.app import quiet_libraries, serve_forever
 from emailtoken.callback.context import CallbackConfig, Services
 
@@ -97,23 +96,12 @@ def _add_listener_args(p: argparse.ArgumentParser) -> None:
 
 def _add_provider_args(p: argparse.ArgumentParser) -> None:
     """The identity providers and the Kubernetes API: trust, allowed hosts, timeouts."""
-    p.add_argument("--ca-bundle", metavar="PATH", help="CA bundle for the identity providers (private CAs)")
+    cliflags.add_ca_bundle(p)
     endpoints.add_argument(p)
     clientauth.add_argument(p)
-    p.add_argument(
-        "--provider-timeout",
-        type=float,
-        default=20.0,
-        metavar="SECONDS",
-        help="seconds per provider request (default 20)",
-    )
-    p.add_argument(
-        "--api-timeout",
-        type=float,
-        default=default_api_timeout(),
-        metavar="SECONDS",
-        help=f"seconds to wait for the Kubernetes API server to accept a connection and to answer "
-        f"(default {default_api_timeout():g}; ${API_TIMEOUT_ENV} sets the default)",
+    cliflags.add_provider_timeout(p)
+    cliflags.add_api_timeout(
+        p, what="seconds to wait for the Kubernetes API server to accept a connection and to answer"
     )
 
 
