@@ -14,8 +14,8 @@ from aiohttp import web
 
 from emailtoken.callback import pages, pkce
 from emailtoken.callback.csrf import COOKIE, FIELD, same_origin
-from emailtoken.callback.responses import html, log, refusal, services
-from emailtoken.callback.signin import SignInRefused, api_refused, authorization_url, load_token
+from emailtoken.callback.responses import html, log, refusal, served, services
+from emailtoken.callback.signin import SignInRefused, api_refused, authorization_url, existing_token, load_token
 from emailtoken.callback.tokens import CALLBACK_FLOWS, TokenRow, row_of, rows_of
 from emailtoken.callback.tokenwrite import editable
 from emailtoken.kube import KubeError
@@ -43,11 +43,6 @@ def _with_cookie(response: web.Response, cookie: str | None) -> web.Response:
     if cookie:
         response.set_cookie(COOKIE, cookie, httponly=True, samesite="Strict", path="/")
     return response
-
-
-def _served(request: web.Request, namespace: str) -> None:
-    if not services(request).config.serves(namespace):
-        raise SignInRefused("NotServed", f"this service does not serve namespace {namespace}", status=404)
 
 
 @routes.get("/")
@@ -81,14 +76,8 @@ async def index(request: web.Request) -> web.Response:
 
 
 async def _row(request: web.Request, namespace: str, name: str) -> TokenRow:
-    _served(request, namespace)
-    try:
-        obj = await services(request).api.get_token(namespace, name)
-    except KubeError as exc:
-        raise api_refused(exc, f"reading EmailToken {namespace}/{name}") from None
-    if obj is None:
-        raise SignInRefused("TokenNotFound", f"there is no EmailToken {namespace}/{name}", status=404)
-    return row_of(obj)
+    served(request, namespace)
+    return row_of(await existing_token(services(request).api, namespace, name))
 
 
 @routes.get("/authorize/{namespace}/{name}")
@@ -123,7 +112,7 @@ async def start(request: web.Request) -> web.Response:
         )
         return refusal(request, exc, what=what, admin_link=False)
     try:
-        _served(request, namespace)
+        served(request, namespace)
         token, spec = await load_token(svc.api, namespace, name, flows=CALLBACK_FLOWS)
         provider = svc.providers.for_spec(spec.provider)
         verifier = pkce.new_verifier()

@@ -23,8 +23,8 @@ from emailtoken.api import consumer_secret_name
 from emailtoken.callback import formpages, tokenform
 from emailtoken.callback.csrf import COOKIE, FIELD, same_origin
 from emailtoken.callback.formpages import FormContext
-from emailtoken.callback.responses import html, log, refusal, services
-from emailtoken.callback.signin import SignInRefused, api_refused
+from emailtoken.callback.responses import html, log, refusal, served, services
+from emailtoken.callback.signin import SignInRefused, api_refused, existing_token
 from emailtoken.callback.tokenform import Checked, Credential, TokenForm
 from emailtoken.callback.tokenwrite import FieldRefused, TokenWriter, editable, gitops_owner
 from emailtoken.kube import KubeError
@@ -180,16 +180,10 @@ async def _create(request: web.Request, checked: Checked, credential: Credential
 
 
 async def _existing(request: web.Request) -> tuple[str, str, dict[str, Any]]:
+    """The token the URL names, in a namespace this service serves."""
     namespace, name = request.match_info["namespace"], request.match_info["name"]
-    if not services(request).config.serves(namespace):
-        raise SignInRefused("NotServed", f"this service does not serve namespace {namespace}", status=404)
-    try:
-        obj = await services(request).api.get_token(namespace, name)
-    except KubeError as exc:
-        raise api_refused(exc, f"reading EmailToken {namespace}/{name}") from None
-    if obj is None:
-        raise SignInRefused("TokenNotFound", f"there is no EmailToken {namespace}/{name}", status=404)
-    return namespace, name, obj
+    served(request, namespace)
+    return namespace, name, await existing_token(services(request).api, namespace, name)
 
 
 def _why_not_editable(obj: Mapping[str, Any]) -> str:

@@ -19,6 +19,12 @@ def services(request: web.Request) -> Services:
     return request.app[SERVICES]
 
 
+def served(request: web.Request, namespace: str) -> None:
+    """Refuse (NotServed, 404) a namespace this service was not set up for."""
+    if not services(request).config.serves(namespace):
+        raise SignInRefused("NotServed", f"this service does not serve namespace {namespace}", status=404)
+
+
 def html(text: str, status: int = 200) -> web.Response:
     """An HTML answer (the security headers are added by middleware)."""
     return web.Response(text=text, status=status, content_type="text/html", charset="utf-8")

@@ -63,16 +63,22 @@ class SignInResult:
     provider: str
 
 
-async def load_token(
-    api: KubeApi, namespace: str, name: str, *, flows: Sequence[str]
-) -> tuple[TokenRef, EmailTokenSpec]:
-    """The live token and its spec, if it exists and uses one of ``flows``."""
+async def existing_token(api: KubeApi, namespace: str, name: str) -> dict[str, Any]:
+    """The EmailToken as the API server has it; refused (TokenNotFound, 404) when there is none."""
     try:
         obj = await api.get_token(namespace, name)
     except KubeError as exc:
         raise api_refused(exc, f"reading EmailToken {namespace}/{name}") from None
     if obj is None:
         raise SignInRefused("TokenNotFound", f"there is no EmailToken {namespace}/{name}", status=404)
+    return obj
+
+
+async def load_token(
+    api: KubeApi, namespace: str, name: str, *, flows: Sequence[str]
+) -> tuple[TokenRef, EmailTokenSpec]:
+    """The live token and its spec, if it exists and uses one of ``flows``."""
+    obj = await existing_token(api, namespace, name)
     meta = obj.get("metadata") or {}
     token = TokenRef(namespace, name, str(meta.get("uid") or ""))
     try:
