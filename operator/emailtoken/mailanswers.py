@@ -19,6 +19,8 @@ PROPERTIES_FIX = (
     "let the mail task log in with the token: MAIL_AUTH_TYPE = OAUTH2 and MAIL_TOKEN_NAME = <token name> "
     "(reader: MAILBOX_AUTH_TYPE = OAUTH2, MAILBOX_EMAIL_TOKEN_NAME = <token name>)"
 )
+#: A plain mail address: nothing PowerShell expands ($, `, (), ;, quotes other than the ASCII apostrophe).
+_ADDRESS = re.compile(r"[A-Za-z0-9._%+'-]{1,64}@[A-Za-z0-9-]{1,63}(?:\.[A-Za-z0-9-]{1,63}){1,8}", re.ASCII)
 SP_OBJECT_ID = (
     "<object ID of the Enterprise Application (Entra ID > Enterprise applications), not of the App registration>"
 )
@@ -38,7 +40,14 @@ class Context:
 
     @property
     def box(self) -> str:
-        return self.mailbox or "<mailbox>"
+        """The mailbox for prose, or ``<mailbox>`` unless it is a plain address (tenants choose it)."""
+        return self.mailbox if _ADDRESS.fullmatch(self.mailbox) else "<mailbox>"
+
+    @property
+    def ps_box(self) -> str:
+        """The mailbox as a single-quoted PowerShell literal an admin can paste, or ``<mailbox>``."""
+        box = self.box
+        return "'" + box.replace("'", "''") + "'" if box != "<mailbox>" else box
 
 
 @dataclass(frozen=True)
@@ -56,7 +65,7 @@ def _smtp_auth_disabled(ctx: Context) -> Diagnosis:
         "SMTP AUTH is disabled for this tenant or mailbox (Exchange Online turns it off by default): the "
         "token is not the problem",
         (
-            f"Set-CASMailbox -Identity {ctx.box} -SmtpClientAuthenticationDisabled $false",
+            f"Set-CASMailbox -Identity {ctx.ps_box} -SmtpClientAuthenticationDisabled $false",
             "or for the whole tenant: Set-TransportConfig -SmtpClientAuthenticationDisabled $false",
         ),
     )
@@ -97,11 +106,11 @@ def _not_connected(ctx: Context) -> Diagnosis:
         "MailboxNotConnected",
         "the token was accepted but the mailbox cannot be opened: the app lacks mailbox permission "
         "(Add-MailboxPermission for its service principal) or "
-        f"{ctx.label} is disabled for the mailbox (Set-CASMailbox {ctx.box} -ImapEnabled $true / -PopEnabled "
+        f"{ctx.label} is disabled for the mailbox (Set-CASMailbox {ctx.ps_box} -ImapEnabled $true / -PopEnabled "
         "$true); an app-only service principal registered with the wrong object ID ends here too",
         (
-            f"Add-MailboxPermission -Identity {ctx.box} -User {SP_OBJECT_ID} -AccessRights FullAccess",
-            f"Set-CASMailbox -Identity {ctx.box} {switch} $true",
+            f"Add-MailboxPermission -Identity {ctx.ps_box} -User {SP_OBJECT_ID} -AccessRights FullAccess",
+            f"Set-CASMailbox -Identity {ctx.ps_box} {switch} $true",
         ),
     )
 
@@ -156,7 +165,7 @@ def _microsoft_rejected(ctx: Context) -> Diagnosis:
             meaning,
             (
                 "kubectl get secret <token> -o jsonpath='{.data.scope}' | base64 -d   # the scopes the token has",
-                f"Set-CASMailbox -Identity {ctx.box} -{'Pop' if ctx.protocol == 'pop3' else 'Imap'}Enabled $true",
+                f"Set-CASMailbox -Identity {ctx.ps_box} -{'Pop' if ctx.protocol == 'pop3' else 'Imap'}Enabled $true",
             ),
         )
     return Diagnosis(
@@ -166,7 +175,7 @@ def _microsoft_rejected(ctx: Context) -> Diagnosis:
         (
             "Get-ServicePrincipal | Format-Table AppId,ObjectId   # a wrong ObjectId: Remove-ServicePrincipal it",
             f"New-ServicePrincipal -AppId <application (client) ID> -ObjectId {SP_OBJECT_ID}",
-            f"Add-MailboxPermission -Identity {ctx.box} -User {SP_OBJECT_ID} -AccessRights FullAccess",
+            f"Add-MailboxPermission -Identity {ctx.ps_box} -User {SP_OBJECT_ID} -AccessRights FullAccess",
         ),
     )
 

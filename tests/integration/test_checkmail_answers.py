@@ -39,7 +39,7 @@ APP_ONLY = "https://outlook.office365.com/.default"
         (
             "535 5.7.139 Authentication unsuccessful, SmtpClientAuthentication is disabled for the Mailbox.",
             "SmtpAuthDisabled",
-            f"fix: Set-CASMailbox -Identity {MAILBOX} -SmtpClientAuthenticationDisabled $false",
+            f"fix: Set-CASMailbox -Identity '{MAILBOX}' -SmtpClientAuthenticationDisabled $false",
         ),
     ],
 )

@@ -198,7 +198,7 @@ def test_a_login_probe_shows_the_cause_and_the_fix_on_the_token(
                 what="MailLogin=False",
             )
     assert failed["reason"] == "SmtpAuthDisabled"
-    assert f"fix: Set-CASMailbox -Identity {mailbox} -SmtpClientAuthenticationDisabled $false" in failed["message"]
+    assert f"fix: Set-CASMailbox -Identity '{mailbox}' -SmtpClientAuthenticationDisabled $false" in failed["message"]
     assert api.condition(namespace, "probe", "Ready")["status"] == "True", "the token itself is fine"
     (event,) = wait_for(lambda: warnings(api, namespace, "probe", "MailLoginFailed"), 10, what="the Warning Event")
     assert "SmtpAuthDisabled" in event["message"]
