@@ -33,10 +33,11 @@ import yaml
 
 from emailtoken import rbac
 from emailtoken_dev.devprovider import DevProviderThread, redirect_params, sign_in
-from tests.support.callback_process import AdminSession, browser_get, free_port
+from tests.support.callback_process import AdminSession, browser_get
 from tests.support.cluster import ControlPlane
 from tests.support.kube import ApiClient, wait_for
 from tests.support.localpod import ContainerProcess, LocalContainer, prepare
+from tests.support.ports import free_port
 from tests.support.tokens import authorization_code, client_credentials
 
 ROOT = Path(__file__).resolve().parents[2]

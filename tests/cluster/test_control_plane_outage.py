@@ -23,7 +23,7 @@ import requests
 
 from emailtoken.timefmt import parse_rfc3339
 from emailtoken_dev.devprovider import DevProviderThread
-from tests.support.cluster import ControlPlane, free_port
+from tests.support.cluster import ControlPlane
 from tests.support.faultkit import (
     Delegated,
     SecretLedger,
@@ -40,6 +40,7 @@ from tests.support.faultkit import (
 from tests.support.faultsuite import leader_identity, provider_reset
 from tests.support.kube import ApiClient, wait_for
 from tests.support.operator_process import OperatorProcess
+from tests.support.ports import free_port
 
 LEASE = 15.0
 RENEW_DEADLINE = LEASE * 2 / 3  # runner: a leader stops acting this long after its last renewal

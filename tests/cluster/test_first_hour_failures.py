@@ -23,9 +23,10 @@ import pytest
 import yaml
 
 from tests.cluster.test_leader_election import operator_account
-from tests.support.cluster import ControlPlane, free_port
+from tests.support.cluster import ControlPlane
 from tests.support.kube import ApiClient, free_env, wait_for
 from tests.support.operator_process import REPO
+from tests.support.ports import free_port
 
 #: how each command behaves per case: the exit code, or None for "says it and keeps checking"
 EXITS = {

@@ -26,7 +26,7 @@ import requests
 
 from emailtoken import rbac
 from emailtoken_dev.devprovider import DevProviderThread
-from tests.support.cluster import ControlPlane, free_port
+from tests.support.cluster import ControlPlane
 from tests.support.faultkit import (
     Delegated,
     SecretLedger,
@@ -41,6 +41,7 @@ from tests.support.faultkit import (
 from tests.support.faultsuite import leader_identity, lease_holder, provider_reset
 from tests.support.kube import ApiClient, wait_for
 from tests.support.operator_process import OperatorProcess
+from tests.support.ports import free_port
 
 LEASE, PROVIDER_TIMEOUT = 15.0, 5.0
 TIMINGS = ["--lease-duration", f"{LEASE:g}", "--provider-timeout", f"{PROVIDER_TIMEOUT:g}"]

@@ -33,26 +33,21 @@ from tests.support.faultkit import create_grant, google_delegated_spec, google_s
 from tests.support.kube import ApiClient, KmockThread, wait_for
 from tests.support.mailservers import SmtpXoauth2Server, introspection_validator
 from tests.support.operator_process import OperatorProcess
+from tests.support.ports import free_port
 
 TESTING_LIFETIME = timedelta(days=2)
 GAUGE = "emailtoken_token_reauthorization_required_timestamp_seconds"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def metrics_port() -> int:
-    return _free_port()
+    return free_port()
 
 
 @pytest.fixture(scope="module")
 def smtp_port() -> int:
     """The one mail server port the operator may probe (the login probe's aiosmtpd listens there)."""
-    return _free_port()
+    return free_port()
 
 
 @pytest.fixture(scope="module")

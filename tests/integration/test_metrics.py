@@ -10,7 +10,6 @@ appears in a scrape.
 from __future__ import annotations
 
 import base64
-import socket
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -24,6 +23,7 @@ from emailtoken_dev.devprovider import DevProviderThread
 from tests.integration.conftest import REDIRECT_BASE
 from tests.support.kube import ApiClient, KmockThread, wait_for
 from tests.support.operator_process import OperatorProcess
+from tests.support.ports import free_port
 from tests.support.tokens import client_credentials
 
 pytestmark = pytest.mark.usefixtures("operator")
@@ -31,15 +31,9 @@ CLIENT_SECRETS: set[str] = set()  # every client secret this module hands to the
 NAMESPACES: set[str] = set()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def metrics_port() -> int:
-    return _free_port()
+    return free_port()
 
 
 @pytest.fixture(scope="module")
@@ -251,7 +245,7 @@ def test_a_standby_replica_passes_its_probes(
     kube: KmockThread, provider: DevProviderThread, workdir: Path, operator: OperatorProcess
 ) -> None:
     """A second replica waits for the Lease: alive and ready (a rollout may proceed), not the writer."""
-    port = _free_port()
+    port = free_port()
     standby = OperatorProcess(
         kube.kubeconfig,
         workdir,

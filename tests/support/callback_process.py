@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import re
 import signal
-import socket
 import sys
 import time
 from html import unescape
@@ -16,13 +15,7 @@ import requests
 from tests.support.childprocess import ChildProcess
 from tests.support.kube import free_env
 from tests.support.operator_process import REPO
-
-
-def free_port() -> int:
-    """A loopback port nobody listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from tests.support.ports import free_port
 
 
 class CallbackProcess(ChildProcess):

@@ -18,7 +18,6 @@ import contextlib
 import json
 import os
 import shutil
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -32,6 +31,7 @@ import yaml
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from tests.support.ports import free_port
 from tests.support.system import in_ci
 
 ASSETS_ENV = "KUBEBUILDER_ASSETS"
@@ -39,12 +39,6 @@ ENABLE_HINT = (
     f"set {ASSETS_ENV} to a folder with kube-apiserver (and kube-controller-manager), with etcd there or on PATH; "
     "in this repo: `make k8s-assets` unpacks ../shared/k8s into .k8s-assets and prints the export line"
 )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _skip_or_fail(message: str) -> None:

@@ -36,10 +36,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests.support.callback_process import free_port
 from tests.support.childprocess import ChildProcess
 from tests.support.kube import ApiClient
 from tests.support.operator_process import REPO
+from tests.support.ports import free_port
 
 DOCKERFILE = REPO / "Dockerfile"
 _VARIABLE = re.compile(r"\$\([A-Za-z_][A-Za-z0-9_]*\)")

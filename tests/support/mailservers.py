@@ -54,6 +54,8 @@ from typing import Any
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, Session
 
+from tests.support.ports import free_port
+
 
 class _DropLoginDataWarning(logging.Filter):
     """aiosmtpd itself sets its deprecated Session.login_data on every successful AUTH."""
@@ -70,13 +72,6 @@ TokenValidator = Callable[[str], "str | None"]
 
 class MailServerError(RuntimeError):
     """A test mail server could not start or misbehaved; the message carries its log."""
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A port nothing listens on right now (the caller binds it soon after)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
 
 
 def port_open(host: str, port: int) -> bool:

@@ -12,7 +12,7 @@ import pytest
 
 from emailtoken import checkmail
 from emailtoken.checkmail import Endpoint, decode_challenge, explain, parse_endpoint
-from tests.support.mailservers import free_port
+from tests.support.ports import free_port
 from tests.support.secretvolume import SecretVolume, consumer_files
 
 TOKEN = "ya29.a0-secret-token-value-that-must-never-be-printed"

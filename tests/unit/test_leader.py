@@ -29,6 +29,7 @@ from emailtoken.scheduler import Scheduler
 from emailtoken.secretdata import Grant, decode_data
 from emailtoken.store import GrantStore
 from tests.support.fakeapi import InMemoryApi
+from tests.support.ports import free_port
 
 pytestmark = pytest.mark.looptime
 
@@ -383,16 +384,10 @@ def _at(port: int) -> kubernetes.client.Configuration:
     return configuration
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.mark.looptime(False)
 async def test_a_refused_connection_is_a_kube_error_and_the_elector_rides_it_out() -> None:
     """Issue #16: the client raised urllib3's MaxRetryError, which try_acquire did not catch."""
-    api = KubernetesApi(threads=2, configuration=_at(_free_port()))
+    api = KubernetesApi(threads=2, configuration=_at(free_port()))
     with pytest.raises(Unreachable) as caught:
         await api.get_lease(NS, "emailtoken-operator")
     assert isinstance(caught.value, KubeError) and caught.value.status == 0
