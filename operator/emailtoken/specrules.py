@@ -24,6 +24,9 @@ GOOGLE_SERVICES = ("Gmail",)
 SHARED_TENANTS = ("common", "organizations", "consumers")
 MICROSOFT_TOKEN_SUFFIX = "/oauth2/v2.0/token"
 #: a login probe may go unencrypted only to the operator's own loopback (the CRD's regex, in RE2)
+#: the resource a Microsoft scope is for, as the CRD's CEL sees it (``lowerAscii().startsWith``)
+GRAPH_SCOPE = re.compile(r"https://graph\.microsoft\.com/", re.IGNORECASE | re.ASCII)
+EXCHANGE_SCOPE = re.compile(r"https://outlook\.office(365)?\.com/", re.IGNORECASE | re.ASCII)
 LOOPBACK_SERVER = re.compile(r"^(127[.]0[.]0[.]1|localhost|\[::1\])(:[0-9]+)?$")
 
 
@@ -44,6 +47,17 @@ def _has(spec: Spec, key: str) -> bool:
 def _mixes_graph_and_exchange(services: Any) -> bool:
     """One Microsoft access token is for one resource: Graph or Exchange Online, not both."""
     return any(x in GRAPH_SERVICES for x in services) and any(x in EXCHANGE_SERVICES for x in services)
+
+
+def _scopes_mix_resources(spec: Spec) -> bool:
+    """Some scope is for Graph and another scope or a service for Exchange Online, or the other way round."""
+    scopes = [str(x) for x in spec.get("scopes") or ()]
+    services = spec.get("services") or ()
+    graph = any(GRAPH_SCOPE.match(x) for x in scopes)
+    exchange = any(EXCHANGE_SCOPE.match(x) for x in scopes)
+    return (graph and (exchange or any(x in EXCHANGE_SERVICES for x in services))) or (
+        exchange and any(x in GRAPH_SERVICES for x in services)
+    )
 
 
 def _present(spec: Spec, key: str) -> bool:
@@ -139,6 +153,13 @@ RULES: tuple[Rule, ...] = (
         "Graph services and IMAP, POP, SMTP or EWS need access tokens for different resources "
         "(graph.microsoft.com, outlook.office.com); use one EmailToken for each",
         lambda s: not _mixes_graph_and_exchange(s.get("services") or ()),
+    ),
+    Rule(
+        "scopes",
+        "Graph (https://graph.microsoft.com/) and Exchange Online (https://outlook.office.com/, "
+        "https://outlook.office365.com/) scopes and services need access tokens for different resources; "
+        "use one EmailToken for each",
+        lambda s: not _scopes_mix_resources(s),
     ),
     Rule(
         "services",

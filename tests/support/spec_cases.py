@@ -50,6 +50,11 @@ MESSAGES = {
         "Graph services and IMAP, POP, SMTP or EWS need access tokens for different resources "
         "(graph.microsoft.com, outlook.office.com); use one EmailToken for each"
     ),
+    "scopes-graph-or-exchange": (
+        "Graph (https://graph.microsoft.com/) and Exchange Online (https://outlook.office.com/, "
+        "https://outlook.office365.com/) scopes and services need access tokens for different resources; "
+        "use one EmailToken for each"
+    ),
     "google-services": "the only service for provider Google is Gmail",
     "client-credentials-default-scopes": (
         "with flow ClientCredentials every scope must be a /.default scope, such as "
@@ -143,6 +148,10 @@ CASES = [
     Case(
         "login-probe-plain-loopback",
         change(MS_AUTH_CODE, loginProbe={"protocol": "IMAP", "server": "127.0.0.1:1143", "tls": "None"}),
+    ),
+    Case(
+        "graph-service-with-graph-scope",
+        change(MS_AUTH_CODE, services=["GraphMailRead"], scopes=["https://graph.microsoft.com/User.Read"]),
     ),
     Case(
         "microsoft-scopes-only",
@@ -255,6 +264,30 @@ CASES = [
     Case("neither-services-nor-scopes", change(MS_AUTH_CODE, drop=("services",)), ("services-or-scopes",)),
     Case("microsoft-with-gmail", change(MS_AUTH_CODE, services=["IMAP", "Gmail"]), ("microsoft-services",)),
     Case("graph-with-imap", change(MS_AUTH_CODE, services=["GraphMailSend", "IMAP"]), ("graph-or-exchange",)),
+    Case(
+        "graph-service-with-exchange-scope",
+        change(MS_AUTH_CODE, services=["GraphMailRead"], scopes=["https://outlook.office.com/IMAP.AccessAsUser.All"]),
+        ("scopes-graph-or-exchange",),
+    ),
+    Case(
+        "exchange-service-with-graph-scope",
+        change(MS_AUTH_CODE, services=["IMAP"], scopes=["https://Graph.Microsoft.com/Mail.Read"]),
+        ("scopes-graph-or-exchange",),
+    ),
+    Case(
+        "graph-and-exchange-scopes",
+        change(
+            MS_CLIENT_CREDENTIALS,
+            drop=("services",),
+            scopes=["https://graph.microsoft.com/.default", "https://outlook.office365.com/.default"],
+        ),
+        ("scopes-graph-or-exchange",),
+    ),
+    Case(
+        "graph-services-and-scopes",
+        change(MS_AUTH_CODE, services=["GraphMailSend", "IMAP"], scopes=["https://graph.microsoft.com/User.Read"]),
+        ("graph-or-exchange", "scopes-graph-or-exchange"),
+    ),
     Case(
         "login-probe-plain-remote",
         change(MS_AUTH_CODE, loginProbe={"protocol": "IMAP", "server": "imap.example.com", "tls": "None"}),
