@@ -378,14 +378,26 @@ def check_login(
         return _broken(error, endpoint, timeout, secrets)
 
 
+#: C0 and C1 control characters (ESC starts terminal escape sequences), DEL included
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]+")
+SERVER_TEXT_LIMIT = 300
+
+
+def server_text(text: str, *secrets: str) -> str:
+    """A mail server's words made fit for status, Events and terminals: no token, no control
+    characters (a hostile server could send terminal escapes), at most SERVER_TEXT_LIMIT characters."""
+    clean = _CONTROL.sub(" ", redact(text, *secrets)).strip()
+    return clean if len(clean) <= SERVER_TEXT_LIMIT else clean[: SERVER_TEXT_LIMIT - 1] + "…"
+
+
 def _refused(refused: _Refused, known: mailanswers.Context, secrets: tuple[str, ...]) -> LoginOutcome:
     """A server's no, with the likely cause and the fix for a refused login."""
     decoded = decode_challenge(refused.challenge)
     outcome = LoginOutcome(
         ok=False,
         stage=refused.stage,
-        server_reply=redact(refused.reply, *secrets),
-        challenge=redact(_describe_challenge(decoded), *secrets),
+        server_reply=server_text(refused.reply, *secrets),
+        challenge=server_text(_describe_challenge(decoded), *secrets),
     )
     if refused.stage in {"login", "mailbox"}:
         diagnosis = mailanswers.diagnose(refused.reply, decoded, known)
@@ -417,7 +429,7 @@ def _broken(error: BaseException, endpoint: Endpoint, timeout: float, secrets: t
     if isinstance(error, ConnectionRefusedError):
         why = "nothing listens on this host and port: check the port and the protocol"
         return LoginOutcome(ok=False, stage="connect", server_reply="connection refused", details=[why])
-    reply = redact(str(error) or type(error).__name__, *secrets)
+    reply = server_text(str(error) or type(error).__name__, *secrets)
     why = "the connection broke off: check the port, the protocol and the TLS mode"
     return LoginOutcome(ok=False, stage="connect", server_reply=reply, details=[why])
 

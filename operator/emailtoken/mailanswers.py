@@ -232,7 +232,7 @@ def diagnose(reply: str, challenge: dict[str, Any] | str, ctx: Context) -> Diagn
         cause, meaning = _STATUS_MEANINGS.get(str(challenge.get("status", "")), ("", ""))
         if cause:
             scope = challenge.get("scope")
-            return Diagnosis(cause, meaning + (f" (the server asks for scope {scope!r})" if scope else ""))
+            return Diagnosis(cause, meaning + (f" (the server asks for scope {str(scope)[:200]!r})" if scope else ""))
     return Diagnosis(
         "LoginRefused",
         "the server refused the login: the token may be invalid, expired or revoked, lack the scope for "

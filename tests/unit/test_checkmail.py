@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import base64
 import json
+import socket
+import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -12,6 +14,7 @@ import pytest
 
 from emailtoken import checkmail
 from emailtoken.checkmail import Endpoint, decode_challenge, explain, parse_endpoint
+from emailtoken.consumer import AccessToken
 from tests.support.ports import free_port
 from tests.support.secretvolume import SecretVolume, consumer_files
 
@@ -193,3 +196,41 @@ def test_register_wires_a_subcommand() -> None:
         "xoauth2",
         30.0,
     )
+
+
+def _hostile_pop3(reply: bytes) -> tuple[int, threading.Thread]:
+    """A loopback POP3 server that refuses every XOAUTH2 login with ``reply``."""
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        with conn, listener, conn.makefile("rb") as lines:
+            conn.sendall(b"+OK ready\r\n")
+            for line in lines:
+                if line.startswith(b"CAPA"):
+                    conn.sendall(b"+OK\r\nSASL XOAUTH2\r\n.\r\n")
+                elif line.startswith(b"AUTH"):
+                    conn.sendall(b"+ \r\n")
+                elif line.startswith(b"QUIT"):
+                    conn.sendall(b"+OK\r\n")
+                    return
+                else:
+                    conn.sendall(reply)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    return listener.getsockname()[1], thread
+
+
+def test_a_servers_reply_reaches_status_without_control_characters_and_capped() -> None:
+    """The reply lands in the token's status and Events: a server must not smuggle terminal escapes into them."""
+    evil = b"-ERR \x1b]0;pwned\x07\x1b[2J\x9b31m Authentication failed " + b"A" * 2000 + b"\r\n"
+    port, thread = _hostile_pop3(evil)
+    token = AccessToken("t", "tok", "box@contoso.com", datetime.now(UTC) + timedelta(hours=1))
+    outcome = checkmail.check_login(Endpoint("pop3", "127.0.0.1", port, "plain"), token, timeout=5)
+    thread.join(5)
+    assert not outcome.ok
+    assert outcome.server_reply.startswith("-ERR ")
+    assert "Authentication failed" in outcome.server_reply
+    assert not any(ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F for c in outcome.server_reply + outcome.challenge)
+    assert len(outcome.server_reply) <= checkmail.SERVER_TEXT_LIMIT
