@@ -66,9 +66,6 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     wiring = build(launch, events=post_event)
     wiring.start(asyncio.get_running_loop())
     memo["wiring"] = wiring
-    from emailtoken.runner import tune_collector
-
-    tune_collector()
     log.info("emailtoken operator started (concurrency %d)", config.concurrency)
 
 

@@ -138,22 +138,26 @@ def build(launch: Launch, *, events: EventSink) -> Wiring:
     return Wiring(launch=launch, engine=engine, scheduler=scheduler, informer=informer)
 
 
+#: Each field of :class:`EngineConfig` and the :class:`OperatorConfig` setting it comes from (all
+#: but ``may_act``, which leader election adds: :func:`engine_config`).
+ENGINE_SETTINGS: Mapping[str, str] = {
+    "redirect_base_url": "redirect_base_url",
+    "admin_url": "admin_url",
+    "keepalive": "keepalive",
+    "min_refresh_interval": "min_refresh_interval",
+    "federation": "federation",
+    "grant_warning": "grant_warning",
+    "mail_hosts": "allowed_mail_hosts",
+    "routine_events": "routine_events",
+    "provider_threads": "concurrency",
+    "persist_grace": "stop_grace",
+}
+
+
 def engine_config(launch: Launch) -> EngineConfig:
-    """The engine's share of the operator config."""
-    config = launch.config
-    return EngineConfig(
-        redirect_base_url=config.redirect_base_url,
-        admin_url=config.admin_url,
-        keepalive=config.keepalive,
-        min_refresh_interval=config.min_refresh_interval,
-        federation=config.federation,
-        grant_warning=config.grant_warning,
-        mail_hosts=config.allowed_mail_hosts,
-        routine_events=config.routine_events,
-        provider_threads=config.concurrency,
-        may_act=launch.may_act,
-        persist_grace=config.stop_grace,
-    )
+    """The engine's share of the operator config, field by field as :data:`ENGINE_SETTINGS` maps it."""
+    settings = {name: getattr(launch.config, setting) for name, setting in ENGINE_SETTINGS.items()}
+    return EngineConfig(may_act=launch.may_act, **settings)
 
 
 def _stepper(engine: Engine) -> Callable[[bytes], Any]:

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import json
+import typing
+from datetime import timedelta
 
 import kopf
 
 import emailtoken.handlers  # noqa: F401  (registers the handlers)
 from emailtoken import GROUP, PLURAL, VERSION
+from emailtoken.engine import EngineConfig
+from emailtoken.settings import OperatorConfig
+from emailtoken.wiring import ENGINE_SETTINGS, Launch, engine_config
 from emailtoken.wiring import pack as _pack
 from emailtoken.wiring import watched as _watched
 
@@ -47,3 +52,27 @@ def test_no_handler_needs_a_diff_base() -> None:
     assert registry._watching.has_handlers(resource=token)
     assert not registry._changing.has_handlers(resource=token)
     assert not registry._spawning.has_handlers(resource=token)
+
+
+def test_every_engine_setting_comes_from_an_operator_setting_of_its_type() -> None:
+    """A new EngineConfig field is either mapped from a flag's setting or fails here (none is left
+    at the engine's default by oversight); may_act comes from leader election."""
+    engine = typing.get_type_hints(EngineConfig)
+    settings = typing.get_type_hints(OperatorConfig)
+    for name, attribute in vars(OperatorConfig).items():
+        if isinstance(attribute, property):
+            settings[name] = typing.get_type_hints(attribute.fget)["return"]
+    assert set(engine) == set(ENGINE_SETTINGS) | {"may_act"}
+    assert {field: settings.get(setting) for field, setting in ENGINE_SETTINGS.items()} == {
+        field: engine[field] for field in ENGINE_SETTINGS
+    }
+
+
+def test_the_engine_gets_the_operators_settings_and_its_leadership() -> None:
+    config = OperatorConfig(
+        concurrency=7, provider_timeout=11.0, admin_url="https://admin", keepalive=timedelta(days=1)
+    )
+    leadership = object()
+    built = engine_config(Launch(config=config, may_act=leadership))  # type: ignore[arg-type]
+    assert (built.provider_threads, built.persist_grace, built.admin_url) == (7, config.stop_grace, "https://admin")
+    assert built.keepalive == timedelta(days=1) and built.may_act is leadership
