@@ -102,8 +102,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: While a spec is unusable nothing can succeed; look again now and then in case a watch was missed.
-BAD_CONFIG_RETRY = timedelta(minutes=10)
 #: How long a cancelled step still waits for a refresh whose token it already presented: the
 #: default provider timeout + 5 s (the wiring sets :attr:`OperatorConfig.stop_grace`).
 PERSIST_GRACE = 25.0
@@ -138,7 +136,6 @@ class EngineConfig:
     keepalive: timedelta = DEFAULT_KEEPALIVE
     #: no token is refreshed more often than this, whatever lifetime its provider claims
     min_refresh_interval: timedelta = MIN_REFRESH_INTERVAL
-    bad_config_retry: timedelta = BAD_CONFIG_RETRY
     #: what spec.federatedCredential may use: audiences, ambient namespaces, token files (emailtoken.clientauth)
     federation: clientauth.Federation = clientauth.DEFAULTS
     #: threads for blocking provider calls (as many as steps run at once, see Scheduler)
@@ -213,7 +210,7 @@ class Engine:
         self._seen_consumers: dict[Key, tuple[str, PublishedToken | None]] = {}
         self._fence = Fence(self.config.may_act)
         self._calls = ProviderCalls(self._fence, self.observer, self.config.provider_threads)
-        self._setbacks = Setbacks(self.clock, self.config.bad_config_retry, self.rng)
+        self._setbacks = Setbacks(self.clock, failures.BAD_CONFIG_RETRY, self.rng)
         self._device_sign_in = DeviceSignIn(self._calls, self._setbacks)
         self._probes = loginprobe.Probes(self.config.mail_hosts)
         self._sa_tokens = satokens.ServiceAccountTokens()
@@ -276,17 +273,16 @@ class Engine:
         except NotLeader as exc:
             return await self._fence.refused(exc)
         except KubeError as exc:
-            # An API call outside the places that report their own failures (dropping a grant on
-            # request): back off like any outage, without a traceback.
+            # An API call outside the places that report their own failures: the same setback as
+            # any other (counted, retried, warned), without a traceback; status shows it next step.
             st = self.states.setdefault((meta.get("namespace", ""), meta.get("name", "")), TokenState())
-            st.failures += 1
             failure = _api_failure(exc, "acting on the token")
             log.warning("%s/%s: %s", meta.get("namespace"), meta.get("name"), failure.message)
-            delay = failures.retry_delay(
-                failure, st.failures, bad_config_retry=self.config.bad_config_retry, rng=self.rng
-            )
-            assert delay is not None  # an API failure always retries
-            return StepResult(delay=delay.total_seconds())
+            report, now = Report(), self.clock()
+            self._setbacks.fail(st, failure, report, now)
+            for type_, reason, message in report.events:
+                self.events(body, type=type_, reason=reason, message=message)
+            return StepResult(delay=self._delay(st, now))
 
     async def drain(self, timeout: float) -> None:
         """Wait (up to ``timeout`` seconds) for refreshes that presented a refresh token to store
@@ -365,17 +361,13 @@ class Engine:
         try:
             await self._load_published(token, spec, st)
             return None
-        except SecretMissing as exc:
-            st.error = failures.of_conflict(str(exc))
-            report.failed(st.error, st.published, token_valid=False)
-            self._setbacks.announce(st, report, failures.standing_event(st.error, st.last_warning))
-            await self._finish(body, token, spec, st, report, handled, now)
-            return StepResult(delay=self.config.bad_config_retry.total_seconds())
+        except SecretMissing as exc:  # someone else's Secret has the name: as when publishing (_publish_held)
+            self._setbacks.fail(st, failures.of_conflict(str(exc)), report, now)
         except KubeError as exc:
             doing = f"reading Secret {token.namespace}/{spec.secret_name}"
             self._setbacks.fail(st, _api_failure(exc, doing), report, now)
-            await self._finish(body, token, spec, st, report, handled, now)
-            return StepResult(delay=self._delay(st, now))
+        await self._finish(body, token, spec, st, report, handled, now)
+        return StepResult(delay=self._delay(st, now))
 
     async def _reauthorize_if_asked(
         self,
@@ -399,6 +391,9 @@ class Engine:
             await self.grants.drop(token)
         except NotOurGrant as exc:
             report.events.append(("Warning", "RefreshFailed", f"SecretConflict: {exc}"))
+        except KubeError as exc:
+            doing = f"deleting Secret {token.namespace}/{token.grant_secret_name} (the grant)"
+            self._setbacks.fail(st, _api_failure(exc, doing), report, now)
         else:
             st.rotation, st.unpublished = None, None  # they belong to the grant just dropped
             st.device, st.error = None, None

@@ -23,6 +23,9 @@ from emailtoken.timing import backoff, invalid_client_backoff
 #: soon and often enough that tokens recover within seconds of the permission coming back.
 PERMISSION_RETRY_BASE = timedelta(seconds=2)
 PERMISSION_RETRY_CAP = timedelta(seconds=15)
+#: While a spec (or a Secret it names) is unusable nothing can succeed; look again now and then
+#: in case a watch was missed.
+BAD_CONFIG_RETRY = timedelta(minutes=10)
 
 
 @dataclass(frozen=True)
@@ -197,8 +200,11 @@ def after(
     rng: random.Random | None = None,
 ) -> Verdict:
     """The ``failures``-th failure in a row: when to retry, and a Warning Event when the failure is
-    new or its count a power of two (a long outage warns ever more rarely)."""
+    new or its count a power of two (a long outage warns ever more rarely). A bad configuration
+    (a Secret conflict, a missing Secret) stands until a person acts: it warns once, until it changes."""
     delay = retry_delay(failure, failures, bad_config_retry=bad_config_retry, rng=rng)
+    if failure.kind is ErrorKind.BAD_CONFIG:
+        return Verdict(now + delay if delay is not None else None, standing_event(failure, last_warning))
     event = None
     if (failure.reason, failure.message) != last_warning or (failures & (failures - 1)) == 0:
         event = _warning(failure)

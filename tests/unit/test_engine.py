@@ -870,6 +870,37 @@ async def test_reauthorize_annotation_drops_the_grant_once() -> None:
     assert h.cond("Authorized")["status"] == "True"
 
 
+async def test_a_failed_grant_drop_is_a_setback_like_any_other() -> None:
+    """The API fails while deleting the grant on request: counted, retried with backoff, shown in
+    status and warned about like every other API failure (not only counted)."""
+    h = await delegated_harness()
+    await h.step()
+    h.annotations["emailtoken.io/reauthorize"] = "ticket-42"
+    h.clock.advance(minutes=1)
+    h.api.fail_next = [KubeError(500, "etcd timeout")]
+    result = await h.step()
+    assert (NS, GRANT) in h.api.secrets
+    assert h.status["refreshFailures"] == 1
+    assert "API error deleting Secret" in h.cond("Ready")["message"]
+    assert result.delay is not None and 0 < result.delay <= 5
+    message = f"APIUnavailable: API error deleting Secret {NS}/{GRANT} (the grant) (HTTP 500)"
+    assert ("Warning", "RefreshFailed", message) in h.events
+
+
+async def test_a_conflict_while_reading_the_consumer_secret_counts_like_one_while_writing_it() -> None:
+    """One rule for a foreign consumer Secret, met on reading or on publishing: counted, retried every
+    ten minutes, warned about once."""
+    h = await app_harness()
+    await h.api.create_secret(NS, {"metadata": {"name": NAME, "namespace": NS}, "data": {"x": b64("y")}})
+    await h.step()
+    assert h.status["refreshFailures"] == 1
+    assert h.status["nextRefreshTime"] == rfc3339(T0 + timedelta(minutes=10))
+    h.clock.advance(minutes=10)
+    await h.step()
+    assert h.status["refreshFailures"] == 2
+    assert len([e for e in h.events if e[0] == "Warning"]) == 1
+
+
 # --------------------------------------------------------------------------- restart
 
 

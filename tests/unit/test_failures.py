@@ -66,6 +66,16 @@ def test_a_standing_failure_warns_when_new_then_at_powers_of_two() -> None:
     )
 
 
+def test_a_bad_configuration_warns_once_until_it_changes() -> None:
+    """A Secret conflict (reading or writing the consumer Secret alike) waits for a person: retried
+    every ten minutes in case a watch was missed, warned about once."""
+    conflict = failures.of_conflict("Secret mail/box exists and is not managed by this EmailToken")
+    last = (conflict.reason, conflict.message)
+    assert after(conflict, 1).event == ("Warning", "RefreshFailed", f"SecretConflict: {conflict.message}")
+    assert [n for n in range(1, 20) if after(conflict, n, last).event is not None] == []
+    assert all(after(conflict, n, last).retry_at == NOW + TEN_MIN for n in (1, 2, 8))
+
+
 def test_api_failures_name_the_refusal_and_show_other_answers_by_status_only() -> None:
     refused = failures.of_api(403, 'secrets "x" is forbidden', "reading Secret ns/x")
     assert (refused.kind, refused.reason) == (ErrorKind.PERMISSION_DENIED, "PermissionDenied")
