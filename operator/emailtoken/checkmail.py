@@ -27,6 +27,7 @@ import smtplib
 import socket
 import ssl
 import sys
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TextIO
@@ -136,50 +137,83 @@ def _describe_challenge(challenge: dict[str, Any] | str) -> str:
     return challenge
 
 
-def _connect(host: str, port: int, timeout: float, source_address: str | None) -> socket.socket:
-    source = (source_address, 0) if source_address else None
-    return socket.create_connection((host, port), timeout, source_address=source)
+class Dialer:
+    """Opens a login's connections and can cut them from another thread.
+
+    A socket timeout bounds each read, not the login: a server answering a byte at a time keeps a
+    login going. :meth:`cut` (the operator's probe waiter calls it at its deadline) shuts every
+    connection down, which wakes a blocked read at once; a connection opened afterwards is refused.
+    """
+
+    def __init__(self, source_address: str | None = None) -> None:
+        self.source = (source_address, 0) if source_address else None
+        self._lock = threading.Lock()
+        self._handles: list[socket.socket] = []  # duplicates: TLS wrapping detaches the original
+        self._cut = False
+
+    def connect(self, host: str, port: int, timeout: float) -> socket.socket:
+        """A TCP connection the dialer can cut."""
+        sock = socket.create_connection((host, port), timeout, source_address=self.source)
+        with self._lock:
+            if self._cut:
+                sock.close()
+                raise TimeoutError("the login's deadline has passed")
+            self._handles.append(sock.dup())
+        return sock
+
+    def cut(self) -> None:
+        """End the login: shut every connection down (a blocked read returns) and refuse new ones."""
+        with self._lock:
+            self._cut = True
+            handles, self._handles = self._handles, []
+        for handle in handles:
+            with contextlib.suppress(OSError):
+                handle.shutdown(socket.SHUT_RDWR)
+            handle.close()
+
+    def release(self) -> None:
+        """Forget the connections of a finished login (their own objects close them)."""
+        with self._lock:
+            handles, self._handles = self._handles, []
+        for handle in handles:
+            handle.close()
 
 
 class _IMAP(imaplib.IMAP4):
-    def __init__(self, host: str, port: int, timeout: float, source_address: str | None) -> None:
-        self._source_address = source_address
+    def __init__(self, host: str, port: int, timeout: float, dialer: Dialer) -> None:
+        self._dialer = dialer
         super().__init__(host, port, timeout)
 
     def _create_socket(self, timeout: float | None) -> socket.socket:
-        return _connect(self.host, self.port, timeout or 30, self._source_address)
+        return self._dialer.connect(self.host, self.port, timeout or 30)
 
 
 class _IMAPS(imaplib.IMAP4_SSL):
-    def __init__(
-        self, host: str, port: int, timeout: float, source_address: str | None, context: ssl.SSLContext
-    ) -> None:
-        self._source_address = source_address
+    def __init__(self, host: str, port: int, timeout: float, dialer: Dialer, context: ssl.SSLContext) -> None:
+        self._dialer = dialer
         super().__init__(host, port, ssl_context=context, timeout=timeout)
 
     def _create_socket(self, timeout: float | None) -> socket.socket:
-        sock = _connect(self.host, self.port, timeout or 30, self._source_address)
+        sock = self._dialer.connect(self.host, self.port, timeout or 30)
         return self.ssl_context.wrap_socket(sock, server_hostname=self.host)
 
 
 class _POP3(poplib.POP3):
-    def __init__(self, host: str, port: int, timeout: float, source_address: str | None) -> None:
-        self._source_address = source_address
+    def __init__(self, host: str, port: int, timeout: float, dialer: Dialer) -> None:
+        self._dialer = dialer
         super().__init__(host, port, timeout)
 
     def _create_socket(self, timeout: float) -> socket.socket:
-        return _connect(self.host, self.port, timeout, self._source_address)
+        return self._dialer.connect(self.host, self.port, timeout)
 
 
 class _POP3S(poplib.POP3_SSL):
-    def __init__(
-        self, host: str, port: int, timeout: float, source_address: str | None, context: ssl.SSLContext
-    ) -> None:
-        self._source_address = source_address
+    def __init__(self, host: str, port: int, timeout: float, dialer: Dialer, context: ssl.SSLContext) -> None:
+        self._dialer = dialer
         super().__init__(host, port, timeout=timeout, context=context)
 
     def _create_socket(self, timeout: float) -> socket.socket:
-        sock = _connect(self.host, self.port, timeout, self._source_address)
+        sock = self._dialer.connect(self.host, self.port, timeout)
         return self.context.wrap_socket(sock, server_hostname=self.host)
 
 
@@ -203,13 +237,13 @@ def _check_advertised(offered: list[str], mechanism: str, endpoint: Endpoint) ->
 
 
 def _login_imap(
-    endpoint: Endpoint, response: str, mechanism: str, timeout: float, context: ssl.SSLContext, source: str | None
+    endpoint: Endpoint, response: str, mechanism: str, timeout: float, context: ssl.SSLContext, dialer: Dialer
 ) -> LoginOutcome:
     conn: imaplib.IMAP4
     conn = (
-        _IMAPS(endpoint.host, endpoint.port, timeout, source, context)
+        _IMAPS(endpoint.host, endpoint.port, timeout, dialer, context)
         if endpoint.security == "ssl"
-        else _IMAP(endpoint.host, endpoint.port, timeout, source)
+        else _IMAP(endpoint.host, endpoint.port, timeout, dialer)
     )
     try:
         if endpoint.security == "starttls":
@@ -248,13 +282,13 @@ def _login_imap(
 
 
 def _login_pop3(
-    endpoint: Endpoint, response: str, mechanism: str, timeout: float, context: ssl.SSLContext, source: str | None
+    endpoint: Endpoint, response: str, mechanism: str, timeout: float, context: ssl.SSLContext, dialer: Dialer
 ) -> LoginOutcome:
     conn: poplib.POP3
     conn = (
-        _POP3S(endpoint.host, endpoint.port, timeout, source, context)
+        _POP3S(endpoint.host, endpoint.port, timeout, dialer, context)
         if endpoint.security == "ssl"
-        else _POP3(endpoint.host, endpoint.port, timeout, source)
+        else _POP3(endpoint.host, endpoint.port, timeout, dialer)
     )
     try:
         if endpoint.security == "starttls":
@@ -288,27 +322,37 @@ def _login_pop3(
             conn.quit()
 
 
-def _smtp_connect(endpoint: Endpoint, timeout: float, context: ssl.SSLContext, source: str | None) -> smtplib.SMTP:
-    source_address = (source, 0) if source else None
-    local_name = socket.gethostname() or "localhost"  # getfqdn() can hang on DNS in a pod
+class _SMTP(smtplib.SMTP):
+    def __init__(self, endpoint: Endpoint, timeout: float, dialer: Dialer) -> None:
+        self._dialer = dialer
+        local_name = socket.gethostname() or "localhost"  # getfqdn() can hang on DNS in a pod
+        super().__init__(endpoint.host, endpoint.port, local_hostname=local_name, timeout=timeout)
+
+    def _get_socket(self, host: str, port: int, timeout: float) -> socket.socket:
+        return self._dialer.connect(host, port, timeout)
+
+
+class _SMTPS(smtplib.SMTP_SSL):
+    def __init__(self, endpoint: Endpoint, timeout: float, dialer: Dialer, context: ssl.SSLContext) -> None:
+        self._dialer = dialer
+        local_name = socket.gethostname() or "localhost"
+        super().__init__(endpoint.host, endpoint.port, local_hostname=local_name, timeout=timeout, context=context)
+
+    def _get_socket(self, host: str, port: int, timeout: float) -> socket.socket:
+        sock = self._dialer.connect(host, port, timeout)
+        return self.context.wrap_socket(sock, server_hostname=self._host)
+
+
+def _smtp_connect(endpoint: Endpoint, timeout: float, context: ssl.SSLContext, dialer: Dialer) -> smtplib.SMTP:
     if endpoint.security == "ssl":
-        return smtplib.SMTP_SSL(
-            endpoint.host,
-            endpoint.port,
-            local_hostname=local_name,
-            timeout=timeout,
-            source_address=source_address,
-            context=context,
-        )
-    return smtplib.SMTP(
-        endpoint.host, endpoint.port, local_hostname=local_name, timeout=timeout, source_address=source_address
-    )
+        return _SMTPS(endpoint, timeout, dialer, context)
+    return _SMTP(endpoint, timeout, dialer)
 
 
 def _login_smtp(
-    endpoint: Endpoint, response: str, mechanism: str, timeout: float, context: ssl.SSLContext, source: str | None
+    endpoint: Endpoint, response: str, mechanism: str, timeout: float, context: ssl.SSLContext, dialer: Dialer
 ) -> LoginOutcome:
-    conn = _smtp_connect(endpoint, timeout, context, source)
+    conn = _smtp_connect(endpoint, timeout, context, dialer)
     try:
         conn.ehlo()
         if endpoint.security == "starttls":
@@ -360,8 +404,11 @@ def check_login(
     timeout: float = 30.0,
     ssl_context: ssl.SSLContext | None = None,
     source_address: str | None = None,
+    dialer: Dialer | None = None,
 ) -> LoginOutcome:
-    """Log in for real and return the outcome; texts are scrubbed of the token."""
+    """Log in for real and return the outcome; texts are scrubbed of the token.
+
+    ``dialer``: to cut the login from another thread (it then ends with a connection error)."""
     sasl_user = user or token.username
     if mechanism.lower() == "oauthbearer":
         response = token.oauthbearer(endpoint.host, endpoint.port, sasl_user)
@@ -370,12 +417,15 @@ def check_login(
     secrets = (token.access_token, response, base64.b64encode(response.encode()).decode())
     context = ssl_context or ssl.create_default_context()
     known = mailanswers.Context(endpoint.protocol, sasl_user, mailanswers.app_only(token.scope))
+    dialer = dialer or Dialer(source_address)
     try:
-        return _LOGINS[endpoint.protocol](endpoint, response, mechanism, timeout, context, source_address)
+        return _LOGINS[endpoint.protocol](endpoint, response, mechanism, timeout, context, dialer)
     except _Refused as refused:
         return _refused(refused, known, secrets)
     except (OSError, EOFError, imaplib.IMAP4.abort, poplib.error_proto, smtplib.SMTPException) as error:
         return _broken(error, endpoint, timeout, secrets)
+    finally:
+        dialer.release()
 
 
 #: C0 and C1 control characters (ESC starts terminal escape sequences), DEL included

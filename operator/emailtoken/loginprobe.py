@@ -10,9 +10,11 @@ The server is the token author's choice, so :func:`target` admits only the insta
 hosts (:mod:`emailtoken.mailhosts`) before anything is resolved or connected. :class:`Probes`
 keeps the operator's time: a probe runs in a daemon thread of its own (never in asyncio's
 default pool, which the Kubernetes client's name lookups share, nor in the provider pool), at
-most :data:`MAX_RUNNING` at once operator-wide (one more is skipped, not queued), and a step
-waits for it at most :data:`DEADLINE` seconds, so a mail server that hangs or answers a byte
-at a time cannot hold a step, its scheduler slot or a stopping operator for long.
+most :data:`MAX_RUNNING` at once operator-wide and :data:`MAX_PER_NAMESPACE` per namespace (one
+more is skipped, not queued: one tenant's slow servers cannot take every slot), and a step
+waits for it at most :data:`DEADLINE` seconds, then cuts its connections
+(:class:`emailtoken.checkmail.Dialer`), so a mail server that hangs or answers a byte at a time
+cannot hold a step, a thread, its scheduler slot or a stopping operator for long.
 """
 
 from __future__ import annotations
@@ -20,12 +22,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
 from emailtoken import conditions, mailhosts
-from emailtoken.checkmail import Endpoint, LoginOutcome, check_login, parse_endpoint
+from emailtoken.checkmail import Dialer, Endpoint, LoginOutcome, check_login, parse_endpoint
 from emailtoken.conditions import Condition
 from emailtoken.consumer import AccessToken
 from emailtoken.mailhosts import MailHost
@@ -36,8 +39,9 @@ MAIL_LOGIN = "MailLogin"
 TIMEOUT = 10.0
 #: The longest a step waits for its probe; below the default stop grace (25 s).
 DEADLINE = 20.0
-#: Probes in flight at once, operator-wide; a thread stays busy until its own timeouts end it.
+#: Probes in flight at once, operator-wide and per namespace (tenants choose their servers).
 MAX_RUNNING = 4
+MAX_PER_NAMESPACE = 1
 _LABEL = {"imap": "IMAP", "pop3": "POP3", "smtp": "SMTP"}
 _STAGE_REASONS = {
     "connect": "MailServerUnreachable",
@@ -63,49 +67,84 @@ def describe(probe: LoginProbe, endpoint: Endpoint, username: str) -> str:
 
 
 def run(
-    probe: LoginProbe, endpoint: Endpoint, access_token: str, username: str, scope: str, expires_at: datetime
+    probe: LoginProbe,
+    endpoint: Endpoint,
+    access_token: str,
+    username: str,
+    scope: str,
+    expires_at: datetime,
+    dialer: Dialer | None = None,
 ) -> Condition:
     """Log in once (blocking: :class:`Probes` calls it in a thread) and return the ``MailLogin`` condition."""
     token = AccessToken("probe", access_token, username, expires_at, scope=scope)
-    outcome = check_login(endpoint, token, timeout=TIMEOUT)
+    outcome = check_login(endpoint, token, timeout=TIMEOUT, dialer=dialer)
     return condition_of(outcome, describe(probe, endpoint, username))
 
 
 class Probes:
     """Runs probes against allowed hosts only, in threads of their own, bounded in number and wait."""
 
-    def __init__(self, hosts: Iterable[MailHost], *, limit: int = MAX_RUNNING, deadline: float = DEADLINE) -> None:
+    def __init__(
+        self,
+        hosts: Iterable[MailHost],
+        *,
+        limit: int = MAX_RUNNING,
+        per_namespace: int = MAX_PER_NAMESPACE,
+        deadline: float = DEADLINE,
+    ) -> None:
         self.hosts = tuple(hosts)
         self.limit = limit
+        self.per_namespace = per_namespace
         self.deadline = deadline
-        #: threads still running (changed on the event loop only); a timed-out probe counts until it ends
+        #: threads still running, in all and per namespace (changed on the event loop only)
         self.running = 0
+        self.running_in: Counter[str] = Counter()
 
     async def login(
-        self, probe: LoginProbe, access_token: str, username: str, scope: str, expires_at: datetime
+        self,
+        probe: LoginProbe,
+        access_token: str,
+        username: str,
+        scope: str,
+        expires_at: datetime,
+        *,
+        namespace: str = "",
     ) -> Condition:
         """The ``MailLogin`` condition of one probe; never raises for the server's or the host's sake."""
         endpoint = target(probe, self.hosts)
         if isinstance(endpoint, Condition):
             return endpoint
         what = describe(probe, endpoint, username)
-        if self.running >= self.limit:
-            why = f"{self.running} other login probes are still waiting for their mail servers"
-            return Condition(MAIL_LOGIN, None, "ProbeBusy", f"{what} was not tried: {why}; the next new token is")
-        found = self._start(lambda: run(probe, endpoint, access_token, username, scope, expires_at))
+        busy = self._busy(namespace)
+        if busy:
+            return Condition(MAIL_LOGIN, None, "ProbeBusy", f"{what} was not tried: {busy}; the next new token is")
+        dialer = Dialer()
+        found = self._start(lambda: run(probe, endpoint, access_token, username, scope, expires_at, dialer), namespace)
         try:
             return await asyncio.wait_for(asyncio.shield(found), self.deadline)
         except TimeoutError:
+            dialer.cut()  # the thread's blocked read returns: it ends now, not when the server stops talking
             why = f"no complete answer within {self.deadline:g}s (a firewall, or a slow or stalled server)"
             return Condition(MAIL_LOGIN, False, "MailServerTimeout", f"{what} failed: {why}")
 
-    def _start(self, work: Callable[[], Condition]) -> asyncio.Future[Condition]:
+    def _busy(self, namespace: str) -> str:
+        """Why no probe may start now ("" when one may); "" as namespace: only the operator-wide limit."""
+        if namespace and self.running_in[namespace] >= self.per_namespace:
+            return f"{self.running_in[namespace]} other login probe(s) in this namespace are still running"
+        if self.running >= self.limit:
+            return f"{self.running} other login probes are still waiting for their mail servers"
+        return ""
+
+    def _start(self, work: Callable[[], Condition], namespace: str) -> asyncio.Future[Condition]:
         """Run ``work`` in a daemon thread (a hung one never holds up the process's exit)."""
         loop = asyncio.get_running_loop()
         found: asyncio.Future[Condition] = loop.create_future()
 
         def done(cond: Condition) -> None:
             self.running -= 1
+            self.running_in[namespace] -= 1
+            if self.running_in[namespace] <= 0:
+                del self.running_in[namespace]
             if not found.done():
                 found.set_result(cond)
 
@@ -118,6 +157,7 @@ class Probes:
                 loop.call_soon_threadsafe(done, cond)
 
         self.running += 1
+        self.running_in[namespace] += 1
         threading.Thread(target=thread, name="emailtoken-mailprobe", daemon=True).start()
         return found
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import socket
+import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -142,16 +144,70 @@ async def test_a_silent_server_holds_a_step_for_the_deadline_only_and_a_few_prob
     probes = Probes([parse_entry(f"127.0.0.1:{port}")], limit=1, deadline=0.3)
     probe = LoginProbe("smtp", f"127.0.0.1:{port}", "plain")
     started = time.monotonic()
-    cond = await probes.login(probe, "tok", "box@contoso.com", "", EXPIRES)
-    assert (cond.status, cond.reason) == (False, "MailServerTimeout") and "0.3s" in cond.message
-    assert time.monotonic() - started < 3
-    assert probes.running == 1, "the thread waits for its own socket timeout"
-    busy = await probes.login(probe, "tok", "box@contoso.com", "", EXPIRES)
+    first = asyncio.create_task(probes.login(probe, "tok", "box@contoso.com", "", EXPIRES, namespace="a"))
+    await asyncio.wait_for(_until(lambda: probes.running == 1), 5)
+    busy = await probes.login(probe, "tok", "box@contoso.com", "", EXPIRES, namespace="b")
     assert (busy.status, busy.reason) == (None, "ProbeBusy")
     assert advise(True, busy, {})[1] == [("Warning", "MailLoginNotTried", f"ProbeBusy: {busy.message}")]
+    cond = await first
+    assert (cond.status, cond.reason) == (False, "MailServerTimeout") and "0.3s" in cond.message
+    assert time.monotonic() - started < 3
     assert _connections(listener) == 1, "the second probe was not started"
-    listener.close()  # resets the connection: the thread ends
-    await asyncio.wait_for(_until(lambda: probes.running == 0), 5)
+    # The waiter cut the connection: the thread ends now, not after its 10 s read timeout.
+    await asyncio.wait_for(_until(lambda: probes.running == 0), 2)
+
+
+@pytest.fixture
+def dripping() -> Iterator[tuple[int, list[str]]]:
+    """A loopback SMTP server that never finishes its greeting: one byte every 50 ms, each read
+    well inside the probe's per-read timeout. Yields its port and what became of the connection."""
+    fate: list[str] = []
+    stop = threading.Event()
+    with socket.create_server(("127.0.0.1", 0)) as server:
+
+        def drip() -> None:
+            conn, _ = server.accept()
+            with conn:
+                conn.sendall(b"220-")
+                while not stop.wait(0.05):
+                    try:
+                        conn.sendall(b"x")
+                    except OSError:
+                        fate.append("cut")
+                        return
+
+        thread = threading.Thread(target=drip, daemon=True)
+        thread.start()
+        yield server.getsockname()[1], fate
+        stop.set()
+        thread.join(5)
+
+
+async def test_a_server_dripping_bytes_loses_its_thread_at_the_deadline(dripping: tuple[int, list[str]]) -> None:
+    port, fate = dripping
+    probes = Probes([parse_entry(f"127.0.0.1:{port}")], deadline=0.3)
+    probe = LoginProbe("smtp", f"127.0.0.1:{port}", "plain")
+    cond = await probes.login(probe, "tok", "box@contoso.com", "", EXPIRES, namespace="a")
+    assert (cond.status, cond.reason) == (False, "MailServerTimeout")
+    await asyncio.wait_for(_until(lambda: probes.running == 0), 2)
+    await asyncio.wait_for(_until(lambda: fate == ["cut"]), 2)
+
+
+async def test_one_namespace_cannot_take_every_probe_slot(listener: socket.socket) -> None:
+    port = listener.getsockname()[1]
+    probes = Probes([parse_entry(f"127.0.0.1:{port}")], limit=4, per_namespace=1, deadline=0.5)
+    probe = LoginProbe("smtp", f"127.0.0.1:{port}", "plain")
+    login = functools.partial(probes.login, probe, "tok", "box@contoso.com", "", EXPIRES)
+    first = asyncio.create_task(login(namespace="tenant-a"))
+    await asyncio.wait_for(_until(lambda: probes.running == 1), 5)
+    again = await login(namespace="tenant-a")
+    assert (again.status, again.reason) == (None, "ProbeBusy") and "in this namespace" in again.message
+    other = asyncio.create_task(login(namespace="tenant-b"))
+    await asyncio.wait_for(_until(lambda: probes.running == 2), 5)
+    assert [(c.reason) for c in await asyncio.gather(first, other)] == ["MailServerTimeout"] * 2
+    assert _connections(listener) == 2, "tenant-b's probe ran while tenant-a's was in flight"
+    await asyncio.wait_for(_until(lambda: probes.running == 0), 2)
+    assert not probes.running_in
 
 
 async def _until(check: Callable[[], bool]) -> None:
