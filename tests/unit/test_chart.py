@@ -44,7 +44,7 @@ try:
 except ImportError:  # the package is not installed: use the source root
     sys.path.insert(0, str(ROOT / "operator"))
     from emailtoken import rbac
-from emailtoken import metrics  # noqa: E402  (after the source-root fallback)
+from emailtoken import mailhosts, metrics  # noqa: E402  (after the source-root fallback)
 from emailtoken.settings import OperatorConfig  # noqa: E402
 
 try:
@@ -265,6 +265,10 @@ def test_every_scenario_satisfies_the_schema(chart: helm_python.Chart) -> None:
         ({"callback": {"redirectBaseUrl": "http://10.0.0.7:8080"}}, "redirectBaseUrl"),
         ({"watchNamespaces": ["Mail_Apps"]}, "watchNamespaces"),
         ({"mail": {"allowedHosts": ["imap.example.com:port"]}}, "allowedHosts"),
+        ({"mail": {"allowedHosts": ["imap.example.com:0"]}}, "allowedHosts"),
+        ({"mail": {"allowedHosts": ["imap.example.com:99999"]}}, "allowedHosts"),
+        ({"mail": {"allowedHosts": ["imap.example.com:65536"]}}, "allowedHosts"),
+        ({"mail": {"allowedHosts": ["[::1]:0"]}}, "allowedHosts"),
         ({"operator": {"logFormat": "xml"}}, "logFormat"),
         ({"operator": {"replicaCount": 0}}, "replicaCount"),
         ({"operator": {"leaderElection": {"enabled": "yes"}}}, "enabled"),
@@ -282,6 +286,15 @@ def test_schema_rejects_bad_values(chart: helm_python.Chart, values: dict[str, A
         chart.validate_schema(values)
     with pytest.raises(helm_python.HelmError):
         chart.render(values, name=RELEASE, namespace=NAMESPACE)
+
+
+@pytest.mark.parametrize(
+    "entry", ["imap.example.com:1", "imap.example.com:65535", "*.mail.example:993", "[::1]:1143", "imap.example.com"]
+)
+def test_mail_hosts_the_schema_accepts_start_the_operator(chart: helm_python.Chart, entry: str) -> None:
+    """The schema must not let through an entry the operator refuses at start (exit 2: a crash loop)."""
+    chart.validate_schema({"mail": {"allowedHosts": [entry]}})
+    mailhosts.parse_entry(entry)
 
 
 @pytest.mark.parametrize(
@@ -679,6 +692,14 @@ def test_prometheus_rule_alerts_on_exported_metrics(chart: helm_python.Chart) ->
     assert rules["EmailTokenExpiringWithoutRefresh"]["expr"].endswith("< 240")
     assert rules["EmailTokenReauthorizationDue"]["expr"].endswith("< 259200")  # --grant-warning's 3 days
     assert 'namespace="emailtoken-system"' in rules["EmailTokenOperatorNoLeader"]["expr"]
+    # Tenants own tokens: each token alerts on its own, named, not one provider-wide alert.
+    for per_token in (
+        "EmailTokenRefreshFailing",
+        "EmailTokenReauthorizationRequired",
+        "EmailTokenExpiringWithoutRefresh",
+    ):
+        assert "by (namespace, name)" in rules[per_token]["expr"], per_token
+        assert "{{ $labels.namespace }}/{{ $labels.name }}" in rules[per_token]["annotations"]["description"], per_token
     assert (
         "{{ $labels.namespace }}/{{ $labels.name }}"
         in rules["EmailTokenReauthorizationRequired"]["annotations"]["description"]
@@ -1141,7 +1162,6 @@ def test_operator_args_parse_with_the_real_command_line(chart: helm_python.Chart
     admin_url = values["callback"]["adminUrl"] if values["callback"]["enabled"] else ""
     assert config.admin_url == (admin_url or None)
     assert config.log_level == values["operator"]["logLevel"]
-    mailhosts = pytest.importorskip("emailtoken.mailhosts")
     extra = [mailhosts.parse_entry(h) for h in values["mail"]["allowedHosts"]]
     assert config.allowed_mail_hosts == mailhosts.from_args(extra)
     assert config.leader_election == values["operator"]["leaderElection"]["enabled"]
