@@ -68,13 +68,16 @@ bench-smoke: $(VENV)/.test-installed
 	$(BIN)/python -m pytest tests/integration/test_bench_smoke.py -q
 
 ## Pin the image's dependencies (requirements/image.txt, sha256 of every file) to the versions
-## .venv ran the tests with; run it after changing [project] dependencies in pyproject.toml.
+## .venv ran the tests with, and the wheel's build backend (requirements/build.txt); run it after
+## changing [project] dependencies or [build-system] in pyproject.toml.
 lock: $(VENV)/.test-installed
 	$(BIN)/python -m pip install -q uv
 	$(BIN)/python -m pip freeze --exclude-editable > $(VENV)/tested-versions.txt
 	$(BIN)/uv pip compile pyproject.toml --constraint $(VENV)/tested-versions.txt --generate-hashes \
 	  --universal --python-version 3.11 --annotation-style line --custom-compile-command 'make lock' \
 	  -o requirements/image.txt
+	$(BIN)/uv pip compile requirements/build.in --generate-hashes --universal --python-version 3.11 \
+	  --annotation-style line --custom-compile-command 'make lock' -o requirements/build.txt
 
 ## The wheel of the runtime (dist/); install the CLI from it with pipx (see README).
 wheel: | $(BIN)/python

@@ -5,7 +5,9 @@
 #   install.sh deps VENV        create VENV (no pip in it) and install the pinned dependencies,
 #                               requirements/image.txt, every file's sha256 checked, wheels only
 #   install.sh app VENV [SRC]   build a wheel of the project in SRC (default .) and install it
-#                               without dependencies (deps already hold all of them)
+#                               without dependencies (deps already hold all of them); the build
+#                               backend comes from requirements/build.txt (sha256 checked, in a
+#                               throwaway venv), not from whatever setuptools the index has today
 #
 # PYTHON (default python3) creates the venv and runs pip (pip >= 22.3 for --python).
 set -eu
@@ -21,10 +23,14 @@ deps)
     -r "$here/image.txt"
   ;;
 app)
-  wheels=$(mktemp -d)
-  "$python" -m pip wheel --no-deps --wheel-dir "$wheels" "${3:-.}"
-  "$python" -m pip --python "$venv/bin/python" install --no-deps --no-index "$wheels"/emailtoken_operator-*.whl
-  rm -rf "$wheels"
+  work=$(mktemp -d)
+  "$python" -m venv --without-pip "$work/build"
+  "$python" -m pip --python "$work/build/bin/python" install --no-deps --require-hashes --only-binary :all: \
+    -r "$here/build.txt"
+  "$python" -m pip --python "$work/build/bin/python" wheel --no-deps --no-build-isolation \
+    --wheel-dir "$work/wheels" "${3:-.}"
+  "$python" -m pip --python "$venv/bin/python" install --no-deps --no-index "$work"/wheels/emailtoken_operator-*.whl
+  rm -rf "$work"
   ;;
 *)
   echo "usage: $0 deps|app VENV [SRC]" >&2

@@ -26,6 +26,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 LOCK = ROOT / "requirements" / "image.txt"
+BUILD_LOCK = ROOT / "requirements" / "build.txt"
 COPIED = ("requirements", "pyproject.toml", "README.md", "operator")
 
 
@@ -38,12 +39,14 @@ def _run(
 
 
 def _wheelhouse() -> Path:
-    """This platform's wheels of the lock (hash-checked) plus a setuptools to build the project with."""
+    """This platform's wheels of the lock and of the build lock (the setuptools that builds the project),
+    hash-checked."""
     cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    house = cache / "emailtoken-operator" / "wheelhouse" / hashlib.sha256(LOCK.read_bytes()).hexdigest()[:12]
+    key = hashlib.sha256(LOCK.read_bytes() + BUILD_LOCK.read_bytes()).hexdigest()[:12]
+    house = cache / "emailtoken-operator" / "wheelhouse" / key
     if not (house / ".complete").exists():
         pip = (sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:", "-d", house)
-        for args in (("--require-hashes", "-r", LOCK), ("setuptools>=68",)):
+        for args in (("--require-hashes", "-r", LOCK), ("--require-hashes", "-r", BUILD_LOCK)):
             done = _run(*pip, *args, timeout=600)
             assert done.returncode == 0, done.stderr[-3000:]
         (house / ".complete").touch()

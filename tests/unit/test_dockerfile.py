@@ -148,7 +148,20 @@ def test_install_script_checks_hashes_and_installs_nothing_unpinned() -> None:
     deps, app = script.split("deps)", 1)[1].split("app)", 1)
     assert "venv --without-pip" in deps
     assert re.search(r"install --no-deps --require-hashes --only-binary :all:\s*\\?\s*-r \"\$here/image.txt\"", deps)
-    assert "pip wheel --no-deps" in app and "install --no-deps --no-index" in app
+    assert "install --no-deps --no-index" in app
+    # The build backend too is pinned by hash: no build isolation fetching the newest setuptools.
+    assert re.search(r"install --no-deps --require-hashes --only-binary :all:\s*\\?\s*-r \"\$here/build.txt\"", app)
+    assert re.search(r"wheel --no-deps --no-build-isolation", app)
+
+
+def test_build_lock_pins_the_build_backend_with_hashes() -> None:
+    text = (ROOT / "requirements" / "build.txt").read_text(encoding="utf-8")
+    pins = dict(re.findall(r"^([A-Za-z0-9][\w.-]*)==(\S+)", text, re.M))
+    assert set(pins) == {"setuptools"}
+    assert re.search(r"--hash=sha256:[0-9a-f]{64}", text)
+    backend = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["build-system"]
+    (requirement,) = (Requirement(r) for r in backend["requires"])
+    assert requirement.specifier.contains(pins["setuptools"]), "run `make lock`"
 
 
 def _pins() -> dict[str, tuple[str, list[str]]]:
