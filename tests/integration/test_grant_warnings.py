@@ -29,7 +29,14 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from emailtoken_dev.devprovider import DevProviderThread
 from tests.integration.conftest import REDIRECT_BASE
-from tests.support.faultkit import create_grant, google_delegated_spec, google_sign_in, token_manifest, warnings
+from tests.support.faultkit import (
+    create_grant,
+    google_delegated_spec,
+    google_sign_in,
+    token_manifest,
+    wait_quiet,
+    warnings,
+)
 from tests.support.kube import ApiClient, KmockThread, wait_for
 from tests.support.mailservers import SmtpXoauth2Server, introspection_validator
 from tests.support.operator_process import OperatorProcess
@@ -119,6 +126,8 @@ def test_a_google_testing_grant_warns_in_status_event_and_metric(
         30,
         what="refresh-now handled",
     )
+    # kopf posts Events asynchronously, after the status patch: give a second one time to show up.
+    wait_quiet(2)
     assert len(warnings(api, namespace, "gmail", "GrantExpiring")) == 1
 
 
