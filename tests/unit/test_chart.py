@@ -19,6 +19,7 @@ import copy
 import importlib.util
 import json
 import logging
+import random
 import re
 import subprocess
 import sys
@@ -269,6 +270,8 @@ def test_every_scenario_satisfies_the_schema(chart: helm_python.Chart) -> None:
         ({"mail": {"allowedHosts": ["imap.example.com:99999"]}}, "allowedHosts"),
         ({"mail": {"allowedHosts": ["imap.example.com:65536"]}}, "allowedHosts"),
         ({"mail": {"allowedHosts": ["[::1]:0"]}}, "allowedHosts"),
+        ({"mail": {"allowedHosts": ["[1:2]:993"]}}, "allowedHosts"),
+        ({"mail": {"allowedHosts": ["[:::]"]}}, "allowedHosts"),
         ({"operator": {"logFormat": "xml"}}, "logFormat"),
         ({"operator": {"replicaCount": 0}}, "replicaCount"),
         ({"operator": {"leaderElection": {"enabled": "yes"}}}, "enabled"),
@@ -286,6 +289,22 @@ def test_schema_rejects_bad_values(chart: helm_python.Chart, values: dict[str, A
         chart.validate_schema(values)
     with pytest.raises(helm_python.HelmError):
         chart.render(values, name=RELEASE, namespace=NAMESPACE)
+
+
+def test_every_mail_host_the_schema_pattern_admits_is_one_the_operator_takes() -> None:
+    """Random entries: whatever the schema's pattern lets through, mailhosts.parse_entry accepts."""
+    schema = json.loads((CHART_DIR / "values.schema.json").read_text(encoding="utf-8"))
+    pattern = re.compile(schema["properties"]["mail"]["properties"]["allowedHosts"]["items"]["pattern"])
+    rng = random.Random(7)
+    groups = ("", "0", "1", "ffff", "ABCD", "12345", ":", "1.2")
+    admitted = 0
+    for _ in range(20000):
+        v6 = ":".join(rng.choice(groups) for _ in range(rng.randint(1, 10)))
+        entry = f"[{v6}]" + rng.choice(("", ":0", ":1", ":993", ":65535", ":65536", ":099999"))
+        if pattern.fullmatch(entry):
+            admitted += 1
+            mailhosts.parse_entry(entry)
+    assert admitted > 300, "the random entries must exercise the pattern"
 
 
 @pytest.mark.parametrize(
