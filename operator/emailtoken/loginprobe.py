@@ -28,7 +28,7 @@ from datetime import datetime
 from typing import Any
 
 from emailtoken import conditions, mailhosts
-from emailtoken.checkmail import Dialer, Endpoint, LoginOutcome, check_login, parse_endpoint
+from emailtoken.checkmail import Dialer, Endpoint, LoginOutcome, check_login, parse_endpoint, server_text
 from emailtoken.conditions import Condition
 from emailtoken.consumer import AccessToken
 from emailtoken.mailhosts import MailHost
@@ -62,8 +62,8 @@ def target(probe: LoginProbe, hosts: Iterable[MailHost]) -> Endpoint | Condition
 
 
 def describe(probe: LoginProbe, endpoint: Endpoint, username: str) -> str:
-    """The login a condition speaks of."""
-    return f"{_LABEL[probe.protocol]} XOAUTH2 login as {username} to {endpoint} ({probe.security})"
+    """The login a condition speaks of (the user name, from the spec or the provider, without control characters)."""
+    return f"{_LABEL[probe.protocol]} XOAUTH2 login as {server_text(username)} to {endpoint} ({probe.security})"
 
 
 def run(

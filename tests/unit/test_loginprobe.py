@@ -16,7 +16,7 @@ import pytest
 
 from emailtoken.checkmail import LoginOutcome
 from emailtoken.conditions import Condition
-from emailtoken.loginprobe import MAIL_LOGIN, Probes, advise, condition_of, target
+from emailtoken.loginprobe import MAIL_LOGIN, Probes, advise, condition_of, describe, target
 from emailtoken.mailhosts import from_args, parse_entry
 from emailtoken.model import LoginProbe, SpecError, parse_spec
 
@@ -213,3 +213,11 @@ async def test_one_namespace_cannot_take_every_probe_slot(listener: socket.socke
 async def _until(check: Callable[[], bool]) -> None:
     while not check():
         await asyncio.sleep(0.02)
+
+
+def test_the_user_name_reaches_the_condition_without_control_characters() -> None:
+    """spec.emailAddress is the tenant's text (its CRD pattern only excludes whitespace and @)."""
+    probe = LoginProbe("smtp", "smtp.office365.com:587", "starttls")
+    endpoint = target(probe, from_args(()))
+    assert not isinstance(endpoint, Condition)
+    assert "\x1b" not in describe(probe, endpoint, "a\x1b]0;x\x07@contoso.com")
