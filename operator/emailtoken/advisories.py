@@ -25,6 +25,8 @@ from typing import Any
 from emailtoken import conditions, scopes
 from emailtoken.conditions import Condition
 from emailtoken.model import EmailTokenSpec
+from emailtoken.outcomes import TokenSet
+from emailtoken.secretdata import Grant
 from emailtoken.timefmt import parse_rfc3339, rfc3339
 
 GRANT_EXPIRING = "GrantExpiring"
@@ -116,6 +118,12 @@ def deadline_of(status: Mapping[str, Any]) -> datetime | None:
         return parse_rfc3339(str(text)) if text else None
     except ValueError:
         return None
+
+
+def stated_end(tokens: TokenSet, grant: Grant) -> datetime | None:
+    """The refresh token's end as the provider states it: in this answer, else as the grant Secret
+    recorded it (a provider states it on some answers only)."""
+    return tokens.refresh_expires_at or parsed(grant.refresh_expires_at)
 
 
 def parsed(text: str) -> datetime | None:

@@ -20,6 +20,9 @@ Either way the audience must be one the installer allows (``--federation-audienc
 tenant must not pick what a token of the cluster is sent for. The projected file is read
 again for every request (the kubelet rotates it). Tokens are only decoded here, never
 verified (the provider checks them), and never logged or quoted in a message.
+
+The one client credential a Secret holds that is more than a string, a Google service account
+key, is read here too (:func:`service_account_key`).
 """
 
 from __future__ import annotations
@@ -47,6 +50,18 @@ _HINT = (
     "give it --federated-token-file PATH pointing at a projected ServiceAccount token "
     "(chart: providers.federatedToken.enabled=true, one audience per file)"
 )
+
+
+def service_account_key(raw: str, where: str) -> dict[str, Any]:
+    """A Google service account key as a Secret holds it (a JSON object); ValueError naming
+    ``where`` (never quoting the value, a private key) when it is not one."""
+    try:
+        info = json.loads(raw)
+    except ValueError:
+        info = None
+    if not isinstance(info, dict):
+        raise ValueError(f"{where} is not a JSON service account key")
+    return info
 
 
 def claims(token: str) -> dict[str, Any] | None:

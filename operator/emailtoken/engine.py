@@ -18,7 +18,6 @@ attempt retries the write, not the provider call.
 
 from __future__ import annotations
 
-import json
 import logging
 import random
 from collections.abc import Callable, Mapping
@@ -31,11 +30,11 @@ from emailtoken import (
     clientauth,
     conditions,
     control,
-    devicecode,
     failures,
     grants,
     loginprobe,
     mailhosts,
+    routing,
     satokens,
 )
 from emailtoken.api import Key
@@ -52,6 +51,7 @@ from emailtoken.outcomes import ProviderError, TokenSet
 from emailtoken.providercalls import ProviderCalls
 from emailtoken.providers.base import ClientCredentials, DeviceCodeProvider, Provider
 from emailtoken.report import (
+    GRANT_DROPPED,
     Findings,
     Links,
     Report,
@@ -63,6 +63,7 @@ from emailtoken.report import (
     refresh_event,
     render_status,
 )
+from emailtoken.routing import Route
 from emailtoken.secretdata import LABEL_TOKEN, Grant, PublishedToken, consumer_secret, read_published
 from emailtoken.setbacks import Setbacks
 from emailtoken.spending import Spending
@@ -389,16 +390,14 @@ class Engine:
             return
         try:
             await self.grants.drop(token)
-        except NotOurGrant as exc:
-            report.events.append(("Warning", "RefreshFailed", f"SecretConflict: {exc}"))
+        except NotOurGrant as exc:  # told, not counted: the refresh goes on with the grant that is there
+            report.events.append(failures.warning(failures.of_conflict(str(exc))))
         except KubeError as exc:
             doing = f"deleting Secret {token.namespace}/{token.grant_secret_name} (the grant)"
             self._setbacks.fail(st, _api_failure(exc, doing), report, now)
         else:
-            st.rotation, st.unpublished = None, None  # they belong to the grant just dropped
-            st.device, st.error = None, None
-            st.attempt_at = now
-            report.events.append(("Normal", "GrantDropped", "the grant was dropped on request; sign in again"))
+            st.grant_dropped(now)
+            report.events.append(GRANT_DROPPED)
 
     def _follow_spec(self, st: TokenState, spec: EmailTokenSpec, now: datetime, restored: datetime | None) -> bool:
         """Carry out :func:`~emailtoken.timing.follow_spec` (a new spec starts over). Returns whether
@@ -445,16 +444,12 @@ class Engine:
             secret = await read_secret_key(self.api, token.namespace, spec.client_secret_ref, self.credential_secrets)
         info = None
         if spec.service_account_key_ref is not None:
-            raw = await read_secret_key(
-                self.api, token.namespace, spec.service_account_key_ref, self.credential_secrets
-            )
+            ref = spec.service_account_key_ref
+            raw = await read_secret_key(self.api, token.namespace, ref, self.credential_secrets)
             try:
-                info = json.loads(raw)
-            except ValueError:
-                raise SecretMissing(
-                    f"Secret {token.namespace}/{spec.service_account_key_ref.name} key "
-                    f"{spec.service_account_key_ref.key!r} is not a JSON service account key"
-                ) from None
+                info = clientauth.service_account_key(raw, f"Secret {token.namespace}/{ref.name} key {ref.key!r}")
+            except ValueError as exc:
+                raise SecretMissing(str(exc)) from None
         return ClientCredentials(client_secret=secret, service_account_info=info)
 
     async def _attempt(
@@ -505,12 +500,8 @@ class Engine:
         except SecretMissing as exc:
             self._setbacks.fail(st, failures.of_conflict(str(exc), "SecretNotFound"), report, now)
         except GrantReplaced as exc:
-            # A new sign-in or a reauthorization changed the grant while we refreshed: theirs
-            # wins, and what our refresh bought belongs to the grant it replaced. Step again
-            # with what is there now.
             log.info("%s: the grant changed during the refresh (%s); using what is there now", token, exc)
-            st.rotation, st.unpublished = None, None
-            st.attempt_at = now
+            st.grant_replaced(now)
             self._steady_report(report, st, spec, now)
         except KubeError as exc:
             self._setbacks.fail(st, _api_failure(exc, att.doing, att.kept), report, now)
@@ -573,20 +564,23 @@ class Engine:
         federated = spec.federated_credential is not None and spec.federated_credential.service_account_name
         att.doing, att.kept = ("requesting a ServiceAccount token" if federated else "reading Secrets"), ""
         creds = await self._credentials(token, spec)
-        if not spec.interactive:
+        if routing.needs_grant(spec):
+            att.doing = f"reading Secret {token.namespace}/{token.grant_secret_name} (the grant)"
+            grant = grant or await self.grants.load(token)
+        way = routing.route(spec, grant)
+        if way is Route.APP_ONLY:
             return await self._app_token(spec, st, report, now, provider, creds, att, force)
-        att.doing = f"reading Secret {token.namespace}/{token.grant_secret_name} (the grant)"
-        grant = grant or await self.grants.load(token)
-        if grant is None and not devicecode.signs_in_itself(spec):
+        if way is Route.AWAIT_SIGN_IN:
             self._setbacks.awaiting(token, spec, st, report, now)
             return False
-        if grant is None:
+        if way is Route.DEVICE_CODE:
             device_provider: DeviceCodeProvider = provider  # type: ignore[assignment]
             signed_in = await self._device_sign_in.step(spec, st, creds, device_provider, report, now)
             if signed_in is None:
                 return False
             await self._store_sign_in(token, spec, st, *signed_in, now, att)
             return True
+        assert grant is not None  # Route.PRESENT
         return await self._present(token, spec, st, report, now, provider, creds, grant, att, force)
 
     async def _app_token(
@@ -605,7 +599,7 @@ class Engine:
         if self._setbacks.held_back(st, att.inputs, report, now, force=force):
             return False
         result = await self._calls.run(spec, "app_token", provider.acquire_app_token, spec, creds)
-        st.unpublished = Unpublished(result, now, spec.email_address or result.account or "", spec.fingerprint())
+        st.unpublished = Unpublished(result, now, grants.published_account(spec, None, result), spec.fingerprint())
         return True
 
     async def _present(
@@ -666,9 +660,9 @@ class Engine:
         now: datetime,
     ) -> None:
         result: TokenSet = await self._calls.run(spec, "refresh", provider.refresh, spec, creds, grant.refresh_token)
-        username = spec.email_address or grant.account or result.account or ""
+        username = grants.published_account(spec, grant, result)
         st.unpublished = Unpublished(result, now, username, spec.fingerprint())
-        st.grant_stated = result.refresh_expires_at or advisories.parsed(grant.refresh_expires_at)
+        st.grant_stated = advisories.stated_end(result, grant)
         successor = grants.successor(grant, spec, result, now)
         if successor is not None:
             st.rotation = Rotation(successor=successor, spent=grant)
@@ -698,7 +692,7 @@ class Engine:
         att: _Attempt,
     ) -> None:
         """An approved device-code sign-in: hold its access token and store its grant first."""
-        st.unpublished = Unpublished(result, now, spec.email_address or grant.account, spec.fingerprint())
+        st.unpublished = Unpublished(result, now, grants.published_account(spec, grant, result), spec.fingerprint())
         st.rotation = Rotation(successor=grant, spent=None)
         att.writing_grant(token, "grant")
         await self._persist(token, st)

@@ -207,7 +207,7 @@ def after(
         return Verdict(now + delay if delay is not None else None, standing_event(failure, last_warning))
     event = None
     if (failure.reason, failure.message) != last_warning or (failures & (failures - 1)) == 0:
-        event = _warning(failure)
+        event = warning(failure)
     return Verdict(now + delay if delay is not None else None, event)
 
 
@@ -218,9 +218,10 @@ def standing_event(failure: Failure, last_warning: tuple[str, str] | None) -> tu
         return None
     if failure.reason == "AwaitingAuthorization":
         return ("Normal", "AwaitingAuthorization", failure.message)
-    return _warning(failure)
+    return warning(failure)
 
 
-def _warning(failure: Failure) -> tuple[str, str, str]:
+def warning(failure: Failure) -> tuple[str, str, str]:
+    """The Warning Event for a failure: one format for all of them."""
     reason = "ReauthorizationRequired" if failure.kind is ErrorKind.REAUTHORIZE else "RefreshFailed"
     return ("Warning", reason, f"{failure.reason}: {failure.message}")

@@ -44,6 +44,12 @@ def account_problem(spec: EmailTokenSpec, account: str | None) -> str | None:
     return None
 
 
+def published_account(spec: EmailTokenSpec, grant: Grant | None, tokens: TokenSet) -> str:
+    """The account the consumer Secret names (``username``, the SASL user): the mailbox the spec
+    pins, else the account the grant was signed in as, else the one the provider's answer names."""
+    return spec.email_address or (grant.account if grant is not None else "") or tokens.account or ""
+
+
 def endpoint_problem(grant: Grant, spec: EmailTokenSpec) -> str | None:
     """Why this grant's refresh token may not be presented to ``spec.tokenUrl``, or None.
 

@@ -22,6 +22,9 @@ from emailtoken.providers.base import DeviceFlow
 from emailtoken.secretdata import PublishedToken
 from emailtoken.timefmt import rfc3339
 
+#: the Event after the grant was dropped on request (emailtoken.io/reauthorize)
+GRANT_DROPPED = ("Normal", "GrantDropped", "the grant was dropped on request; sign in again")
+
 
 @dataclass
 class Report:

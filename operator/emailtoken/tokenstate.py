@@ -87,6 +87,19 @@ class TokenState:
         pub = self.published
         return pub is not None and pub.has_token and pub.expires_at > now
 
+    def grant_replaced(self, now: datetime) -> None:
+        """A new sign-in or a reauthorization changed the grant while we refreshed: theirs wins.
+        What our refresh bought (a rotation, an access token) belongs to the grant it replaced;
+        step again now with what is there."""
+        self.rotation, self.unpublished = None, None
+        self.attempt_at = now
+
+    def grant_dropped(self, now: datetime) -> None:
+        """The grant was dropped on request: as :meth:`grant_replaced`, and a sign-in in progress
+        or a standing failure belongs to it too."""
+        self.grant_replaced(now)
+        self.device, self.error = None, None
+
 
 @dataclass(frozen=True)
 class StepResult:

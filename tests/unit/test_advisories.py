@@ -12,7 +12,9 @@ from emailtoken.advisories import GRANT_EXPIRING, SERVICE_RETIRING, advise, gran
 from emailtoken.conditions import merge
 from emailtoken.metrics import MetricsObserver
 from emailtoken.model import TokenRef, parse_spec
+from emailtoken.outcomes import TokenSet
 from emailtoken.report import Findings, Links, Report, render_status
+from emailtoken.secretdata import Grant
 
 NOW = datetime(2026, 12, 5, 12, 0, tzinfo=UTC)
 WINDOW = timedelta(days=3)
@@ -170,6 +172,17 @@ def test_remembered_stated_reads_only_a_stated_end_back_from_status() -> None:
     unused = run(microsoft(), grant_limit("Microsoft", None, NOW))
     assert advisories.remembered_stated(as_status(unused)) is None
     assert advisories.remembered_stated({}) is None
+
+
+def test_the_stated_end_is_the_answers_else_the_grants() -> None:
+    """Google states a Testing app's refresh token end on some answers only: the grant Secret keeps it."""
+    stored = Grant("rt", "box@example.com", refresh_expires_at="2026-12-09T12:00:00Z")
+    stating = TokenSet("at", NOW, refresh_expires_at=NOW + timedelta(days=7))
+    silent = TokenSet("at", NOW)
+    assert advisories.stated_end(stating, stored) == NOW + timedelta(days=7)
+    assert advisories.stated_end(silent, stored) == datetime(2026, 12, 9, 12, 0, tzinfo=UTC)
+    assert advisories.stated_end(silent, Grant("rt", "box@example.com")) is None
+    assert advisories.stated_end(silent, Grant("rt", "box@example.com", refresh_expires_at="garbage")) is None
 
 
 def test_the_report_renders_the_advisories_next_to_ready_and_authorized() -> None:

@@ -144,3 +144,11 @@ def test_entras_refusals_of_an_assertion_are_an_invalid_client_that_says_why(cod
     err = classify(body)
     assert (err.kind, err.code) == (ErrorKind.INVALID_CLIENT, f"AADSTS{code}")
     assert err.message.startswith(INVALID_CLIENT_CODES[code])
+
+
+@pytest.mark.parametrize("raw", ["not json", "[1, 2]", '"a string"', "42"])
+def test_a_service_account_key_that_is_not_a_json_object_is_refused_naming_where_never_quoting_it(raw: str) -> None:
+    with pytest.raises(ValueError) as caught:
+        clientauth.service_account_key(raw, "Secret mail/sa key 'key.json'")
+    assert str(caught.value) == "Secret mail/sa key 'key.json' is not a JSON service account key"
+    assert clientauth.service_account_key('{"type": "service_account"}', "x") == {"type": "service_account"}

@@ -6,7 +6,15 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from emailtoken.grants import account_problem, endpoint_problem, from_sign_in, is_grant_of, same_account, successor
+from emailtoken.grants import (
+    account_problem,
+    endpoint_problem,
+    from_sign_in,
+    is_grant_of,
+    published_account,
+    same_account,
+    successor,
+)
 from emailtoken.model import TokenRef, parse_spec
 from emailtoken.outcomes import TokenSet
 from emailtoken.secretdata import Grant, grant_secret
@@ -86,3 +94,13 @@ def test_is_grant_of_needs_type_and_label() -> None:
     assert not is_grant_of({**ours, "type": "Opaque"}, "box")
     unlabelled = {**ours, "metadata": {**ours["metadata"], "labels": {}}}
     assert not is_grant_of(unlabelled, "box")
+
+
+def test_the_published_account_is_the_pinned_mailbox_else_the_signed_in_one_else_the_answers() -> None:
+    """One rule for every flow (app-only, a refresh, a device-code sign-in): the consumer Secret's username."""
+    signed_in = Grant("rt", "Signed.In@contoso.com")
+    assert published_account(spec(), signed_in, answer(account="other@contoso.com")) == "Box@Contoso.com"
+    assert published_account(spec(None), signed_in, answer(account="other@contoso.com")) == "Signed.In@contoso.com"
+    assert published_account(spec(None), Grant("rt", ""), answer(account="other@contoso.com")) == "other@contoso.com"
+    assert published_account(spec(None), None, answer(account="app@contoso.com")) == "app@contoso.com"
+    assert published_account(spec(None), None, answer(account=None)) == ""
