@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import json
 import re
+import string
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -130,6 +131,15 @@ class CelEvaluationError(AssertionError):
     """A rule could not be evaluated; the API server would reject the object with an error."""
 
 
+def _lower_ascii(value: celpy.celtypes.StringType) -> celpy.celtypes.StringType:
+    """Kubernetes' CEL strings library (``lowerAscii``), which cel-python lacks: ASCII letters only."""
+    return celpy.celtypes.StringType(value.translate(str.maketrans(string.ascii_uppercase, string.ascii_lowercase)))
+
+
+#: the Kubernetes CEL library functions the CRD's rules use beyond standard CEL
+K8S_CEL_FUNCTIONS = {"lowerAscii": _lower_ascii}
+
+
 @dataclass(frozen=True)
 class Rule:
     """One x-kubernetes-validations entry and the schema node it is attached to."""
@@ -176,7 +186,7 @@ class CelChecker:
             for path, node in iter_schema(self.schema)
             for item in node.get("x-kubernetes-validations", [])
         ]
-        self.programs = {rule: env.program(env.compile(rule.rule)) for rule in self.rules}
+        self.programs = {rule: env.program(env.compile(rule.rule), functions=K8S_CEL_FUNCTIONS) for rule in self.rules}
 
     def evaluate(self, obj: Json, old: Json | None = None, defaults: bool = True) -> list[Outcome]:
         """Every rule outcome for `obj` (an update from `old` when given)."""
