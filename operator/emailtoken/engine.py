@@ -66,6 +66,7 @@ from emailtoken.report import (
 from emailtoken.routing import Route
 from emailtoken.secretdata import LABEL_TOKEN, Grant, PublishedToken, consumer_secret, read_published
 from emailtoken.setbacks import Setbacks
+from emailtoken.settings import OperatorConfig
 from emailtoken.spending import Spending
 from emailtoken.store import (
     GrantReplaced,
@@ -91,21 +92,17 @@ from emailtoken.timing import (
 from emailtoken.tokenindex import TokenIndex, keeps_watched_copy, secrets_read, watched_copy
 from emailtoken.tokenstate import Rotation, StepResult, TokenState, Unpublished, inputs_digest
 
+#: ``Leadership`` is emailtoken.fence's, named here only because the wiring imports it from here.
 __all__ = [
     "Engine",
     "EngineConfig",
     "EventSink",
     "Leadership",
-    "NotLeader",
     "ProviderSource",
     "SecretIndex",
 ]
 
 log = logging.getLogger(__name__)
-
-#: How long a cancelled step still waits for a refresh whose token it already presented: the
-#: default provider timeout + 5 s (the wiring sets :attr:`OperatorConfig.stop_grace`).
-PERSIST_GRACE = 25.0
 
 
 class EventSink(Protocol):
@@ -148,7 +145,8 @@ class EngineConfig:
     #: changes; status.lastRefreshTime and the metrics show routine ones)
     routine_events: bool = False
     #: seconds a cancelled step (shutdown, lost leadership) waits for its refresh to be persisted
-    persist_grace: float = PERSIST_GRACE
+    #: (default: OperatorConfig.stop_grace's; the wiring passes the configured one)
+    persist_grace: float = OperatorConfig().stop_grace
     #: how long before a grant's known end the GrantExpiring condition turns True (emailtoken.advisories)
     grant_warning: timedelta = advisories.DEFAULT_WINDOW
     #: mail servers spec.loginProbe may connect to (emailtoken.mailhosts); the installer adds to the defaults
@@ -240,10 +238,6 @@ class Engine:
             self.index.track(key, st.refs, frozenset())
             self.credential_secrets.track(key, st.credential_refs, frozenset())
         self.observer.forget(key)
-
-    def referencing(self, namespace: str, secret_name: str) -> list[Key]:
-        """Tokens whose step reads this Secret (see :class:`~emailtoken.tokenindex.TokenIndex`)."""
-        return self.index.referencing(namespace, secret_name)
 
     def secret_deleted(self, key: Key, name: str) -> None:
         """Someone deleted the consumer Secret: publish again at the next step."""

@@ -14,7 +14,7 @@ from typing import Protocol, runtime_checkable
 
 from emailtoken.tokenstate import StepResult
 
-log = logging.getLogger("emailtoken.engine")
+log = logging.getLogger(__name__)
 
 #: A step that may not act waits this long for a renewal before it looks again. It holds its
 #: scheduler slot meanwhile, so a pause costs a few idle steps, not one per token per second.

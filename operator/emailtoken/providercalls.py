@@ -19,7 +19,7 @@ from emailtoken.model import EmailTokenSpec
 from emailtoken.observe import Observer
 from emailtoken.outcomes import ErrorKind, ProviderError
 
-log = logging.getLogger("emailtoken.engine")
+log = logging.getLogger(__name__)
 
 
 class ProviderCalls:

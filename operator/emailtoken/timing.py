@@ -165,11 +165,6 @@ def step_delay(now: datetime, attempt_at: datetime | None, ready_until: datetime
     return max(0.0, min(candidates)) if candidates else None
 
 
-def is_due(now: datetime, refresh_at: datetime) -> bool:
-    """True when the refresh time has come."""
-    return now >= refresh_at
-
-
 def backoff(
     failures: int,
     *,

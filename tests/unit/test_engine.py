@@ -569,7 +569,7 @@ async def test_missing_client_secret_then_nudge_recovers() -> None:
     assert ready["message"] == "Secret mail/app-secret does not exist"
     assert (authorized["status"], authorized["reason"]) == ("False", "SecretNotFound")
     assert ("Warning", "RefreshFailed", "SecretNotFound: Secret mail/app-secret does not exist") in h.events
-    assert h.engine.referencing(NS, "app-secret") == [KEY]
+    assert h.engine.index.referencing(NS, "app-secret") == [KEY]
 
     await h.add_client_secret()
     h.clock.advance(seconds=5)
@@ -1023,11 +1023,11 @@ async def test_referencing_and_forget() -> None:
     h = await delegated_harness()
     await h.step()
     for name in ("app-secret", GRANT, NAME):
-        assert h.engine.referencing(NS, name) == [KEY]
-    assert h.engine.referencing("other-ns", "app-secret") == []
-    assert h.engine.referencing(NS, "unrelated") == []
+        assert h.engine.index.referencing(NS, name) == [KEY]
+    assert h.engine.index.referencing("other-ns", "app-secret") == []
+    assert h.engine.index.referencing(NS, "unrelated") == []
     h.engine.forget(KEY)
-    assert h.engine.referencing(NS, "app-secret") == []
+    assert h.engine.index.referencing(NS, "app-secret") == []
 
 
 # --------------------------------------------------------------------------- found by the fault suite

@@ -728,7 +728,7 @@ async def test_a_paused_leader_logs_once_and_its_steps_wait_instead_of_polling(
     api.error = REFUSED
     await asyncio.sleep(11)  # past the renew deadline: paused
     assert not a.fresh()
-    with caplog.at_level(logging.INFO, logger="emailtoken.engine"):
+    with caplog.at_level(logging.INFO, logger="emailtoken.fence"):
         paused_at = loop.time()
         for i in range(tokens):  # every token due now (a restart's first steps, or refresh times reached)
             scheduler.upsert(("ops", f"box-{i}"), box(i))

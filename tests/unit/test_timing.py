@@ -19,7 +19,6 @@ from emailtoken.timing import (
     backoff,
     follow_spec,
     invalid_client_backoff,
-    is_due,
     next_refresh,
     ready_until,
     refresh_margin,
@@ -117,13 +116,6 @@ def test_a_token_born_expired_is_not_refreshed_in_a_loop() -> None:
     assert next_refresh(T0, T0 - timedelta(minutes=1), min_interval=timedelta(0), rng=random.Random(1)) <= T0
     # An hour-long token is not affected.
     assert next_refresh(T0, T0 + timedelta(hours=1), rng=random.Random(1)) > T0 + timedelta(minutes=30)
-
-
-def test_is_due() -> None:
-    """Due exactly at the refresh time, not before."""
-    assert is_due(T0, T0)
-    assert is_due(T0 + timedelta(seconds=1), T0)
-    assert not is_due(T0 - timedelta(seconds=1), T0)
 
 
 @pytest.mark.parametrize(
