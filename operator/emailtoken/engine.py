@@ -401,9 +401,7 @@ class Engine:
             st.fingerprint, fingerprint, st.published, spec.refresh_before, now, restored=restored, plan=self._plan()
         )
         if follow.start_over_at is not None:
-            st.fingerprint = fingerprint
-            st.failures, st.error = 0, None
-            st.attempt_at = follow.start_over_at
+            st.start_over(fingerprint, follow.start_over_at)
         return follow.current
 
     # -- pieces of a step --------------------------------------------------------------------
@@ -522,18 +520,16 @@ class Engine:
         self, spec: EmailTokenSpec, st: TokenState, held: Unpublished, report: Report, now: datetime, *, announce: bool
     ) -> None:
         """The consumer Secret holds the new token: the state starts over, plan the next refresh, report."""
-        st.unpublished = None
         result, username, obtained = held.result, held.username, held.obtained_at
         first = first_authorization(st.published, st.error, st.failures)
-        st.published = PublishedToken(
+        published = PublishedToken(
             expires_at=result.expires_at,
             obtained_at=obtained,
             username=username,
             scope=result.scope or spec.scope_string,
             spec_hash=spec.fingerprint(),
         )
-        st.failures, st.error, st.last_warning, st.refusal = 0, None, None, None
-        st.attempt_at = self._plan().refresh_at(st.published, spec.refresh_before, now)
+        st.recovered(published, self._plan().refresh_at(published, spec.refresh_before, now))
         event = refresh_event(spec.provider, username, result.expires_at, st.attempt_at, first=first, announce=announce)
         if event is not None:
             report.events.append(event)

@@ -87,6 +87,19 @@ class TokenState:
         pub = self.published
         return pub is not None and pub.has_token and pub.expires_at > now
 
+    def start_over(self, fingerprint: str, at: datetime) -> None:
+        """A new spec (``fingerprint``) is followed: earlier failures were the old spec's; next attempt ``at``."""
+        self.fingerprint = fingerprint
+        self.failures, self.error = 0, None
+        self.attempt_at = at
+
+    def recovered(self, published: PublishedToken, next_at: datetime) -> None:
+        """A new token is published: failures, warnings and refusals are over; the next refresh ``next_at``."""
+        self.unpublished = None
+        self.published = published
+        self.failures, self.error, self.last_warning, self.refusal = 0, None, None, None
+        self.attempt_at = next_at
+
     def grant_replaced(self, now: datetime) -> None:
         """A new sign-in or a reauthorization changed the grant while we refreshed: theirs wins.
         What our refresh bought (a rotation, an access token) belongs to the grant it replaced;

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 from emailtoken.failures import of_conflict
 from emailtoken.outcomes import TokenSet
 from emailtoken.providers.base import DeviceFlow
-from emailtoken.secretdata import Grant
+from emailtoken.secretdata import Grant, PublishedToken
 from emailtoken.tokenstate import Rotation, TokenState, Unpublished
 
 NOW = datetime(2026, 12, 5, 12, 0, tzinfo=UTC)
@@ -37,3 +37,20 @@ def test_a_dropped_grant_also_ends_its_sign_in_and_its_failure() -> None:
     st = busy_state()
     st.grant_dropped(NOW)
     assert (st.rotation, st.unpublished, st.attempt_at, st.device, st.error) == (None, None, NOW, None, None)
+
+
+def test_a_new_spec_starts_over_without_the_old_specs_failures() -> None:
+    st = busy_state()
+    st.start_over("fp-2", NOW)
+    assert (st.fingerprint, st.failures, st.error, st.attempt_at) == ("fp-2", 0, None, NOW)
+
+
+def test_a_published_token_ends_failures_warnings_and_refusals() -> None:
+    st = busy_state()
+    st.last_warning = ("SecretConflict", "x")
+    published = PublishedToken(
+        expires_at=NOW + timedelta(hours=1), obtained_at=NOW, username="a@b.c", scope="s", spec_hash="fp"
+    )
+    st.recovered(published, NOW + timedelta(minutes=40))
+    assert (st.unpublished, st.published, st.failures, st.error) == (None, published, 0, None)
+    assert (st.last_warning, st.refusal, st.attempt_at) == (None, None, NOW + timedelta(minutes=40))
