@@ -160,15 +160,23 @@ def _api_failure(exc: KubeError, doing: str, kept: str = "") -> Failure:
 
 @dataclass
 class _Attempt:
-    """What an attempt was doing when an API call failed (for the message), and what it presented."""
+    """One refresh attempt: the token, its spec and state, the step's report and time, whether a
+    person asked for it (refresh-now); what it was doing when an API call failed (for the message)
+    and what it presented."""
 
+    token: TokenRef
+    spec: EmailTokenSpec
+    st: TokenState
+    report: Report
+    now: datetime
+    force: bool = False
     doing: str = ""
     kept: str = ""
     #: digest of what the provider call presents (set just before it; None: the failure came earlier)
     inputs: str | None = None
 
-    def writing_grant(self, token: TokenRef, what: str) -> None:
-        self.doing = f"writing Secret {token.namespace}/{token.grant_secret_name} (the grant)"
+    def writing_grant(self, what: str) -> None:
+        self.doing = f"writing Secret {self.token.namespace}/{self.token.grant_secret_name} (the grant)"
         self.kept = f"; the new {what} is kept in memory and the write retried"
 
 
@@ -318,7 +326,7 @@ class Engine:
         announce = announced(force, self._follow_spec(st, spec, now, restored), self.config.routine_events)
         refreshed = False
         if attempt_due(now, st.attempt_at, force=force):
-            refreshed = await self._attempt(token, spec, st, report, now, force=force, announce=announce)
+            refreshed = await self._attempt(_Attempt(token, spec, st, report, now, force), announce=announce)
             now = max(now, self.clock())  # a provider call can take up to its timeout: judge expiry after it
         else:
             self._steady_report(report, st, spec, now)
@@ -444,27 +452,17 @@ class Engine:
                 raise SecretMissing(str(exc)) from None
         return ClientCredentials(client_secret=secret, service_account_info=info)
 
-    async def _attempt(
-        self,
-        token: TokenRef,
-        spec: EmailTokenSpec,
-        st: TokenState,
-        report: Report,
-        now: datetime,
-        *,
-        force: bool = False,
-        announce: bool = False,
-    ) -> bool:
+    async def _attempt(self, a: _Attempt, *, announce: bool) -> bool:
         """One refresh: store what an earlier attempt could not, else ask the provider; then publish."""
-        if not await self._acquire(token, spec, st, report, now, force):
+        if not await self._acquire(a):
             return False
-        held = st.unpublished
+        held = a.st.unpublished
         assert held is not None  # every path that got here obtained or kept one
-        if not await self._publish_held(token, spec, st, held, report, now):
+        if not await self._publish_held(a, held):
             return False
-        self._published(spec, st, held, report, now, announce=announce)
-        if spec.login_probe is not None:
-            st.login = await self._probe(spec.login_probe, held)
+        self._published(a, held, announce=announce)
+        if a.spec.login_probe is not None:
+            a.st.login = await self._probe(a.spec.login_probe, held)
         return True
 
     async def _probe(self, probe: LoginProbe, held: Unpublished) -> Condition:
@@ -473,20 +471,16 @@ class Engine:
         result = held.result
         return await self._probes.login(probe, result.access_token, held.username, result.scope, result.expires_at)
 
-    async def _acquire(
-        self, token: TokenRef, spec: EmailTokenSpec, st: TokenState, report: Report, now: datetime, force: bool
-    ) -> bool:
+    async def _acquire(self, a: _Attempt) -> bool:
         """An access token into ``st.unpublished`` (kept from before, or from the provider); every
         failure is reported here and returns False."""
-        att = _Attempt()
-        att.writing_grant(token, "refresh token")
+        token, spec, st, report, now = a.token, a.spec, a.st, a.report, a.now
+        a.writing_grant("refresh token")
         try:
             grant = await self._persist(token, st) if st.rotation is not None else None  # first: the Secret's is spent
-            return self._held(st, spec, now) is not None or await self._obtain(
-                token, spec, st, report, now, grant, att, force
-            )
+            return self._held(st, spec, now) is not None or await self._obtain(a, grant)
         except ProviderError as exc:
-            self._setbacks.refused(st, failures.of_provider(exc), att.inputs, report, now)
+            self._setbacks.refused(st, failures.of_provider(exc), a.inputs, report, now)
         except NotOurGrant as exc:
             self._setbacks.fail(st, failures.of_conflict(str(exc)), report, now)
         except SecretMissing as exc:
@@ -496,30 +490,28 @@ class Engine:
             st.grant_replaced(now)
             self._steady_report(report, st, spec, now)
         except KubeError as exc:
-            self._setbacks.fail(st, _api_failure(exc, att.doing, att.kept), report, now)
+            self._setbacks.fail(st, _api_failure(exc, a.doing, a.kept), report, now)
         return False
 
-    async def _publish_held(
-        self, token: TokenRef, spec: EmailTokenSpec, st: TokenState, held: Unpublished, report: Report, now: datetime
-    ) -> bool:
+    async def _publish_held(self, a: _Attempt, held: Unpublished) -> bool:
         """Write the consumer Secret; a failure is reported and the token stays held for the next attempt."""
+        st = a.st
         try:
-            await self._publish(token, spec, held, exists=st.consumer_exists)
+            await self._publish(a.token, a.spec, held, exists=st.consumer_exists)
             st.consumer_exists = True
             return True
         except SecretMissing as exc:  # someone else's Secret took the name since the step looked
             st.loaded, st.published = False, None
-            self._setbacks.fail(st, failures.of_conflict(str(exc)), report, now)
+            self._setbacks.fail(st, failures.of_conflict(str(exc)), a.report, a.now)
         except KubeError as exc:
-            doing = f"writing Secret {token.namespace}/{spec.secret_name}"
+            doing = f"writing Secret {a.token.namespace}/{a.spec.secret_name}"
             kept = "; the new access token is kept and published once the write succeeds"
-            self._setbacks.fail(st, _api_failure(exc, doing, kept), report, now)
+            self._setbacks.fail(st, _api_failure(exc, doing, kept), a.report, a.now)
         return False
 
-    def _published(
-        self, spec: EmailTokenSpec, st: TokenState, held: Unpublished, report: Report, now: datetime, *, announce: bool
-    ) -> None:
+    def _published(self, a: _Attempt, held: Unpublished, *, announce: bool) -> None:
         """The consumer Secret holds the new token: the state starts over, plan the next refresh, report."""
+        spec, st, report, now = a.spec, a.st, a.report, a.now
         result, username, obtained = held.result, held.username, held.obtained_at
         first = first_authorization(st.published, st.error, st.failures)
         published = PublishedToken(
@@ -537,85 +529,56 @@ class Engine:
         report.fields["lastRefreshTime"] = rfc3339(obtained)
         report.outcome = "ok"
 
-    async def _obtain(
-        self,
-        token: TokenRef,
-        spec: EmailTokenSpec,
-        st: TokenState,
-        report: Report,
-        now: datetime,
-        grant: Grant | None,
-        att: _Attempt,
-        force: bool,
-    ) -> bool:
+    async def _obtain(self, a: _Attempt, grant: Grant | None) -> bool:
         """Ask the provider for an access token into ``st.unpublished`` (a rotated refresh token is
-        stored on the way); False when there is nothing to ask with, already reported."""
+        stored on the way), the way :func:`routing.route` says; False when there is nothing to ask
+        with, already reported."""
+        token, spec = a.token, a.spec
         provider = self.providers.for_spec(spec.provider)
         federated = spec.federated_credential is not None and spec.federated_credential.service_account_name
-        att.doing, att.kept = ("requesting a ServiceAccount token" if federated else "reading Secrets"), ""
+        a.doing, a.kept = ("requesting a ServiceAccount token" if federated else "reading Secrets"), ""
         creds = await self._credentials(token, spec)
         if routing.needs_grant(spec):
-            att.doing = f"reading Secret {token.namespace}/{token.grant_secret_name} (the grant)"
+            a.doing = f"reading Secret {token.namespace}/{token.grant_secret_name} (the grant)"
             grant = grant or await self.grants.load(token)
         way = routing.route(spec, grant)
         if way is Route.APP_ONLY:
-            return await self._app_token(spec, st, report, now, provider, creds, att, force)
+            return await self._app_token(a, provider, creds)
         if way is Route.AWAIT_SIGN_IN:
-            self._setbacks.awaiting(token, spec, st, report, now)
+            self._setbacks.awaiting(token, spec, a.st, a.report, a.now)
             return False
         if way is Route.DEVICE_CODE:
             device_provider: DeviceCodeProvider = provider  # type: ignore[assignment]
-            signed_in = await self._device_sign_in.step(spec, st, creds, device_provider, report, now)
+            signed_in = await self._device_sign_in.step(spec, a.st, creds, device_provider, a.report, a.now)
             if signed_in is None:
                 return False
-            await self._store_sign_in(token, spec, st, *signed_in, now, att)
+            await self._store_sign_in(a, *signed_in)
             return True
         assert grant is not None  # Route.PRESENT
-        return await self._present(token, spec, st, report, now, provider, creds, grant, att, force)
+        return await self._present(a, provider, creds, grant)
 
-    async def _app_token(
-        self,
-        spec: EmailTokenSpec,
-        st: TokenState,
-        report: Report,
-        now: datetime,
-        provider: Provider,
-        creds: ClientCredentials,
-        att: _Attempt,
-        force: bool,
-    ) -> bool:
+    async def _app_token(self, a: _Attempt, provider: Provider, creds: ClientCredentials) -> bool:
         """An app-only flow: the client's credentials alone get an access token (no grant)."""
-        att.inputs = inputs_digest(creds, None)
-        if self._setbacks.held_back(st, att.inputs, report, now, force=force):
+        a.inputs = inputs_digest(creds, None)
+        if self._setbacks.held_back(a.st, a.inputs, a.report, a.now, force=a.force):
             return False
-        result = await self._calls.run(spec, "app_token", provider.acquire_app_token, spec, creds)
-        st.unpublished = Unpublished(result, now, grants.published_account(spec, None, result), spec.fingerprint())
+        result = await self._calls.run(a.spec, "app_token", provider.acquire_app_token, a.spec, creds)
+        username = grants.published_account(a.spec, None, result)
+        a.st.unpublished = Unpublished(result, a.now, username, a.spec.fingerprint())
         return True
 
-    async def _present(
-        self,
-        token: TokenRef,
-        spec: EmailTokenSpec,
-        st: TokenState,
-        report: Report,
-        now: datetime,
-        provider: Provider,
-        creds: ClientCredentials,
-        grant: Grant,
-        att: _Attempt,
-        force: bool,
-    ) -> bool:
+    async def _present(self, a: _Attempt, provider: Provider, creds: ClientCredentials, grant: Grant) -> bool:
         """Present the grant's refresh token, unless it may not be (:func:`failures.unpresentable`) or
         would repeat a refused attempt (:meth:`Setbacks.held_back`)."""
-        refused = failures.unpresentable(spec, grant)
+        refused = failures.unpresentable(a.spec, grant)
         if refused is not None:
-            self._setbacks.refused(st, refused, None, report, now)
+            self._setbacks.refused(a.st, refused, None, a.report, a.now)
             return False
-        att.inputs = inputs_digest(creds, grant.refresh_token)
-        if self._setbacks.held_back(st, att.inputs, report, now, force=force):
+        a.inputs = inputs_digest(creds, grant.refresh_token)
+        if self._setbacks.held_back(a.st, a.inputs, a.report, a.now, force=a.force):
             return False
-        att.writing_grant(token, "refresh token")
-        await self._spend(token, spec, st, provider, creds, grant, now)
+        a.writing_grant("refresh token")
+        await self._spend(a, provider, creds, grant)
         return True
 
     def _held(self, st: TokenState, spec: EmailTokenSpec, now: datetime) -> Unpublished | None:
@@ -625,30 +588,13 @@ class Engine:
             st.unpublished = held = None  # issued for another spec, or expired: ask again
         return held
 
-    async def _spend(
-        self,
-        token: TokenRef,
-        spec: EmailTokenSpec,
-        st: TokenState,
-        provider: Provider,
-        creds: ClientCredentials,
-        grant: Grant,
-        now: datetime,
-    ) -> None:
+    async def _spend(self, a: _Attempt, provider: Provider, creds: ClientCredentials, grant: Grant) -> None:
         """Present the grant's refresh token and keep what comes back, as one unit that a
         cancelled step still lets finish (:class:`~emailtoken.spending.Spending`)."""
-        await self._spending.run(token, self._redeem(token, spec, st, provider, creds, grant, now))
+        await self._spending.run(a.token, self._redeem(a, provider, creds, grant))
 
-    async def _redeem(
-        self,
-        token: TokenRef,
-        spec: EmailTokenSpec,
-        st: TokenState,
-        provider: Provider,
-        creds: ClientCredentials,
-        grant: Grant,
-        now: datetime,
-    ) -> None:
+    async def _redeem(self, a: _Attempt, provider: Provider, creds: ClientCredentials, grant: Grant) -> None:
+        spec, st, now = a.spec, a.st, a.now
         result: TokenSet = await self._calls.run(spec, "refresh", provider.refresh, spec, creds, grant.refresh_token)
         username = grants.published_account(spec, grant, result)
         st.unpublished = Unpublished(result, now, username, spec.fingerprint())
@@ -656,7 +602,7 @@ class Engine:
         successor = grants.successor(grant, spec, result, now)
         if successor is not None:
             st.rotation = Rotation(successor=successor, spent=grant)
-            await self._persist(token, st)
+            await self._persist(a.token, st)
 
     async def _persist(self, token: TokenRef, st: TokenState) -> Grant:
         """Write the pending rotation (compare-and-swap); the saved grant carries its new resourceVersion."""
@@ -671,21 +617,13 @@ class Engine:
 
     # -- the device authorization grant --------------------------------------------------------
 
-    async def _store_sign_in(
-        self,
-        token: TokenRef,
-        spec: EmailTokenSpec,
-        st: TokenState,
-        grant: Grant,
-        result: TokenSet,
-        now: datetime,
-        att: _Attempt,
-    ) -> None:
+    async def _store_sign_in(self, a: _Attempt, grant: Grant, result: TokenSet) -> None:
         """An approved device-code sign-in: hold its access token and store its grant first."""
-        st.unpublished = Unpublished(result, now, grants.published_account(spec, grant, result), spec.fingerprint())
-        st.rotation = Rotation(successor=grant, spent=None)
-        att.writing_grant(token, "grant")
-        await self._persist(token, st)
+        username = grants.published_account(a.spec, grant, result)
+        a.st.unpublished = Unpublished(result, a.now, username, a.spec.fingerprint())
+        a.st.rotation = Rotation(successor=grant, spent=None)
+        a.writing_grant("grant")
+        await self._persist(a.token, a.st)
 
     # -- writing and reporting -------------------------------------------------------------------
 
