@@ -462,14 +462,17 @@ class Engine:
             return False
         self._published(a, held, announce=announce)
         if a.spec.login_probe is not None:
-            a.st.login = await self._probe(a.spec.login_probe, held)
+            a.st.login = await self._probe(a.token, a.spec.login_probe, held)
         return True
 
-    async def _probe(self, probe: LoginProbe, held: Unpublished) -> Condition:
+    async def _probe(self, token: TokenRef, probe: LoginProbe, held: Unpublished) -> Condition:
         """Log in to the mail server with the token just published (spec.loginProbe): an allowed host
-        only, in a thread of its own, waited for a bounded time (:class:`loginprobe.Probes`)."""
+        only, in a thread of its own, waited for a bounded time, one at a time per namespace
+        (:class:`loginprobe.Probes`), so that one tenant's mail servers cannot hold the others' probes."""
         result = held.result
-        return await self._probes.login(probe, result.access_token, held.username, result.scope, result.expires_at)
+        return await self._probes.login(
+            probe, result.access_token, held.username, result.scope, result.expires_at, namespace=token.namespace
+        )
 
     async def _acquire(self, a: _Attempt) -> bool:
         """An access token into ``st.unpublished`` (kept from before, or from the provider); every

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from emailtoken import conditions
+from emailtoken.conditions import Condition
 from emailtoken.engine import Engine, EngineConfig
 from emailtoken.kube import KubeError
 from emailtoken.model import EmailTokenSpec, TokenRef, parse_spec
@@ -1257,3 +1258,26 @@ async def test_a_consumer_secret_deleted_before_the_first_step_is_read_again() -
     result = await h.step(engine)
     assert ("get", "secret", NAME) in h.api.reads
     assert result.refreshed is True  # published again
+
+
+class RecordingProbes:
+    """Stands in for loginprobe.Probes (which connects to mail servers): records who asked."""
+
+    def __init__(self) -> None:
+        self.namespaces: list[str] = []
+
+    async def login(self, probe: Any, access_token: str, *args: Any, namespace: str = "") -> Condition:
+        self.namespaces.append(namespace)
+        return Condition("MailLogin", True, "LoginSucceeded", "ok")
+
+
+async def test_a_login_probe_is_counted_against_its_own_namespace() -> None:
+    """The per-namespace probe limit (loginprobe.Probes) needs the token's namespace: without it one
+    tenant's slow mail servers would hold every probe slot of the operator."""
+    h = await app_harness()
+    h.spec["loginProbe"] = {"protocol": "IMAP", "server": "outlook.office365.com:993"}
+    probes = RecordingProbes()
+    h.engine._probes = probes  # type: ignore[assignment]
+    await h.step()
+    assert probes.namespaces == [NS]
+    assert h.cond("MailLogin")["reason"] == "LoginSucceeded"
