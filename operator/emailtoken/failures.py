@@ -13,7 +13,7 @@ import random
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from emailtoken import grants
+from emailtoken import grants, signinrule
 from emailtoken.model import EmailTokenSpec, TokenRef
 from emailtoken.outcomes import REASONS, ErrorKind, ProviderError, TokenSet
 from emailtoken.secretdata import Grant
@@ -106,22 +106,19 @@ def unpresentable(spec: EmailTokenSpec, grant: Grant) -> Failure | None:
 
 
 def device_sign_in(spec: EmailTokenSpec, result: TokenSet) -> Failure | None:
-    """Why a device-code sign-in may not become this token's grant (the wrong account, no refresh token), or None."""
-    problem = grants.account_problem(spec, result.account or "")
-    if problem:
+    """Why a device-code sign-in may not become this token's grant (:func:`signinrule.sign_in_problem`,
+    the callback's rule too), as the failure the token reports, or None."""
+    problem = signinrule.sign_in_problem(spec, result)
+    if problem is None:
+        return None
+    if problem.reason == signinrule.ACCOUNT_MISMATCH:
         return Failure(
             ErrorKind.REAUTHORIZE,
-            f"{problem}; nothing was stored. Set the emailtoken.io/reauthorize annotation to a new value "
+            f"{problem.message}; nothing was stored. Set the emailtoken.io/reauthorize annotation to a new value "
             "and sign in as the mailbox",
-            "AccountMismatch",
+            problem.reason,
         )
-    if not result.refresh_token:
-        return Failure(
-            ErrorKind.BAD_CONFIG,
-            "the provider issued no refresh token (offline_access was not granted)",
-            "NoRefreshToken",
-        )
-    return None
+    return Failure(ErrorKind.BAD_CONFIG, problem.message, problem.reason)
 
 
 @dataclass(frozen=True)
