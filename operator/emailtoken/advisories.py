@@ -77,18 +77,26 @@ def stated_expiry(seconds: Any, now: datetime) -> datetime | None:
     return now + timedelta(seconds=int(value))
 
 
+#: why a provider states a refresh token's end, and what lifts the limit
+_STATED_WHY = {
+    "Google": "Google gives apps whose OAuth consent screen is in Testing refresh tokens for 7 days: "
+    "publish the app to In production",
+    "Microsoft": "Entra ID gives single-page-application redirect URIs refresh tokens for 24 hours: "
+    "register the redirect URI under the Web platform",
+}
+
+
+def _stated_why(provider: str) -> str:
+    """The message for a stated end: the provider's known reason, else only that it stated one."""
+    why = _STATED_WHY.get(provider)
+    return f"{provider} stated when this refresh token expires" + (f" ({why})" if why else "")
+
+
 def grant_limit(provider: str, stated: datetime | None, last_used: datetime | None) -> GrantLimit | None:
     """The earliest known end of a delegated grant: its stated lifetime or its unused limit."""
     found: list[GrantLimit] = []
     if stated is not None:
-        found.append(
-            GrantLimit(
-                stated,
-                STATED_LIFETIME,
-                f"{provider} stated when this refresh token expires (Google gives apps whose OAuth consent "
-                "screen is in Testing refresh tokens for 7 days: publish the app to In production)",
-            )
-        )
+        found.append(GrantLimit(stated, STATED_LIFETIME, _stated_why(provider)))
     unused = UNUSED_LIMITS.get(provider)
     if unused is not None and last_used is not None:
         days = unused.days

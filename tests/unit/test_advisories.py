@@ -77,6 +77,14 @@ def test_the_earliest_known_limit_wins() -> None:
     assert grant_limit("Microsoft", None, None) is None
 
 
+def test_a_stated_end_names_the_cause_of_its_provider() -> None:
+    """Google's stated end comes from an app in Testing; Microsoft's from a SPA redirect URI (24 h)."""
+    google = grant_limit("Google", NOW + timedelta(days=7), NOW)
+    microsoft = grant_limit("Microsoft", NOW + timedelta(hours=24), NOW)
+    assert google is not None and "Testing" in google.cause and "single-page" not in google.cause
+    assert microsoft is not None and "single-page" in microsoft.cause and "Testing" not in microsoft.cause
+
+
 def test_a_testing_grant_outside_the_window_says_when_without_warning() -> None:
     """Status carries the date from the start; the condition is False and no Event yet."""
     advice = run(GOOGLE, grant_limit("Google", NOW + timedelta(days=6), NOW))
