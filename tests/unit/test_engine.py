@@ -1281,3 +1281,29 @@ async def test_a_login_probe_is_counted_against_its_own_namespace() -> None:
     await h.step()
     assert probes.namespaces == [NS]
     assert h.cond("MailLogin")["reason"] == "LoginSucceeded"
+
+
+async def test_a_stated_grant_end_survives_a_restart() -> None:
+    """The provider stated when the refresh token ends (a Google app in Testing, a Microsoft SPA);
+    a restarted operator keeps warning for that date (read back from status) instead of falling
+    back to the unused limit months later, which would resolve the alert and post the Event again."""
+    h = await delegated_harness()
+    end = T0 + timedelta(days=1)
+    h.provider.script.append(
+        TokenSet(
+            access_token="access-token-value-stated",
+            expires_at=T0 + timedelta(hours=1),
+            scope=SCOPE,
+            refresh_token="rotated-refresh-token-value-stated",
+            refresh_expires_at=end,
+        )
+    )
+    await h.step()
+    assert (h.cond("GrantExpiring")["status"], h.cond("GrantExpiring")["reason"]) == ("True", "StatedLifetime")
+    assert h.status["reauthorizationRequiredBy"] == rfc3339(end)
+    warned = [e for e in h.events if e[1] == "GrantExpiring"]
+    h.clock.advance(seconds=60)
+    assert (await h.step(h.new_engine())).refreshed is False
+    assert (h.cond("GrantExpiring")["status"], h.cond("GrantExpiring")["reason"]) == ("True", "StatedLifetime")
+    assert h.status["reauthorizationRequiredBy"] == rfc3339(end)
+    assert [e for e in h.events if e[1] == "GrantExpiring"] == warned, "no second Warning Event after the restart"
