@@ -92,12 +92,10 @@ from emailtoken.timing import (
 from emailtoken.tokenindex import TokenIndex, keeps_watched_copy, secrets_read, watched_copy
 from emailtoken.tokenstate import Rotation, StepResult, TokenState, Unpublished, inputs_digest
 
-#: ``Leadership`` is emailtoken.fence's, named here only because the wiring imports it from here.
 __all__ = [
     "Engine",
     "EngineConfig",
     "EventSink",
-    "Leadership",
     "ProviderSource",
     "SecretIndex",
 ]

@@ -21,7 +21,8 @@ from typing import Any
 
 from emailtoken import metrics
 from emailtoken.api import ANNOTATION_REAUTHORIZE, ANNOTATION_REFRESH_NOW, Key
-from emailtoken.engine import Engine, EngineConfig, EventSink, Leadership
+from emailtoken.engine import Engine, EngineConfig, EventSink
+from emailtoken.fence import Leadership
 from emailtoken.informer import Event, SecretInformer
 from emailtoken.kube import KubernetesApi, load_config
 from emailtoken.providers import Providers
