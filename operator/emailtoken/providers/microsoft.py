@@ -1,9 +1,8 @@
 """Microsoft Entra ID (v2.0 endpoints) through msal.
 
 msal owns the protocol; this module picks the application type, keeps msal's
-discovery cache but none of its POST throttling (the engine owns retry policy) and none of
-its tokens (the schedule in emailtoken.timing owns when to ask), and turns msal's error
-dicts into :class:`ProviderError` with plain-words messages.
+discovery cache but none of its POST throttling (the engine owns retry policy), and
+turns msal's error dicts into :class:`ProviderError` with plain-words messages.
 """
 
 from __future__ import annotations
@@ -11,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import threading
 import urllib.parse
-from collections import OrderedDict
 from datetime import timedelta
 from typing import Any
 
@@ -68,8 +66,6 @@ INVALID_CLIENT_CODES: dict[int, str] = {
 
 
 _MAX_DETAIL = 512  # provider text quoted in a message (status and Events have limits)
-#: Client-credentials applications kept for reuse (least recently used dropped; ~7 KiB each).
-APP_CACHE_SIZE = 1024
 
 
 class _DiscoveryOnlyCache(dict[str, Any]):
@@ -85,19 +81,6 @@ class _DiscoveryOnlyCache(dict[str, Any]):
         super().__setitem__(key, value)
 
 
-class _NoTokenCache(msal.TokenCache):  # type: ignore[misc]
-    """msal's token cache, keeping no token.
-
-    msal answers ``acquire_token_for_client`` from its cache while a token has more than
-    5 minutes left; the operator asks exactly when emailtoken.timing says a new token is
-    due, so every call must reach the provider, and a reused application must not collect
-    tokens either.
-    """
-
-    def add(self, event: Any, now: Any = None) -> None:
-        return None
-
-
 def _digest(secret: str | None) -> str:
     return hashlib.sha256((secret or "").encode()).hexdigest()
 
@@ -110,33 +93,8 @@ class MicrosoftProvider:
         self._discovery: dict[str, _DiscoveryOnlyCache] = {}
         self._discovering: dict[str, threading.Lock] = {}
         self._lock = threading.Lock()
-        self._apps: OrderedDict[tuple[str, str, str], msal.ConfidentialClientApplication] = OrderedDict()
 
-    def _client_app(self, spec: EmailTokenSpec, creds: ClientCredentials) -> msal.ClientApplication:
-        """For client credentials with a secret, one application per (authority, client, secret).
-
-        Building one per refresh was 4 % of the operator's CPU per refresh (bench/README.md):
-        msal parses the authority and tries an optional import each time. Other flows and
-        federated credentials get a fresh application (:meth:`_app`).
-        """
-        if creds.client_assertion is not None or not creds.client_secret:
-            return self._app(spec, creds)
-        key = (spec.authority, spec.client_id or "", _digest(creds.client_secret))
-        with self._lock:
-            app = self._apps.get(key)
-            if app is not None:
-                self._apps.move_to_end(key)
-                return app
-        built = self._app(spec, creds, _NoTokenCache())
-        with self._lock:
-            self._apps[key] = built  # type: ignore[assignment]
-            while len(self._apps) > APP_CACHE_SIZE:
-                self._apps.popitem(last=False)
-        return built
-
-    def _app(
-        self, spec: EmailTokenSpec, creds: ClientCredentials, token_cache: msal.TokenCache | None = None
-    ) -> msal.ClientApplication:
+    def _app(self, spec: EmailTokenSpec, creds: ClientCredentials) -> msal.ClientApplication:
         """A fresh msal app (empty token cache) sharing discovery per authority.
 
         Until an authority's OpenID configuration is cached, one thread reads it and the others
@@ -147,27 +105,22 @@ class MicrosoftProvider:
             cache = self._discovery.setdefault(spec.authority, _DiscoveryOnlyCache())
             discovering = self._discovering.setdefault(spec.authority, threading.Lock())
         if cache:
-            return self._build(spec, creds, cache, token_cache)
+            return self._build(spec, creds, cache)
         waited = discovering.acquire(timeout=self.session.timeout)
         try:
-            return self._build(spec, creds, cache, token_cache)
+            return self._build(spec, creds, cache)
         finally:
             if waited:
                 discovering.release()
 
     def _build(
-        self,
-        spec: EmailTokenSpec,
-        creds: ClientCredentials,
-        cache: _DiscoveryOnlyCache,
-        token_cache: msal.TokenCache | None = None,
+        self, spec: EmailTokenSpec, creds: ClientCredentials, cache: _DiscoveryOnlyCache
     ) -> msal.ClientApplication:
         common: dict[str, Any] = {
             "authority": spec.authority,
             "instance_discovery": False,
             "http_client": self.session,
             "http_cache": cache,
-            "token_cache": token_cache,
         }
         try:
             if creds.client_assertion is not None:
@@ -193,7 +146,7 @@ class MicrosoftProvider:
 
     def acquire_app_token(self, spec: EmailTokenSpec, creds: ClientCredentials) -> TokenSet:
         """Client-credentials token for IMAP.AccessAsApp / POP.AccessAsApp / SMTP.SendAsApp."""
-        app = self._client_app(spec, creds)
+        app = self._app(spec, creds)
         if not isinstance(app, msal.ConfidentialClientApplication):
             raise ProviderError(
                 ErrorKind.BAD_CONFIG, "flow ClientCredentials needs a client secret or a federated credential"
