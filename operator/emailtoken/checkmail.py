@@ -18,7 +18,6 @@ import base64
 import binascii
 import contextlib
 import imaplib
-import ipaddress
 import json
 import os
 import poplib
@@ -42,6 +41,7 @@ from emailtoken.consumer import (
 )
 from emailtoken.properties import KEYS, AuthConfigError, resolve_mail_auth
 from emailtoken.redact import redact
+from emailtoken.redirecturl import is_loopback
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -451,7 +451,7 @@ def _refused(refused: _Refused, known: mailanswers.Context, secrets: tuple[str, 
     )
     if refused.stage in {"login", "mailbox"}:
         diagnosis = mailanswers.diagnose(refused.reply, decoded, known)
-        outcome.details.append(diagnosis.meaning)
+        outcome.details.append(redact(diagnosis.meaning, *secrets))  # it may quote the server's challenge
         outcome.cause, outcome.fixes = diagnosis.cause, list(diagnosis.fixes)
     elif refused.stage == "tls":
         outcome.details.append("STARTTLS did not work here: implicit-TLS ports (993/995/465) take --ssl instead")
@@ -482,15 +482,6 @@ def _broken(error: BaseException, endpoint: Endpoint, timeout: float, secrets: t
     reply = server_text(str(error) or type(error).__name__, *secrets)
     why = "the connection broke off: check the port, the protocol and the TLS mode"
     return LoginOutcome(ok=False, stage="connect", server_reply=reply, details=[why])
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -597,7 +588,7 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
         print(f"FAILED: {error}", file=out)
         return EXIT_FAILED
     user = args.user or token.username
-    if endpoint.security == "plain" and not _is_loopback(endpoint.host):
+    if endpoint.security == "plain" and not is_loopback(endpoint.host):
         print(
             "check-mail: warning: a plain connection sends the token unencrypted; production servers need "
             "--ssl or --starttls",

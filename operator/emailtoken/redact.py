@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 _BEARERISH = re.compile(
-    r"(?i)\b(bearer|refresh_token|access_token|client_secret|code)([\s=:\"']+)([A-Za-z0-9._~+/\-]{12,})"
+    r"(?i)\b(bearer|refresh_token|access_token|client_secret|client_assertion|code_verifier|device_code|code)([\s=:\"']+)([A-Za-z0-9._~+/\-]{12,})"
 )
 MASK = "[redacted]"
 

@@ -234,3 +234,14 @@ def test_a_servers_reply_reaches_status_without_control_characters_and_capped() 
     assert "Authentication failed" in outcome.server_reply
     assert not any(ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F for c in outcome.server_reply + outcome.challenge)
     assert len(outcome.server_reply) <= checkmail.SERVER_TEXT_LIMIT
+
+
+def test_a_refusal_s_diagnosis_never_quotes_the_token() -> None:
+    """The diagnosis quotes the challenge's scope; a server echoing the token there must not put it
+    into the outcome (MailLogin status and Events via the login probe)."""
+    token = "ya29.SECRET-ACCESS-TOKEN-VALUE"
+    challenge = base64.b64encode(json.dumps({"status": "403", "scope": token}).encode())
+    refused = checkmail._Refused("login", "NO AUTHENTICATE failed", challenge)
+    outcome = checkmail._refused(refused, checkmail.mailanswers.Context("imap", "box@contoso.com"), (token,))
+    text = " ".join([outcome.server_reply, outcome.challenge, *outcome.details, *outcome.fixes])
+    assert "scope" in text and token not in text

@@ -53,3 +53,10 @@ def test_token_shaped_fields_are_masked_without_knowing_the_value(text: str, exp
 def test_plain_messages_are_left_alone(text: str) -> None:
     """Redaction must not destroy the words that explain the failure."""
     assert redact(text) == text
+
+
+@pytest.mark.parametrize("field", ["client_assertion", "code_verifier", "device_code"])
+def test_federation_and_pkce_fields_are_masked(field: str) -> None:
+    """A client assertion (a ServiceAccount token) reaches msal as a callable, never in a secrets
+    list; the field pattern is its only guard in library error text."""
+    assert redact(f"{field}=eyJhbGciOiJSUzI1NiJ9.payload.sig&x=1") == f"{field}={MASK}&x=1"
