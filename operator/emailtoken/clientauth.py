@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from emailtoken.model import MICROSOFT_FEDERATED_AUDIENCE
 from emailtoken.outcomes import ErrorKind, ProviderError
 
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
@@ -43,7 +44,7 @@ REASON = "FederatedTokenUnavailable"
 REASON_AMBIENT = "AmbientCredentialsNotAllowed"
 REASON_AUDIENCE = "AudienceNotAllowed"
 #: Entra's recommended audience for federated identity credentials (the only one allowed by default).
-DEFAULT_AUDIENCE = "api://AzureADTokenExchange"
+DEFAULT_AUDIENCE = MICROSOFT_FEDERATED_AUDIENCE
 #: A token this close to its expiry is treated as expired (the request takes time, clocks drift).
 EXPIRY_MARGIN = 10.0
 _HINT = (

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from emailtoken import clientauth, mailhosts
+from emailtoken.apicheck import API_TIMEOUT
 from emailtoken.endpoints import DEFAULT_ALLOWED_HOSTS
 from emailtoken.mailhosts import MailHost
 from emailtoken.timing import DEFAULT_KEEPALIVE, MIN_REFRESH_INTERVAL
@@ -30,7 +31,7 @@ class OperatorConfig:
     allowed_mail_hosts: tuple[MailHost, ...] = mailhosts.from_args(())
     provider_timeout: float = 20.0
     #: seconds to connect to the Kubernetes API server, and for each answer, at start (emailtoken.apicheck)
-    api_timeout: float = 15.0
+    api_timeout: float = API_TIMEOUT
     #: what spec.federatedCredential may use: audiences, ambient namespaces, token files (emailtoken.clientauth)
     federation: clientauth.Federation = clientauth.DEFAULTS
     concurrency: int = 16
