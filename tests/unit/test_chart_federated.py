@@ -20,10 +20,7 @@ VALUES = {
 
 
 def deployments(values: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    try:
-        objects = generate.render(values)
-    except ImportError:
-        pytest.skip("helm-python-sdk is not installed")
+    objects = generate.render(values)
     return {o["metadata"]["name"]: o["spec"]["template"]["spec"] for o in objects if o["kind"] == "Deployment"}
 
 
@@ -87,10 +84,7 @@ def test_token_requests_are_granted_only_when_the_installer_turns_them_on(enable
         "callback": VALUES["callback"],
         "watchNamespaces": namespaces,
     }
-    try:
-        objects = generate.render(values)
-    except ImportError:
-        pytest.skip("helm-python-sdk is not installed")
+    objects = generate.render(values)
     roles = [
         o
         for o in objects

@@ -13,8 +13,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import helm_python
 import pytest
 import yaml
+
+from emailtoken import validate
 
 ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "README.md"
@@ -71,7 +74,6 @@ def test_quickstart_helm_command_exposes_the_callback_through_an_ingress() -> No
     of redirectBaseUrl (without one the provider cannot reach the callback), serves the
     namespace the quickstart's token lives in, and links status.authorizeUrl to the
     port-forward the quickstart tells you to open."""
-    helm_python = pytest.importorskip("helm_python")
     lines = [line for b in code_blocks(quickstart(), "sh") for line in b.replace("\\\n", " ").splitlines()]
     (command,) = [line for line in lines if line.startswith("helm install")]
     words = shlex.split(command)
@@ -99,7 +101,6 @@ def test_quickstart_helm_command_exposes_the_callback_through_an_ingress() -> No
 
 def test_readme_emailtoken_manifests_pass_validate() -> None:
     """Every EmailToken the README shows is one the API server and the operator accept."""
-    validate = pytest.importorskip("emailtoken.validate")
     text = README.read_text()
     heredocs = [h for block in code_blocks(text, "sh") for h in re.findall(r"<<'EOF'\n(.*?)^EOF", block, re.M | re.S)]
     manifests = code_blocks(text, "yaml") + heredocs
