@@ -55,6 +55,7 @@ from emailtoken.report import (
     Findings,
     Links,
     Report,
+    after_write,
     announced,
     changed,
     first_authorization,
@@ -660,7 +661,6 @@ class Engine:
         if handled:
             st.handled = dict(handled)
         found = Findings(st.published, st.attempt_at, st.error, st.failures, st.device, handled)
-        version = str((body.get("metadata") or {}).get("resourceVersion", ""))
         body = {**body, "status": known_status(body, st.status_written)}
         if spec is not None:
             self._advise(token, spec, st, report, body["status"], now)
@@ -671,7 +671,7 @@ class Engine:
         if patch:
             try:
                 await self.api.patch_token_status(token.namespace, token.name, patch)
-                st.status_written = (version, {**body["status"], **patch})
+                st.status_written = after_write(body, st.status_written, patch)
             except KubeError as exc:
                 log.warning("could not write status of %s: %s", token, f"HTTP {exc.status}" if exc.status else exc)
         for type_, reason, message in report.events:

@@ -190,14 +190,28 @@ def refresh_event(
 
 
 def known_status(body: Mapping[str, Any], written: tuple[str, Mapping[str, Any]] | None) -> Mapping[str, Any]:
-    """The token's status as last known: the body's, unless the body is the very version our last
-    status write was computed from (a step woken by a timer or a Secret, before the watch brought
-    the echo of that write), then what we wrote; diffing against the stale body would leave a
-    field we changed back to the body's value unwritten (refreshFailures 1 after a recovery)."""
-    version = str((body.get("metadata") or {}).get("resourceVersion", ""))
-    if written is not None and version and written[0] == version:
-        return written[1]
-    return body.get("status") or {}
+    """The token's status as last known: the body's, plus what we wrote since, when the body is the
+    very version our last status writes were computed from (a step woken by a timer or a Secret,
+    before the watch brought their echo); diffing against the stale body alone would leave a field
+    we changed back to the body's value unwritten (refreshFailures 1 after a recovery)."""
+    status = body.get("status") or {}
+    if written is not None and written[0] == _version(body):
+        return {**status, **written[1]}
+    return status
+
+
+def after_write(
+    body: Mapping[str, Any], written: tuple[str, Mapping[str, Any]] | None, patch: Mapping[str, Any]
+) -> tuple[str, Mapping[str, Any]]:
+    """What to remember of a status write: the fields written since the body's version (only
+    those: the body holds the rest, so no token keeps a second copy of its whole status)."""
+    version = _version(body)
+    earlier = written[1] if written is not None and written[0] == version else {}
+    return version, {**earlier, **patch}
+
+
+def _version(body: Mapping[str, Any]) -> str | None:
+    return str((body.get("metadata") or {}).get("resourceVersion", "")) or None
 
 
 def changed(status: Mapping[str, Any], status_in: Mapping[str, Any]) -> dict[str, Any]:

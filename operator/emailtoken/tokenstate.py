@@ -78,8 +78,8 @@ class TokenState:
     warned: frozenset[str] = frozenset()
     #: the MailLogin condition of the last login probe (spec.loginProbe); None: none since start
     login: Condition | None = None
-    #: the status this process last wrote, and the resourceVersion of the body it was computed
-    #: from: a body still at that version predates the write, so the write is the newer truth
+    #: the status fields this process wrote since the body's resourceVersion it computed them from:
+    #: a body still at that version predates the writes, which are the newer truth (report.known_status)
     status_written: tuple[str, Mapping[str, Any]] | None = field(default=None, repr=False)
 
     def valid_at(self, now: datetime) -> bool:

@@ -11,6 +11,7 @@ from emailtoken.report import (
     Findings,
     Links,
     Report,
+    after_write,
     announced,
     changed,
     first_authorization,
@@ -86,6 +87,18 @@ def test_known_status_prefers_our_write_over_the_body_it_was_computed_from() -> 
     assert known_status(echoed, written) == echoed["status"]
     assert known_status(stale, None) == {"refreshFailures": 0}
     assert known_status({"status": {"phase": "Ready"}}, ("", {"phase": "Failed"})) == {"phase": "Ready"}
+
+
+def test_writes_on_the_same_stale_body_add_up_and_an_echo_starts_over() -> None:
+    """Only the written fields are kept (the body has the rest), and two writes computed from the
+    same old body both count; a newer body starts over."""
+    stale = {"metadata": {"resourceVersion": "41"}, "status": {"phase": "Ready", "refreshFailures": 0}}
+    first = after_write(stale, None, {"refreshFailures": 1})
+    assert first == ("41", {"refreshFailures": 1})
+    second = after_write(stale, first, {"nextRefreshTime": "later"})
+    assert known_status(stale, second) == {"phase": "Ready", "refreshFailures": 1, "nextRefreshTime": "later"}
+    echoed = {"metadata": {"resourceVersion": "42"}, "status": {"phase": "Ready"}}
+    assert after_write(echoed, second, {"phase": "Failed"}) == ("42", {"phase": "Failed"})
 
 
 def test_a_refresh_is_announced_when_asked_for_after_a_spec_change_or_when_all_are() -> None:
