@@ -81,7 +81,6 @@ class DeviceSignIn:
         st.device = flow
         st.error = devicecode.issued(flow)
         st.failures = 0
-        report.events.append(("Normal", "DeviceCodeIssued", st.error.message))
-        st.last_warning = (st.error.reason, st.error.message)
+        self._setbacks.announce(st, report, ("Normal", "DeviceCodeIssued", st.error.message))
         st.attempt_at = devicecode.poll_at(flow, now)
         self._setbacks.shown(report, st, now)

@@ -216,7 +216,7 @@ class Engine:
         self._seen_consumers: dict[Key, tuple[str, PublishedToken | None]] = {}
         self._fence = Fence(self.config.may_act)
         self._calls = ProviderCalls(self._fence, self.observer, self.config.provider_threads)
-        self._setbacks = Setbacks(self.clock, failures.BAD_CONFIG_RETRY, self.rng)
+        self._setbacks = Setbacks(self.clock, self.rng)
         self._device_sign_in = DeviceSignIn(self._calls, self._setbacks)
         self._probes = loginprobe.Probes(self.config.mail_hosts)
         self._sa_tokens = satokens.ServiceAccountTokens()
@@ -565,8 +565,7 @@ class Engine:
         if self._setbacks.held_back(a.st, a.inputs, a.report, a.now, force=a.force):
             return False
         result = await self._calls.run(a.spec, "app_token", provider.acquire_app_token, a.spec, creds)
-        username = grants.published_account(a.spec, None, result)
-        a.st.unpublished = Unpublished(result, a.now, username, a.spec.fingerprint())
+        self._hold(a, None, result)
         return True
 
     async def _present(self, a: _Attempt, provider: Provider, creds: ClientCredentials, grant: Grant) -> bool:
@@ -598,8 +597,7 @@ class Engine:
     async def _redeem(self, a: _Attempt, provider: Provider, creds: ClientCredentials, grant: Grant) -> None:
         spec, st, now = a.spec, a.st, a.now
         result: TokenSet = await self._calls.run(spec, "refresh", provider.refresh, spec, creds, grant.refresh_token)
-        username = grants.published_account(spec, grant, result)
-        st.unpublished = Unpublished(result, now, username, spec.fingerprint())
+        self._hold(a, grant, result)
         st.grant_stated = advisories.stated_end(result, grant)
         successor = grants.successor(grant, spec, result, now)
         if successor is not None:
@@ -619,10 +617,15 @@ class Engine:
 
     # -- the device authorization grant --------------------------------------------------------
 
-    async def _store_sign_in(self, a: _Attempt, grant: Grant, result: TokenSet) -> None:
-        """An approved device-code sign-in: hold its access token and store its grant first."""
+    @staticmethod
+    def _hold(a: _Attempt, grant: Grant | None, result: TokenSet) -> None:
+        """Keep an access token to publish, under the account the consumer Secret names."""
         username = grants.published_account(a.spec, grant, result)
         a.st.unpublished = Unpublished(result, a.now, username, a.spec.fingerprint())
+
+    async def _store_sign_in(self, a: _Attempt, grant: Grant, result: TokenSet) -> None:
+        """An approved device-code sign-in: hold its access token and store its grant first."""
+        self._hold(a, grant, result)
         a.st.rotation = Rotation(successor=grant, spent=None)
         a.writing_grant("grant")
         await self._persist(a.token, a.st)

@@ -171,9 +171,7 @@ DEVICE_EXPIRED = Failure(
 )
 
 
-def retry_delay(
-    failure: Failure, failures: int, *, bad_config_retry: timedelta, rng: random.Random | None = None
-) -> timedelta | None:
+def retry_delay(failure: Failure, failures: int, *, rng: random.Random | None = None) -> timedelta | None:
     """How long after the ``failures``-th failure in a row to try again; None: only once a person acts."""
     kind = failure.kind
     if kind is ErrorKind.TRANSIENT:
@@ -181,7 +179,7 @@ def retry_delay(
     if kind is ErrorKind.INVALID_CLIENT:
         return invalid_client_backoff(failures, rng=rng)
     if kind is ErrorKind.BAD_CONFIG:
-        return bad_config_retry
+        return BAD_CONFIG_RETRY
     if kind is ErrorKind.PERMISSION_DENIED:
         return backoff(failures, base=PERMISSION_RETRY_BASE, cap=PERMISSION_RETRY_CAP, rng=rng)
     return None  # a person must act; the grant Secret's change wakes the token
@@ -193,13 +191,12 @@ def after(
     last_warning: tuple[str, str] | None,
     now: datetime,
     *,
-    bad_config_retry: timedelta,
     rng: random.Random | None = None,
 ) -> Verdict:
     """The ``failures``-th failure in a row: when to retry, and a Warning Event when the failure is
     new or its count a power of two (a long outage warns ever more rarely). A bad configuration
     (a Secret conflict, a missing Secret) stands until a person acts: it warns once, until it changes."""
-    delay = retry_delay(failure, failures, bad_config_retry=bad_config_retry, rng=rng)
+    delay = retry_delay(failure, failures, rng=rng)
     if failure.kind is ErrorKind.BAD_CONFIG:
         return Verdict(now + delay if delay is not None else None, standing_event(failure, last_warning))
     event = None

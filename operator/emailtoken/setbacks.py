@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from emailtoken import failures
 from emailtoken.failures import Failure, Refusal
@@ -23,9 +23,8 @@ from emailtoken.tokenstate import TokenState
 class Setbacks:
     """Applies failures to token state; ``clock`` dates a retry after a slow call, not before it."""
 
-    def __init__(self, clock: Callable[[], datetime], bad_config_retry: timedelta, rng: random.Random) -> None:
+    def __init__(self, clock: Callable[[], datetime], rng: random.Random) -> None:
         self._clock = clock
-        self._bad_config_retry = bad_config_retry
         self._rng = rng
 
     def fail(self, st: TokenState, failure: Failure, report: Report, now: datetime) -> None:
@@ -34,9 +33,7 @@ class Setbacks:
         report.outcome = failure.reason
         st.failures += 1
         st.error = failure
-        verdict = failures.after(
-            failure, st.failures, st.last_warning, now, bad_config_retry=self._bad_config_retry, rng=self._rng
-        )
+        verdict = failures.after(failure, st.failures, st.last_warning, now, rng=self._rng)
         st.attempt_at = verdict.retry_at
         self.shown(report, st, now)
         self.announce(st, report, verdict.event)

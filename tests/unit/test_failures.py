@@ -29,7 +29,7 @@ SPEC = parse_spec(
 
 
 def after(failure: Failure, count: int, last: tuple[str, str] | None = None) -> failures.Verdict:
-    return failures.after(failure, count, last, NOW, bad_config_retry=TEN_MIN, rng=random.Random(7))
+    return failures.after(failure, count, last, NOW, rng=random.Random(7))
 
 
 @pytest.mark.parametrize(

@@ -23,7 +23,7 @@ DOWN = Failure(ErrorKind.TRANSIENT, "down", retry_after=60.0)
 
 
 def setbacks() -> Setbacks:
-    return Setbacks(lambda: LATER, timedelta(minutes=10), random.Random(1))
+    return Setbacks(lambda: LATER, random.Random(1))
 
 
 def test_a_failure_is_counted_retried_after_the_slow_call_and_warned_once() -> None:
