@@ -13,8 +13,7 @@ import asyncio
 from aiohttp import web
 
 from emailtoken.callback import pages, pkce
-from emailtoken.callback.csrf import COOKIE, FIELD, same_origin
-from emailtoken.callback.responses import html, log, refusal, served, services
+from emailtoken.callback.responses import csrf_token, html_page, log, posted_form, refusal, served, services
 from emailtoken.callback.signin import SignInRefused, api_refused, authorization_url, existing_token, load_token
 from emailtoken.callback.tokens import CALLBACK_FLOWS, TokenRow, row_of, rows_of
 from emailtoken.callback.tokenwrite import editable
@@ -29,27 +28,11 @@ NOTICES = {
 }
 
 
-def _csrf(request: web.Request) -> tuple[str, str | None]:
-    """(form token, new cookie value or None when the browser's cookie is reused)."""
-    guard = services(request).csrf
-    cookie = request.cookies.get(COOKIE)
-    new = None
-    if not cookie or len(cookie) > 64:
-        cookie = new = guard.new_cookie()
-    return guard.token_for(cookie), new
-
-
-def _with_cookie(response: web.Response, cookie: str | None) -> web.Response:
-    if cookie:
-        response.set_cookie(COOKIE, cookie, httponly=True, samesite="Strict", path="/")
-    return response
-
-
 @routes.get("/")
 async def index(request: web.Request) -> web.Response:
     """Every EmailToken this service can see, with its state and a sign-in button."""
     svc = services(request)
-    token, cookie = _csrf(request)
+    token, _ = csrf_token(request)
     error = None
     objects: list[dict[str, object]] = []
     try:
@@ -72,7 +55,7 @@ async def index(request: web.Request) -> web.Response:
         error=error,
         editable=mine,
     )
-    return _with_cookie(html(page, 503 if error else 200), cookie)
+    return html_page(request, page, 503 if error else 200)
 
 
 async def _row(request: web.Request, namespace: str, name: str) -> TokenRow:
@@ -89,10 +72,10 @@ async def confirm(request: web.Request) -> web.Response:
         row = await _row(request, namespace, name)
     except SignInRefused as exc:
         return refusal(request, exc, what=f"confirm page for {namespace}/{name}", admin_link=False)
-    token, cookie = _csrf(request)
+    token, _ = csrf_token(request)
     notice = NOTICES.get(next(iter(request.query), ""), "")
     page = pages.confirm(row, redirect_uri=svc.config.redirect_uri, csrf_token=token, now=svc.now(), notice=notice)
-    return _with_cookie(html(page), cookie)
+    return html_page(request, page)
 
 
 @routes.post("/tokens/{namespace}/{name}/authorize")
@@ -101,15 +84,9 @@ async def start(request: web.Request) -> web.Response:
     svc = services(request)
     namespace, name = request.match_info["namespace"], request.match_info["name"]
     what = f"sign-in for {namespace}/{name}"
-    own_origin = f"{request.scheme}://{request.host}"
-    form = await request.post()
-    field = form.get(FIELD)
-    if not same_origin(request.headers, own_origin) or not svc.csrf.check(
-        request.cookies.get(COOKIE), field if isinstance(field, str) else None
-    ):
-        exc = SignInRefused(
-            "CsrfFailed", "the request did not come from this admin page (missing or stale form token)", status=403
-        )
+    try:
+        await posted_form(request)
+    except SignInRefused as exc:
         return refusal(request, exc, what=what, admin_link=False)
     try:
         served(request, namespace)

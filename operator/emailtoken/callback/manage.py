@@ -21,9 +21,8 @@ from multidict import MultiDictProxy
 
 from emailtoken.api import consumer_secret_name
 from emailtoken.callback import formpages, tokenform
-from emailtoken.callback.csrf import COOKIE, FIELD, same_origin
 from emailtoken.callback.formpages import FormContext
-from emailtoken.callback.responses import html, log, refusal, served, services
+from emailtoken.callback.responses import csrf_token, html_page, log, posted_form, refusal, served, services
 from emailtoken.callback.signin import SignInRefused, api_refused, existing_token
 from emailtoken.callback.tokenform import Checked, Credential, TokenForm
 from emailtoken.callback.tokenwrite import FieldRefused, TokenWriter, editable, gitops_owner
@@ -34,34 +33,11 @@ NOT_SAVED = "Nothing was changed"
 Form = MultiDictProxy[Any]
 
 
-_CSRF = "emailtoken.csrf"  # request key: one form token (and new cookie) per request
-
-
-def _csrf_token(request: web.Request) -> tuple[str, str | None]:
-    """(form token, new cookie value or None when the browser's cookie is reused), once per request."""
-    if _CSRF not in request:
-        guard = services(request).csrf
-        cookie = request.cookies.get(COOKIE)
-        new = None
-        if not cookie or len(cookie) > 64:
-            cookie = new = guard.new_cookie()
-        request[_CSRF] = (guard.token_for(cookie), new)
-    return request[_CSRF]
-
-
-def _page(request: web.Request, text: str, status: int = 200) -> web.Response:
-    response = html(text, status)
-    _, cookie = _csrf_token(request)
-    if cookie:  # the token in the page was made for this new cookie
-        response.set_cookie(COOKIE, cookie, httponly=True, samesite="Strict", path="/")
-    return response
-
-
 def _context(
     request: web.Request, *, editing: tuple[str, str] | None = None, manage: bool | None = None
 ) -> FormContext:
     svc = services(request)
-    token, _ = _csrf_token(request)
+    token, _ = csrf_token(request)
     return FormContext(
         csrf_token=token,
         namespaces=svc.config.namespaces,
@@ -69,20 +45,6 @@ def _context(
         manage=svc.config.manage_tokens if manage is None else manage,
         editing=editing,
     )
-
-
-async def _posted(request: web.Request) -> Form:
-    """The form, once the request proved it comes from this page (CSRF) -- else a refusal."""
-    form = await request.post()
-    field = form.get(FIELD)
-    own_origin = f"{request.scheme}://{request.host}"
-    if not same_origin(request.headers, own_origin) or not services(request).csrf.check(
-        request.cookies.get(COOKIE), field if isinstance(field, str) else None
-    ):
-        raise SignInRefused(
-            "CsrfFailed", "the request did not come from this admin page (missing or stale form token)", status=403
-        )
-    return form
 
 
 def _writes_enabled(request: web.Request) -> None:
@@ -124,14 +86,14 @@ async def new_form(request: web.Request) -> web.Response:
     """The empty form, endpoints prefilled for the chosen provider."""
     namespaces = services(request).config.namespaces
     form = tokenform.new_form(request.query.get("provider", "Microsoft"), namespaces[0] if namespaces else "")
-    return _page(request, formpages.token_form_page(None, form, _context(request)))
+    return html_page(request, formpages.token_form_page(None, form, _context(request)))
 
 
 @routes.post("/new")
 async def submit_new(request: web.Request) -> web.Response:
     """Check, download, or Create now (then straight to "Get Email Token")."""
     try:
-        form = await _posted(request)
+        form = await posted_form(request)
         action = form.get("action")
         if action == "create":
             _writes_enabled(request)
@@ -146,7 +108,7 @@ async def submit_new(request: web.Request) -> web.Response:
             page = formpages.token_form_page(
                 checked, token_form, _context(request), secret_given=bool(credential.value)
             )
-            return _page(request, page, status)
+            return html_page(request, page, status)
         if action == "download":
             return _download(checked)
         return await _create(request, checked, credential)
@@ -163,7 +125,7 @@ def _refused_form(
         page = formpages.token_form_page(checked, checked.form, ctx, secret_given=secret_given)
     else:
         page = formpages.token_form_page(checked, checked.form, ctx, notice=exc.message)
-    return _page(request, page, exc.status)
+    return html_page(request, page, exc.status)
 
 
 async def _create(request: web.Request, checked: Checked, credential: Credential) -> web.Response:
@@ -206,7 +168,7 @@ async def edit_form(request: web.Request) -> web.Response:
     page = formpages.token_form_page(
         None, tokenform.form_of_object(obj), ctx, notice="" if can else _why_not_editable(obj)
     )
-    return _page(request, page)
+    return html_page(request, page)
 
 
 @routes.post("/tokens/{namespace}/{name}/edit")
@@ -214,7 +176,7 @@ async def submit_edit(request: web.Request) -> web.Response:
     """Check, download or Save an edit (name, namespace and provider stay)."""
     try:
         _writes_enabled(request)
-        form = await _posted(request)
+        form = await posted_form(request)
         namespace, name, obj = await _existing(request)
         writer = TokenWriter(services(request).api)
         action = form.get("action")
@@ -232,7 +194,7 @@ async def submit_edit(request: web.Request) -> web.Response:
     ctx = _context(request, editing=(namespace, name), manage=editable(obj))
     if not checked.ok or action not in ("save", "download"):
         page = formpages.token_form_page(checked, token_form, ctx, secret_given=bool(credential.value))
-        return _page(request, page, 200 if checked.ok else 422)
+        return html_page(request, page, 200 if checked.ok else 422)
     if action == "download":
         return _download(checked)
     try:
@@ -261,7 +223,7 @@ async def delete_confirm(request: web.Request) -> web.Response:
         credential_secret = await _owned_credential_secret(request, form, obj)
     except SignInRefused as exc:
         return refusal(request, exc, what="delete confirmation", title=NOT_SAVED)
-    token, _ = _csrf_token(request)
+    token, _ = csrf_token(request)
     page = formpages.delete_page(
         namespace,
         name,
@@ -269,7 +231,7 @@ async def delete_confirm(request: web.Request) -> web.Response:
         credential_secret=credential_secret,
         csrf_token=token,
     )
-    return _page(request, page)
+    return html_page(request, page)
 
 
 async def _owned_credential_secret(request: web.Request, form: TokenForm, obj: Mapping[str, Any]) -> str | None:
@@ -288,10 +250,10 @@ async def delete(request: web.Request) -> web.Response:
     """Delete a token this page created (its Secrets follow through owner references)."""
     try:
         _writes_enabled(request)
-        await _posted(request)
+        await posted_form(request)
         namespace, name, obj = await _existing(request)
         await TokenWriter(services(request).api).delete(obj)
     except SignInRefused as exc:
         return refusal(request, exc, what="delete of an EmailToken", title=NOT_SAVED)
     log.info("EmailToken %s/%s deleted on the admin page", namespace, name)
-    return _page(request, formpages.done_page("EmailToken deleted", f"EmailToken {namespace}/{name} was deleted."))
+    return html_page(request, formpages.done_page("EmailToken deleted", f"EmailToken {namespace}/{name} was deleted."))
