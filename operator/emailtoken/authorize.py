@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import parse_qs, urlsplit
 
-from emailtoken import endpoints
+from emailtoken import cliflags, endpoints
 from emailtoken.callback import pages, pkce
 from emailtoken.callback.signin import SignInRefused, SignInResult, authorization_url, complete, load_token
 from emailtoken.model import EmailTokenSpec, TokenRef
@@ -63,30 +63,20 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         default="127.0.0.1",
         help="host name in the redirect URI, as registered at the provider (default 127.0.0.1)",
     )
-    p.add_argument("--ca-bundle", metavar="PATH", help="CA bundle for the identity provider (private CAs)")
+    cliflags.add_ca_bundle(p)
     endpoints.add_argument(p)
     p.add_argument("--timeout", type=float, default=300, help="seconds to wait for the sign-in (default 300)")
     p.set_defaults(func=run)
 
 
-def _target(text: str) -> tuple[str, str]:
+def _target(text: str, default_namespace: str) -> tuple[str, str]:
     if "/" in text:
         namespace, _, name = text.partition("/")
     else:
-        namespace, name = _context_namespace(), text
+        namespace, name = default_namespace, text
     if not namespace or not name or "/" in name:
         raise AuthorizeError(f"{text!r} is not NAMESPACE/NAME")
     return namespace, name
-
-
-def _context_namespace() -> str:
-    import kubernetes
-
-    try:
-        _, current = kubernetes.config.list_kube_config_contexts()
-    except (kubernetes.config.ConfigException, OSError):
-        return "default"
-    return str((current or {}).get("context", {}).get("namespace") or "default")
 
 
 @dataclass
@@ -183,11 +173,11 @@ def _load_target(target: str) -> tuple[object, TokenRef, EmailTokenSpec]:
     from emailtoken.callback.kubeapi import CallbackApi
     from emailtoken.kube import load_config
 
-    namespace, name = _target(target)
     try:
-        load_config()
+        creds = load_config(in_cluster_first=False)  # a laptop command: kubectl's order
     except Exception as exc:  # the kubernetes client raises several types for a bad kubeconfig
         raise AuthorizeError(f"no usable kubeconfig: {exc}") from None
+    namespace, name = _target(target, creds.namespace or "default")
     api = CallbackApi()  # reads one EmailToken and writes its grant, as the callback does
     token, spec = asyncio.run(load_token(api, namespace, name, flows=FLOWS))
     if spec.federated_credential is not None:  # only the operator and the callback authenticate such a client

@@ -36,7 +36,6 @@ from emailtoken.timefmt import utcnow
 #: hiccups. Its code is already spent, so giving up loses the sign-in; bounded by time, not by a
 #: count, so that a burst of relabelling (a policy engine, a backup tool) cannot exhaust it.
 GRANT_WRITE_PATIENCE = 10.0
-#: Grant Secret annotation: ids of completed callback sign-ins -> their states' expiry (JSON).
 #: More completed sign-ins of one token within one state TTL than this is not a person at work.
 MAX_RECORDED_SIGN_INS = 32
 log = logging.getLogger("emailtoken.callback")
