@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import lupa.lua51 as lupa
 import pytest
 import yaml
 
@@ -146,7 +147,6 @@ SANDBOX_GLOBALS = (
 
 @pytest.fixture(scope="module")
 def argo_health() -> Any:
-    lupa = pytest.importorskip("lupa.lua51", reason="PyPI lupa (a Lua runtime) is not installed")
     runtime = lupa.LuaRuntime(unpack_returned_tuples=True)
     script = LUA_SCRIPT.read_text(encoding="utf-8")
     runner = runtime.execute(
