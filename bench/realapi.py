@@ -231,8 +231,9 @@ class RealApi:
     # -- tracks -------------------------------------------------------------------------
 
     def _follow(self, path: str) -> None:
-        """List, then watch ``path`` for good (relist on 410 Gone or a broken stream)."""
-        http = self.plane.session()
+        """List, then watch ``path`` for good (relist on 410 Gone or a broken stream); the harness's
+        own requests, so that a relist is not counted as the subject's."""
+        http = self.session()
         version = ""
         while not self._stop.is_set():
             try:

@@ -62,6 +62,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--rate", type=int, default=200, help="samples per second")
     args, rest = p.parse_known_args(argv)
+    if not (Path(sys.executable).parent / "py-spy").exists():
+        sys.exit("bench.spy needs py-spy: .venv/bin/python -m pip install -e '.[bench]'")
     work = args.out / "work"
     command = [sys.executable, "-m", "bench.run", "--n", str(args.n), "--runs", "1", "--subjects", args.subject]
     command += ["--workdir", str(work), "--out", str(args.out / "result.json"), *rest]
