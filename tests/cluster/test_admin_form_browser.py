@@ -230,17 +230,7 @@ def _callback_identity(cluster: ControlPlane, admin: ApiClient, namespace: str) 
         "serviceaccounts", namespace, {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "cb"}}
     )
     rules = rbac.rules("callback", all_namespaces=False, peering=False, manage_tokens=True)
-    base = f"{cluster.url}/apis/rbac.authorization.k8s.io/v1/namespaces/{namespace}"
-    role = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": {"name": "cb"}, "rules": rules}
-    admin.http.post(f"{base}/roles", json=role, timeout=10).raise_for_status()
-    binding = {
-        "apiVersion": "rbac.authorization.k8s.io/v1",
-        "kind": "RoleBinding",
-        "metadata": {"name": "cb"},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "cb"},
-        "subjects": [{"kind": "ServiceAccount", "name": "cb", "namespace": namespace}],
-    }
-    admin.http.post(f"{base}/rolebindings", json=binding, timeout=10).raise_for_status()
+    admin.bind_role(namespace, "cb", rules, (namespace, "cb"))
     return cluster.service_account_kubeconfig(namespace, "cb")
 
 

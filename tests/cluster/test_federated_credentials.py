@@ -41,7 +41,6 @@ AUDIENCE = "api://AzureADTokenExchange"
 SCOPE = "https://outlook.office365.com/.default"
 OPERATOR_SA = "emailtoken-operator"
 MAILBOX = "shared@contoso.com"
-RBAC_V1 = "rbac.authorization.k8s.io/v1"
 
 
 @pytest.fixture(scope="module")
@@ -286,17 +285,7 @@ async def test_the_callback_redeems_codes_with_its_own_pods_token(
 def grant_rules(admin: ApiClient, namespace: str, rules: list[dict[str, Any]], subject: tuple[str, str]) -> None:
     """A Role with exactly ``rules`` in ``namespace``, bound to the ServiceAccount ``subject``
     (namespace, name): what the chart grants in each watched namespace."""
-    name = f"{subject[1]}-{uuid.uuid4().hex[:6]}"
-    meta = {"name": name}
-    admin.create("roles", namespace, {"apiVersion": RBAC_V1, "kind": "Role", "metadata": meta, "rules": rules})
-    binding = {
-        "apiVersion": RBAC_V1,
-        "kind": "RoleBinding",
-        "metadata": meta,
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
-        "subjects": [{"kind": "ServiceAccount", "namespace": subject[0], "name": subject[1]}],
-    }
-    admin.create("rolebindings", namespace, binding)
+    admin.bind_role(namespace, f"{subject[1]}-{uuid.uuid4().hex[:6]}", rules, subject)
 
 
 def component_rules(component: rbac.Component, *, leader_election: bool = False) -> list[dict[str, Any]]:

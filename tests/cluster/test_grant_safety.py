@@ -391,19 +391,8 @@ def operator_service_account(cluster: ControlPlane, admin: ApiClient, ns: str) -
         p.rule()
         for p in rbac.permissions(rbac.Component.OPERATOR, all_namespaces=False, peering=False, leader_election=True)
     ]
+    admin.bind_role(ns, "op", rules, (ns, "op"))
     role = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": {"name": "op"}, "rules": rules}
-    admin.create("roles", ns, role)
-    admin.create(
-        "rolebindings",
-        ns,
-        {
-            "apiVersion": "rbac.authorization.k8s.io/v1",
-            "kind": "RoleBinding",
-            "metadata": {"name": "op"},
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "op"},
-            "subjects": [{"kind": "ServiceAccount", "name": "op", "namespace": ns}],
-        },
-    )
     return role, cluster.service_account_kubeconfig(ns, "op")
 
 

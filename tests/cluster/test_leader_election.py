@@ -72,26 +72,6 @@ def _short_tokens(provider: DevProviderThread) -> Iterator[None]:
     yield from provider_reset(provider, LIFETIME)
 
 
-def role(admin: ApiClient, namespace: str, name: str, rules: list[dict[str, Any]], account: tuple[str, str]) -> None:
-    """A Role with ``rules`` bound to the ServiceAccount ``account`` (namespace, name)."""
-    admin.create(
-        "roles",
-        namespace,
-        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": {"name": name}, "rules": rules},
-    )
-    admin.create(
-        "rolebindings",
-        namespace,
-        {
-            "apiVersion": "rbac.authorization.k8s.io/v1",
-            "kind": "RoleBinding",
-            "metadata": {"name": name},
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
-            "subjects": [{"kind": "ServiceAccount", "namespace": account[0], "name": account[1]}],
-        },
-    )
-
-
 def operator_account(
     cluster: ControlPlane, admin: ApiClient, release: str, watched: list[str], *, lease_rules: bool = True
 ) -> Path:
@@ -102,10 +82,10 @@ def operator_account(
     )
     rules = rbac.rules(rbac.Component.OPERATOR, all_namespaces=False, peering=False)
     for namespace in watched:
-        role(admin, namespace, "emailtoken-operator", rules, account)
+        admin.bind_role(namespace, "emailtoken-operator", rules, account)
     if lease_rules:
         lease = rbac.release_namespace_rules(rbac.Component.OPERATOR, leader_election=True)
-        role(admin, release, "emailtoken-operator-leader-election", lease, account)
+        admin.bind_role(release, "emailtoken-operator-leader-election", lease, account)
     return cluster.service_account_kubeconfig(*account)
 
 
@@ -252,12 +232,12 @@ def test_a_missing_lease_permission_is_named_and_fixing_it_needs_no_restart(
 
     account = (release, "emailtoken-operator")
     rules = [{"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["get"]}]
-    role(admin, release, "lease-get-only", rules, account)
+    admin.bind_role(release, "lease-get-only", rules, account)
     op.wait_log('cannot create resource "leases"', timeout=30)
     assert 'cannot create resource "leases"' in readyz(port)[1]
 
     lease = rbac.release_namespace_rules(rbac.Component.OPERATOR, leader_election=True)
-    role(admin, release, "emailtoken-operator-leader-election", lease, account)
+    admin.bind_role(release, "emailtoken-operator-leader-election", lease, account)
     op.wait_log("emailtoken operator started", timeout=30)
     assert "the API server answers again (was: Forbidden)" in op.log
     assert lease_holder(admin, release) == leader_identity(op) != ""

@@ -148,26 +148,8 @@ async def test_a_callback_that_may_not_write_the_grant_names_the_missing_permiss
     admin.create(
         "serviceaccounts", namespace, {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": account}}
     )
-    admin.create(
-        "roles",
-        namespace,
-        {
-            "apiVersion": "rbac.authorization.k8s.io/v1",
-            "kind": "Role",
-            "metadata": {"name": account},
-            "rules": [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]}],
-        },
-    )
-    admin.create(
-        "rolebindings",
-        namespace,
-        {
-            "apiVersion": "rbac.authorization.k8s.io/v1",
-            "kind": "RoleBinding",
-            "metadata": {"name": account},
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": account},
-            "subjects": [{"kind": "ServiceAccount", "namespace": namespace, "name": account}],
-        },
+    admin.bind_role(
+        namespace, account, [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]}], (namespace, account)
     )
     # A real owner: the grant Secret is owned by its EmailToken, and the garbage collector deletes
     # a Secret whose owner does not exist.

@@ -70,6 +70,22 @@ class ApiClient:
         r.raise_for_status()
         return r.json().get("items") or []
 
+    def bind_role(self, namespace: str, name: str, rules: list[dict[str, Any]], account: tuple[str, str]) -> None:
+        """A Role ``name`` with exactly ``rules`` in ``namespace``, bound to the ServiceAccount
+        ``account`` (namespace, name): what the chart grants a component in a watched namespace."""
+        rbac_v1 = "rbac.authorization.k8s.io/v1"
+        self.create(
+            "roles", namespace, {"apiVersion": rbac_v1, "kind": "Role", "metadata": {"name": name}, "rules": rules}
+        )
+        binding = {
+            "apiVersion": rbac_v1,
+            "kind": "RoleBinding",
+            "metadata": {"name": name},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+            "subjects": [{"kind": "ServiceAccount", "namespace": account[0], "name": account[1]}],
+        }
+        self.create("rolebindings", namespace, binding)
+
     def create(self, kind: str, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
         body = json.loads(json.dumps(body))
         meta = body.setdefault("metadata", {})
