@@ -100,8 +100,13 @@ def _google_web_login(ctx: Context) -> Diagnosis:
     )
 
 
+def _enable(ctx: Context) -> str:
+    """The Set-CASMailbox line that turns the login's protocol on for the mailbox."""
+    switch = {"pop3": "-PopEnabled $true", "smtp": "-SmtpClientAuthenticationDisabled $false"}
+    return f"Set-CASMailbox -Identity {ctx.ps_box} {switch.get(ctx.protocol, '-ImapEnabled $true')}"
+
+
 def _not_connected(ctx: Context) -> Diagnosis:
-    switch = "-PopEnabled" if ctx.protocol == "pop3" else "-ImapEnabled"
     return Diagnosis(
         "MailboxNotConnected",
         "the token was accepted but the mailbox cannot be opened: the app lacks mailbox permission "
@@ -110,7 +115,7 @@ def _not_connected(ctx: Context) -> Diagnosis:
         "$true); an app-only service principal registered with the wrong object ID ends here too",
         (
             f"Add-MailboxPermission -Identity {ctx.ps_box} -User {SP_OBJECT_ID} -AccessRights FullAccess",
-            f"Set-CASMailbox -Identity {ctx.ps_box} {switch} $true",
+            _enable(ctx),
         ),
     )
 
@@ -165,7 +170,7 @@ def _microsoft_rejected(ctx: Context) -> Diagnosis:
             meaning,
             (
                 "kubectl get secret <token> -o jsonpath='{.data.scope}' | base64 -d   # the scopes the token has",
-                f"Set-CASMailbox -Identity {ctx.ps_box} -{'Pop' if ctx.protocol == 'pop3' else 'Imap'}Enabled $true",
+                _enable(ctx),
             ),
         )
     return Diagnosis(

@@ -56,6 +56,8 @@ PERMISSION_FIX = f"Add-MailboxPermission -Identity {QBOX} -User <object ID of th
          "kubectl emailtoken status"),
         ("[ALERT] IMAP access is disabled for your domain.", "", USER, "ProtocolDisabled", "allow IMAP"),
         ("NO token expired", "", USER, "TokenExpired", "kubectl emailtoken status"),
+        ("535 5.7.3 Authentication unsuccessful", "", Context("smtp", BOX, app_only=False), "TokenRejected",
+         f"Set-CASMailbox -Identity {QBOX} -SmtpClientAuthenticationDisabled $false"),
         ("[UNAVAILABLE] Temporary authentication failure.", "", USER, "ServerUnavailable", None),
         ("AUTHENTICATE failed", {"status": "401"}, USER, "TokenRejected", "-ImapEnabled"),
         ("[AUTHENTICATIONFAILED] Authentication failed.", {"status": "403", "scope": "x"}, USER,
