@@ -87,11 +87,25 @@ def _add_run(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.set_defaults(func=_run)
 
 
+#: What ``run --peering`` answers: the flag is gone, and why.
+PEERING_REMOVED = (
+    "emailtoken run: --peering was removed: kopf peering no longer pauses anything (kopf watches no "
+    "resource); leader election (--leader-election, on by default) keeps a second operator from writing"
+)
+
+
+class _PeeringRemoved(argparse.Action):
+    """``--peering NAME`` from an old command line: exit 2 with :data:`PEERING_REMOVED`."""
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: object) -> None:
+        parser.exit(2, PEERING_REMOVED + "\n")
+
+
 def _add_leadership_args(p: argparse.ArgumentParser) -> None:
-    """kopf peering and the Lease."""
-    peer = p.add_mutually_exclusive_group()
-    peer.add_argument("--peering", metavar="NAME", help="kopf peering object name (needs the kopf.dev CRDs)")
-    peer.add_argument("--standalone", action="store_true", help="no peering (the default)")
+    """The Lease; and the removed kopf peering flags, hidden, for old command lines."""
+    p.add_argument("--peering", action=_PeeringRemoved, metavar="NAME", help=argparse.SUPPRESS)
+    # the old default: accepted and ignored, so that an old command line still starts
+    p.add_argument("--standalone", action="store_true", help=argparse.SUPPRESS)
     p.add_argument(
         "--leader-election",
         action=argparse.BooleanOptionalAction,
@@ -193,7 +207,6 @@ def config_from_args(args: argparse.Namespace) -> OperatorConfig:
         routine_events=args.refresh_events == "all",
         health_port=args.health_port or None,
         metrics_port=args.metrics_port or None,
-        peering=args.peering,
         leader_election=args.leader_election,
         lease_namespace=args.lease_namespace,
         lease_name=args.lease_name,

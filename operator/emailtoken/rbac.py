@@ -10,9 +10,7 @@ Scopes
 ------
 ``NAMESPACED`` rows are granted by a Role (+RoleBinding) in each watched namespace when
 the chart's ``watchNamespaces`` is set, or by a ClusterRole when all namespaces are
-watched. ``PEERING_*`` rows are granted only with ``operator.peering.enabled``: kopf's
-``--peering NAME`` uses the namespaced ``kopfpeerings`` in namespace mode and the
-cluster-scoped ``clusterkopfpeerings`` in ``--all-namespaces`` mode.
+watched.
 ``RELEASE_NAMESPACE`` rows are granted by one Role (+RoleBinding) in the namespace the
 operator itself runs in (the Helm release namespace), whatever it watches, and only with
 ``operator.leaderElection.enabled``: that is where its Lease lives
@@ -54,15 +52,16 @@ trust External Secrets' controller holds for ``serviceAccountRef``.
 
 Deliberately not granted (the code must not need them):
 
-- ``get`` on ``emailtokens`` for the operator: kopf lists and watches them, and events
-  carry the whole object; reading one by name is the callback's (``CallbackApi.get_token``).
+- ``get`` on ``emailtokens`` for the operator: its own informer (``emailtoken.informer``)
+  lists and watches them, and events carry the whole object; reading one by name is the
+  callback's (``CallbackApi.get_token``).
 - ``watch`` on ``emailtokens`` for the callback: its admin page lists the tokens at each
   request and a sign-in reads the one it authorizes; nothing follows changes.
   A real API server runs both components with exactly these rules
   (tests/cluster/test_chart_install.py).
-- ``patch``/``update`` on ``emailtokens``: the operator's kopf handlers are
-  ``kopf.on.event`` only, so kopf adds no finalizer and no progress annotations; the
-  operator writes nothing but ``status`` (through ``/status``). GitOps sees no drift.
+- ``patch``/``update`` on ``emailtokens``: kopf handles no resource (the informer follows
+  the EmailTokens), so nothing adds a finalizer or progress annotations; the operator
+  writes nothing but ``status`` (through ``/status``). GitOps sees no drift.
 - ``emailtokens/finalizers``: the Secrets' ownerReferences set
   ``blockOwnerDeletion: false`` (``secretdata.owner_reference``), which admission
   (OwnerReferencesPermissionEnforcement) allows without that permission. The callback
@@ -78,7 +77,7 @@ Deliberately not granted (the code must not need them):
   ``settings.scanning.disabled = True`` at startup silences that warning.
 - ``coordination.k8s.io/leases`` in any namespace but the release namespace, and
   ``list``/``watch``/``delete``/``update`` on Leases anywhere (see above).
-- ``events.k8s.io``: kopf posts core ``v1`` Events (POST only, never PATCH).
+- ``events.k8s.io``: both components post core ``v1`` Events (POST only, never PATCH).
 - Any API access for mail-task pods: they mount the consumer Secret.
 """
 
@@ -92,7 +91,6 @@ from typing import Any
 
 from emailtoken.api import GROUP, PLURAL
 
-KOPF_GROUP = "kopf.dev"
 COORDINATION_GROUP = "coordination.k8s.io"
 
 
@@ -107,8 +105,6 @@ class Scope(enum.StrEnum):
     """Where a permission is granted (see the module docstring)."""
 
     NAMESPACED = "namespaced"
-    PEERING_NAMESPACED = "peeringNamespaced"
-    PEERING_CLUSTER = "peeringCluster"
     RELEASE_NAMESPACE = "releaseNamespace"
     TOKEN_WRITER = "tokenWriter"
     FEDERATION = "federation"
@@ -136,8 +132,8 @@ PERMISSIONS: dict[Component, tuple[Permission, ...]] = {
             resource=PLURAL,
             verbs=("list", "watch"),
             scope=Scope.NAMESPACED,
-            why="kopf.on.event lists and watches every EmailToken of the served namespaces "
-            "(handlers.token_event); the operator never reads one by name",
+            why="emailtoken.informer lists and watches every EmailToken of the served namespaces; "
+            "the operator never reads one by name",
         ),
         Permission(
             api_group=GROUP,
@@ -161,22 +157,8 @@ PERMISSIONS: dict[Component, tuple[Permission, ...]] = {
             resource="events",
             verbs=("create",),
             scope=Scope.NAMESPACED,
-            why="kopf.event / kopf.info|warn post core v1 Events (Authorized, Refreshed, "
+            why="emailtoken.events.EventPoster posts core v1 Events (Authorized, Refreshed, "
             "RefreshFailed, ReauthorizationRequired)",
-        ),
-        Permission(
-            api_group=KOPF_GROUP,
-            resource="kopfpeerings",
-            verbs=("get", "list", "watch", "patch"),
-            scope=Scope.PEERING_NAMESPACED,
-            why="kopf peering in namespace mode: watch the peers, patch our keep-alive into status",
-        ),
-        Permission(
-            api_group=KOPF_GROUP,
-            resource="clusterkopfpeerings",
-            verbs=("get", "list", "watch", "patch"),
-            scope=Scope.PEERING_CLUSTER,
-            why="kopf peering in --all-namespaces mode: watch the peers, patch our keep-alive",
         ),
         Permission(
             api_group=COORDINATION_GROUP,
@@ -249,7 +231,6 @@ def permissions(
     component: Component | str,
     *,
     all_namespaces: bool,
-    peering: bool,
     leader_election: bool = False,
     manage_tokens: bool = False,
     federation: bool = False,
@@ -258,11 +239,10 @@ def permissions(
 
     With ``leader_election`` the release-namespace rows are included; they are granted
     by their own Role (:func:`release_namespace_rules`), not by :func:`rules`. ``federation``:
-    the TokenRequest rows (chart ``providers.federatedCredential.enabled``).
+    the TokenRequest rows (chart ``providers.federatedCredential.enabled``). ``all_namespaces``
+    selects the same rows (the chart grants them by a ClusterRole instead of per-namespace Roles).
     """
     wanted = {Scope.NAMESPACED}
-    if peering and Component(component) is Component.OPERATOR:
-        wanted.add(Scope.PEERING_CLUSTER if all_namespaces else Scope.PEERING_NAMESPACED)
     if leader_election:
         wanted.add(Scope.RELEASE_NAMESPACE)
     if manage_tokens and Component(component) is Component.CALLBACK:
@@ -276,14 +256,11 @@ def rules(
     component: Component | str,
     *,
     all_namespaces: bool,
-    peering: bool,
     manage_tokens: bool = False,
     federation: bool = False,
 ) -> list[dict[str, list[str]]]:
     """The PolicyRules of a component's ClusterRole (all namespaces) or per-namespace Role."""
-    perms = permissions(
-        component, all_namespaces=all_namespaces, peering=peering, manage_tokens=manage_tokens, federation=federation
-    )
+    perms = permissions(component, all_namespaces=all_namespaces, manage_tokens=manage_tokens, federation=federation)
     return [p.rule() for p in perms]
 
 
@@ -301,7 +278,6 @@ def is_allowed(
     api_group: str = "",
     *,
     all_namespaces: bool = True,
-    peering: bool = False,
     leader_election: bool = False,
     manage_tokens: bool = False,
     federation: bool = False,
@@ -316,7 +292,6 @@ def is_allowed(
     granted = permissions(
         component,
         all_namespaces=all_namespaces,
-        peering=peering,
         leader_election=leader_election,
         manage_tokens=manage_tokens,
         federation=federation,

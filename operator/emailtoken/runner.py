@@ -33,8 +33,9 @@ def operator_kwargs(config: OperatorConfig, launch: Launch | None = None) -> dic
     return {
         "clusterwide": config.all_namespaces,
         "namespaces": list(config.namespaces),
-        "standalone": config.peering is None,
-        "peering_name": config.peering,
+        # kopf watches no resource (emailtoken.informer does), so its peering would pause
+        # nothing; the Lease (emailtoken.leader) keeps a second operator from writing
+        "standalone": True,
         "liveness_endpoint": f"http://0.0.0.0:{config.health_port}/healthz" if config.health_port else None,
         "memo": kopf.Memo(launch=launch or Launch(config=config)),
     }

@@ -43,7 +43,6 @@ class OperatorConfig:
     watch_timeout: int = 300
     health_port: int | None = 8080
     metrics_port: int | None = None
-    peering: str | None = None
     leader_election: bool = True
     lease_namespace: str = "default"
     lease_name: str = "emailtoken-operator"

@@ -403,7 +403,7 @@ def test_chart_with_default_values_installs_and_its_pods_pass_restricted_admissi
     fullname = f"{release}-emailtoken-operator"
     by_name = {o["metadata"]["name"]: o for o in of_kind(live, "ClusterRole")}
     for component, name in (("operator", fullname), ("callback", f"{fullname}-callback")):
-        assert by_name[name]["rules"] == rbac.rules(component, all_namespaces=True, peering=False)
+        assert by_name[name]["rules"] == rbac.rules(component, all_namespaces=True)
     # The controller manager turns each Deployment into a ReplicaSet and a Pod; the
     # namespace enforces the restricted Pod Security Standard, so a Pod exists only if
     # the chart's pod template passes it (there is no scheduler: the Pods stay Pending).
@@ -459,9 +459,9 @@ def test_chart_optional_objects_install(
     labels and the Grafana dashboard ConfigMap are accepted too; a second release leaves the
     CRD to the first (crds.enabled false).
 
-    Left out: the ServiceMonitor and PrometheusRule (need the Prometheus Operator's CRDs) and
-    the kopf peering objects (need kopf's CRDs); this control plane has neither, and without
-    its CRD even a server-side dry-run of such a kind is refused.
+    Left out: the ServiceMonitor and PrometheusRule (need the Prometheus Operator's CRDs); this
+    control plane has none, and without its CRD even a server-side dry-run of such a kind is
+    refused.
     """
     namespace = make_namespace("rel")
     label_namespace(admin, namespace, RESTRICTED)

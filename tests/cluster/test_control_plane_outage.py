@@ -57,7 +57,7 @@ ETCD_DOWN = 10.0
 #: (RETRY), a paused step's look again (1 s), the provider call and two writes; generous for a
 #: loaded 2-CPU machine.
 FRESH_BOUND = 15.0
-CHART_ARGS = ["--leader-election", "--lease-name", "emailtoken-operator", "--standalone"]
+CHART_ARGS = ["--leader-election", "--lease-name", "emailtoken-operator"]
 TIMINGS = ["--lease-duration", f"{LEASE:g}", "--provider-timeout", "5"]
 
 

@@ -1,7 +1,7 @@
 """Issue #14: leader election on a real API server, with the chart's settings and RBAC.
 
 Two replicas run with the chart's arguments (``--leader-election --lease-namespace
-<release namespace> --lease-name <name> --standalone``) and a 15 s Lease with a 5 s provider
+<release namespace> --lease-name <name>``) and a 15 s Lease with a 5 s provider
 timeout (the defaults, 30 s and 20 s, keep the same proportions and would only slow this) as a
 ServiceAccount holding exactly the chart's rules (``emailtoken.rbac``: the namespaced rows
 in each watched namespace, the Lease row in the release namespace). The local provider
@@ -80,7 +80,7 @@ def operator_account(
     admin.create(
         "serviceaccounts", release, {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": account[1]}}
     )
-    rules = rbac.rules(rbac.Component.OPERATOR, all_namespaces=False, peering=False)
+    rules = rbac.rules(rbac.Component.OPERATOR, all_namespaces=False)
     for namespace in watched:
         admin.bind_role(namespace, "emailtoken-operator", rules, account)
     if lease_rules:
@@ -94,7 +94,7 @@ def replica(
 ) -> tuple[OperatorProcess, int]:
     """One replica with the chart's leader-election args (and a metrics/probe port, as the chart has)."""
     port = free_port()
-    args = ["--leader-election", "--lease-namespace", release, "--lease-name", LEASE_NAME, "--standalone", *TIMINGS]
+    args = ["--leader-election", "--lease-namespace", release, "--lease-name", LEASE_NAME, *TIMINGS]
     op = start_operator(watched, extra_args=[*args, "--metrics-port", str(port)], name=name, wait=False, **kw)
     return op, port
 

@@ -60,7 +60,7 @@ def _no_faults_left(provider: DevProviderThread) -> Iterator[None]:
 
 
 def replica(start_operator: Callable[..., OperatorProcess], release: str, watched: list[str], name: str) -> Any:
-    args = ["--leader-election", "--lease-namespace", release, "--lease-name", LEASE_NAME, "--standalone"]
+    args = ["--leader-election", "--lease-namespace", release, "--lease-name", LEASE_NAME]
     timings = ["--lease-duration", str(LEASE), "--provider-timeout", str(PROVIDER_TIMEOUT)]
     return start_operator(watched, extra_args=[*args, *timings], name=name, wait=False)
 

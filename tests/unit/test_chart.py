@@ -80,11 +80,6 @@ SCENARIOS: dict[str, dict[str, Any]] = {
     "networkPolicyNoPeers": {"networkPolicy": {"enabled": True, "callbackFrom": []}},
     "serviceMonitor": {"operator": {"serviceMonitor": {"enabled": True, "labels": {"release": "prometheus"}}}},
     "watchNamespaces": {"watchNamespaces": ["mail", "billing"]},
-    "peering": {"operator": {"peering": {"enabled": True}}},
-    "peeringNamespaced": {
-        "watchNamespaces": ["mail"],
-        "operator": {"peering": {"enabled": True, "name": "mail-tokens"}},
-    },
     "pdb": {"callback": {"replicaCount": 2, **STATE_KEY}},
     "pdbOneReplica": {"callback": {"pdb": {"enabled": True}}},
     "pdbDisabled": {"callback": {"replicaCount": 2, "pdb": {"enabled": False}, **STATE_KEY}},
@@ -166,7 +161,6 @@ for _name in (
     "ingress",
     "networkPolicy",
     "serviceMonitor",
-    "peeringNamespaced",
     "pdb",
     "scheduling",
     "hotStandby",
@@ -177,7 +171,7 @@ for _name in (
 EVERYTHING["watchNamespaces"] = ["mail", "billing"]
 SCENARIOS["everything"] = EVERYTHING
 
-CRD_KINDS = {"ServiceMonitor", "PrometheusRule", "KopfPeering", "ClusterKopfPeering"}
+CRD_KINDS = {"ServiceMonitor", "PrometheusRule"}
 CRD_NAME = "emailtokens.emailtoken.io"
 LEASE_ROLE = f"{RELEASE}-leader-election"
 RESTRICTED_USER = 65532
@@ -275,6 +269,8 @@ def test_every_scenario_satisfies_the_schema(chart: helm_python.Chart) -> None:
         ({"operator": {"logFormat": "xml"}}, "logFormat"),
         ({"operator": {"replicaCount": 0}}, "replicaCount"),
         ({"operator": {"leaderElection": {"enabled": "yes"}}}, "enabled"),
+        # kopf peering was removed: an old values file says so instead of being half-applied
+        ({"operator": {"peering": {"enabled": True}}}, "peering"),
         ({"operator": {"logLevel": "verbose"}}, "logLevel"),
         ({"callback": {"logLevel": "trace"}}, "logLevel"),
         ({"callback": {"adminUrl": "localhost:8081"}}, "adminUrl"),
@@ -349,7 +345,8 @@ def check_crd_object_shape(obj: Obj) -> None:
             assert endpoint["port"] == "metrics" and endpoint["path"] == "/metrics"
             assert endpoint["interval"].endswith("s") and endpoint["scrapeTimeout"].endswith("s")
             assert endpoint["honorLabels"] is True  # the token series' own `namespace` label stays
-    elif obj["kind"] == "PrometheusRule":
+    else:
+        assert obj["kind"] == "PrometheusRule"
         assert obj["apiVersion"] == "monitoring.coreos.com/v1"
         for group in obj["spec"]["groups"]:
             assert set(group) == {"name", "rules"}
@@ -359,9 +356,6 @@ def check_crd_object_shape(obj: Obj) -> None:
                 assert re.fullmatch(r"\d+[smh]", rule["for"])
                 assert rule["labels"]["severity"] in {"warning", "critical"}
                 assert set(rule["annotations"]) == {"summary", "description"}
-    else:
-        assert obj["apiVersion"] == "kopf.dev/v1"
-        assert (obj["kind"] == "KopfPeering") == ("namespace" in obj["metadata"])
 
 
 def test_every_object_is_valid(scenario: tuple[str, dict[str, Any], list[Obj]]) -> None:
@@ -381,11 +375,11 @@ def test_names_are_unique_and_namespaced_correctly(scenario: tuple[str, dict[str
     watched = set(values.get("watchNamespaces") or [])
     for obj in objects:
         ns = obj["metadata"].get("namespace")
-        if obj["kind"] in {"ClusterRole", "ClusterRoleBinding", "ClusterKopfPeering", "CustomResourceDefinition"}:
+        if obj["kind"] in {"ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition"}:
             assert ns is None
         elif obj["kind"] in {"Role", "RoleBinding"} and obj["metadata"]["name"] == LEASE_ROLE:
             assert ns == NAMESPACE
-        elif obj["kind"] in {"Role", "RoleBinding", "KopfPeering"}:
+        elif obj["kind"] in {"Role", "RoleBinding"}:
             assert ns in watched
         else:
             assert ns == NAMESPACE
@@ -540,10 +534,7 @@ def test_operator_command_line(scenario: tuple[str, dict[str, Any], list[Obj]], 
     assert option_values(args, "--metrics-port") == ["9090"]
     assert option_values(args, "--log-format") == ["json"]
     assert option_values(args, "--log-level") == [v["operator"]["logLevel"]]
-    if v["operator"]["peering"]["enabled"]:
-        assert option_values(args, "--peering") == [v["operator"]["peering"]["name"]] and "--standalone" not in args
-    else:
-        assert "--standalone" in args and "--peering" not in args
+    assert "--peering" not in args and "--standalone" not in args
     expected_redirect = [v["callback"]["redirectBaseUrl"]] if v["callback"]["enabled"] else []
     assert option_values(args, "--redirect-base-url") == expected_redirect
     # status.authorizeUrl links to the admin page only where there is one.
@@ -563,7 +554,7 @@ def test_operator_command_line(scenario: tuple[str, dict[str, Any], list[Obj]], 
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
     assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
     env = container["env"]
-    assert {"name": "POD_ID", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}} in env
+    assert "POD_ID" not in {e["name"] for e in env}  # kopf's peering identity; no peering any more
     assert {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}} in env
     assert {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}} in env
 
@@ -771,23 +762,6 @@ def test_grafana_dashboard_queries_exported_metrics(chart: helm_python.Chart) ->
     assert configmap["metadata"]["namespace"] == "grafana"
 
 
-def test_peering_objects(chart: helm_python.Chart) -> None:
-    objects, _ = render(chart, SCENARIOS["peering"])
-    assert [(o["kind"], o["metadata"]["name"]) for o in objects if o["apiVersion"] == "kopf.dev/v1"] == [
-        ("ClusterKopfPeering", "emailtoken-operator")
-    ]
-    objects, _ = render(chart, SCENARIOS["peeringNamespaced"])
-    assert [
-        (o["kind"], o["metadata"]["namespace"], o["metadata"]["name"])
-        for o in objects
-        if o["apiVersion"] == "kopf.dev/v1"
-    ] == [("KopfPeering", "mail", "mail-tokens")]
-    objects, _ = render(chart, _merge(SCENARIOS["peering"], {"operator": {"peering": {"createObjects": False}}}))
-    assert not [o for o in objects if o["apiVersion"] == "kopf.dev/v1"]
-    objects, _ = render(chart, {})
-    assert not [o for o in objects if o["apiVersion"] == "kopf.dev/v1"]
-
-
 def test_scheduling_and_extras_reach_the_pod(chart: helm_python.Chart) -> None:
     objects, _ = render(chart, SCENARIOS["scheduling"])
     template = one(objects, "Deployment", "operator")["spec"]["template"]
@@ -947,7 +921,6 @@ def test_rendered_rules_equal_the_table(
     _, values, objects = scenario
     v = merged(values, chart)
     all_namespaces = not v["watchNamespaces"]
-    peering = v["operator"]["peering"]["enabled"]
     role_kind = "ClusterRole" if all_namespaces else "Role"
     components = ["operator", "callback"] if v["callback"]["enabled"] else ["operator"]
     roles = [
@@ -958,7 +931,7 @@ def test_rendered_rules_equal_the_table(
         components * (1 if all_namespaces else len(v["watchNamespaces"]))
     )
     for role in roles:
-        expected = rbac.rules(component(role), all_namespaces=all_namespaces, peering=peering)
+        expected = rbac.rules(component(role), all_namespaces=all_namespaces)
         assert role["rules"] == expected
         for rule in role["rules"]:
             assert "*" not in rule["verbs"] and "*" not in rule["resources"] and "*" not in rule["apiGroups"]
@@ -1016,19 +989,6 @@ def test_secret_access_is_confined_to_the_served_namespaces(chart: helm_python.C
     assert grants(objects, service_account_of(objects, "callback"), "get", "secrets") == {"*"}
     objects, _ = render(chart, SCENARIOS["callbackDisabled"])
     assert not [o for o in objects if o["kind"] in {"ClusterRole", "Role"} and component(o) == "callback"]
-
-
-def test_peering_permissions_follow_the_mode(chart: helm_python.Chart) -> None:
-    objects, _ = render(chart, SCENARIOS["peering"])
-    sa = service_account_of(objects, "operator")
-    assert grants(objects, sa, "patch", "clusterkopfpeerings", "kopf.dev") == {"*"}
-    assert grants(objects, sa, "patch", "kopfpeerings", "kopf.dev") == set()
-    objects, _ = render(chart, SCENARIOS["peeringNamespaced"])
-    assert grants(objects, sa, "patch", "kopfpeerings", "kopf.dev") == {"mail"}
-    assert grants(objects, sa, "patch", "clusterkopfpeerings", "kopf.dev") == set()
-    objects, _ = render(chart, {})
-    assert grants(objects, sa, "watch", "kopfpeerings", "kopf.dev") == set()
-    assert grants(objects, sa, "watch", "clusterkopfpeerings", "kopf.dev") == set()
 
 
 def test_lease_role_only_in_the_release_namespace(
@@ -1163,7 +1123,7 @@ def subcommands(parser: Any) -> dict[str, Any]:
     return dict(action.choices)
 
 
-@pytest.mark.parametrize("name", ["defaults", "everything", "peering", "callbackDisabled", "noLeaderElection", "quiet"])
+@pytest.mark.parametrize("name", ["defaults", "everything", "callbackDisabled", "noLeaderElection", "quiet"])
 def test_operator_args_parse_with_the_real_command_line(chart: helm_python.Chart, name: str) -> None:
     values = merged(SCENARIOS[name], chart)
     objects, _ = render(chart, SCENARIOS[name])
@@ -1172,9 +1132,6 @@ def test_operator_args_parse_with_the_real_command_line(chart: helm_python.Chart
     assert list(config.namespaces) == values["watchNamespaces"]
     assert (config.health_port, config.metrics_port) == (8080, 9090)
     assert config.log_format == "json"
-    assert config.peering == (
-        values["operator"]["peering"]["name"] if values["operator"]["peering"]["enabled"] else None
-    )
     expected = values["callback"]["redirectBaseUrl"] if values["callback"]["enabled"] else None
     assert config.redirect_base_url == expected
     admin_url = values["callback"]["adminUrl"] if values["callback"]["enabled"] else ""

@@ -37,3 +37,21 @@ def test_namespaces_are_exact_names() -> None:
     for bad in ("team-*", "Mail", "-x", "a" * 64):
         with pytest.raises(SystemExit):
             config("--namespace", bad)
+
+
+def test_peering_was_removed_and_standalone_is_ignored(capsys: pytest.CaptureFixture[str]) -> None:
+    """kopf watches no resource, so its peering would pause nothing: ``--peering`` says so in one
+    line (exit 2); ``--standalone``, the old default, still starts; neither is in ``--help``."""
+    with pytest.raises(SystemExit) as exited:
+        config("--peering", "x")
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert err == (
+        "emailtoken run: --peering was removed: kopf peering no longer pauses anything (kopf watches no "
+        "resource); leader election (--leader-election, on by default) keeps a second operator from writing\n"
+    )
+    assert config("--standalone") == config()
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["run", "--help"])
+    shown = capsys.readouterr().out
+    assert "--peering" not in shown and "--standalone" not in shown

@@ -52,7 +52,7 @@ def test_least_privilege_decisions() -> None:
                 ("emailtokens", "emailtoken.io"),
                 ("emailtokens/status", "emailtoken.io"),
             ):
-                assert not allowed(component, "update", resource, group, all_namespaces=mode, peering=True)
+                assert not allowed(component, "update", resource, group, all_namespaces=mode)
                 assert not allowed(component, "deletecollection", resource, group, all_namespaces=mode)
             assert not allowed(component, "patch", "emailtokens", "emailtoken.io", all_namespaces=mode)
             assert not allowed(component, "update", "emailtokens/finalizers", "emailtoken.io", all_namespaces=mode)
@@ -60,15 +60,15 @@ def test_least_privilege_decisions() -> None:
             assert not allowed(component, "list", "customresourcedefinitions", "apiextensions.k8s.io")
             assert not allowed(component, "list", "namespaces")
     # The callback reads tokens and writes grants, nothing else: no Secret listing either.
-    callback = rbac.permissions(rbac.Component.CALLBACK, all_namespaces=True, peering=True)
+    callback = rbac.permissions(rbac.Component.CALLBACK, all_namespaces=True)
     assert {(p.api_group, p.resource): set(p.verbs) for p in callback} == {
         ("emailtoken.io", "emailtokens"): {"get", "list"},  # lists per page view, reads one; never watches
         ("", "secrets"): {"get", "create", "patch"},
     }
     # The operator: status through /status only, core v1 Events, Secrets as the code uses them.
-    operator = rbac.permissions(rbac.Component.OPERATOR, all_namespaces=True, peering=False)
+    operator = rbac.permissions(rbac.Component.OPERATOR, all_namespaces=True)
     assert {(p.api_group, p.resource): set(p.verbs) for p in operator} == {
-        ("emailtoken.io", "emailtokens"): {"list", "watch"},  # kopf's watch; never a GET by name
+        ("emailtoken.io", "emailtokens"): {"list", "watch"},  # the informer's; never a GET by name
         ("emailtoken.io", "emailtokens/status"): {"patch"},
         ("", "secrets"): {"get", "list", "watch", "create", "patch", "delete"},
         ("", "events"): {"create"},
@@ -78,8 +78,8 @@ def test_least_privilege_decisions() -> None:
     for component in rbac.Component:
         for mode in (True, False):
             assert not allowed(component, "create", "serviceaccounts/token", all_namespaces=mode)
-            extra = rbac.permissions(component, all_namespaces=mode, peering=False, federation=True)
-            plain = rbac.permissions(component, all_namespaces=mode, peering=False)
+            extra = rbac.permissions(component, all_namespaces=mode, federation=True)
+            plain = rbac.permissions(component, all_namespaces=mode)
             assert [p.rule() for p in extra if p not in plain] == [
                 {"apiGroups": [""], "resources": ["serviceaccounts/token"], "verbs": ["create"]}
             ]
@@ -90,20 +90,15 @@ def test_leases_only_for_leader_election_in_the_release_namespace() -> None:
     allowed = rbac.is_allowed
     group = "coordination.k8s.io"
     for mode in (True, False):
-        for peering in (True, False):
-            for verb in ("get", "create", "patch"):
-                assert allowed(
-                    "operator", verb, "leases", group, all_namespaces=mode, peering=peering, leader_election=True
-                )
-                assert not allowed("operator", verb, "leases", group, all_namespaces=mode, peering=peering)
-                assert not allowed("callback", verb, "leases", group, all_namespaces=mode, leader_election=True)
-            # A departing leader releases by patching; nobody lists, watches or deletes Leases.
-            for verb in ("list", "watch", "delete", "update", "deletecollection"):
-                assert not allowed("operator", verb, "leases", group, all_namespaces=mode, leader_election=True)
-            # The watched-namespace Roles / the ClusterRole never carry the Lease rule.
-            assert all(
-                r["resources"] != ["leases"] for r in rbac.rules("operator", all_namespaces=mode, peering=peering)
-            )
+        for verb in ("get", "create", "patch"):
+            assert allowed("operator", verb, "leases", group, all_namespaces=mode, leader_election=True)
+            assert not allowed("operator", verb, "leases", group, all_namespaces=mode)
+            assert not allowed("callback", verb, "leases", group, all_namespaces=mode, leader_election=True)
+        # A departing leader releases by patching; nobody lists, watches or deletes Leases.
+        for verb in ("list", "watch", "delete", "update", "deletecollection"):
+            assert not allowed("operator", verb, "leases", group, all_namespaces=mode, leader_election=True)
+        # The watched-namespace Roles / the ClusterRole never carry the Lease rule.
+        assert all(r["resources"] != ["leases"] for r in rbac.rules("operator", all_namespaces=mode))
     (lease,) = [p for p in rbac.PERMISSIONS[rbac.Component.OPERATOR] if p.resource == "leases"]
     assert lease.scope is rbac.Scope.RELEASE_NAMESPACE and lease.api_group == group
     assert rbac.release_namespace_rules("operator", leader_election=True) == [
@@ -114,18 +109,12 @@ def test_leases_only_for_leader_election_in_the_release_namespace() -> None:
     assert rbac.chart_table()["callback"]["releaseNamespace"] == []
 
 
-def test_peering_rows_follow_the_mode() -> None:
-    def resources(all_namespaces: bool, peering: bool) -> set[str]:
-        return {p.resource for p in rbac.permissions("operator", all_namespaces=all_namespaces, peering=peering)}
-
-    assert "clusterkopfpeerings" in resources(True, True)
-    assert "kopfpeerings" not in resources(True, True)
-    assert "kopfpeerings" in resources(False, True)
-    assert "clusterkopfpeerings" not in resources(False, True)
-    assert not {"kopfpeerings", "clusterkopfpeerings"} & resources(True, False)
-    assert rbac.rules("callback", all_namespaces=True, peering=True) == rbac.rules(
-        "callback", all_namespaces=True, peering=False
-    )
+def test_no_kopf_rows_and_the_mode_changes_no_rule() -> None:
+    """kopf watches no resource (no peering either): nothing of kopf.dev is granted, and the
+    mode only decides whether a ClusterRole or per-namespace Roles grant the same rules."""
+    for component in rbac.Component:
+        assert all(p.api_group != "kopf.dev" for p in rbac.PERMISSIONS[component])
+        assert rbac.rules(component, all_namespaces=True) == rbac.rules(component, all_namespaces=False)
 
 
 def test_chart_table_shape() -> None:

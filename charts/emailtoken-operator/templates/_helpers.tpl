@@ -144,13 +144,6 @@ Call with (dict "ctx" $ "component" "operator").
 {{- $table := include "emailtoken.rbacTable" .ctx | fromYaml }}
 {{- $component := get $table .component }}
 {{- $rules := get $component "namespaced" }}
-{{- if and (eq .component "operator") .ctx.Values.operator.peering.enabled }}
-{{- if .ctx.Values.watchNamespaces }}
-{{- $rules = concat $rules (get $component "peeringNamespaced") }}
-{{- else }}
-{{- $rules = concat $rules (get $component "peeringCluster") }}
-{{- end }}
-{{- end }}
 {{- if and (eq .component "callback") (.ctx.Values.callback.manageTokens | default dict).enabled }}
 {{- $rules = concat $rules (get $component "tokenWriter") }}
 {{- end }}
