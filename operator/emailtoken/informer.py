@@ -1,23 +1,23 @@
-"""Follow the Secrets of the served namespaces with paged lists and watches, outside kopf.
+"""Follow the served namespaces' Secrets and EmailTokens with paged lists and watches, outside kopf.
 
-Why not ``@kopf.on.event("", "v1", "secrets")``: kopf gives every object it sees a worker
-task, a queue and a Body, and runs its handler machinery per event. The Secret watch carries
-as many objects as the token watch (each token has its consumer Secret): a third of the
-events kopf processed were Secrets of which the operator needs a few fields (see
-bench/README.md, "Profiles"). This informer parses each
-event once, in its own thread, and hands batches of raw dicts to a callback on the event
-loop. It does what client-go's reflector does: list in pages, watch from the list's
-resourceVersion with bookmarks, resume after a dropped watch, list again on 410 Gone and
-report the Secrets that disappeared meanwhile as deleted.
+Why not ``@kopf.on.event``: kopf gives every object it sees a worker task, a queue and a
+Body, and runs its handler machinery per event. For Secrets that was a third of the events
+kopf processed, of which the operator needs a few fields; for EmailTokens it was a quarter of
+the operator's CPU per refresh, the echo of its own status write included (issue #20, see
+bench/README.md). This informer parses each event once, in its own thread, and hands batches
+of raw dicts to a callback on the event loop. It does what client-go's reflector does: list
+in pages, watch from the list's resourceVersion with bookmarks, resume after a dropped watch,
+list again on 410 Gone and report the objects that disappeared meanwhile as deleted.
 
-Two streams per scope, so that Secrets the operator does not need cost it no memory
-(issues #15 and #20: parsed pages of 800 KiB Helm release records took it from 69 to
-325 MiB, and glibc keeps the freed heap):
+Three streams per scope:
 
 - the metadata of every Secret (the API server's ``PartialObjectMetadata``): which Secrets
-  exist, and a change to one a token reads (its resourceVersion moves), never their data;
+  exist, and a change to one a token reads (its resourceVersion moves), never their data, so
+  that Secrets the operator does not need cost it no memory (issues #15 and #20: parsed pages
+  of 800 KiB Helm release records took it from 69 to 325 MiB, and glibc keeps the freed heap);
 - the full bodies of the operator's own Secrets only (a label selector): consumer Secrets
-  are read from it after a restart instead of a GET each.
+  are read from it after a restart instead of a GET each;
+- the EmailTokens, whole.
 """
 
 from __future__ import annotations
@@ -35,11 +35,12 @@ from typing import Any
 import kubernetes
 from kubernetes.client.exceptions import ApiException
 
+from emailtoken.api import GROUP, PLURAL, VERSION
 from emailtoken.secretdata import LABEL_MANAGED_BY, MANAGED_BY
 
 log = logging.getLogger("emailtoken")
 
-#: ("ADDED" | "MODIFIED" | "DELETED", the Secret as the API server sent it)
+#: ("ADDED" | "MODIFIED" | "DELETED", the object as the API server sent it)
 Event = tuple[str, dict[str, Any]]
 Deliver = Callable[[list[Event]], None]
 
@@ -48,8 +49,8 @@ OWN_SELECTOR = f"{LABEL_MANAGED_BY}={MANAGED_BY}"
 #: Metadata only, as client-go's metadata informers ask (plain JSON from a server that cannot).
 _METADATA_LIST = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1,application/json"
 _METADATA_WATCH = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1,application/json"
-#: Retry delays after a failed list or watch. Capped at 5 s: the watch is how a fixed Secret
-#: wakes its token, so after an API outage it must be back within seconds.
+#: Retry delays after a failed list or watch. Capped at 5 s: the watches are how a fixed Secret
+#: or an edited token wakes its step, so after an API outage they must be back within seconds.
 _BACKOFF = (1, 2, 5)
 
 
@@ -59,19 +60,25 @@ class _Gone(Exception):
 
 @dataclass(eq=False)
 class _Stream:
-    """One list-and-watch: all Secrets' metadata, or the bodies of the selected ones, in one scope."""
+    """One list-and-watch in one scope: all Secrets' metadata, the bodies of the selected ones, or EmailTokens."""
 
     namespace: str | None
     deliver: Deliver
     metadata_only: bool
     selector: str | None = None
+    #: "secrets" or "emailtokens"
+    resource: str = "secrets"
     #: (namespace, name) of every Secret it follows, as of the last list and watch event
     known: set[tuple[str, str]] = field(default_factory=set)
 
     @property
     def name(self) -> str:
+        """How the logs name it: ``Secret watch (all namespaces, metadata)``, ``EmailToken watch (mail)``."""
+        scope = self.namespace or "all namespaces"
+        if self.resource == "emailtokens":
+            return f"EmailToken watch ({scope})"
         what = "metadata" if self.metadata_only else f"bodies of {self.selector}"
-        return f"{self.namespace or 'all namespaces'}, {what}"
+        return f"Secret watch ({scope}, {what})"
 
     def item(self, obj: dict[str, Any]) -> dict[str, Any]:
         """What is delivered: a metadata stream never passes data on, even from a server that sent it."""
@@ -84,13 +91,13 @@ class _Stream:
         return obj
 
 
-class SecretInformer:
-    """List and watch Secrets in threads; deliver batches of events on the event loop.
+class Informer:
+    """List and watch Secrets (and EmailTokens) in threads; deliver batches of events on the event loop.
 
     ``deliver`` gets the metadata of every Secret (no ``data``); ``own``, if given, the full
-    bodies of the Secrets matching ``own_selector``. ``namespaces`` empty means all namespaces
-    (cluster-wide watches); otherwise each namespace is watched on its own, as the operator's
-    RBAC may be namespaced.
+    bodies of the Secrets matching ``own_selector``; ``tokens``, if given, every EmailToken.
+    ``namespaces`` empty means all namespaces (cluster-wide watches); otherwise each namespace
+    is watched on its own, as the operator's RBAC may be namespaced.
     """
 
     def __init__(
@@ -98,6 +105,7 @@ class SecretInformer:
         deliver: Deliver,
         *,
         own: Deliver | None = None,
+        tokens: Deliver | None = None,
         own_selector: str = OWN_SELECTOR,
         namespaces: Sequence[str] = (),
         configuration: kubernetes.client.Configuration | None = None,
@@ -110,9 +118,11 @@ class SecretInformer:
         self._namespaces: tuple[str | None, ...] = tuple(namespaces) or (None,)
         config = configuration or kubernetes.client.Configuration.get_default_copy()
         config.retries = False
-        # A connection per open watch (two per scope): a smaller pool would drop and reopen them.
-        config.connection_pool_maxsize = max(config.connection_pool_maxsize or 0, 2 * len(self._namespaces))
-        self._core = kubernetes.client.CoreV1Api(kubernetes.client.ApiClient(config))
+        # A connection per open watch (up to three per scope): a smaller pool would drop and reopen them.
+        config.connection_pool_maxsize = max(config.connection_pool_maxsize or 0, 3 * len(self._namespaces))
+        client = kubernetes.client.ApiClient(config)
+        self._core = kubernetes.client.CoreV1Api(client)
+        self._custom = kubernetes.client.CustomObjectsApi(client)
         self._page = page
         self._timeout = timeout
         self._stopping = threading.Event()
@@ -125,6 +135,8 @@ class SecretInformer:
         self._streams = list(self._index.values())
         if own is not None:
             self._streams += [_Stream(scope, own, False, own_selector) for scope in self._namespaces]
+        if tokens is not None:
+            self._streams += [_Stream(scope, tokens, False, resource="emailtokens") for scope in self._namespaces]
         self._listed: set[_Stream] = set()
         #: set (on the loop) once every stream has been listed once
         self.synced = asyncio.Event()
@@ -133,7 +145,7 @@ class SecretInformer:
         """Start one thread per stream; events are delivered on ``loop``."""
         self._loop = loop
         for stream in self._streams:
-            kind = "secrets" if stream.metadata_only else "own-secrets"
+            kind = "secrets" if stream.metadata_only else "own-secrets" if stream.resource == "secrets" else "tokens"
             thread = threading.Thread(
                 target=self._run, args=(stream,), name=f"emailtoken-{kind}-{stream.namespace or 'all'}", daemon=True
             )
@@ -184,7 +196,7 @@ class SecretInformer:
                     return
                 delay = _BACKOFF[min(failures, len(_BACKOFF) - 1)]
                 failures += 1
-                log.warning("Secret watch (%s) failed: %s; retrying in %d s", stream.name, _describe(exc), delay)
+                log.warning("%s failed: %s; retrying in %d s", stream.name, _describe(exc), delay)
                 self._stopping.wait(delay)
 
     def _mark_listed(self, stream: _Stream) -> None:
@@ -199,6 +211,10 @@ class SecretInformer:
         if stream.metadata_only:
             kwargs["_headers"] = {"Accept": accept}
         try:
+            if stream.resource == "emailtokens":
+                if stream.namespace is None:
+                    return self._custom.list_cluster_custom_object(GROUP, VERSION, PLURAL, **kwargs)
+                return self._custom.list_namespaced_custom_object(GROUP, VERSION, stream.namespace, PLURAL, **kwargs)
             if stream.namespace is None:
                 return self._core.list_secret_for_all_namespaces(**kwargs)
             return self._core.list_namespaced_secret(stream.namespace, **kwargs)
@@ -208,7 +224,7 @@ class SecretInformer:
             raise
 
     def _list(self, stream: _Stream) -> str:
-        """List in pages; deliver each page; report the Secrets gone since the last list."""
+        """List in pages; deliver each page; report the objects gone since the last list."""
         listed: set[tuple[str, str]] = set()
         token: str | None = None
         while True:

@@ -230,12 +230,17 @@ class KubernetesApi:
         # wait behind the engine's calls, whatever the size of asyncio's default pool.
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="emailtoken-kube")
 
-    async def _run(self, fn: Any, *args: Any, **kwargs: Any) -> dict[str, Any]:
+    async def _run(self, fn: Any, *args: Any, answer: bool = True, **kwargs: Any) -> dict[str, Any]:
+        """Call ``fn`` in a thread; its decoded answer, or ``{}`` without decoding when ``answer`` is False."""
         kwargs.setdefault("_request_timeout", self._timeout)
 
         def call() -> dict[str, Any]:
             try:
-                return _json(fn(*args, _preload_content=False, **kwargs))
+                response = fn(*args, _preload_content=False, **kwargs)
+                if not answer:
+                    _ = response.data  # read to the end, so that the connection goes back to the pool
+                    return {}
+                return _json(response)
             except ApiException as exc:
                 _raise(exc)
                 raise
@@ -279,7 +284,8 @@ class KubernetesApi:
             return
 
     async def patch_token_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
-        """Merge-patch the status subresource (never spec)."""
+        """Merge-patch the status subresource (never spec). The answer (the whole object) is not
+        decoded: no caller reads it, and the watch brings the same object anyway."""
         await self._run(
             self.custom.patch_namespaced_custom_object_status,
             GROUP,
@@ -289,7 +295,12 @@ class KubernetesApi:
             name,
             {"status": status},
             _content_type=MERGE_PATCH,
+            answer=False,
         )
+
+    async def create_event(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
+        """Post a core v1 Event (see :mod:`emailtoken.events`)."""
+        return await self._run(self.core.create_namespaced_event, namespace, body, answer=False)
 
     async def probe_tokens(self, namespace: str | None) -> None:
         """List at most one EmailToken (of ``namespace``, or of all): what the process needs first.

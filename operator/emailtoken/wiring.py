@@ -4,9 +4,10 @@ The runner hands kopf a :class:`Launch` (the config and what leader election add
 startup handler builds a :class:`Wiring` from it with :func:`build` and the handlers use
 only that object. Nothing else lives in kopf's memo.
 
-Flows (see docs/CONTRIBUTING-internals.md): an EmailToken event goes handlers →
-:meth:`Wiring.token_event` → scheduler → :meth:`Engine.step`; a Secret event goes informer →
-:func:`emailtoken.tokenindex.secret_events` → scheduler.
+Flows (see docs/CONTRIBUTING-internals.md): an EmailToken event goes informer →
+:meth:`Wiring.token_events` → scheduler → :meth:`Engine.step`; a Secret event goes informer →
+:func:`emailtoken.tokenindex.secret_events` → scheduler. Events go to the API server through
+:class:`emailtoken.events.EventPoster`.
 """
 
 from __future__ import annotations
@@ -21,9 +22,10 @@ from typing import Any
 
 from emailtoken import metrics
 from emailtoken.api import ANNOTATION_REAUTHORIZE, ANNOTATION_REFRESH_NOW, Key
-from emailtoken.engine import Engine, EngineConfig, EventSink
+from emailtoken.engine import Engine, EngineConfig
+from emailtoken.events import EventPoster
 from emailtoken.fence import Leadership
-from emailtoken.informer import Event, SecretInformer
+from emailtoken.informer import Event, Informer
 from emailtoken.kube import KubernetesApi, load_config
 from emailtoken.providers import Providers
 from emailtoken.scheduler import Scheduler
@@ -49,12 +51,13 @@ class Launch:
 
 @dataclass
 class Wiring:
-    """The engine, the scheduler that runs its steps and the informer that wakes them."""
+    """The engine, the scheduler that runs its steps, the informer that wakes them and the Event poster."""
 
     launch: Launch
     engine: Engine
     scheduler: Scheduler
-    informer: SecretInformer
+    informer: Informer
+    events: EventPoster
     #: per token, what decides whether its next event needs a step now (see :func:`watched`)
     seen: dict[Key, tuple[bytes, tuple[str | None, ...]]] = field(default_factory=dict)
     _task: asyncio.Task[None] | None = None
@@ -64,13 +67,17 @@ class Wiring:
         return self.launch.config
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Start following Secrets (the scheduler starts with the first watch event, see :meth:`ensure_running`)."""
+        """Start posting Events, running steps and following EmailTokens and Secrets (on ``loop``, the running one)."""
+        self.events.start()
+        self._task = loop.create_task(self.scheduler.run(), name="emailtoken-scheduler")
         self.informer.start(loop)
 
-    def ensure_running(self) -> None:
-        """Start the scheduler from a handler: kopf's event poster is only reachable from there."""
-        if self._task is None:
-            self._task = asyncio.create_task(self.scheduler.run(), name="emailtoken-scheduler")
+    def token_events(self, batch: list[Event]) -> None:
+        """The informer's EmailToken events, in the order the API server sent them."""
+        for kind, body in batch:
+            metadata = body.get("metadata") or {}
+            key = (metadata.get("namespace") or "", metadata.get("name") or "")
+            self.token_event(key, body, gone=kind == "DELETED" or bool(metadata.get("deletionTimestamp")))
 
     def token_event(self, key: Key, body: Mapping[str, Any], *, gone: bool) -> None:
         """Keep the scheduler's copy of one EmailToken current; a change of spec or of a control
@@ -86,16 +93,18 @@ class Wiring:
         self.scheduler.upsert(key, pack(body), wake=previous != now)
 
     async def stop(self) -> None:
-        """Stop the scheduler (steps in flight get its drain period, see Scheduler.run), then the informer."""
+        """Stop the scheduler (steps in flight get its drain period, see Scheduler.run), then the
+        informer; post the Events the last steps queued."""
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
         await asyncio.to_thread(self.informer.stop)
+        await self.events.stop()
         if self.launch.stop_flag is not None:
             self.launch.stop_flag.set()  # kopf is stopping anyway (see runner)
 
 
-def build(launch: Launch, *, events: EventSink) -> Wiring:
+def build(launch: Launch) -> Wiring:
     """Build the operator's parts from its config (the kube config is loaded here)."""
     config = launch.config
     load_config()
@@ -117,26 +126,33 @@ def build(launch: Launch, *, events: EventSink) -> Wiring:
     def on_own_secrets(batch: list[Event]) -> None:
         own_secret_events(parts["engine"], batch)
 
-    # Secrets are followed outside kopf (see emailtoken.informer for why): the metadata of every
-    # Secret in scope, the bodies of the operator's own.
-    informer = SecretInformer(
+    def on_tokens(batch: list[Event]) -> None:
+        parts["wiring"].token_events(batch)
+
+    # EmailTokens and Secrets are followed outside kopf (see emailtoken.informer for why): every
+    # EmailToken, the metadata of every Secret in scope, the bodies of the operator's own.
+    informer = Informer(
         on_secrets,
         own=on_own_secrets,
+        tokens=on_tokens,
         namespaces=() if config.all_namespaces else config.namespaces,
         page=PAGE,
         timeout=config.watch_timeout,
     )
+    # Its own client and threads: an Event never waits for a step's call, nor a step for an Event.
+    events = EventPoster(KubernetesApi(threads=4))
     engine = Engine(
         api,
         providers,
-        events=events,
+        events=events.post,
         config=engine_config(launch),
         observer=metrics.observer() if config.metrics_port else None,
         secret_index=informer,
     )
     scheduler = Scheduler(_stepper(engine), concurrency=config.concurrency, drain=config.stop_grace)
-    parts.update(engine=engine, scheduler=scheduler)
-    return Wiring(launch=launch, engine=engine, scheduler=scheduler, informer=informer)
+    wiring = Wiring(launch=launch, engine=engine, scheduler=scheduler, informer=informer, events=events)
+    parts.update(engine=engine, scheduler=scheduler, wiring=wiring)
+    return wiring
 
 
 #: Each field of :class:`EngineConfig` and the :class:`OperatorConfig` setting it comes from (all

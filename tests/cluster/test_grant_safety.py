@@ -222,8 +222,9 @@ def test_grant_edits_during_fifty_refreshes_lose_nothing(
         assert reuse_errors(provider, t.client_id) == 0, explain(admin, provider, t)
         assert all(c.status == 200 for c in refresh_calls(provider, t.client_id)), explain(admin, provider, t)
         wait_explained(
-            lambda t=t: refresh_token_status(provider, grant_refresh_token(admin, t.namespace, t.name) or "")
-            == "active",
+            lambda t=t: (
+                refresh_token_status(provider, grant_refresh_token(admin, t.namespace, t.name) or "") == "active"
+            ),
             10,
             admin,
             provider,

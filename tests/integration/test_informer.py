@@ -19,7 +19,7 @@ import aiohttp.web
 import kubernetes
 import pytest
 
-from emailtoken.informer import Event, SecretInformer
+from emailtoken.informer import Event, Informer
 from tests.support.kube import ApiClient, KmockThread
 
 
@@ -66,7 +66,7 @@ def test_lists_then_follows_adds_changes_and_deletes(kube: KmockThread, api: Api
 
     async def main() -> Collector:
         seen = Collector()
-        informer = SecretInformer(seen, own=own, configuration=config_for(kube.url), timeout=30)
+        informer = Informer(seen, own=own, configuration=config_for(kube.url), timeout=30)
         assert informer.exists(namespace, "before") is None, "not listed yet: no answer"
         informer.start(asyncio.get_running_loop())
         try:
@@ -102,7 +102,7 @@ def test_namespaced_informer_sees_only_its_namespaces(kube: KmockThread, api: Ap
 
     async def main() -> Collector:
         seen = Collector()
-        informer = SecretInformer(seen, namespaces=[namespace], configuration=config_for(kube.url), timeout=30)
+        informer = Informer(seen, namespaces=[namespace], configuration=config_for(kube.url), timeout=30)
         informer.start(asyncio.get_running_loop())
         try:
             await asyncio.wait_for(informer.synced.wait(), 10)
@@ -129,7 +129,7 @@ def test_many_namespaces_share_no_connection_pool_slot(
 
     async def main() -> None:
         namespaces = [f"{namespace}-{i}" for i in range(count)]
-        informer = SecretInformer(
+        informer = Informer(
             Collector(), own=Collector(), namespaces=namespaces, configuration=config_for(kube.url), timeout=1
         )
         informer.start(asyncio.get_running_loop())
@@ -290,7 +290,7 @@ def test_pages_bookmarks_resume_gone_and_failures(
 
     async def main() -> Collector:
         seen = Collector()
-        informer = SecretInformer(seen, configuration=config_for(server.url), page=1, timeout=30)
+        informer = Informer(seen, configuration=config_for(server.url), page=1, timeout=30)
         informer.start(asyncio.get_running_loop())
         try:
             await until(lambda: seen.seen("DELETED", "ns", "b"), timeout=15, what="b reported gone after 410")
@@ -339,7 +339,7 @@ def test_a_server_that_ends_every_watch_at_once_is_not_hammered(
     server = scripted([listing([secret("a", "5")], "10"), watching(), watching(), watching()])
 
     async def main() -> None:
-        informer = SecretInformer(Collector(), configuration=config_for(server.url), timeout=30)
+        informer = Informer(Collector(), configuration=config_for(server.url), timeout=30)
         informer.start(asyncio.get_running_loop())
         try:
             await until(lambda: len(server.requests) >= 5, timeout=15, what="the fourth watch")
@@ -364,7 +364,7 @@ def test_own_secrets_come_with_their_bodies_and_only_they(scripted: Callable[...
 
     async def main() -> tuple[Collector, Collector]:
         seen, own = Collector(), Collector()
-        informer = SecretInformer(seen, own=own, configuration=config_for(server.url), timeout=30)
+        informer = Informer(seen, own=own, configuration=config_for(server.url), timeout=30)
         informer.start(asyncio.get_running_loop())
         try:
             await asyncio.wait_for(informer.synced.wait(), 10)
@@ -390,7 +390,7 @@ def test_a_failing_api_server_is_retried_within_5_s_without_urllib3_retries(
     caplog.set_level(logging.WARNING)
 
     async def main() -> None:
-        informer = SecretInformer(Collector(), configuration=config_for(server.url), timeout=30)
+        informer = Informer(Collector(), configuration=config_for(server.url), timeout=30)
         informer.start(asyncio.get_running_loop())
         try:
             await asyncio.wait_for(informer.synced.wait(), 20)

@@ -1,4 +1,4 @@
-"""emailtoken.handlers and emailtoken.wiring: what the thin kopf layer keeps per token between steps."""
+"""emailtoken.handlers and emailtoken.wiring: what kopf still runs; what the wiring keeps per token."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ from datetime import timedelta
 import kopf
 
 import emailtoken.handlers  # noqa: F401  (registers the handlers)
-from emailtoken import GROUP, PLURAL, VERSION
 from emailtoken.engine import EngineConfig
 from emailtoken.settings import OperatorConfig
 from emailtoken.wiring import ENGINE_SETTINGS, Launch, engine_config
@@ -45,13 +44,13 @@ def test_watched_changes_with_spec_and_control_annotations_only() -> None:
     assert _watched(changed) != base
 
 
-def test_no_handler_needs_a_diff_base() -> None:
-    """handlers.NoDiffBase is only safe while no handler reads kopf's diff base (change and spawning handlers)."""
+def test_kopf_watches_no_resource() -> None:
+    """EmailTokens and Secrets come from emailtoken.informer (issue #20): a kopf resource handler
+    would bring back kopf's per-object workers for every event, and kopf's own Event poster with them."""
     registry = kopf.get_default_registry()
-    token = kopf.Resource(GROUP, VERSION, PLURAL)
-    assert registry._watching.has_handlers(resource=token)
-    assert not registry._changing.has_handlers(resource=token)
-    assert not registry._spawning.has_handlers(resource=token)
+    for kind in (registry._watching, registry._changing, registry._spawning, registry._indexing, registry._webhooks):
+        assert not kind.get_all_handlers()
+    assert {h.id for h in registry._activities.get_all_handlers()} >= {"start", "stop", "tokens"}
 
 
 def test_every_engine_setting_comes_from_an_operator_setting_of_its_type() -> None:

@@ -31,15 +31,14 @@ from __future__ import annotations
 
 import base64
 import logging
-import socket
 from collections.abc import Mapping
 from typing import Any, Protocol
 
 from emailtoken.api import API_VERSION, GROUP, KIND
 from emailtoken.callback.signin import SignInRefused, api_refused
 from emailtoken.callback.tokenform import Credential, TokenForm, manifest_of
+from emailtoken.events import event_body
 from emailtoken.kube import Conflict, KubeError
-from emailtoken.timefmt import rfc3339, utcnow
 
 FIELD_MANAGER = "emailtoken-admin-page"
 LABEL_CREATED_BY = f"{GROUP}/created-by"
@@ -316,28 +315,14 @@ class TokenWriter:
     async def event(self, obj: Mapping[str, Any], reason: str, message: str, *, type_: str = "Normal") -> None:
         """Post an Event on the EmailToken (a failure to post is logged, never fatal)."""
         meta = obj.get("metadata") or {}
-        now = rfc3339(utcnow())
-        body = {
-            "apiVersion": "v1",
-            "kind": "Event",
-            "metadata": {"generateName": f"{meta.get('name')}.", "namespace": meta.get("namespace")},
-            "involvedObject": {
-                "apiVersion": API_VERSION,
-                "kind": KIND,
-                "name": meta.get("name"),
-                "namespace": meta.get("namespace"),
-                "uid": meta.get("uid"),
-            },
-            "reason": reason,
-            "message": message,
-            "type": type_,
-            "source": {"component": "emailtoken-callback"},
-            "reportingComponent": "emailtoken.io/callback",
-            "reportingInstance": socket.gethostname()[:128],
-            "firstTimestamp": now,
-            "lastTimestamp": now,
-            "count": 1,
-        }
+        body = event_body(
+            obj,
+            type=type_,
+            reason=reason,
+            message=message,
+            component="emailtoken-callback",
+            reporter="emailtoken.io/callback",
+        )
         try:
             await self.api.create_event(str(meta.get("namespace")), body)
         except KubeError as exc:
