@@ -66,10 +66,6 @@ def configure_logging(config: OperatorConfig) -> None:
     # urllib3 warns of each retry ("Retrying (Retry(total=2 ...)) after connection broken by ...")
     # before the call fails anyway; the failure itself is reported once, in our words.
     logging.getLogger("urllib3").setLevel(logging.ERROR)
-    if not config.verbose:
-        # kopf says "Handler 'token_event' succeeded." for every watch event: one line per
-        # token and refresh, thousands a minute at scale. Our own log says what happened.
-        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
 
 
 def run_operator(config: OperatorConfig) -> int:
