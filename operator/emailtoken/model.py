@@ -7,6 +7,7 @@ CEL) still get a clear condition instead of an exception.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
@@ -126,6 +127,11 @@ class EmailTokenSpec:
 
     def fingerprint(self) -> str:
         """Hash of what shapes the token: a change means the current token is stale."""
+        return self._fingerprint
+
+    @functools.cached_property
+    def _fingerprint(self) -> str:
+        """Computed once per parsed spec: a refresh asks for it five times (see bench/README.md)."""
         material = json.dumps(
             [
                 self.provider,

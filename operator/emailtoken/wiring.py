@@ -13,7 +13,6 @@ Flows (see docs/CONTRIBUTING-internals.md): an EmailToken event goes informer â†
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import logging
 from collections.abc import Callable, Mapping
@@ -58,8 +57,8 @@ class Wiring:
     scheduler: Scheduler
     informer: Informer
     events: EventPoster
-    #: per token, what decides whether its next event needs a step now (see :func:`watched`)
-    seen: dict[Key, tuple[bytes, tuple[str | None, ...]]] = field(default_factory=dict)
+    #: per token, the control annotations of its last event (see :func:`controls`)
+    seen: dict[Key, tuple[str | None, ...]] = field(default_factory=dict)
     _task: asyncio.Task[None] | None = None
 
     @property
@@ -80,17 +79,18 @@ class Wiring:
             self.token_event(key, body, gone=kind == "DELETED" or bool(metadata.get("deletionTimestamp")))
 
     def token_event(self, key: Key, body: Mapping[str, Any], *, gone: bool) -> None:
-        """Keep the scheduler's copy of one EmailToken current; a change of spec or of a control
-        annotation needs a step now, status echoes do not."""
+        """Keep the scheduler's copy of one EmailToken current; a spec the engine has not stepped
+        with or a changed control annotation needs a step now, status echoes (one per refresh) do not."""
         if gone:
             self.scheduler.remove(key)
             self.engine.forget(key)
             self.seen.pop(key, None)
             return
-        now = watched(body)
+        now = controls(body)
         previous = self.seen.get(key)
         self.seen[key] = now
-        self.scheduler.upsert(key, pack(body), wake=previous != now)
+        stepped = self.engine.stepped_with(key, body.get("spec") or {})
+        self.scheduler.upsert(key, pack(body), wake=previous != now or not stepped)
 
     async def stop(self) -> None:
         """Stop the scheduler (steps in flight get its drain period, see Scheduler.run), then the
@@ -194,8 +194,7 @@ def pack(body: Mapping[str, Any]) -> bytes:
     return json.dumps({**body, "metadata": metadata}, separators=(",", ":")).encode()
 
 
-def watched(body: Mapping[str, Any]) -> tuple[bytes, tuple[str | None, ...]]:
-    """What decides whether an event needs a step: a digest of the spec, the control annotations."""
-    spec = hashlib.blake2b(json.dumps(body.get("spec"), sort_keys=True).encode(), digest_size=16).digest()
+def controls(body: Mapping[str, Any]) -> tuple[str | None, ...]:
+    """The control annotations' values: a change needs a step now."""
     annotations = (body.get("metadata") or {}).get("annotations") or {}
-    return spec, tuple(annotations.get(a) for a in _WATCHED_ANNOTATIONS)
+    return tuple(annotations.get(a) for a in _WATCHED_ANNOTATIONS)

@@ -315,6 +315,26 @@ async def test_step_before_due_makes_no_writes_and_no_provider_call() -> None:
     assert result.delay == pytest.approx((expected_first_refresh() - h.clock.now).total_seconds())
 
 
+async def test_a_step_with_an_equal_spec_reuses_the_parsed_one_and_an_edit_is_parsed() -> None:
+    """Every routine refresh brings the same spec: it is parsed once; the wiring asks whether a
+    watched spec is the one the last step followed (a status echo is, an edit is not)."""
+    h = await app_harness()
+    assert not h.engine.stepped_with(KEY, h.body()["spec"]), "no step yet"
+    await h.step()
+    first = h.engine.states[KEY].parsed
+    assert first is not None and h.engine.stepped_with(KEY, h.body()["spec"])
+    h.clock.set(h.due_time())
+    await h.step()
+    assert h.engine.states[KEY].parsed[1] is first[1], "an equal spec is not parsed again"
+    h.spec["emailAddress"] = "other@contoso.com"
+    assert not h.engine.stepped_with(KEY, h.body()["spec"])
+    await h.step()
+    assert h.engine.states[KEY].parsed[1].email_address == "other@contoso.com"
+    assert h.engine.stepped_with(KEY, h.body()["spec"])
+    h.engine.forget(KEY)
+    assert not h.engine.stepped_with(KEY, h.body()["spec"])
+
+
 async def test_refreshes_once_after_next_refresh_time() -> None:
     """Past nextRefreshTime exactly one refresh happens, then the token is quiet again."""
     h = await app_harness()

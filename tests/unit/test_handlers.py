@@ -11,9 +11,8 @@ import kopf
 import emailtoken.handlers  # noqa: F401  (registers the handlers)
 from emailtoken.engine import EngineConfig
 from emailtoken.settings import OperatorConfig
-from emailtoken.wiring import ENGINE_SETTINGS, Launch, engine_config
+from emailtoken.wiring import ENGINE_SETTINGS, Launch, controls, engine_config
 from emailtoken.wiring import pack as _pack
-from emailtoken.wiring import watched as _watched
 
 
 def body(**metadata: object) -> dict:
@@ -35,13 +34,11 @@ def test_packed_body_keeps_what_steps_read_and_drops_managed_fields() -> None:
     assert "managedFields" in original["metadata"]  # the caller's body is not changed
 
 
-def test_watched_changes_with_spec_and_control_annotations_only() -> None:
-    base = _watched(body())
-    assert _watched(body(labels={"x": "y"})) == base
-    assert _watched(body(annotations={"emailtoken.io/refresh-now": "1"})) != base
-    changed = body()
-    changed["spec"]["clientId"] = "other"
-    assert _watched(changed) != base
+def test_controls_change_with_the_control_annotations_only() -> None:
+    base = controls(body())
+    assert controls(body(labels={"x": "y"}, annotations={"other": "1"})) == base
+    assert controls(body(annotations={"emailtoken.io/refresh-now": "1"})) != base
+    assert controls(body(annotations={"emailtoken.io/reauthorize": "1"})) != base
 
 
 def test_kopf_watches_no_resource() -> None:
