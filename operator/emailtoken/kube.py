@@ -265,10 +265,11 @@ class KubernetesApi:
     async def patch_secret(
         self, namespace: str, name: str, patch: dict[str, Any], *, resource_version: str | None = None
     ) -> dict[str, Any]:
-        """Merge-patch; with ``resource_version`` the write only lands on that version."""
-        body = json.loads(json.dumps(patch))
+        """Merge-patch; with ``resource_version`` the write only lands on that version (the
+        caller's ``patch`` is not changed)."""
+        body = patch
         if resource_version is not None:
-            body.setdefault("metadata", {})["resourceVersion"] = resource_version
+            body = {**patch, "metadata": {**(patch.get("metadata") or {}), "resourceVersion": resource_version}}
         return await self._run(self.core.patch_namespaced_secret, name, namespace, body, _content_type=MERGE_PATCH)
 
     async def delete_secret(self, namespace: str, name: str, *, resource_version: str | None = None) -> None:

@@ -1,0 +1,51 @@
+"""emailtoken.providers.http's watchdog: every request's deadline fires, however the deadlines
+interleave, though the thread is woken only for a new earliest one."""
+
+from __future__ import annotations
+
+import socket
+import time
+
+from emailtoken.providers.http import _Watchdog
+
+
+class Conn:
+    """A connection whose socket records its shutdown."""
+
+    def __init__(self) -> None:
+        self.sock, self.peer = socket.socketpair()
+
+    def closed(self) -> bool:
+        self.peer.settimeout(0.01)
+        try:
+            return self.peer.recv(1) == b""
+        except TimeoutError:
+            return False
+
+
+def test_each_deadline_fires_in_order_and_finished_watches_never_do() -> None:
+    dog = _Watchdog()
+    now = time.monotonic()
+    late, done, early = Conn(), Conn(), Conn()
+    watches = [dog.watch(now + 0.6), dog.watch(now + 0.1), dog.watch(now + 0.3)]  # a later one first
+    for watch, conn in zip(watches, (late, done, early), strict=True):
+        watch.connections.append(conn)
+    dog.finish(watches[1])  # answered in time
+    time.sleep(0.45)
+    assert watches[2].fired and early.closed(), "a deadline behind a later, earlier-pushed one still fires"
+    assert not watches[0].fired and not late.closed()
+    assert not watches[1].fired and not done.closed()
+    time.sleep(0.35)
+    assert watches[0].fired and late.closed()
+
+
+def test_a_shorter_deadline_pushed_behind_many_longer_ones_fires_on_time() -> None:
+    dog = _Watchdog()
+    now = time.monotonic()
+    for i in range(50):  # requests of a session with a long timeout, all answered but not yet dropped
+        dog.finish(dog.watch(now + 30 + i))
+    quick = dog.watch(time.monotonic() + 0.2)
+    conn = Conn()
+    quick.connections.append(conn)
+    time.sleep(0.5)
+    assert quick.fired and conn.closed()
