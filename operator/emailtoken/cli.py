@@ -59,7 +59,7 @@ def _add_run(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument(
         "--log-format", choices=("plain", "full", "json"), default="full", help="log line format (default full)"
     )
-    p.add_argument("-v", "--verbose", action="store_true", help="debug messages, kopf's per-handler lines too")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug messages (kopf's own too)")
     p.add_argument(
         "--log-level",
         choices=LOG_LEVELS,

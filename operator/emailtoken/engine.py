@@ -105,7 +105,7 @@ log = logging.getLogger(__name__)
 
 
 class EventSink(Protocol):
-    """Posts a Kubernetes Event about an EmailToken (kopf.event in production)."""
+    """Posts a Kubernetes Event about an EmailToken (:meth:`emailtoken.events.EventPoster.post` in production)."""
 
     def __call__(self, body: Mapping[str, Any], *, type: str, reason: str, message: str) -> None: ...
 
@@ -292,17 +292,25 @@ class Engine:
         await self._spending.drain(timeout)
 
     def stepped_with(self, key: Key, raw: Mapping[str, Any]) -> bool:
-        """Did the token's last step parse an equal spec? (A comparison of two dicts: the watch
-        brings the echo of every status write, and digesting each spec cost more.)"""
+        """Did the token's last step parse an equal spec (valid or not)? (A comparison of two
+        dicts: the watch brings the echo of every status write, and digesting each spec cost more.)"""
         st = self.states.get(key)
         return st is not None and st.parsed is not None and st.parsed[0] == raw
 
     @staticmethod
     def _spec(raw: Mapping[str, Any], token: TokenRef, st: TokenState) -> EmailTokenSpec:
-        """The parsed spec: the one parsed last time when the body holds an equal spec."""
+        """The parsed spec: the one parsed last time when the body holds an equal spec (a spec
+        that failed raises the same complaint again, without parsing)."""
         if st.parsed is not None and st.parsed[0] == raw:
-            return st.parsed[1]
-        spec = parse_spec(raw, token.name)
+            parsed = st.parsed[1]
+            if isinstance(parsed, str):
+                raise SpecError(parsed)
+            return parsed
+        try:
+            spec = parse_spec(raw, token.name)
+        except SpecError as exc:
+            st.parsed = (raw, str(exc))
+            raise
         st.parsed = (raw, spec)
         return spec
 

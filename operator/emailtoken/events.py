@@ -133,7 +133,7 @@ class EventPoster:
                 await self._api.create_event(namespace, event)
                 return
             except Exception as exc:  # any failure: an Event is never worth a step's failure
-                if delay is None:
+                if delay is None or not _transient(exc):
                     # Status and reason only: the API server's answer may quote the request.
                     log.warning(
                         "could not post Event %s on %s/%s: %s",
@@ -144,6 +144,13 @@ class EventPoster:
                     )
                     return
                 await asyncio.sleep(delay)
+
+
+def _transient(exc: Exception) -> bool:
+    """Worth another try: unreachable (status 0), throttled, or the server's trouble; a 403 or 422
+    will not change (a namespace being deleted refuses Events)."""
+    status = getattr(exc, "status", None)
+    return not isinstance(status, int) or status in (0, 429) or status >= 500
 
 
 def _describe(exc: Exception) -> str:

@@ -49,6 +49,10 @@ OWN_SELECTOR = f"{LABEL_MANAGED_BY}={MANAGED_BY}"
 #: Metadata only, as client-go's metadata informers ask (plain JSON from a server that cannot).
 _METADATA_LIST = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1,application/json"
 _METADATA_WATCH = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1,application/json"
+#: How long the EmailToken stream waits for the Secret streams' first lists before it lists
+#: tokens anyway: a token stepped before then reads its consumer Secret with a GET instead of
+#: from the watch (a restart's first steps), which is correct but costs a request each.
+SECRETS_FIRST = 10.0
 #: Retry delays after a failed list or watch. Capped at 5 s: the watches are how a fixed Secret
 #: or an edited token wakes its step, so after an API outage they must be back within seconds.
 _BACKOFF = (1, 2, 5)
@@ -140,6 +144,8 @@ class Informer:
         self._listed: set[_Stream] = set()
         #: set (on the loop) once every stream has been listed once
         self.synced = asyncio.Event()
+        #: set once every Secret stream has been listed once (see SECRETS_FIRST)
+        self._secrets_listed = threading.Event()
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         """Start one thread per stream; events are delivered on ``loop``."""
@@ -153,15 +159,17 @@ class Informer:
             thread.start()
 
     def stop(self, timeout: float = 5) -> None:
-        """Stop the threads: close the open watches so that blocked reads return now."""
+        """Stop the threads: close the open watches so that blocked reads return now; wait for
+        them ``timeout`` seconds in all (a thread in a list call ends with that call)."""
         self._stopping.set()
         with self._lock:
             responses = list(self._open)
         for response in responses:
             with contextlib.suppress(Exception):  # already closed: nothing to unblock
                 response.shutdown()
+        deadline = time.monotonic() + timeout
         for thread in self._threads:
-            thread.join(timeout)
+            thread.join(max(0.0, deadline - time.monotonic()))
 
     def exists(self, namespace: str, name: str) -> bool | None:
         """Whether the Secret exists as far as the watch has said; None before its scope's first list.
@@ -175,6 +183,11 @@ class Informer:
         return (namespace, name) in stream.known
 
     def _run(self, stream: _Stream) -> None:
+        if stream.resource == "emailtokens":
+            waited = time.monotonic() + SECRETS_FIRST
+            while not self._secrets_listed.wait(0.1) and time.monotonic() < waited:
+                if self._stopping.is_set():
+                    return
         version: str | None = None
         failures = 0
         while not self._stopping.is_set():
@@ -201,6 +214,8 @@ class Informer:
 
     def _mark_listed(self, stream: _Stream) -> None:
         self._listed.add(stream)
+        if all(s in self._listed for s in self._streams if s.resource == "secrets"):
+            self._secrets_listed.set()
         if len(self._listed) == len(self._streams):
             self.synced.set()
 

@@ -82,9 +82,9 @@ class TokenState:
     #: the status fields this process wrote since the body's resourceVersion it computed them from:
     #: a body still at that version predates the writes, which are the newer truth (report.known_status)
     status_written: tuple[str, Mapping[str, Any]] | None = field(default=None, repr=False)
-    #: the spec as the body last held it, and what it parsed to: a step whose body holds an equal
-    #: spec (every routine refresh) does not parse it again
-    parsed: tuple[Mapping[str, Any], EmailTokenSpec] | None = field(default=None, repr=False)
+    #: the spec as the body last held it, and what it parsed to (or the complaint, for a spec that
+    #: failed): a step whose body holds an equal spec (every routine refresh) does not parse it again
+    parsed: tuple[Mapping[str, Any], EmailTokenSpec | str] | None = field(default=None, repr=False)
 
     def valid_at(self, now: datetime) -> bool:
         """Does the consumer Secret hold an access token still valid at ``now``?"""

@@ -57,8 +57,8 @@ class Wiring:
     scheduler: Scheduler
     informer: Informer
     events: EventPoster
-    #: per token, the control annotations of its last event (see :func:`controls`)
-    seen: dict[Key, tuple[str | None, ...]] = field(default_factory=dict)
+    #: per token, the uid and the control annotations of its last event (see :func:`controls`)
+    seen: dict[Key, tuple[str, tuple[str | None, ...]]] = field(default_factory=dict)
     _task: asyncio.Task[None] | None = None
 
     @property
@@ -76,7 +76,10 @@ class Wiring:
         for kind, body in batch:
             metadata = body.get("metadata") or {}
             key = (metadata.get("namespace") or "", metadata.get("name") or "")
-            self.token_event(key, body, gone=kind == "DELETED" or bool(metadata.get("deletionTimestamp")))
+            try:
+                self.token_event(key, body, gone=kind == "DELETED" or bool(metadata.get("deletionTimestamp")))
+            except Exception:  # a bug must cost this event, not the rest of the batch
+                log.exception("could not take the %s event of EmailToken %s/%s", kind, *key)
 
     def token_event(self, key: Key, body: Mapping[str, Any], *, gone: bool) -> None:
         """Keep the scheduler's copy of one EmailToken current; a spec the engine has not stepped
@@ -86,9 +89,13 @@ class Wiring:
             self.engine.forget(key)
             self.seen.pop(key, None)
             return
-        now = controls(body)
+        now = (str((body.get("metadata") or {}).get("uid") or ""), controls(body))
         previous = self.seen.get(key)
         self.seen[key] = now
+        if previous is not None and previous[0] != now[0]:
+            # Deleted and created again under the same name while no DELETED reached us (a
+            # relist after 410 Gone, a restart): nothing of the old token's state applies.
+            self.engine.forget(key)
         stepped = self.engine.stepped_with(key, body.get("spec") or {})
         self.scheduler.upsert(key, pack(body), wake=previous != now or not stepped)
 
@@ -98,8 +105,9 @@ class Wiring:
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
-        await asyncio.to_thread(self.informer.stop)
-        await self.events.stop()
+        # Together: the Events the last steps queued are posted while the watches close, both
+        # within the stop's grace (the runner cancels kopf after it).
+        await asyncio.gather(asyncio.to_thread(self.informer.stop), self.events.stop())
         if self.launch.stop_flag is not None:
             self.launch.stop_flag.set()  # kopf is stopping anyway (see runner)
 

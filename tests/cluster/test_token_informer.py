@@ -3,9 +3,10 @@
 The operator follows EmailTokens with the same list-and-watch as Secrets: here the real API
 server answers its paged list of the custom resource, namespaced and cluster-wide, and its
 watch delivers a creation, a spec edit, a status write (the operator's own echo) and a
-deletion, each once, with the body the server holds. Resuming after a dropped watch and
-relisting after 410 Gone are the stream logic shared with Secrets
-(tests/integration/test_informer.py); the API server restart is in test_control_plane_outage.py.
+deletion, each once, with the body the server holds; tokens are listed only after Secrets.
+Resuming after a dropped watch and relisting after 410 Gone are the stream logic shared with
+Secrets (tests/integration/test_informer.py); the API server restart is in
+test_control_plane_outage.py.
 """
 
 from __future__ import annotations
@@ -31,9 +32,14 @@ class Tokens:
     def __init__(self) -> None:
         self.events: list[tuple[str, str, str, str, dict[str, Any]]] = []
         self.threads: set[int] = set()
+        self.informer: Informer | None = None
+        #: per batch: had the Secret streams been listed when it came?
+        self.after_secrets: list[bool] = []
 
     def __call__(self, batch: list[Event]) -> None:
         self.threads.add(threading.get_ident())
+        assert self.informer is not None
+        self.after_secrets.append(self.informer._secrets_listed.is_set())
         for kind, body in batch:
             meta = body["metadata"]
             self.events.append((kind, meta["namespace"], meta["name"], meta.get("resourceVersion", ""), body))
@@ -74,6 +80,7 @@ def test_tokens_are_listed_and_followed_on_a_real_api_server(
             secrets.extend, tokens=namespaced, namespaces=[served], configuration=configuration(cluster), page=3
         )
         every = Informer(secrets.extend, tokens=everywhere, configuration=configuration(cluster), page=3)
+        namespaced.informer, everywhere.informer = one, every
         loop = asyncio.get_running_loop()
         one.start(loop)
         every.start(loop)
@@ -106,3 +113,6 @@ def test_tokens_are_listed_and_followed_on_a_real_api_server(
     assert {e[1] for e in namespaced.events} == {served}, "a namespaced informer sees only its namespace"
     assert everywhere.of(other, "elsewhere") and len(everywhere.of(served, "before-6")) == 1
     assert namespaced.threads == everywhere.threads == {threading.main_thread().ident}, "callbacks run on the loop"
+    # Tokens are listed once the Secret streams have been: a restart's first steps find their
+    # consumer Secrets in the watch instead of a GET each.
+    assert all(namespaced.after_secrets) and all(everywhere.after_secrets)

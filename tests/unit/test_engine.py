@@ -418,6 +418,23 @@ async def test_invalid_spec_reports_without_calling_the_provider() -> None:
     assert h.status["phase"] == "InvalidSpec"
 
 
+async def test_an_invalid_spec_is_remembered_as_invalid_until_it_changes() -> None:
+    """The echo of the InvalidSpec status must not wake the token again and again: the wiring
+    asks stepped_with, which holds for the same invalid spec; a step with it says the same."""
+    h = Harness({**APP_SPEC, "tenantId": None})
+    await h.add_client_secret()
+    await h.step()
+    message = h.cond("Ready")["message"]
+    assert h.engine.stepped_with(KEY, h.body()["spec"])
+    writes = list(h.api.writes)
+    await h.step()
+    assert h.cond("Ready")["message"] == message and h.api.writes == writes, "nothing new to write"
+    h.spec["tenantId"] = APP_SPEC["tenantId"]
+    assert not h.engine.stepped_with(KEY, h.body()["spec"])
+    await h.step()
+    assert h.cond("Ready")["status"] == "True"
+
+
 # --------------------------------------------------------------------------- transient failures
 
 

@@ -114,3 +114,14 @@ async def test_stop_gives_up_after_its_timeout() -> None:
     poster.post(TOKEN, type="Normal", reason="R", message="m")
     await asyncio.wait_for(poster.stop(timeout=0.2), 2)
     assert api.posted == []
+
+
+async def test_a_refusal_that_will_not_change_is_not_retried(caplog: pytest.LogCaptureFixture) -> None:
+    """A 403 (a namespace being deleted refuses Events) or a 422 is logged at once, not retried."""
+    api = Api(failures=10, error=KubeError(403, "forbidden"))
+    poster = EventPoster(api, workers=1, backoffs=(5, 5))
+    poster.start()
+    with caplog.at_level(logging.WARNING, logger="emailtoken"):
+        poster.post(TOKEN, type="Warning", reason="Refused", message="m")
+        await asyncio.wait_for(poster.stop(timeout=2), 3)
+    assert api.calls == 1 and "HTTP 403" in caplog.text

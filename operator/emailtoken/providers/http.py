@@ -85,6 +85,7 @@ class _Watchdog:
     def finish(self, watch: _Watch) -> None:
         with self._cond:
             watch.done = True
+            watch.connections.clear()  # it stays in the heap until the thread next wakes
 
     def _run(self) -> None:
         while True:
