@@ -93,8 +93,8 @@ class Wiring:
         previous = self.seen.get(key)
         self.seen[key] = now
         if previous is not None and previous[0] != now[0]:
-            # Deleted and created again under the same name while no DELETED reached us (a
-            # relist after 410 Gone, a restart): nothing of the old token's state applies.
+            # Deleted and created again under the same name while no DELETED reached us (the
+            # watch had to list again, after 410 Gone): nothing of the old token's state applies.
             self.engine.forget(key)
         stepped = self.engine.stepped_with(key, body.get("spec") or {})
         self.scheduler.upsert(key, pack(body), wake=previous != now or not stepped)
