@@ -230,7 +230,6 @@ PERMISSIONS: dict[Component, tuple[Permission, ...]] = {
 def permissions(
     component: Component | str,
     *,
-    all_namespaces: bool,
     leader_election: bool = False,
     manage_tokens: bool = False,
     federation: bool = False,
@@ -239,8 +238,9 @@ def permissions(
 
     With ``leader_election`` the release-namespace rows are included; they are granted
     by their own Role (:func:`release_namespace_rules`), not by :func:`rules`. ``federation``:
-    the TokenRequest rows (chart ``providers.federatedCredential.enabled``). ``all_namespaces``
-    selects the same rows (the chart grants them by a ClusterRole instead of per-namespace Roles).
+    the TokenRequest rows (chart ``providers.federatedCredential.enabled``).
+    All-namespaces and namespaced installs hold the same rows (the chart grants them by a
+    ClusterRole instead of per-namespace Roles).
     """
     wanted = {Scope.NAMESPACED}
     if leader_election:
@@ -255,12 +255,11 @@ def permissions(
 def rules(
     component: Component | str,
     *,
-    all_namespaces: bool,
     manage_tokens: bool = False,
     federation: bool = False,
 ) -> list[dict[str, list[str]]]:
     """The PolicyRules of a component's ClusterRole (all namespaces) or per-namespace Role."""
-    perms = permissions(component, all_namespaces=all_namespaces, manage_tokens=manage_tokens, federation=federation)
+    perms = permissions(component, manage_tokens=manage_tokens, federation=federation)
     return [p.rule() for p in perms]
 
 
@@ -277,7 +276,6 @@ def is_allowed(
     resource: str,
     api_group: str = "",
     *,
-    all_namespaces: bool = True,
     leader_election: bool = False,
     manage_tokens: bool = False,
     federation: bool = False,
@@ -291,7 +289,6 @@ def is_allowed(
     """
     granted = permissions(
         component,
-        all_namespaces=all_namespaces,
         leader_election=leader_election,
         manage_tokens=manage_tokens,
         federation=federation,

@@ -229,7 +229,7 @@ def _callback_identity(cluster: ControlPlane, admin: ApiClient, namespace: str) 
     admin.create(
         "serviceaccounts", namespace, {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "cb"}}
     )
-    rules = rbac.rules("callback", all_namespaces=False, manage_tokens=True)
+    rules = rbac.rules("callback", manage_tokens=True)
     admin.bind_role(namespace, "cb", rules, (namespace, "cb"))
     return cluster.service_account_kubeconfig(namespace, "cb")
 

@@ -403,7 +403,7 @@ def test_chart_with_default_values_installs_and_its_pods_pass_restricted_admissi
     fullname = f"{release}-emailtoken-operator"
     by_name = {o["metadata"]["name"]: o for o in of_kind(live, "ClusterRole")}
     for component, name in (("operator", fullname), ("callback", f"{fullname}-callback")):
-        assert by_name[name]["rules"] == rbac.rules(component, all_namespaces=True)
+        assert by_name[name]["rules"] == rbac.rules(component)
     # The controller manager turns each Deployment into a ReplicaSet and a Pod; the
     # namespace enforces the restricted Pod Security Standard, so a Pod exists only if
     # the chart's pod template passes it (there is no scheduler: the Pods stay Pending).

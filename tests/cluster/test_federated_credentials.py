@@ -290,7 +290,7 @@ def grant_rules(admin: ApiClient, namespace: str, rules: list[dict[str, Any]], s
 
 def component_rules(component: rbac.Component, *, leader_election: bool = False) -> list[dict[str, Any]]:
     scopes = {"leader_election": leader_election, "federation": True}  # chart: providers.federatedCredential.enabled
-    perms = rbac.permissions(component, all_namespaces=False, **scopes)
+    perms = rbac.permissions(component, **scopes)
     return [p.rule() for p in perms]
 
 

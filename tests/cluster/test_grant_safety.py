@@ -388,7 +388,7 @@ def test_a_conflicting_write_at_each_point_of_a_refresh(
 def operator_service_account(cluster: ControlPlane, admin: ApiClient, ns: str) -> tuple[dict[str, Any], Any]:
     """A ServiceAccount with exactly the chart's Role for one namespace (rules from emailtoken.rbac)."""
     admin.create("serviceaccounts", ns, {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "op"}})
-    rules = [p.rule() for p in rbac.permissions(rbac.Component.OPERATOR, all_namespaces=False, leader_election=True)]
+    rules = [p.rule() for p in rbac.permissions(rbac.Component.OPERATOR, leader_election=True)]
     admin.bind_role(ns, "op", rules, (ns, "op"))
     role = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": {"name": "op"}, "rules": rules}
     return role, cluster.service_account_kubeconfig(ns, "op")

@@ -80,7 +80,7 @@ def operator_account(
     admin.create(
         "serviceaccounts", release, {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": account[1]}}
     )
-    rules = rbac.rules(rbac.Component.OPERATOR, all_namespaces=False)
+    rules = rbac.rules(rbac.Component.OPERATOR)
     for namespace in watched:
         admin.bind_role(namespace, "emailtoken-operator", rules, account)
     if lease_rules:

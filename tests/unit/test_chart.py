@@ -931,7 +931,7 @@ def test_rendered_rules_equal_the_table(
         components * (1 if all_namespaces else len(v["watchNamespaces"]))
     )
     for role in roles:
-        expected = rbac.rules(component(role), all_namespaces=all_namespaces)
+        expected = rbac.rules(component(role))
         assert role["rules"] == expected
         for rule in role["rules"]:
             assert "*" not in rule["verbs"] and "*" not in rule["resources"] and "*" not in rule["apiGroups"]

@@ -93,6 +93,6 @@ def test_token_requests_are_granted_only_when_the_installer_turns_them_on(enable
     assert len(roles) == 2 * max(len(namespaces), 1)
     for role in roles:
         component = "callback" if role["metadata"]["name"].endswith("-callback") else "operator"
-        expected = rbac.rules(component, all_namespaces=not namespaces, federation=enabled)
+        expected = rbac.rules(component, federation=enabled)
         assert role["rules"] == expected
         assert any("serviceaccounts/token" in r["resources"] for r in role["rules"]) is enabled

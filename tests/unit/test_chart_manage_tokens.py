@@ -42,7 +42,7 @@ def test_manage_tokens_switch(chart: helm_python.Chart, enabled: bool, namespace
     assert ("--manage-tokens" in args) is enabled
     roles = _callback(objects, "Role" if namespaces else "ClusterRole")
     assert len(roles) == max(1, len(namespaces))
-    expected = rbac.rules("callback", all_namespaces=not namespaces, manage_tokens=enabled)
+    expected = rbac.rules("callback", manage_tokens=enabled)
     for role in roles:
         assert role["rules"] == expected
     writes = {(r["resources"][0], v) for r in expected for v in r["verbs"]}

@@ -9,14 +9,9 @@ resources the table names.
 
 from __future__ import annotations
 
-import json
-import os
 import re
-import subprocess
 import sys
 from pathlib import Path
-
-import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGE_DIR = ROOT / "operator" / "emailtoken"
@@ -45,28 +40,27 @@ def test_every_row_is_explained_and_well_formed() -> None:
 def test_least_privilege_decisions() -> None:
     allowed = rbac.is_allowed
     for component in rbac.Component:
-        for mode in (True, False):
-            # Nobody PUTs anything, touches Leases (without leader election), or writes an EmailToken's spec/metadata.
-            for resource, group in (
-                ("secrets", ""),
-                ("emailtokens", "emailtoken.io"),
-                ("emailtokens/status", "emailtoken.io"),
-            ):
-                assert not allowed(component, "update", resource, group, all_namespaces=mode)
-                assert not allowed(component, "deletecollection", resource, group, all_namespaces=mode)
-            assert not allowed(component, "patch", "emailtokens", "emailtoken.io", all_namespaces=mode)
-            assert not allowed(component, "update", "emailtokens/finalizers", "emailtoken.io", all_namespaces=mode)
-            assert not allowed(component, "create", "leases", "coordination.k8s.io", all_namespaces=mode)
-            assert not allowed(component, "list", "customresourcedefinitions", "apiextensions.k8s.io")
-            assert not allowed(component, "list", "namespaces")
+        # Nobody PUTs anything, touches Leases (without leader election), or writes an EmailToken's spec/metadata.
+        for resource, group in (
+            ("secrets", ""),
+            ("emailtokens", "emailtoken.io"),
+            ("emailtokens/status", "emailtoken.io"),
+        ):
+            assert not allowed(component, "update", resource, group)
+            assert not allowed(component, "deletecollection", resource, group)
+        assert not allowed(component, "patch", "emailtokens", "emailtoken.io")
+        assert not allowed(component, "update", "emailtokens/finalizers", "emailtoken.io")
+        assert not allowed(component, "create", "leases", "coordination.k8s.io")
+        assert not allowed(component, "list", "customresourcedefinitions", "apiextensions.k8s.io")
+        assert not allowed(component, "list", "namespaces")
     # The callback reads tokens and writes grants, nothing else: no Secret listing either.
-    callback = rbac.permissions(rbac.Component.CALLBACK, all_namespaces=True)
+    callback = rbac.permissions(rbac.Component.CALLBACK)
     assert {(p.api_group, p.resource): set(p.verbs) for p in callback} == {
         ("emailtoken.io", "emailtokens"): {"get", "list"},  # lists per page view, reads one; never watches
         ("", "secrets"): {"get", "create", "patch"},
     }
     # The operator: status through /status only, core v1 Events, Secrets as the code uses them.
-    operator = rbac.permissions(rbac.Component.OPERATOR, all_namespaces=True)
+    operator = rbac.permissions(rbac.Component.OPERATOR)
     assert {(p.api_group, p.resource): set(p.verbs) for p in operator} == {
         ("emailtoken.io", "emailtokens"): {"list", "watch"},  # the informer's; never a GET by name
         ("emailtoken.io", "emailtokens/status"): {"patch"},
@@ -76,29 +70,27 @@ def test_least_privilege_decisions() -> None:
     # TokenRequests (federatedCredential.serviceAccountName) only when the installer turns them on:
     # RBAC cannot narrow them to the EmailTokens' ServiceAccounts or audiences.
     for component in rbac.Component:
-        for mode in (True, False):
-            assert not allowed(component, "create", "serviceaccounts/token", all_namespaces=mode)
-            extra = rbac.permissions(component, all_namespaces=mode, federation=True)
-            plain = rbac.permissions(component, all_namespaces=mode)
-            assert [p.rule() for p in extra if p not in plain] == [
-                {"apiGroups": [""], "resources": ["serviceaccounts/token"], "verbs": ["create"]}
-            ]
+        assert not allowed(component, "create", "serviceaccounts/token")
+        extra = rbac.permissions(component, federation=True)
+        plain = rbac.permissions(component)
+        assert [p.rule() for p in extra if p not in plain] == [
+            {"apiGroups": [""], "resources": ["serviceaccounts/token"], "verbs": ["create"]}
+        ]
     assert not allowed("operator", "create", "events", "events.k8s.io")
 
 
 def test_leases_only_for_leader_election_in_the_release_namespace() -> None:
     allowed = rbac.is_allowed
     group = "coordination.k8s.io"
-    for mode in (True, False):
-        for verb in ("get", "create", "patch"):
-            assert allowed("operator", verb, "leases", group, all_namespaces=mode, leader_election=True)
-            assert not allowed("operator", verb, "leases", group, all_namespaces=mode)
-            assert not allowed("callback", verb, "leases", group, all_namespaces=mode, leader_election=True)
-        # A departing leader releases by patching; nobody lists, watches or deletes Leases.
-        for verb in ("list", "watch", "delete", "update", "deletecollection"):
-            assert not allowed("operator", verb, "leases", group, all_namespaces=mode, leader_election=True)
-        # The watched-namespace Roles / the ClusterRole never carry the Lease rule.
-        assert all(r["resources"] != ["leases"] for r in rbac.rules("operator", all_namespaces=mode))
+    for verb in ("get", "create", "patch"):
+        assert allowed("operator", verb, "leases", group, leader_election=True)
+        assert not allowed("operator", verb, "leases", group)
+        assert not allowed("callback", verb, "leases", group, leader_election=True)
+    # A departing leader releases by patching; nobody lists, watches or deletes Leases.
+    for verb in ("list", "watch", "delete", "update", "deletecollection"):
+        assert not allowed("operator", verb, "leases", group, leader_election=True)
+    # The watched-namespace Roles / the ClusterRole never carry the Lease rule.
+    assert all(r["resources"] != ["leases"] for r in rbac.rules("operator"))
     (lease,) = [p for p in rbac.PERMISSIONS[rbac.Component.OPERATOR] if p.resource == "leases"]
     assert lease.scope is rbac.Scope.RELEASE_NAMESPACE and lease.api_group == group
     assert rbac.release_namespace_rules("operator", leader_election=True) == [
@@ -109,12 +101,10 @@ def test_leases_only_for_leader_election_in_the_release_namespace() -> None:
     assert rbac.chart_table()["callback"]["releaseNamespace"] == []
 
 
-def test_no_kopf_rows_and_the_mode_changes_no_rule() -> None:
-    """kopf watches no resource (no peering either): nothing of kopf.dev is granted, and the
-    mode only decides whether a ClusterRole or per-namespace Roles grant the same rules."""
+def test_no_kopf_rows() -> None:
+    """kopf watches no resource (no peering either): nothing of kopf.dev is granted."""
     for component in rbac.Component:
         assert all(p.api_group != "kopf.dev" for p in rbac.PERMISSIONS[component])
-        assert rbac.rules(component, all_namespaces=True) == rbac.rules(component, all_namespaces=False)
 
 
 def test_chart_table_shape() -> None:
@@ -128,86 +118,6 @@ def test_chart_table_shape() -> None:
     assert text.startswith("# GENERATED")
 
 
-PROBE = r"""
-import importlib, json, sys
-import kopf
-from kopf._core.intents import registries
-from kopf._cogs.structs import references
-
-registry = registries.OperatorRegistry()
-registries.set_default_registry(registry)
-for name in sys.argv[1:]:
-    importlib.import_module(name)
-
-catalogue = [references.Resource(group, version, plural, kind=kind, singular=plural[:-1], namespaced=namespaced)
-             for group, version, plural, kind, namespaced in json.loads(sys.stdin.read())]
-found = []
-for kind, reg in (("changing", registry._changing), ("spawning", registry._spawning),
-                  ("watching", registry._watching), ("indexing", registry._indexing),
-                  ("webhooks", registry._webhooks)):
-    for handler in reg.get_all_handlers():
-        matches = sorted(f"{r.group}/{r.plural}" for r in catalogue if handler.selector.check(r))
-        found.append({"registry": kind, "handler": handler.id, "resources": matches})
-print(json.dumps(found))
-"""
-
-# Resources a handler could plausibly watch; a selector that matches none of them fails.
-CATALOGUE = [
-    ("emailtoken.io", "v1alpha1", "emailtokens", "EmailToken", True),
-    ("", "v1", "secrets", "Secret", True),
-    ("", "v1", "events", "Event", True),
-    ("", "v1", "configmaps", "ConfigMap", True),
-    ("", "v1", "namespaces", "Namespace", False),
-    ("", "v1", "pods", "Pod", True),
-    ("coordination.k8s.io", "v1", "leases", "Lease", True),
-]
-
-
-def handler_modules() -> list[str]:
-    """Modules of the package that register kopf handlers."""
-    names = []
-    for path in sorted(PACKAGE_DIR.rglob("*.py")):
-        text = path.read_text(encoding="utf-8")
-        if "@kopf.on." in text or "@kopf.timer" in text or "@kopf.daemon" in text or "@kopf.index" in text:
-            rel = path.relative_to(PACKAGE_DIR.parent).with_suffix("")
-            names.append(".".join(rel.parts).removesuffix(".__init__"))
-    return names
-
-
-def test_kopf_handlers_stay_within_the_table() -> None:
-    modules = handler_modules()
-    if not modules:
-        pytest.skip("no kopf handler module in operator/emailtoken yet")
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "operator"), os.environ.get("PYTHONPATH", "")])}
-    result = subprocess.run(
-        [sys.executable, "-c", PROBE, *modules],
-        input=json.dumps(CATALOGUE),
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
-    handlers = json.loads(result.stdout.strip().splitlines()[-1])
-    # None today: the informer follows EmailTokens and Secrets, whose calls
-    # test_informer_calls_are_in_the_table checks. A kopf resource handler added later brings
-    # kopf's per-event cost back (issue #20) and needs the table checked below.
-    assert handlers == [], f"kopf resource handlers registered: {handlers}"
-    for handler in handlers:
-        assert handler["registry"] != "webhooks", "admission webhooks need permissions the table does not grant"
-        assert handler["resources"], f"{handler['handler']} watches a resource outside the catalogue"
-        needed = {"list", "watch"} | ({"patch"} if handler["registry"] in {"changing", "spawning"} else set())
-        for resource in handler["resources"]:
-            group, _, plural = resource.partition("/")
-            for verb in needed:
-                for mode in (True, False):
-                    assert rbac.is_allowed("operator", verb, plural, group, all_namespaces=mode), (
-                        f"{handler['handler']} ({handler['registry']}) needs {verb} on {resource}: "
-                        "add it to emailtoken/rbac.py (and regenerate) or change the handler"
-                    )
-
-
 def test_informer_calls_are_in_the_table() -> None:
     """The informer lists and watches Secrets and EmailTokens, cluster-wide or per served namespace."""
     source = (PACKAGE_DIR / "informer.py").read_text(encoding="utf-8")
@@ -216,9 +126,8 @@ def test_informer_calls_are_in_the_table() -> None:
     custom = set(re.findall(r"self\._custom\.(\w+)", source))
     assert custom == {"list_cluster_custom_object", "list_namespaced_custom_object"}, custom
     for verb in ("list", "watch"):
-        for mode in (True, False):
-            assert rbac.is_allowed("operator", verb, "secrets", "", all_namespaces=mode)
-            assert rbac.is_allowed("operator", verb, "emailtokens", "emailtoken.io", all_namespaces=mode)
+        assert rbac.is_allowed("operator", verb, "secrets", "")
+        assert rbac.is_allowed("operator", verb, "emailtokens", "emailtoken.io")
 
 
 # kubernetes-client method prefix -> RBAC verb
@@ -255,11 +164,10 @@ def test_operator_api_client_calls_are_in_the_table() -> None:
         assert rest in _RESOURCES, f"{call}: add its resource to this test's map"
         group, resource = _RESOURCES[rest]
         verb = _VERBS[verb_word]
-        for mode in (True, False):
-            granted = {"all_namespaces": mode, "leader_election": True, "federation": True}
-            assert rbac.is_allowed("operator", verb, resource, group, **granted), (
-                f"kube.py calls {call} ({verb} {resource}) but emailtoken/rbac.py does not grant it"
-            )
+        granted = {"leader_election": True, "federation": True}
+        assert rbac.is_allowed("operator", verb, resource, group, **granted), (
+            f"kube.py calls {call} ({verb} {resource}) but emailtoken/rbac.py does not grant it"
+        )
 
 
 def _client_calls_of(method: str, *sources: Path) -> set[str]:
@@ -295,8 +203,5 @@ def test_callback_api_client_calls_are_in_the_table() -> None:
         for call in calls:
             verb_word, _, rest = call.partition("_")
             group, resource = resources[rest]
-            for mode in (True, False):
-                ok = rbac.is_allowed(
-                    "callback", _VERBS[verb_word], resource, group, all_namespaces=mode, manage_tokens=method in writes
-                )
-                assert ok, f"api.{method} calls {call} ({_VERBS[verb_word]} {resource}) not granted to the callback"
+            ok = rbac.is_allowed("callback", _VERBS[verb_word], resource, group, manage_tokens=method in writes)
+            assert ok, f"api.{method} calls {call} ({_VERBS[verb_word]} {resource}) not granted to the callback"
