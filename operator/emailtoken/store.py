@@ -32,8 +32,11 @@ from emailtoken.secretdata import (
 
 log = logging.getLogger(__name__)
 WRITE_RETRIES = 5
-#: Writes of a rotated refresh token that may meet a changed-but-same grant before giving up for now
-CONFLICT_RETRIES = 5
+#: Writes of a rotated refresh token that may meet a changed-but-same grant before giving up for now.
+#: Each round is a GET and a PATCH at the version it read: against a grant Secret relabelled ~100
+#: times a second (tests/cluster/test_grant_safety.py's churn) 5 rounds ran out in 2 of 7 loaded
+#: test runs, and the successor then waited for the next attempt behind a Warning Event.
+CONFLICT_RETRIES = 10
 
 
 def retryable(exc: KubeError) -> bool:
