@@ -15,6 +15,7 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol
+from urllib.parse import quote
 
 import kubernetes
 import urllib3
@@ -24,6 +25,8 @@ from emailtoken.api import GROUP, PLURAL, VERSION
 from emailtoken.apicheck import default_api_timeout
 
 MERGE_PATCH = "application/merge-patch+json"
+#: the generated client's name for the credentials it sends (a bearer token, refreshed by its hook)
+_AUTH = ["BearerToken"]
 
 
 class KubeError(Exception):
@@ -70,6 +73,10 @@ class KubeApi(Protocol):
     async def delete_secret(self, namespace: str, name: str, *, resource_version: str | None = None) -> None: ...
 
     async def patch_token_status(self, namespace: str, name: str, status: dict[str, Any]) -> None: ...
+
+    async def patch_secret_and_status(
+        self, namespace: str, name: str, patch: dict[str, Any], token: str, status: dict[str, Any]
+    ) -> KubeError | None: ...
 
     async def create_service_account_token(
         self, namespace: str, name: str, audience: str, seconds: int
@@ -163,16 +170,34 @@ def _server(configuration: kubernetes.client.Configuration | None) -> str:
 def _raise(exc: ApiException) -> None:
     if not exc.status:  # the client's own wrapping of a TLS failure: no answer from the server
         raise Unreachable(_first_line(str(exc.reason or "TLS error"))) from None
-    reason = ""
+    raise refusal(exc.status, exc.body, str(exc.reason or "")) from None
+
+
+def refusal(status: int, body: str | bytes | None, reason: str) -> KubeError:
+    """The API server's refusal as a :class:`KubeError` carrying its own words (``message`` of its Status)."""
+    message = ""
     try:
-        reason = json.loads(exc.body or "{}").get("message", "")
+        message = json.loads(body or "{}").get("message", "")
     except (ValueError, AttributeError):
-        reason = str(exc.reason or "")
-    if exc.status == 409:
-        raise Conflict(409, reason or "conflict") from None
-    if exc.status == 404:
-        raise NotFound(404, reason or "not found") from None
-    raise KubeError(exc.status or 0, reason or str(exc.reason)) from None
+        message = reason
+    if status == 409:
+        return Conflict(409, message or "conflict")
+    if status == 404:
+        return NotFound(404, message or "not found")
+    return KubeError(status, message or reason)
+
+
+def _secret_path(namespace: str, name: str | None = None) -> str:
+    path = f"/api/v1/namespaces/{quote(namespace, safe='')}/secrets"
+    return f"{path}/{quote(name, safe='')}" if name is not None else path
+
+
+def _event_path(namespace: str) -> str:
+    return f"/api/v1/namespaces/{quote(namespace, safe='')}/events"
+
+
+def _status_path(namespace: str, name: str) -> str:
+    return f"/apis/{GROUP}/{VERSION}/namespaces/{quote(namespace, safe='')}/{PLURAL}/{quote(name, safe='')}/status"
 
 
 def _first_line(text: str) -> str:
@@ -223,6 +248,12 @@ class KubernetesApi:
                 configuration.retries = 0
             api_client = kubernetes.client.ApiClient(configuration)
         self.client = api_client
+        timeout = self._timeout
+        self._http_timeout = (
+            urllib3.Timeout(connect=timeout[0], read=timeout[1])
+            if isinstance(timeout, tuple)
+            else urllib3.Timeout(total=timeout)
+        )
         self.core = kubernetes.client.CoreV1Api(self.client)
         self.custom = kubernetes.client.CustomObjectsApi(self.client)
         self.coordination = kubernetes.client.CoordinationV1Api(self.client)
@@ -251,16 +282,43 @@ class KubernetesApi:
 
         return await asyncio.get_running_loop().run_in_executor(self._pool, call)
 
+    def _send(self, method: str, path: str, body: Any = None, *, answer: bool = True) -> dict[str, Any]:
+        """One request through the client's own connection pool, TLS settings and credentials
+        (its refresh hook included), without its generated layers: argument validation and
+        serialization cost a third of each call's CPU, and every refresh makes two of these
+        calls (bench/README.md). Blocking: call it in a thread."""
+        headers = {**self.client.default_headers, "Accept": "application/json"}
+        data = None
+        if body is not None:
+            headers["Content-Type"] = MERGE_PATCH if method == "PATCH" else "application/json"
+            data = json.dumps(body, separators=(",", ":")).encode()
+        self.client.update_params_for_auth(headers, None, _AUTH, path, method, None)
+        url = self.client.configuration.host + path
+        try:
+            pool = self.client.rest_client.pool_manager
+            response = pool.request(method, url, body=data, headers=headers, timeout=self._http_timeout)
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            raise unreachable(exc) from None
+        if not 200 <= response.status <= 299:
+            raise refusal(response.status, response.data, str(response.reason or ""))
+        return json.loads(response.data) if answer and response.data else {}
+
+    async def _call(self, method: str, path: str, body: Any = None, *, answer: bool = True) -> dict[str, Any]:
+        """:meth:`_send` in one of this instance's threads."""
+        return await asyncio.get_running_loop().run_in_executor(
+            self._pool, lambda: self._send(method, path, body, answer=answer)
+        )
+
     async def get_secret(self, namespace: str, name: str) -> dict[str, Any] | None:
         """The Secret, or None."""
         try:
-            return await self._run(self.core.read_namespaced_secret, name, namespace)
+            return await self._call("GET", _secret_path(namespace, name))
         except NotFound:
             return None
 
     async def create_secret(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
         """Create; Conflict when it exists already."""
-        return await self._run(self.core.create_namespaced_secret, namespace, body)
+        return await self._call("POST", _secret_path(namespace), body)
 
     async def patch_secret(
         self, namespace: str, name: str, patch: dict[str, Any], *, resource_version: str | None = None
@@ -270,7 +328,7 @@ class KubernetesApi:
         body = patch
         if resource_version is not None:
             body = {**patch, "metadata": {**(patch.get("metadata") or {}), "resourceVersion": resource_version}}
-        return await self._run(self.core.patch_namespaced_secret, name, namespace, body, _content_type=MERGE_PATCH)
+        return await self._call("PATCH", _secret_path(namespace, name), body)
 
     async def delete_secret(self, namespace: str, name: str, *, resource_version: str | None = None) -> None:
         """Delete (only that version of it, when ``resource_version`` is given: else Conflict); missing is fine."""
@@ -287,21 +345,31 @@ class KubernetesApi:
     async def patch_token_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
         """Merge-patch the status subresource (never spec). The answer (the whole object) is not
         decoded: no caller reads it, and the watch brings the same object anyway."""
-        await self._run(
-            self.custom.patch_namespaced_custom_object_status,
-            GROUP,
-            VERSION,
-            namespace,
-            PLURAL,
-            name,
-            {"status": status},
-            _content_type=MERGE_PATCH,
-            answer=False,
-        )
+        await self._call("PATCH", _status_path(namespace, name), {"status": status}, answer=False)
+
+    async def patch_secret_and_status(
+        self, namespace: str, name: str, patch: dict[str, Any], token: str, status: dict[str, Any]
+    ) -> KubeError | None:
+        """Merge-patch Secret ``name`` and, once that landed, the status of EmailToken ``token``,
+        one after the other in one thread: a refresh hands its writes to a thread once, not twice.
+
+        The Secret's failure raises as :meth:`patch_secret` does (and nothing else is written);
+        the status write's failure is returned. Neither answer is decoded.
+        """
+
+        def both() -> KubeError | None:
+            self._send("PATCH", _secret_path(namespace, name), patch, answer=False)
+            try:
+                self._send("PATCH", _status_path(namespace, token), {"status": status}, answer=False)
+            except KubeError as exc:
+                return exc
+            return None
+
+        return await asyncio.get_running_loop().run_in_executor(self._pool, both)
 
     async def create_event(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
         """Post a core v1 Event (see :mod:`emailtoken.events`)."""
-        return await self._run(self.core.create_namespaced_event, namespace, body, answer=False)
+        return await self._call("POST", _event_path(namespace), body, answer=False)
 
     async def probe_tokens(self, namespace: str | None) -> None:
         """List at most one EmailToken (of ``namespace``, or of all): what the process needs first.

@@ -152,32 +152,53 @@ _RESOURCES = {
 }
 
 
-def test_operator_api_client_calls_are_in_the_table() -> None:
-    """Every kubernetes-client call of the operator's API adapter (kube.py) is permitted."""
-    source = (PACKAGE_DIR / "kube.py").read_text(encoding="utf-8")
-    calls = sorted(set(re.findall(r"self\.(?:core|custom|coordination)\.(\w+)", source)))
-    assert calls, "kube.py no longer calls the kubernetes client through self.core/self.custom"
-    assert any(c.endswith("namespaced_lease") for c in calls), "leader election's Lease calls moved out of kube.py?"
-    for call in calls:
+# kube.py's own requests (KubernetesApi._send): HTTP method -> RBAC verb, path helper -> (API group, resource)
+_HTTP_VERBS = {"GET": "get", "POST": "create", "PATCH": "patch", "DELETE": "delete"}
+_PATHS = {
+    "secret": ("", "secrets"),
+    "status": ("emailtoken.io", "emailtokens/status"),
+    "event": ("", "events"),
+}
+#: ``self._call("PATCH", _secret_path(`` and ``self._send(...)``
+_OWN_REQUEST = r'self\._(?:call|send)\(\s*"(\w+)",\s*_(\w+)_path\('
+
+
+def _api_calls(text: str) -> set[tuple[str, str, str, str]]:
+    """(call, RBAC verb, API group, resource) of every API call in ``text``: generated client methods
+    (``self.core.patch_namespaced_secret``) and kube.py's own requests."""
+    calls = set()
+    for call in re.findall(r"self\.(?:core|custom|coordination)\.(\w+)", text):
         verb_word, _, rest = call.partition("_")
         assert verb_word in _VERBS, f"unknown client method {call}"
         assert rest in _RESOURCES, f"{call}: add its resource to this test's map"
-        group, resource = _RESOURCES[rest]
-        verb = _VERBS[verb_word]
+        calls.add((call, _VERBS[verb_word], *_RESOURCES[rest]))
+    for method, helper in re.findall(_OWN_REQUEST, text):
+        assert method in _HTTP_VERBS and helper in _PATHS, f"{method} _{helper}_path: add it to this test's maps"
+        calls.add((f"{method} _{helper}_path", _HTTP_VERBS[method], *_PATHS[helper]))
+    return calls
+
+
+def test_operator_api_client_calls_are_in_the_table() -> None:
+    """Every API call of the operator's API adapter (kube.py) is permitted."""
+    calls = _api_calls((PACKAGE_DIR / "kube.py").read_text(encoding="utf-8"))
+    assert calls, "kube.py no longer calls the API in a way this test can see"
+    assert any(c[3] == "leases" for c in calls), "leader election's Lease calls moved out of kube.py?"
+    assert {c[1:] for c in calls} >= {("patch", "", "secrets"), ("patch", "emailtoken.io", "emailtokens/status")}
+    for call, verb, group, resource in sorted(calls):
         granted = {"leader_election": True, "federation": True}
         assert rbac.is_allowed("operator", verb, resource, group, **granted), (
             f"kube.py calls {call} ({verb} {resource}) but emailtoken/rbac.py does not grant it"
         )
 
 
-def _client_calls_of(method: str, *sources: Path) -> set[str]:
-    """kubernetes-client calls in the body of ``async def method`` in any of the sources."""
-    calls: set[str] = set()
+def _client_calls_of(method: str, *sources: Path) -> set[tuple[str, str, str, str]]:
+    """API calls (see :func:`_api_calls`) in the body of ``async def method`` in any of the sources."""
+    calls: set[tuple[str, str, str, str]] = set()
     for source in sources:
         text = source.read_text(encoding="utf-8")
         # Every definition of that name (a Protocol's stub makes no call; the adapter's does).
         for match in re.finditer(rf"\n    async def {method}\(.*?(?=\n    (?:async )?def |\nclass |\Z)", text, re.S):
-            calls |= set(re.findall(r"self\.(?:core|custom|coordination)\.(\w+)", match.group(0)))
+            calls |= _api_calls(match.group(0))
     return calls
 
 
@@ -196,12 +217,9 @@ def test_callback_api_client_calls_are_in_the_table() -> None:
     writes -= used
     assert {"apply_token", "apply_secret", "delete_token", "create_event"} <= writes, writes
     used |= writes
-    resources = {**_RESOURCES, "cluster_custom_object": ("emailtoken.io", "emailtokens")}
     for method in sorted(used):
         calls = _client_calls_of(method, callback_dir / "kubeapi.py", PACKAGE_DIR / "kube.py")
-        assert calls, f"the callback calls api.{method}, which makes no kubernetes-client call this test can see"
-        for call in calls:
-            verb_word, _, rest = call.partition("_")
-            group, resource = resources[rest]
-            ok = rbac.is_allowed("callback", _VERBS[verb_word], resource, group, manage_tokens=method in writes)
-            assert ok, f"api.{method} calls {call} ({_VERBS[verb_word]} {resource}) not granted to the callback"
+        assert calls, f"the callback calls api.{method}, which makes no API call this test can see"
+        for call, verb, group, resource in sorted(calls):
+            ok = rbac.is_allowed("callback", verb, resource, group, manage_tokens=method in writes)
+            assert ok, f"api.{method} calls {call} ({verb} {resource}) not granted to the callback"
