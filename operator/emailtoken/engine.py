@@ -76,6 +76,7 @@ from emailtoken.store import (
     SecretMissing,
     check_owner,
     publish,
+    publish_with_status,
     read_secret_key,
 )
 from emailtoken.timefmt import rfc3339, utcnow
@@ -173,6 +174,8 @@ class _Attempt:
     kept: str = ""
     #: digest of what the provider call presents (set just before it; None: the failure came earlier)
     inputs: str | None = None
+    #: the access token to publish together with the step's status (and whether to announce it)
+    deferred: tuple[Unpublished, bool] | None = None
 
     def writing_grant(self, what: str) -> None:
         self.doing = f"writing Secret {self.token.namespace}/{self.token.grant_secret_name} (the grant)"
@@ -346,14 +349,18 @@ class Engine:
         await self._reauthorize_if_asked(token, spec, st, asked.reauthorize, report, now)
         force = asked.refresh_now is not None
         announce = announced(force, self._follow_spec(st, spec, now, restored), self.config.routine_events)
-        refreshed = False
+        refreshed, attempt = False, None
         if attempt_due(now, st.attempt_at, force=force):
-            refreshed = await self._attempt(_Attempt(token, spec, st, report, now, force), announce=announce)
+            attempt = _Attempt(token, spec, st, report, now, force)
+            refreshed = await self._attempt(attempt, announce=announce)
             now = max(now, self.clock())  # a provider call can take up to its timeout: judge expiry after it
         else:
             self._steady_report(report, st, spec, now)
 
-        await self._finish(body, token, spec, st, report, handled, now)
+        if attempt is not None and attempt.deferred is not None:
+            refreshed = await self._publish_with_status(body, attempt, handled, now)
+        else:
+            await self._finish(body, token, spec, st, report, handled, now)
         return StepResult(delay=self._delay(st, now), refreshed=refreshed)
 
     @staticmethod
@@ -475,11 +482,15 @@ class Engine:
         return ClientCredentials(client_secret=secret, service_account_info=info)
 
     async def _attempt(self, a: _Attempt, *, announce: bool) -> bool:
-        """One refresh: store what an earlier attempt could not, else ask the provider; then publish."""
+        """One refresh: store what an earlier attempt could not, else ask the provider; then publish
+        (with the step's status, :meth:`_publish_with_status`, unless a login probe runs in between)."""
         if not await self._acquire(a):
             return False
         held = a.st.unpublished
         assert held is not None  # every path that got here obtained or kept one
+        if a.spec.login_probe is None and a.st.consumer_exists:
+            a.deferred = (held, announce)
+            return True
         if not await self._publish_held(a, held):
             return False
         self._published(a, held, announce=announce)
@@ -520,19 +531,50 @@ class Engine:
 
     async def _publish_held(self, a: _Attempt, held: Unpublished) -> bool:
         """Write the consumer Secret; a failure is reported and the token stays held for the next attempt."""
-        st = a.st
         try:
-            await self._publish(a.token, a.spec, held, exists=st.consumer_exists)
-            st.consumer_exists = True
-            return True
-        except SecretMissing as exc:  # someone else's Secret took the name since the step looked
+            await publish(self.api, a.token.namespace, self._consumer_secret(a, held), exists=a.st.consumer_exists)
+        except (SecretMissing, KubeError) as exc:
+            self._publish_failed(a, exc)
+            return False
+        a.st.consumer_exists = True
+        return True
+
+    def _publish_failed(self, a: _Attempt, exc: SecretMissing | KubeError) -> None:
+        """The consumer Secret was not written: reported; the access token stays held for the next attempt."""
+        st = a.st
+        if isinstance(exc, SecretMissing):  # someone else's Secret took the name since the step looked
             st.loaded, st.published = False, None
             self._setbacks.fail(st, failures.of_conflict(str(exc)), a.report, a.now)
-        except KubeError as exc:
-            doing = f"writing Secret {a.token.namespace}/{a.spec.secret_name}"
-            kept = "; the new access token is kept and published once the write succeeds"
-            self._setbacks.fail(st, _api_failure(exc, doing, kept), a.report, a.now)
-        return False
+            return
+        doing = f"writing Secret {a.token.namespace}/{a.spec.secret_name}"
+        kept = "; the new access token is kept and published once the write succeeds"
+        self._setbacks.fail(st, _api_failure(exc, doing, kept), a.report, a.now)
+
+    async def _publish_with_status(
+        self, body: Mapping[str, Any], a: _Attempt, handled: dict[str, str], now: datetime
+    ) -> bool:
+        """Publish the held access token and write the status that reports it in one hand-off to a
+        thread (every routine refresh: two writes, one wake-up). The state and report are moved on
+        as if the Secret write landed, the status rendered from them, and both put back when it did
+        not; that failure is then reported as :meth:`_publish_held` does, with a status write of its own."""
+        assert a.deferred is not None
+        (held, announce), st, report = a.deferred, a.st, a.report
+        saved, told = st.undo_point(), report.copy()
+        self._published(a, held, announce=announce)
+        shown, status, patch = self._render(body, a.token, a.spec, st, report, handled, now)
+        try:
+            error = await publish_with_status(
+                self.api, a.token.namespace, self._consumer_secret(a, held), a.token.name, patch
+            )
+        except (SecretMissing, KubeError) as exc:
+            st.undo(saved)
+            vars(report).update(vars(told))
+            self._publish_failed(a, exc)
+            await self._finish(body, a.token, a.spec, st, report, handled, now)
+            return False
+        st.consumer_exists = True
+        self._reported(shown, a.token, a.spec, st, report, status, patch, error)
+        return True
 
     def _published(self, a: _Attempt, held: Unpublished, *, announce: bool) -> None:
         """The consumer Secret holds the new token: the state starts over, plan the next refresh, report."""
@@ -655,10 +697,12 @@ class Engine:
 
     # -- writing and reporting -------------------------------------------------------------------
 
-    async def _publish(self, token: TokenRef, spec: EmailTokenSpec, held: Unpublished, *, exists: bool = True) -> None:
-        result = held.result
-        body = consumer_secret(
-            token,
+    @staticmethod
+    def _consumer_secret(a: _Attempt, held: Unpublished) -> dict[str, Any]:
+        """The consumer Secret that publishes ``held`` (:func:`emailtoken.secretdata.consumer_secret`)."""
+        result, spec = held.result, a.spec
+        return consumer_secret(
+            a.token,
             spec.secret_name,
             access_token=result.access_token,
             token_type=result.token_type or "Bearer",
@@ -668,7 +712,6 @@ class Engine:
             scope=result.scope or spec.scope_string,
             spec_hash=spec.fingerprint(),
         )
-        await publish(self.api, token.namespace, body, exists=exists)
 
     def _steady_report(self, report: Report, st: TokenState, spec: EmailTokenSpec, now: datetime) -> None:
         report.standing(st.error, st.published, spec.provider, token_valid=st.valid_at(now))
@@ -683,25 +726,57 @@ class Engine:
         handled: dict[str, str],
         now: datetime,
     ) -> None:
-        """Render the status (pure, :mod:`emailtoken.report`), update the metrics, write what changed, post Events."""
-        if handled:
-            st.handled = dict(handled)
-        found = Findings(st.published, st.attempt_at, st.error, st.failures, st.device, handled)
-        body = {**body, "status": known_status(body, st.status_written)}
-        if spec is not None:
-            self._advise(token, spec, st, report, body["status"], now)
-        status = render_status(body, token, spec, found, report, self._links, now)
-        provider_name = spec.provider if spec is not None else str((body.get("spec") or {}).get("provider", ""))
-        self._observe(token, provider_name, st, report, status)
-        patch = changed(status, body["status"])
+        """Render the status, write what changed, update the metrics, post Events."""
+        shown, status, patch = self._render(body, token, spec, st, report, handled, now)
+        error = None
         if patch:
             try:
                 await self.api.patch_token_status(token.namespace, token.name, patch)
-                st.status_written = after_write(body, st.status_written, patch)
             except KubeError as exc:
-                log.warning("could not write status of %s: %s", token, f"HTTP {exc.status}" if exc.status else exc)
+                error = exc
+        self._reported(shown, token, spec, st, report, status, patch, error)
+
+    def _render(
+        self,
+        body: Mapping[str, Any],
+        token: TokenRef,
+        spec: EmailTokenSpec | None,
+        st: TokenState,
+        report: Report,
+        handled: dict[str, str],
+        now: datetime,
+    ) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+        """The body with the status as last known, the status to show (pure, :mod:`emailtoken.report`)
+        and the patch of what changed."""
+        if handled:
+            st.handled = dict(handled)
+        found = Findings(st.published, st.attempt_at, st.error, st.failures, st.device, handled)
+        shown = {**body, "status": known_status(body, st.status_written)}
+        if spec is not None:
+            self._advise(token, spec, st, report, shown["status"], now)
+        status = render_status(shown, token, spec, found, report, self._links, now)
+        return shown, status, changed(status, shown["status"])
+
+    def _reported(
+        self,
+        shown: Mapping[str, Any],
+        token: TokenRef,
+        spec: EmailTokenSpec | None,
+        st: TokenState,
+        report: Report,
+        status: Mapping[str, Any],
+        patch: dict[str, Any],
+        error: KubeError | None,
+    ) -> None:
+        """After the status write (``error``: it failed): remember what was written, update the metrics, post Events."""
+        if error is not None:
+            log.warning("could not write status of %s: %s", token, f"HTTP {error.status}" if error.status else error)
+        elif patch:
+            st.status_written = after_write(shown, st.status_written, patch)
+        provider_name = spec.provider if spec is not None else str((shown.get("spec") or {}).get("provider", ""))
+        self._observe(token, provider_name, st, report, status)
         for type_, reason, message in report.events:
-            self.events(body, type=type_, reason=reason, message=message)
+            self.events(shown, type=type_, reason=reason, message=message)
 
     def _observe(
         self, token: TokenRef, provider: str, st: TokenState, report: Report, status: Mapping[str, Any]

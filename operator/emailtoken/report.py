@@ -9,7 +9,7 @@ Events, extra status fields, the metrics outcome), renders the status with
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -40,6 +40,10 @@ class Report:
     outcome: str | None = None
     #: warnings ahead of a known failure (emailtoken.advisories: GrantExpiring, ServiceRetiring)
     advisories: list[Condition] = field(default_factory=list)
+
+    def copy(self) -> Report:
+        """A copy whose lists and fields can change without changing this one."""
+        return replace(self, events=list(self.events), fields=dict(self.fields), advisories=list(self.advisories))
 
     def failed(self, error: Failure, published: PublishedToken | None, *, token_valid: bool) -> None:
         """Conditions for a token whose last attempt failed with ``error``.

@@ -239,14 +239,7 @@ async def publish(api: KubeApi, namespace: str, body: dict[str, Any], *, exists:
     anyone else's raises :class:`SecretMissing`.
     """
     meta = body["metadata"]
-    patch = {
-        "metadata": {
-            "labels": meta["labels"],
-            "annotations": meta["annotations"],
-            "ownerReferences": meta["ownerReferences"],
-        },
-        "data": body["data"],
-    }
+    patch = _consumer_patch(body)
 
     async def owned() -> None:
         check_owner(await api.get_secret(namespace, meta["name"]), namespace, meta["name"], meta["labels"][LABEL_TOKEN])
@@ -265,3 +258,43 @@ async def publish(api: KubeApi, namespace: str, body: dict[str, Any], *, exists:
         except Conflict:
             await owned()
             await api.patch_secret(namespace, meta["name"], patch)
+
+
+async def publish_with_status(
+    api: KubeApi, namespace: str, body: dict[str, Any], token: str, status: dict[str, Any]
+) -> KubeError | None:
+    """:func:`publish` a consumer Secret the step knows to exist, then write ``status`` to EmailToken
+    ``token`` once it landed, both in one thread hand-off (:meth:`KubeApi.patch_secret_and_status`).
+
+    The Secret's failure raises as in :func:`publish` (no status written then); the status
+    write's failure is returned. A Secret deleted since the step looked is created, as
+    :func:`publish` does, and the status written after it.
+    """
+    if not status:
+        await publish(api, namespace, body)
+        return None
+    try:
+        return await api.patch_secret_and_status(
+            namespace, body["metadata"]["name"], _consumer_patch(body), token, status
+        )
+    except NotFound:
+        await publish(api, namespace, body, exists=False)
+    try:
+        await api.patch_token_status(namespace, token, status)
+    except KubeError as exc:
+        return exc
+    return None
+
+
+def _consumer_patch(body: dict[str, Any]) -> dict[str, Any]:
+    """The merge patch that makes an existing consumer Secret hold ``body`` (its labels, annotations,
+    owner and data; nothing else of what others added to it is touched)."""
+    meta = body["metadata"]
+    return {
+        "metadata": {
+            "labels": meta["labels"],
+            "annotations": meta["annotations"],
+            "ownerReferences": meta["ownerReferences"],
+        },
+        "data": body["data"],
+    }

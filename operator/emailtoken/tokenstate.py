@@ -104,6 +104,16 @@ class TokenState:
         self.failures, self.error, self.last_warning, self.refusal = 0, None, None, None
         self.attempt_at = next_at
 
+    def undo_point(self) -> dict[str, Any]:
+        """What publishing a token and reporting it change (:meth:`recovered`, the advisories'
+        warnings): :meth:`undo` puts it back when the write that was to publish it did not land."""
+        return {name: getattr(self, name) for name in _PUBLISHING}
+
+    def undo(self, saved: Mapping[str, Any]) -> None:
+        """Back to :meth:`undo_point`'s values (only those fields: what else changed meanwhile stays)."""
+        for name, value in saved.items():
+            setattr(self, name, value)
+
     def grant_replaced(self, now: datetime) -> None:
         """A new sign-in or a reauthorization changed the grant while we refreshed: theirs wins.
         What our refresh bought (a rotation, an access token) belongs to the grant it replaced;
@@ -116,6 +126,9 @@ class TokenState:
         or a standing failure belongs to it too."""
         self.grant_replaced(now)
         self.device, self.error = None, None
+
+
+_PUBLISHING = ("unpublished", "published", "failures", "error", "last_warning", "refusal", "attempt_at", "warned")
 
 
 @dataclass(frozen=True)

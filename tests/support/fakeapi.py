@@ -82,6 +82,17 @@ class InMemoryApi:
         self.tokens[(namespace, name)] = merged
         self.writes.append(("patch", "status", name))
 
+    async def patch_secret_and_status(
+        self, namespace: str, name: str, patch: dict[str, Any], token: str, status: dict[str, Any]
+    ) -> KubeError | None:
+        """As the real client: the Secret first (its failure raises), then the status (its failure returned)."""
+        await self.patch_secret(namespace, name, patch)
+        try:
+            await self.patch_token_status(namespace, token, status)
+        except KubeError as exc:
+            return exc
+        return None
+
     async def get_lease(self, namespace: str, name: str) -> dict[str, Any] | None:
         self.reads.append(("get", "lease", name))
         lease = self.leases.get((namespace, name))

@@ -543,3 +543,94 @@ async def test_a_sign_in_stored_elsewhere_during_the_device_flow_wins() -> None:
     await h.step()
     assert h.provider.refreshed_with == ["grant-from-authorize-cli"]
     assert h.provider.polls == 1
+
+
+# --------------------------------------------------------------------------- Secret and status together
+
+
+class CountsCombined(RecordingApi):
+    """Counts the Secret-then-status writes, and refuses the status write ``refuse_status`` times."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.combined = 0
+        self.refuse_status = 0
+
+    async def patch_secret_and_status(
+        self, namespace: str, name: str, patch: dict[str, Any], token: str, status: dict[str, Any]
+    ) -> KubeError | None:
+        self.combined += 1
+        return await super().patch_secret_and_status(namespace, name, patch, token, status)
+
+    async def patch_token_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+        if self.refuse_status:
+            self.refuse_status -= 1
+            raise KubeError(503, "etcd leader changed")
+        await super().patch_token_status(namespace, name, status)
+
+
+async def combined_harness() -> Harness:
+    h = await app_harness()
+    h.api = api = CountsCombined()
+    api.secrets = {}
+    h.engine = h.new_engine()
+    await h.add_client_secret()
+    await h.step()  # the first token: the consumer Secret is created, then the status written
+    assert api.combined == 0
+    api.writes.clear()
+    h.clock.set(h.due_time())
+    return h
+
+
+async def test_a_routine_refresh_hands_both_writes_to_one_call() -> None:
+    """The Secret and then the status, in one hand-off to a thread (KubeApi.patch_secret_and_status)."""
+    h = await combined_harness()
+    result = await h.step()
+    assert result.refreshed is True
+    assert h.api.combined == 1
+    assert h.api.writes == [("patch", "secret", NAME), ("patch", "status", NAME)]
+    assert h.consumer()["access_token"] == h.provider.issued[1].access_token
+    assert h.status["expiresAt"] == decode_data(h.api.secrets[(NS, NAME)])["expires_at"]
+    assert h.cond("Ready")["status"] == "True"
+
+
+async def test_a_refused_secret_write_puts_the_state_back_and_reports_it() -> None:
+    """The status was rendered as if the Secret write landed; it did not: the failure is what status
+    shows (with a write of its own), and the new access token is published next time without a
+    provider call."""
+    h = await combined_harness()
+    before = dict(h.status)
+    h.api.fail_next = [KubeError(403, FORBIDDEN_PATCH)]
+    result = await h.step()
+    assert result.refreshed is False
+    assert h.provider.app_calls == 2
+    assert h.consumer()["access_token"] == h.provider.issued[0].access_token
+    assert h.status["lastRefreshTime"] == before["lastRefreshTime"]
+    assert h.status["expiresAt"] == before["expiresAt"]
+    assert h.status["refreshFailures"] == 1
+    ready = h.cond("Ready")
+    assert (ready["status"], ready["reason"]) == ("True", "TokenValid")  # the old token is still valid
+    assert "cannot patch resource" in ready["message"]
+    assert [e[:2] for e in h.events][-1] == ("Warning", "RefreshFailed")
+    assert h.api.writes[-1] == ("patch", "status", NAME)
+
+    h.clock.set(h.due_time())
+    assert (await h.step()).refreshed is True
+    assert h.provider.app_calls == 2  # the held token
+    assert h.consumer()["access_token"] == h.provider.issued[1].access_token
+    assert h.status["refreshFailures"] == 0
+
+
+async def test_a_refused_status_write_after_the_secret_landed_is_written_by_the_next_step(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    h = await combined_harness()
+    h.api.refuse_status = 1
+    assert (await h.step()).refreshed is True
+    assert h.consumer()["access_token"] == h.provider.issued[1].access_token
+    assert "could not write status of mail/box: HTTP 503" in caplog.text
+    assert h.status["expiresAt"] != decode_data(h.api.secrets[(NS, NAME)])["expires_at"]
+
+    await h.step()  # not due: no provider call, but the status it could not write
+    assert h.provider.app_calls == 2
+    assert h.status["expiresAt"] == decode_data(h.api.secrets[(NS, NAME)])["expires_at"]
