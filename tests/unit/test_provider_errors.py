@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import sys
 from datetime import UTC, datetime
 from typing import Any
 
 import google.auth.exceptions
+import msal.application
 import pytest
 import requests
 import requests.adapters
@@ -415,3 +418,29 @@ def test_microsoft_discovery_is_read_once_by_concurrent_first_calls() -> None:
         list(pool.map(lambda _: provider.acquire_app_token(app_spec, creds), range(10)))
     assert sum(1 for method, _, _ in endpoint.requests if method == "GET") == 1
     assert endpoint.posts == 10
+
+
+class _Lookups:
+    """A meta-path finder that only records which modules Python searched for."""
+
+    def __init__(self) -> None:
+        self.names: list[str] = []
+
+    def find_spec(self, name: str, path: Any = None, target: Any = None) -> None:
+        self.names.append(name)
+
+
+def test_msal_looks_for_its_absent_extension_package_once_not_per_application() -> None:
+    """msal imports the optional msal-extensions each time an application is built; once the
+    provider module is loaded, an absent package is known absent without a search."""
+    if importlib.util.find_spec("msal_extensions") is not None:
+        pytest.skip("msal-extensions is installed here: msal's check finds it")
+    lookups = _Lookups()
+    sys.meta_path.insert(0, lookups)
+    try:
+        for _ in range(3):
+            msal.application._msal_extension_check()  # what every ClientApplication() runs
+    finally:
+        sys.meta_path.remove(lookups)
+    assert "msal_extensions" not in lookups.names
+    assert microsoft is not None  # the module that settles it is loaded

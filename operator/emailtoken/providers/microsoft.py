@@ -8,6 +8,8 @@ turns msal's error dicts into :class:`ProviderError` with plain-words messages.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
+import sys
 import threading
 import urllib.parse
 from datetime import timedelta
@@ -66,6 +68,18 @@ INVALID_CLIENT_CODES: dict[int, str] = {
 
 
 _MAX_DETAIL = 512  # provider text quoted in a message (status and Events have limits)
+
+
+def _settle_optional_extension() -> None:
+    """msal looks for its optional msal-extensions package each time an application is built, and
+    the operator builds one per token call: a failed import searches every ``sys.path`` entry, 8 %
+    of a call's CPU (bench/README.md). When it is not installed, record that once in
+    ``sys.modules``, where Python's import then fails at once (``None`` means "not importable")."""
+    if "msal_extensions" not in sys.modules and importlib.util.find_spec("msal_extensions") is None:
+        sys.modules["msal_extensions"] = None  # type: ignore[assignment]
+
+
+_settle_optional_extension()
 
 
 class _DiscoveryOnlyCache(dict[str, Any]):
