@@ -118,6 +118,10 @@ class SecretIndex(Protocol):
         """Whether the Secret exists; None when that namespace has not been listed yet."""
         ...
 
+    def version(self, namespace: str, name: str) -> str | None:
+        """The Secret's resourceVersion as the watch last saw it; None when it has not seen it."""
+        ...
+
 
 class ProviderSource(Protocol):
     """Gives the provider implementation for ``spec.provider``."""
@@ -214,9 +218,9 @@ class Engine:
         self.index = TokenIndex()
         #: client secrets and keys read once, dropped when the Secret watch reports a change (handlers)
         self.credential_secrets = CredentialSecrets()
-        #: consumer Secrets the watch delivered before their token's first step (a restart lists
-        #: both at once): (namespace, token name) -> (Secret name, what it holds); saves a GET each
-        self._seen_consumers: dict[Key, tuple[str, PublishedToken | None]] = {}
+        #: consumer Secrets listed before their token's first step (a restart lists both at once):
+        #: (namespace, token name) -> (Secret name, what it holds, its resourceVersion); saves a GET each
+        self._seen_consumers: dict[Key, tuple[str, PublishedToken | None, str]] = {}
         self._fence = Fence(self.config.may_act)
         self._calls = ProviderCalls(self._fence, self.observer, self.config.provider_threads)
         self._setbacks = Setbacks(self.clock, self.rng)
@@ -229,16 +233,28 @@ class Engine:
     # -- bookkeeping used by the handlers -------------------------------------------------
 
     def consumer_observed(self, namespace: str, name: str, secret: Mapping[str, Any], *, deleted: bool = False) -> None:
-        """The watch delivered a consumer Secret (ours by its label): remember it for a token not stepped yet."""
-        token_name = ((secret.get("metadata") or {}).get("labels") or {}).get(LABEL_TOKEN)
+        """The list of the operator's own Secrets delivered a consumer Secret (ours by its label):
+        remember it for a token not stepped yet, unless the Secret watch has seen another version
+        of it since (see :meth:`consumer_version`)."""
+        metadata = secret.get("metadata") or {}
+        token_name = (metadata.get("labels") or {}).get(LABEL_TOKEN)
         if not token_name:
             return
-        key = (namespace, token_name)
+        key, version = (namespace, token_name), str(metadata.get("resourceVersion") or "")
         st = self.states.get(key)
-        if keeps_watched_copy(deleted, st is not None and st.loaded):
-            self._seen_consumers[key] = (name, read_published(secret))
+        watched = self.secret_index.version(namespace, name) if self.secret_index is not None else None
+        if keeps_watched_copy(deleted, st is not None and st.loaded) and watched in (None, version):
+            self._seen_consumers[key] = (name, read_published(secret), version)
         else:
             self._seen_consumers.pop(key, None)
+
+    def consumer_version(self, namespace: str, name: str, metadata: Mapping[str, Any], *, deleted: bool) -> None:
+        """The Secret watch saw a consumer Secret change or go: a remembered copy of another version
+        is stale (the bodies are listed once, not watched), and the token's first step reads it."""
+        token_name = (metadata.get("labels") or {}).get(LABEL_TOKEN)
+        seen = self._seen_consumers.get((namespace, token_name)) if token_name else None
+        if seen is not None and seen[0] == name and (deleted or seen[2] != metadata.get("resourceVersion")):
+            del self._seen_consumers[(namespace, token_name)]
 
     def forget(self, key: Key) -> None:
         """The object is gone: drop everything remembered about it."""

@@ -15,8 +15,11 @@ Three streams per scope:
   exist, and a change to one a token reads (its resourceVersion moves), never their data, so
   that Secrets the operator does not need cost it no memory (issues #15 and #20: parsed pages
   of 800 KiB Helm release records took it from 69 to 325 MiB, and glibc keeps the freed heap);
-- the full bodies of the operator's own Secrets only (a label selector): consumer Secrets
-  are read from it after a restart instead of a GET each;
+- the full bodies of the operator's own Secrets only (a label selector), listed once at start
+  and not watched: consumer Secrets are read from that list after a restart instead of a GET
+  each; afterwards the metadata stream says which exist and whether one changed (a copy of
+  another resourceVersion is dropped, see :meth:`Informer.version`), and watching the bodies
+  too cost a second event, parsed whole, for every Secret the operator writes (issue #20);
 - the EmailTokens, whole.
 """
 
@@ -64,7 +67,7 @@ class _Gone(Exception):
 
 @dataclass(eq=False)
 class _Stream:
-    """One list-and-watch in one scope: all Secrets' metadata, the bodies of the selected ones, or EmailTokens."""
+    """One list-and-watch (or list) in one scope: all Secrets' metadata, the selected ones' bodies, or EmailTokens."""
 
     namespace: str | None
     deliver: Deliver
@@ -72,8 +75,10 @@ class _Stream:
     selector: str | None = None
     #: "secrets" or "emailtokens"
     resource: str = "secrets"
-    #: (namespace, name) of every Secret it follows, as of the last list and watch event
-    known: set[tuple[str, str]] = field(default_factory=set)
+    #: False: list once, then stop (the bodies of the operator's own Secrets)
+    watch: bool = True
+    #: (namespace, name) -> resourceVersion of every object it follows, as of the last list and watch event
+    known: dict[tuple[str, str], str] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -99,7 +104,8 @@ class Informer:
     """List and watch Secrets (and EmailTokens) in threads; deliver batches of events on the event loop.
 
     ``deliver`` gets the metadata of every Secret (no ``data``); ``own``, if given, the full
-    bodies of the Secrets matching ``own_selector``; ``tokens``, if given, every EmailToken.
+    bodies of the Secrets matching ``own_selector`` as listed at start (not watched); ``tokens``,
+    if given, every EmailToken.
     ``namespaces`` empty means all namespaces (cluster-wide watches); otherwise each namespace
     is watched on its own, as the operator's RBAC may be namespaced.
     """
@@ -138,7 +144,7 @@ class Informer:
         self._index = {scope: _Stream(scope, deliver, metadata_only=True) for scope in self._namespaces}
         self._streams = list(self._index.values())
         if own is not None:
-            self._streams += [_Stream(scope, own, False, own_selector) for scope in self._namespaces]
+            self._streams += [_Stream(scope, own, False, own_selector, watch=False) for scope in self._namespaces]
         if tokens is not None:
             self._streams += [_Stream(scope, tokens, False, resource="emailtokens") for scope in self._namespaces]
         self._listed: set[_Stream] = set()
@@ -182,6 +188,13 @@ class Informer:
             return None
         return (namespace, name) in stream.known
 
+    def version(self, namespace: str, name: str) -> str | None:
+        """The Secret's resourceVersion as the metadata watch last saw it; None when it has not seen it
+        (or not listed that scope yet). Read on the event loop while the watch's thread moves it on:
+        the answer may be newer than the events delivered so far, never older."""
+        stream = self._index.get(None if self._namespaces == (None,) else namespace)
+        return None if stream is None else stream.known.get((namespace, name))
+
     def _run(self, stream: _Stream) -> None:
         if stream.resource == "emailtokens":
             waited = time.monotonic() + SECRETS_FIRST
@@ -195,6 +208,9 @@ class Informer:
                 if version is None:
                     version = self._list(stream)
                     self._post(self._mark_listed, stream)
+                    if not stream.watch:
+                        stream.known = {}
+                        return
                 started = time.monotonic()
                 version, lines = self._watch(stream, version)
                 failures = 0
@@ -240,7 +256,7 @@ class Informer:
 
     def _list(self, stream: _Stream) -> str:
         """List in pages; deliver each page; report the objects gone since the last list."""
-        listed: set[tuple[str, str]] = set()
+        listed: dict[tuple[str, str], str] = {}
         token: str | None = None
         while True:
             kwargs: dict[str, Any] = {"limit": self._page, "_request_timeout": 60}
@@ -251,7 +267,9 @@ class Informer:
             for obj in body.get("items") or ():
                 item = stream.item(obj)
                 metadata = item["metadata"]
-                listed.add((metadata.get("namespace") or "", metadata.get("name") or ""))
+                listed[(metadata.get("namespace") or "", metadata.get("name") or "")] = (
+                    metadata.get("resourceVersion") or ""
+                )
                 events.append(("ADDED", item))
             self._post(stream.deliver, events)
             meta = body.get("metadata") or {}
@@ -259,7 +277,8 @@ class Informer:
             if not token:
                 break
         gone = [
-            ("DELETED", {"metadata": {"namespace": ns, "name": name}}) for ns, name in sorted(stream.known - listed)
+            ("DELETED", {"metadata": {"namespace": ns, "name": name}})
+            for ns, name in sorted(stream.known.keys() - listed.keys())
         ]
         if gone:
             self._post(stream.deliver, gone)
@@ -304,9 +323,9 @@ class Informer:
                     item = stream.item(obj)
                     key = (item["metadata"].get("namespace") or "", item["metadata"].get("name") or "")
                     if kind == "DELETED":
-                        stream.known.discard(key)
+                        stream.known.pop(key, None)
                     else:
-                        stream.known.add(key)
+                        stream.known[key] = item["metadata"].get("resourceVersion") or ""
                     events.append((kind, item))
                 if events:
                     self._post(stream.deliver, events)

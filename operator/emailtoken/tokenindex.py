@@ -71,6 +71,7 @@ def secret_events(engine: Engine, waker: Waker, events: list[Event]) -> None:
     for kind, secret in events:
         metadata, namespace, name = _identity(secret)
         deleted = kind == "DELETED"
+        engine.consumer_version(namespace, name, metadata, deleted=deleted)
         if deleted:
             engine.credential_secrets.removed(namespace, name)
         else:
@@ -117,7 +118,7 @@ def keeps_watched_copy(deleted: bool, loaded: bool) -> bool:
     return not deleted and not loaded
 
 
-def watched_copy(seen: tuple[str, PublishedToken | None] | None, secret_name: str) -> PublishedToken | None:
+def watched_copy(seen: tuple[str, PublishedToken | None, str] | None, secret_name: str) -> PublishedToken | None:
     """What a remembered consumer Secret holds, if it is the Secret the spec names and holds a
     token's data (else the step looks it up)."""
     if seen is None or seen[0] != secret_name:

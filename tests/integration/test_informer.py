@@ -74,14 +74,18 @@ def test_lists_then_follows_adds_changes_and_deletes(kube: KmockThread, api: Api
             await until(lambda: seen.seen("ADDED", namespace, "before"), what="the listed Secret")
             assert informer.exists(namespace, "before") is True
             assert informer.exists(namespace, "after") is False
-            await asyncio.to_thread(api.create_secret, namespace, "after", {"k": "2"})
+            assert informer.version(namespace, "after") is None
+            created = await asyncio.to_thread(api.create_secret, namespace, "after", {"k": "2"})
             await until(lambda: seen.seen("ADDED", namespace, "after"), what="the created Secret")
             assert informer.exists(namespace, "after") is True
-            await asyncio.to_thread(api.patch, "secrets", namespace, "after", {"data": {"k": "Mw=="}})
+            assert informer.version(namespace, "after") == created["metadata"]["resourceVersion"]
+            patched = await asyncio.to_thread(api.patch, "secrets", namespace, "after", {"data": {"k": "Mw=="}})
             await until(lambda: seen.seen("MODIFIED", namespace, "after"), what="the change")
+            assert informer.version(namespace, "after") == patched["metadata"]["resourceVersion"]
             await asyncio.to_thread(api.delete, "secrets", namespace, "before")
             await until(lambda: seen.seen("DELETED", namespace, "before"), what="the deletion")
             assert informer.exists(namespace, "before") is False
+            assert informer.version(namespace, "before") is None
         finally:
             started = time.monotonic()
             await asyncio.to_thread(informer.stop)
@@ -91,9 +95,10 @@ def test_lists_then_follows_adds_changes_and_deletes(kube: KmockThread, api: Api
     seen = asyncio.run(main())
     assert seen.seen("MODIFIED", namespace, "after")
     assert all(e[3] == {} for e in seen.events), "the metadata stream passes no data on, though kmock sent it"
-    # kmock ignores the label selector, so the bodies stream has them all (the handler filters by label).
-    modified = [e for e in own.events if e[:3] == ("MODIFIED", namespace, "after")]
-    assert modified[-1][3] == {"k": "Mw=="}, "the bodies stream gets the Secret as the server sent it"
+    # kmock ignores the label selector, so the bodies list has them all (the handler filters by label);
+    # the bodies are listed once, not watched.
+    assert [e[:3] for e in own.events if e[1] == namespace] == [("ADDED", namespace, "before")]
+    assert own.events[0][3] == {"k": "MQ=="}, "the bodies stream gets the Secret as the server sent it"
     assert seen.thread_ids | own.thread_ids == {threading.main_thread().ident}, "callbacks run on the loop's thread"
 
 
@@ -215,6 +220,10 @@ class ScriptedApi:
             await self.release.wait()
             return response
         return await script.pop(0)(request)
+
+
+def secret_event(name: str, version: str) -> dict[str, Any]:
+    return {"type": "MODIFIED", "object": secret(name, version)}
 
 
 def listing(items: list[dict[str, Any]], version: str, more: str = "") -> Callable[..., Any]:
@@ -354,11 +363,12 @@ def test_a_server_that_ends_every_watch_at_once_is_not_hammered(
 
 
 def test_own_secrets_come_with_their_bodies_and_only_they(scripted: Callable[..., ScriptedApi]) -> None:
-    """The second stream asks for the operator's Secrets by label, as plain JSON, and delivers them whole."""
+    """The second stream asks for the operator's Secrets by label, as plain JSON, delivers them whole,
+    and is listed once: never watched (its changes reach the metadata stream like any other)."""
     ours = secret("box", "5", "b3Vycw==")
     ours["metadata"]["labels"] = {"app.kubernetes.io/managed-by": "emailtoken-operator"}
     server = scripted(
-        [listing([secret("box", "5"), secret("helm-release", "6")], "10")],
+        [listing([secret("box", "5"), secret("helm-release", "6")], "10"), watching(secret_event("box", "11"))],
         own=[listing([ours], "10"), watching({"type": "MODIFIED", "object": {**ours, "data": {"k": "bmV3"}}})],
     )
 
@@ -368,16 +378,23 @@ def test_own_secrets_come_with_their_bodies_and_only_they(scripted: Callable[...
         informer.start(asyncio.get_running_loop())
         try:
             await asyncio.wait_for(informer.synced.wait(), 10)
-            await until(lambda: own.seen("MODIFIED", "ns", "box"), what="the change to our Secret")
+            await until(lambda: seen.seen("MODIFIED", "ns", "box"), what="the change to our Secret")
             assert informer.exists("ns", "helm-release") is True, "existence comes from the metadata of all"
+            assert informer.version("ns", "box") == "11"
+            await asyncio.sleep(0.5)  # time for a watch of the bodies, if one were started
         finally:
             await asyncio.to_thread(informer.stop)
         return seen, own
 
     seen, own = asyncio.run(main())
-    assert [e[:3] for e in seen.events] == [("ADDED", "ns", "box"), ("ADDED", "ns", "helm-release")]
-    assert [(e[0], e[3]) for e in own.events] == [("ADDED", {"k": "b3Vycw=="}), ("MODIFIED", {"k": "bmV3"})]
+    assert [e[:3] for e in seen.events] == [
+        ("ADDED", "ns", "box"),
+        ("ADDED", "ns", "helm-release"),
+        ("MODIFIED", "ns", "box"),
+    ]
+    assert [(e[0], e[3]) for e in own.events] == [("ADDED", {"k": "b3Vycw=="})]
     assert {r["labelSelector"] for r in server.own_requests} == {"app.kubernetes.io/managed-by=emailtoken-operator"}
+    assert [r.get("watch") for r in server.own_requests] == [None], "listed once, never watched"
     assert not any("PartialObjectMetadata" in a for a in server.own_accept)
 
 

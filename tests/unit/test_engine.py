@@ -652,11 +652,15 @@ async def test_foreign_consumer_secret_is_not_overwritten() -> None:
 class ListedSecrets:
     """The Secret watch's word on which Secrets exist (None: not listed yet)."""
 
-    def __init__(self, names: set[str] | None) -> None:
+    def __init__(self, names: set[str] | None, versions: dict[str, str] | None = None) -> None:
         self.names = names
+        self.versions = versions or {}
 
     def exists(self, namespace: str, name: str) -> bool | None:
         return None if self.names is None else (namespace, name) in {(NS, n) for n in self.names}
+
+    def version(self, namespace: str, name: str) -> str | None:
+        return self.versions.get(name) if namespace == NS else None
 
 
 async def test_a_consumer_secret_the_watch_listed_as_absent_is_created_without_a_read() -> None:
@@ -1295,6 +1299,46 @@ async def test_a_consumer_secret_deleted_before_the_first_step_is_read_again() -
     result = await h.step(engine)
     assert ("get", "secret", NAME) in h.api.reads
     assert result.refreshed is True  # published again
+
+
+async def test_a_listed_consumer_secret_of_another_version_than_the_watch_saw_is_read_again() -> None:
+    """The bodies of the operator's own Secrets are listed once, not watched: a copy is kept only
+    while the Secret watch has seen no other version of it, in either order of arrival."""
+    h = await app_harness()
+    await h.step()
+    body = h.api.secrets[(NS, NAME)]
+    listed = body["metadata"]["resourceVersion"]
+
+    # The watch saw a newer version before the list's copy arrived: not kept.
+    engine = h.new_engine(seed=5)
+    engine.secret_index = ListedSecrets({"app-secret", NAME}, {NAME: "999"})
+    engine.consumer_observed(NS, NAME, body)
+    assert engine._seen_consumers == {}
+
+    # The same version: kept; then the watch reports a change (or a deletion): dropped.
+    for change in ({"resourceVersion": "1000"}, None):
+        engine = h.new_engine(seed=5)
+        engine.secret_index = ListedSecrets({"app-secret", NAME}, {NAME: listed})
+        engine.consumer_observed(NS, NAME, body)
+        assert (KEY in engine._seen_consumers) is True
+        metadata = {"labels": body["metadata"]["labels"], **(change or {"resourceVersion": listed})}
+        engine.consumer_version(NS, "unrelated", metadata, deleted=False)  # another Secret: no effect
+        engine.consumer_version(NS, NAME, {"labels": {}, "resourceVersion": "7"}, deleted=False)  # not a token's
+        assert KEY in engine._seen_consumers
+        engine.consumer_version(NS, NAME, metadata, deleted=change is None)
+        assert KEY not in engine._seen_consumers
+        h.api.reads.clear()
+        await h.step(engine)
+        assert ("get", "secret", NAME) in h.api.reads
+
+    # The watch's own word on the same version changes nothing: the step reads no Secret.
+    engine = h.new_engine(seed=5)
+    engine.secret_index = ListedSecrets({"app-secret", NAME}, {NAME: listed})
+    engine.consumer_observed(NS, NAME, body)
+    engine.consumer_version(NS, NAME, body["metadata"], deleted=False)
+    h.api.reads.clear()
+    await h.step(engine)
+    assert ("get", "secret", NAME) not in h.api.reads
 
 
 class RecordingProbes:

@@ -18,9 +18,9 @@ def test_a_watched_consumer_secret_is_kept_only_until_its_token_reads_it_or_it_i
 
 
 def test_the_watched_copy_counts_only_for_the_secret_the_spec_names_and_only_with_data() -> None:
-    assert watched_copy(("inbox", HOLDS), "inbox") is HOLDS
-    assert watched_copy(("old-name", HOLDS), "inbox") is None  # secretName changed since: look it up
-    assert watched_copy(("inbox", None), "inbox") is None  # not a token's data: look it up
+    assert watched_copy(("inbox", HOLDS, "7"), "inbox") is HOLDS
+    assert watched_copy(("old-name", HOLDS, "7"), "inbox") is None  # secretName changed since: look it up
+    assert watched_copy(("inbox", None, "7"), "inbox") is None  # not a token's data: look it up
     assert watched_copy(None, "inbox") is None
 
 
