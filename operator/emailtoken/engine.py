@@ -504,7 +504,7 @@ class Engine:
             return False
         held = a.st.unpublished
         assert held is not None  # every path that got here obtained or kept one
-        if a.spec.login_probe is None and a.st.consumer_exists:
+        if a.spec.login_probe is None:
             a.deferred = (held, announce)
             return True
         if not await self._publish_held(a, held):
@@ -579,8 +579,9 @@ class Engine:
         self._published(a, held, announce=announce)
         shown, status, patch = self._render(body, a.token, a.spec, st, report, handled, now)
         try:
+            secret = self._consumer_secret(a, held)
             error = await publish_with_status(
-                self.api, a.token.namespace, self._consumer_secret(a, held), a.token.name, patch
+                self.api, a.token.namespace, secret, a.token.name, patch, exists=st.consumer_exists
             )
         except (SecretMissing, KubeError) as exc:
             st.undo(saved)

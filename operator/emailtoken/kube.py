@@ -74,8 +74,8 @@ class KubeApi(Protocol):
 
     async def patch_token_status(self, namespace: str, name: str, status: dict[str, Any]) -> None: ...
 
-    async def patch_secret_and_status(
-        self, namespace: str, name: str, patch: dict[str, Any], token: str, status: dict[str, Any]
+    async def write_secret_and_status(
+        self, namespace: str, name: str, body: dict[str, Any], token: str, status: dict[str, Any], *, create: bool
     ) -> KubeError | None: ...
 
     async def create_service_account_token(
@@ -347,18 +347,22 @@ class KubernetesApi:
         decoded: no caller reads it, and the watch brings the same object anyway."""
         await self._call("PATCH", _status_path(namespace, name), {"status": status}, answer=False)
 
-    async def patch_secret_and_status(
-        self, namespace: str, name: str, patch: dict[str, Any], token: str, status: dict[str, Any]
+    async def write_secret_and_status(
+        self, namespace: str, name: str, body: dict[str, Any], token: str, status: dict[str, Any], *, create: bool
     ) -> KubeError | None:
-        """Merge-patch Secret ``name`` and, once that landed, the status of EmailToken ``token``,
-        one after the other in one thread: a refresh hands its writes to a thread once, not twice.
+        """Create Secret ``name`` from ``body`` (``create``) or merge-patch it with ``body``, and once
+        that landed, patch the status of EmailToken ``token``, one after the other in one thread: a
+        refresh hands its writes to a thread once, not twice.
 
-        The Secret's failure raises as :meth:`patch_secret` does (and nothing else is written);
-        the status write's failure is returned. Neither answer is decoded.
+        The Secret's failure raises as :meth:`create_secret` and :meth:`patch_secret` do (and nothing
+        else is written); the status write's failure is returned. Neither answer is decoded.
         """
 
         def both() -> KubeError | None:
-            self._send("PATCH", _secret_path(namespace, name), patch, answer=False)
+            if create:
+                self._send("POST", _secret_path(namespace), body, answer=False)
+            else:
+                self._send("PATCH", _secret_path(namespace, name), body, answer=False)
             try:
                 self._send("PATCH", _status_path(namespace, token), {"status": status}, answer=False)
             except KubeError as exc:

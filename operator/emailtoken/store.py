@@ -238,47 +238,57 @@ async def publish(api: KubeApi, namespace: str, body: dict[str, Any], *, exists:
     (made since the step looked), it is patched only when it carries this token's label;
     anyone else's raises :class:`SecretMissing`.
     """
-    meta = body["metadata"]
-    patch = _consumer_patch(body)
-
-    async def owned() -> None:
-        check_owner(await api.get_secret(namespace, meta["name"]), namespace, meta["name"], meta["labels"][LABEL_TOKEN])
-
+    name, patch = body["metadata"]["name"], _consumer_patch(body)
     if not exists:
         try:
             await api.create_secret(namespace, body)
             return
         except Conflict:
-            await owned()
+            await _owned(api, namespace, body)
     try:
-        await api.patch_secret(namespace, meta["name"], patch)
+        await api.patch_secret(namespace, name, patch)
     except NotFound:
         try:
             await api.create_secret(namespace, body)
         except Conflict:
-            await owned()
-            await api.patch_secret(namespace, meta["name"], patch)
+            await _owned(api, namespace, body)
+            await api.patch_secret(namespace, name, patch)
+
+
+async def _owned(api: KubeApi, namespace: str, body: dict[str, Any]) -> None:
+    """A consumer Secret appeared under the name since the step looked: raise unless it is this token's."""
+    meta = body["metadata"]
+    check_owner(await api.get_secret(namespace, meta["name"]), namespace, meta["name"], meta["labels"][LABEL_TOKEN])
 
 
 async def publish_with_status(
-    api: KubeApi, namespace: str, body: dict[str, Any], token: str, status: dict[str, Any]
+    api: KubeApi, namespace: str, body: dict[str, Any], token: str, status: dict[str, Any], *, exists: bool = True
 ) -> KubeError | None:
-    """:func:`publish` a consumer Secret the step knows to exist, then write ``status`` to EmailToken
-    ``token`` once it landed, both in one thread hand-off (:meth:`KubeApi.patch_secret_and_status`).
+    """:func:`publish`, then write ``status`` to EmailToken ``token`` once the Secret landed, both in
+    one thread hand-off (:meth:`KubeApi.write_secret_and_status`) when the first write lands.
 
     The Secret's failure raises as in :func:`publish` (no status written then); the status
-    write's failure is returned. A Secret deleted since the step looked is created, as
-    :func:`publish` does, and the status written after it.
+    write's failure is returned. What :func:`publish` does next when its first write meets
+    another state (a Secret deleted since the step looked, or one that appeared) it does here
+    too, and writes the status after it.
     """
     if not status:
-        await publish(api, namespace, body)
+        await publish(api, namespace, body, exists=exists)
         return None
+    name = body["metadata"]["name"]
     try:
-        return await api.patch_secret_and_status(
-            namespace, body["metadata"]["name"], _consumer_patch(body), token, status
-        )
-    except NotFound:
+        if not exists:
+            return await api.write_secret_and_status(namespace, name, body, token, status, create=True)
+        return await api.write_secret_and_status(namespace, name, _consumer_patch(body), token, status, create=False)
+    except NotFound:  # the patch found none: deleted since the step looked
+        if not exists:
+            raise
         await publish(api, namespace, body, exists=False)
+    except Conflict:  # the create met one made since the step looked: only this token's is written
+        if exists:
+            raise
+        await _owned(api, namespace, body)
+        await publish(api, namespace, body)
     try:
         await api.patch_token_status(namespace, token, status)
     except KubeError as exc:

@@ -154,25 +154,35 @@ async def test_no_answer_is_unreachable_and_says_where(namespace: str) -> None:
 
 
 async def test_secret_then_status_in_one_call(cluster: ControlPlane, admin: ApiClient, namespace: str) -> None:
-    """patch_secret_and_status: the status only after the Secret landed; the Secret's refusal
-    raises (nothing written), the status's is returned (the Secret stays written)."""
+    """write_secret_and_status: the status only after the Secret landed (created or patched); the
+    Secret's refusal raises (nothing written), the status's is returned (the Secret stays written)."""
     admin.create("emailtokens", namespace, token_body("box"))
     api = KubernetesApi(threads=2, configuration=configuration(cluster))
-    await api.create_secret(namespace, secret("box"))
-    v2 = base64.b64encode(b"v2").decode()
+    v2, v3 = base64.b64encode(b"v2").decode(), base64.b64encode(b"v3").decode()
 
-    assert await api.patch_secret_and_status(namespace, "box", {"data": {"key": v2}}, "box", {"phase": "x"}) is None
-    assert (admin.get("secrets", namespace, "box") or {})["data"]["key"] == v2
+    def status() -> dict[str, Any]:
+        return (admin.get("emailtokens", namespace, "box") or {}).get("status") or {}
 
-    stamp = {"lastRefreshTime": "2026-12-05T11:00:00Z"}
+    def key() -> str:
+        return (admin.get("secrets", namespace, "box") or {})["data"]["key"]
+
+    first = {"lastRefreshTime": "2026-12-05T10:00:00Z"}
+    assert await api.write_secret_and_status(namespace, "box", secret("box"), "box", first, create=True) is None
+    assert key() == base64.b64encode(b"v1").decode()
+    assert status()["lastRefreshTime"] == first["lastRefreshTime"]
+
+    second = {"lastRefreshTime": "2026-12-05T11:00:00Z"}
+    with pytest.raises(Conflict, match="already exists"):
+        await api.write_secret_and_status(namespace, "box", secret("box"), "box", second, create=True)
     with pytest.raises(NotFound):
-        await api.patch_secret_and_status(namespace, "gone", {"data": {"key": v2}}, "box", stamp)
-    assert "lastRefreshTime" not in ((admin.get("emailtokens", namespace, "box") or {}).get("status") or {})
+        await api.write_secret_and_status(namespace, "gone", {"data": {"key": v2}}, "box", second, create=False)
+    assert status()["lastRefreshTime"] == first["lastRefreshTime"], "no status after a refused Secret write"
 
-    v3 = base64.b64encode(b"v3").decode()
-    error = await api.patch_secret_and_status(namespace, "box", {"data": {"key": v3}}, "no-such-token", stamp)
+    patch = {"data": {"key": v2}}
+    error = await api.write_secret_and_status(namespace, "box", patch, "no-such-token", second, create=False)
     assert isinstance(error, NotFound)
-    assert (admin.get("secrets", namespace, "box") or {})["data"]["key"] == v3
+    assert key() == v2
 
-    await api.patch_secret_and_status(namespace, "box", {"data": {"key": v2}}, "box", stamp)
-    assert (admin.get("emailtokens", namespace, "box") or {})["status"]["lastRefreshTime"] == stamp["lastRefreshTime"]
+    patch = {"data": {"key": v3}}
+    assert await api.write_secret_and_status(namespace, "box", patch, "box", second, create=False) is None
+    assert (key(), status()["lastRefreshTime"]) == (v3, second["lastRefreshTime"])

@@ -82,11 +82,14 @@ class InMemoryApi:
         self.tokens[(namespace, name)] = merged
         self.writes.append(("patch", "status", name))
 
-    async def patch_secret_and_status(
-        self, namespace: str, name: str, patch: dict[str, Any], token: str, status: dict[str, Any]
+    async def write_secret_and_status(
+        self, namespace: str, name: str, body: dict[str, Any], token: str, status: dict[str, Any], *, create: bool
     ) -> KubeError | None:
         """As the real client: the Secret first (its failure raises), then the status (its failure returned)."""
-        await self.patch_secret(namespace, name, patch)
+        if create:
+            await self.create_secret(namespace, body)
+        else:
+            await self.patch_secret(namespace, name, body)
         try:
             await self.patch_token_status(namespace, token, status)
         except KubeError as exc:

@@ -556,11 +556,11 @@ class CountsCombined(RecordingApi):
         self.combined = 0
         self.refuse_status = 0
 
-    async def patch_secret_and_status(
-        self, namespace: str, name: str, patch: dict[str, Any], token: str, status: dict[str, Any]
+    async def write_secret_and_status(
+        self, namespace: str, name: str, body: dict[str, Any], token: str, status: dict[str, Any], *, create: bool
     ) -> KubeError | None:
         self.combined += 1
-        return await super().patch_secret_and_status(namespace, name, patch, token, status)
+        return await super().write_secret_and_status(namespace, name, body, token, status, create=create)
 
     async def patch_token_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
         if self.refuse_status:
@@ -575,15 +575,18 @@ async def combined_harness() -> Harness:
     api.secrets = {}
     h.engine = h.new_engine()
     await h.add_client_secret()
+    api.writes.clear()
     await h.step()  # the first token: the consumer Secret is created, then the status written
-    assert api.combined == 0
+    assert api.combined == 1
+    assert api.writes == [("create", "secret", NAME), ("patch", "status", NAME)]
+    api.combined = 0
     api.writes.clear()
     h.clock.set(h.due_time())
     return h
 
 
 async def test_a_routine_refresh_hands_both_writes_to_one_call() -> None:
-    """The Secret and then the status, in one hand-off to a thread (KubeApi.patch_secret_and_status)."""
+    """The Secret and then the status, in one hand-off to a thread (KubeApi.write_secret_and_status)."""
     h = await combined_harness()
     result = await h.step()
     assert result.refreshed is True

@@ -18,6 +18,7 @@ from emailtoken.store import (
     GrantStore,
     SecretMissing,
     publish,
+    publish_with_status,
     read_secret_key,
     retryable,
 )
@@ -229,6 +230,60 @@ async def test_publish_never_takes_over_a_secret_it_did_not_expect() -> None:
             await publish(api, "mail", consumer("at-1"), exists=exists)
         assert api.secrets[("mail", "box")]["data"] == {"x": b64("y")}
         assert ("patch", "secret", "box") not in api.writes
+
+
+STATUS = {"lastRefreshTime": "2026-01-01T00:00:00Z"}
+
+
+async def test_publish_with_status_writes_the_status_after_the_secret_whatever_the_first_write_met() -> None:
+    """Known missing: created; known present: patched; deleted since: created; appeared since:
+    patched when it is this token's. The status follows each, once."""
+    api = InMemoryApi()
+    assert await publish_with_status(api, "mail", consumer("at-1"), "box", STATUS, exists=False) is None
+    assert api.writes == [("create", "secret", "box"), ("patch", "status", "box")]
+
+    api.writes.clear()
+    assert await publish_with_status(api, "mail", consumer("at-2"), "box", STATUS) is None
+    assert api.writes == [("patch", "secret", "box"), ("patch", "status", "box")]
+
+    api.writes.clear()
+    await api.delete_secret("mail", "box")
+    assert await publish_with_status(api, "mail", consumer("at-3"), "box", STATUS) is None
+    assert api.writes[1:] == [("create", "secret", "box"), ("patch", "status", "box")]  # after the refused patch
+
+    api.writes.clear()
+    assert await publish_with_status(api, "mail", consumer("at-4"), "box", STATUS, exists=False) is None
+    assert api.writes == [("patch", "secret", "box"), ("patch", "status", "box")]  # the create met ours
+    assert decode_data(api.secrets[("mail", "box")])["access_token"] == "at-4"
+    assert api.tokens[("mail", "box")]["status"] == STATUS
+
+
+async def test_publish_with_status_writes_no_status_when_the_secret_is_not_written() -> None:
+    foreign = {"metadata": {"name": "box", "labels": {"app": "other"}}, "data": {"x": b64("y")}}
+    api = InMemoryApi()
+    await api.create_secret("mail", foreign)
+    with pytest.raises(SecretMissing, match="is not managed by this EmailToken"):
+        await publish_with_status(api, "mail", consumer("at-1"), "box", STATUS, exists=False)
+    api.fail_next = [KubeError(403, "forbidden")]
+    with pytest.raises(KubeError):
+        await publish_with_status(api, "mail", consumer("at-1"), "box", STATUS)
+    assert ("mail", "box") not in api.tokens
+    assert api.secrets[("mail", "box")]["data"] == {"x": b64("y")}
+
+
+async def test_publish_with_status_returns_the_status_writes_failure() -> None:
+    api = InMemoryApi()
+    await publish(api, "mail", consumer("at-1"))
+
+    class RefusesStatus(InMemoryApi):
+        async def patch_token_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+            raise KubeError(503, "etcd leader changed")
+
+    refusing = RefusesStatus()
+    refusing.secrets = api.secrets
+    error = await publish_with_status(refusing, "mail", consumer("at-2"), "box", STATUS)
+    assert isinstance(error, KubeError) and error.status == 503
+    assert decode_data(refusing.secrets[("mail", "box")])["access_token"] == "at-2"
 
 
 async def test_read_secret_key() -> None:
