@@ -160,6 +160,11 @@ def grant_usable(error: Failure | None) -> bool:
     return error is None or error.kind is not ErrorKind.REAUTHORIZE
 
 
+#: Authorized=False reasons that a new sign-in fixes (the grant itself is refused or is not this
+#: token's); any other (a missing client Secret, a wrong client secret) needs a fix first, and a
+#: token never signed in is offered its first sign-in, not a re-authorization
+SIGN_IN_FIXES = ("ReauthorizationRequired", "AccountMismatch", "EndpointChanged")
+
 #: device-code outcomes after which only a new reauthorize annotation starts over
 DEVICE_FINAL = ("AuthorizationDeclined", "DeviceCodeExpired", "AccountMismatch")
 

@@ -58,11 +58,20 @@ def test_awaiting_token_offers_get_email_token():
 
 
 def test_dead_grant_offers_reauthorize():
-    for reason in ("ReauthorizationRequired", "AccountMismatch"):
+    for reason in ("ReauthorizationRequired", "AccountMismatch", "EndpointChanged"):
         status = {"phase": reason, "conditions": [cond("Ready", "False", reason), cond("Authorized", "False", reason)]}
         row = row_of(token(status=status))
         assert row.action is Action.REAUTHORIZE and row.action.value == "Re-authorize"
         assert row.tone is Tone.BAD
+
+
+def test_a_token_failing_for_a_reason_a_sign_in_does_not_fix_offers_get_email_token():
+    """A client Secret not there yet (the admin page's "Create now" writes it just after the token,
+    and the operator may look in between) or a wrong client secret: re-authorizing fixes nothing."""
+    for reason in ("SecretNotFound", "InvalidClient", "SecretConflict"):
+        status = {"phase": reason, "conditions": [cond("Ready", "False", reason), cond("Authorized", "False", reason)]}
+        row = row_of(token(status=status))
+        assert row.action is Action.SIGN_IN and row.action.value == "Get Email Token", reason
 
 
 def test_ready_token_shows_expiry_and_last_update():

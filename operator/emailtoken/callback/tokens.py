@@ -14,6 +14,7 @@ from typing import Any
 
 from emailtoken import endpoints
 from emailtoken.api import consumer_secret_name
+from emailtoken.failures import SIGN_IN_FIXES
 from emailtoken.model import SpecError, parse_spec
 from emailtoken.timefmt import parse_rfc3339
 
@@ -108,7 +109,7 @@ def _action(flow: str, authorized: Mapping[str, Any], spec_error: str | None) ->
         return Action.APP_ONLY
     if flow == "DeviceCode":
         return Action.DEVICE_CODE
-    if authorized.get("status") == "False" and authorized.get("reason") not in (None, "AwaitingAuthorization"):
+    if authorized.get("status") == "False" and authorized.get("reason") in SIGN_IN_FIXES:
         return Action.REAUTHORIZE
     return Action.SIGN_IN
 
