@@ -234,17 +234,16 @@ class Engine:
 
     def consumer_observed(self, namespace: str, name: str, secret: Mapping[str, Any], *, deleted: bool = False) -> None:
         """The list of the operator's own Secrets delivered a consumer Secret (ours by its label):
-        remember it for a token not stepped yet, unless the Secret watch has seen another version
-        of it since (see :meth:`consumer_version`)."""
+        remember it for a token not stepped yet (used only while the Secret watch knows the same
+        version of it, see :meth:`_load_published`)."""
         metadata = secret.get("metadata") or {}
         token_name = (metadata.get("labels") or {}).get(LABEL_TOKEN)
         if not token_name:
             return
-        key, version = (namespace, token_name), str(metadata.get("resourceVersion") or "")
+        key = (namespace, token_name)
         st = self.states.get(key)
-        watched = self.secret_index.version(namespace, name) if self.secret_index is not None else None
-        if keeps_watched_copy(deleted, st is not None and st.loaded) and watched in (None, version):
-            self._seen_consumers[key] = (name, read_published(secret), version)
+        if keeps_watched_copy(deleted, st is not None and st.loaded):
+            self._seen_consumers[key] = (name, read_published(secret), str(metadata.get("resourceVersion") or ""))
         else:
             self._seen_consumers.pop(key, None)
 
@@ -409,7 +408,7 @@ class Engine:
         try:
             await self._load_published(token, spec, st)
             return None
-        except SecretMissing as exc:  # someone else's Secret has the name: as when publishing (_publish_held)
+        except SecretMissing as exc:  # someone else's Secret has the name: as when publishing (_publish_failed)
             self._setbacks.fail(st, failures.of_conflict(str(exc)), report, now)
         except KubeError as exc:
             doing = f"reading Secret {token.namespace}/{spec.secret_name}"
@@ -460,7 +459,16 @@ class Engine:
     # -- pieces of a step --------------------------------------------------------------------
 
     async def _load_published(self, token: TokenRef, spec: EmailTokenSpec, st: TokenState) -> None:
-        watched = watched_copy(self._seen_consumers.pop((token.namespace, token.name), None), spec.secret_name)
+        seen = self._seen_consumers.pop((token.namespace, token.name), None)
+        if (
+            seen is not None
+            and self.secret_index is not None
+            and self.secret_index.version(token.namespace, seen[0]) != seen[2]
+        ):
+            # The bodies were listed once; the Secret watch has since seen another version of the
+            # Secret, or none (deleted, or the two lists crossed): read it.
+            seen = None
+        watched = watched_copy(seen, spec.secret_name)
         if watched is not None:
             st.published, st.consumer_exists, st.loaded = watched, True, True
             return
@@ -510,8 +518,7 @@ class Engine:
         if not await self._publish_held(a, held):
             return False
         self._published(a, held, announce=announce)
-        if a.spec.login_probe is not None:
-            a.st.login = await self._probe(a.token, a.spec.login_probe, held)
+        a.st.login = await self._probe(a.token, a.spec.login_probe, held)
         return True
 
     async def _probe(self, token: TokenRef, probe: LoginProbe, held: Unpublished) -> Condition:
@@ -589,6 +596,10 @@ class Engine:
             self._publish_failed(a, exc)
             await self._finish(body, a.token, a.spec, st, report, handled, now)
             return False
+        except BaseException:  # cancelled (a stop), or a bug: the held token stays held, as before the write
+            st.undo(saved)
+            vars(report).update(vars(told))
+            raise
         st.consumer_exists = True
         self._reported(shown, a.token, a.spec, st, report, status, patch, error)
         return True

@@ -77,7 +77,8 @@ class _Stream:
     resource: str = "secrets"
     #: False: list once, then stop (the bodies of the operator's own Secrets)
     watch: bool = True
-    #: (namespace, name) -> resourceVersion of every object it follows, as of the last list and watch event
+    #: (namespace, name) of every object it follows, as of the last list and watch event -> for the
+    #: operator's own Secrets their resourceVersion, else "" (a version per Helm record would cost memory)
     known: dict[tuple[str, str], str] = field(default_factory=dict)
 
     @property
@@ -88,6 +89,11 @@ class _Stream:
             return f"EmailToken watch ({scope})"
         what = "metadata" if self.metadata_only else f"bodies of {self.selector}"
         return f"Secret watch ({scope}, {what})"
+
+    def version_of(self, metadata: dict[str, Any]) -> str:
+        """What :attr:`known` keeps of an object: the resourceVersion of the operator's own Secrets."""
+        own = self.metadata_only and (metadata.get("labels") or {}).get(LABEL_MANAGED_BY) == MANAGED_BY
+        return str(metadata.get("resourceVersion") or "") if own else ""
 
     def item(self, obj: dict[str, Any]) -> dict[str, Any]:
         """What is delivered: a metadata stream never passes data on, even from a server that sent it."""
@@ -189,9 +195,10 @@ class Informer:
         return (namespace, name) in stream.known
 
     def version(self, namespace: str, name: str) -> str | None:
-        """The Secret's resourceVersion as the metadata watch last saw it; None when it has not seen it
-        (or not listed that scope yet). Read on the event loop while the watch's thread moves it on:
-        the answer may be newer than the events delivered so far, never older."""
+        """The resourceVersion of one of the operator's own Secrets as the metadata watch last saw it
+        ("" for others); None when it has not seen it (or not listed that scope yet). Read on the
+        event loop while the watch's thread moves it on: the answer may be newer than the events
+        delivered so far, never older."""
         stream = self._index.get(None if self._namespaces == (None,) else namespace)
         return None if stream is None else stream.known.get((namespace, name))
 
@@ -267,9 +274,7 @@ class Informer:
             for obj in body.get("items") or ():
                 item = stream.item(obj)
                 metadata = item["metadata"]
-                listed[(metadata.get("namespace") or "", metadata.get("name") or "")] = (
-                    metadata.get("resourceVersion") or ""
-                )
+                listed[(metadata.get("namespace") or "", metadata.get("name") or "")] = stream.version_of(metadata)
                 events.append(("ADDED", item))
             self._post(stream.deliver, events)
             meta = body.get("metadata") or {}
@@ -325,7 +330,7 @@ class Informer:
                     if kind == "DELETED":
                         stream.known.pop(key, None)
                     else:
-                        stream.known[key] = item["metadata"].get("resourceVersion") or ""
+                        stream.known[key] = stream.version_of(item["metadata"])
                     events.append((kind, item))
                 if events:
                     self._post(stream.deliver, events)

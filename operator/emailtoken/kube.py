@@ -25,8 +25,6 @@ from emailtoken.api import GROUP, PLURAL, VERSION
 from emailtoken.apicheck import default_api_timeout
 
 MERGE_PATCH = "application/merge-patch+json"
-#: the generated client's name for the credentials it sends (a bearer token, refreshed by its hook)
-_AUTH = ["BearerToken"]
 
 
 class KubeError(Exception):
@@ -292,11 +290,16 @@ class KubernetesApi:
         if body is not None:
             headers["Content-Type"] = MERGE_PATCH if method == "PATCH" else "application/json"
             data = json.dumps(body, separators=(",", ":")).encode()
-        self.client.update_params_for_auth(headers, None, _AUTH, path, method, None)
-        url = self.client.configuration.host + path
+        configuration = self.client.configuration
         try:
+            # auth_settings() asks the refresh hook (an in-cluster token re-read from its file)
+            for setting in configuration.auth_settings().values():
+                if setting.get("in") == "header" and setting.get("value"):
+                    headers[setting["key"]] = setting["value"]
             pool = self.client.rest_client.pool_manager
-            response = pool.request(method, url, body=data, headers=headers, timeout=self._http_timeout)
+            response = pool.request(
+                method, configuration.host + path, body=data, headers=headers, timeout=self._http_timeout
+            )
         except (urllib3.exceptions.HTTPError, OSError) as exc:
             raise unreachable(exc) from None
         if not 200 <= response.status <= 299:

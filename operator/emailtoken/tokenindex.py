@@ -113,7 +113,7 @@ def own_write(engine: Engine, key: Key, name: str, metadata: Mapping[str, Any]) 
 
 
 def keeps_watched_copy(deleted: bool, loaded: bool) -> bool:
-    """Is a consumer Secret the watch delivered worth remembering for its token's first step? Not
+    """Is a consumer Secret the list delivered worth remembering for its token's first step? Not
     once it is deleted, nor once the token has read its Secret itself."""
     return not deleted and not loaded
 

@@ -22,6 +22,8 @@ import pytest
 from emailtoken.informer import Event, Informer
 from tests.support.kube import ApiClient, KmockThread
 
+OURS = {"app.kubernetes.io/managed-by": "emailtoken-operator"}
+
 
 class Collector:
     """The informer's callback: every event as (type, namespace, name, data)."""
@@ -61,6 +63,7 @@ def api(kube: KmockThread) -> ApiClient:
 
 def test_lists_then_follows_adds_changes_and_deletes(kube: KmockThread, api: ApiClient, namespace: str) -> None:
     api.create_secret(namespace, "before", {"k": "1"})
+    api.create_secret(namespace, "other", {"k": "1"})
 
     own = Collector()
 
@@ -75,7 +78,7 @@ def test_lists_then_follows_adds_changes_and_deletes(kube: KmockThread, api: Api
             assert informer.exists(namespace, "before") is True
             assert informer.exists(namespace, "after") is False
             assert informer.version(namespace, "after") is None
-            created = await asyncio.to_thread(api.create_secret, namespace, "after", {"k": "2"})
+            created = await asyncio.to_thread(api.create_secret, namespace, "after", {"k": "2"}, labels=OURS)
             await until(lambda: seen.seen("ADDED", namespace, "after"), what="the created Secret")
             assert informer.exists(namespace, "after") is True
             assert informer.version(namespace, "after") == created["metadata"]["resourceVersion"]
@@ -86,6 +89,7 @@ def test_lists_then_follows_adds_changes_and_deletes(kube: KmockThread, api: Api
             await until(lambda: seen.seen("DELETED", namespace, "before"), what="the deletion")
             assert informer.exists(namespace, "before") is False
             assert informer.version(namespace, "before") is None
+            assert informer.version(namespace, "other") == "", "a version is kept only for the operator's own"
         finally:
             started = time.monotonic()
             await asyncio.to_thread(informer.stop)
@@ -97,8 +101,9 @@ def test_lists_then_follows_adds_changes_and_deletes(kube: KmockThread, api: Api
     assert all(e[3] == {} for e in seen.events), "the metadata stream passes no data on, though kmock sent it"
     # kmock ignores the label selector, so the bodies list has them all (the handler filters by label);
     # the bodies are listed once, not watched.
-    assert [e[:3] for e in own.events if e[1] == namespace] == [("ADDED", namespace, "before")]
-    assert own.events[0][3] == {"k": "MQ=="}, "the bodies stream gets the Secret as the server sent it"
+    listed = [e for e in own.events if e[1] == namespace]
+    assert [e[:3] for e in listed] == [("ADDED", namespace, "before"), ("ADDED", namespace, "other")]
+    assert listed[0][3] == {"k": "MQ=="}, "the bodies stream gets the Secret as the server sent it"
     assert seen.thread_ids | own.thread_ids == {threading.main_thread().ident}, "callbacks run on the loop's thread"
 
 
@@ -222,8 +227,10 @@ class ScriptedApi:
         return await script.pop(0)(request)
 
 
-def secret_event(name: str, version: str) -> dict[str, Any]:
-    return {"type": "MODIFIED", "object": secret(name, version)}
+def secret_event(name: str, version: str, labels: dict[str, str] | None = None) -> dict[str, Any]:
+    obj = secret(name, version)
+    obj["metadata"]["labels"] = labels or {}
+    return {"type": "MODIFIED", "object": obj}
 
 
 def listing(items: list[dict[str, Any]], version: str, more: str = "") -> Callable[..., Any]:
@@ -368,7 +375,7 @@ def test_own_secrets_come_with_their_bodies_and_only_they(scripted: Callable[...
     ours = secret("box", "5", "b3Vycw==")
     ours["metadata"]["labels"] = {"app.kubernetes.io/managed-by": "emailtoken-operator"}
     server = scripted(
-        [listing([secret("box", "5"), secret("helm-release", "6")], "10"), watching(secret_event("box", "11"))],
+        [listing([secret("box", "5"), secret("helm-release", "6")], "10"), watching(secret_event("box", "11", OURS))],
         own=[listing([ours], "10"), watching({"type": "MODIFIED", "object": {**ours, "data": {"k": "bmV3"}}})],
     )
 

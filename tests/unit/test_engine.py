@@ -1301,44 +1301,33 @@ async def test_a_consumer_secret_deleted_before_the_first_step_is_read_again() -
     assert result.refreshed is True  # published again
 
 
-async def test_a_listed_consumer_secret_of_another_version_than_the_watch_saw_is_read_again() -> None:
-    """The bodies of the operator's own Secrets are listed once, not watched: a copy is kept only
-    while the Secret watch has seen no other version of it, in either order of arrival."""
+async def test_a_listed_consumer_secret_is_used_only_while_the_watch_knows_that_version() -> None:
+    """The bodies of the operator's own Secrets are listed once, not watched: the copy stands in for
+    a GET only while the Secret watch knows the same version (in whatever order the two arrived)."""
     h = await app_harness()
     await h.step()
     body = h.api.secrets[(NS, NAME)]
     listed = body["metadata"]["resourceVersion"]
 
-    # The watch saw a newer version before the list's copy arrived: not kept.
-    engine = h.new_engine(seed=5)
-    engine.secret_index = ListedSecrets({"app-secret", NAME}, {NAME: "999"})
-    engine.consumer_observed(NS, NAME, body)
-    assert engine._seen_consumers == {}
-
-    # The same version: kept; then the watch reports a change (or a deletion): dropped.
-    for change in ({"resourceVersion": "1000"}, None):
+    async def first_step_reads(watch_knows: str | None, *, change: dict[str, Any] | None = None) -> bool:
         engine = h.new_engine(seed=5)
-        engine.secret_index = ListedSecrets({"app-secret", NAME}, {NAME: listed})
+        engine.secret_index = ListedSecrets({"app-secret", NAME}, {NAME: watch_knows} if watch_knows else {})
         engine.consumer_observed(NS, NAME, body)
-        assert (KEY in engine._seen_consumers) is True
-        metadata = {"labels": body["metadata"]["labels"], **(change or {"resourceVersion": listed})}
-        engine.consumer_version(NS, "unrelated", metadata, deleted=False)  # another Secret: no effect
-        engine.consumer_version(NS, NAME, {"labels": {}, "resourceVersion": "7"}, deleted=False)  # not a token's
-        assert KEY in engine._seen_consumers
-        engine.consumer_version(NS, NAME, metadata, deleted=change is None)
-        assert KEY not in engine._seen_consumers
+        if change is not None:
+            engine.consumer_version(NS, NAME, change, deleted=change.get("deleted", False))
         h.api.reads.clear()
         await h.step(engine)
-        assert ("get", "secret", NAME) in h.api.reads
+        return ("get", "secret", NAME) in h.api.reads
 
-    # The watch's own word on the same version changes nothing: the step reads no Secret.
-    engine = h.new_engine(seed=5)
-    engine.secret_index = ListedSecrets({"app-secret", NAME}, {NAME: listed})
-    engine.consumer_observed(NS, NAME, body)
-    engine.consumer_version(NS, NAME, body["metadata"], deleted=False)
-    h.api.reads.clear()
-    await h.step(engine)
-    assert ("get", "secret", NAME) not in h.api.reads
+    assert not await first_step_reads(listed)
+    assert await first_step_reads("999"), "the watch has seen a newer version"
+    assert await first_step_reads(None), "the watch has not seen it (deleted, or listed as gone)"
+    labels = body["metadata"]["labels"]
+    # The watch's events drop the copy early (memory): another version, or a deletion.
+    assert await first_step_reads(listed, change={"labels": labels, "resourceVersion": "1000"})
+    assert await first_step_reads(listed, change={"labels": labels, "resourceVersion": listed, "deleted": True})
+    assert not await first_step_reads(listed, change={"labels": labels, "resourceVersion": listed})
+    assert not await first_step_reads(listed, change={"labels": {}, "resourceVersion": "7"})  # not a token's
 
 
 class RecordingProbes:

@@ -637,3 +637,26 @@ async def test_a_refused_status_write_after_the_secret_landed_is_written_by_the_
     await h.step()  # not due: no provider call, but the status it could not write
     assert h.provider.app_calls == 2
     assert h.status["expiresAt"] == decode_data(h.api.secrets[(NS, NAME)])["expires_at"]
+
+
+async def test_a_consumer_secret_deleted_while_its_write_was_in_flight_is_published_again() -> None:
+    """The state moved on before the write; a deletion the watch reports meanwhile still counts:
+    the next step finds the Secret gone and publishes again."""
+    h = await combined_harness()
+
+    class DeletedMeanwhile(CountsCombined):
+        async def write_secret_and_status(self, *args: Any, **kwargs: Any) -> KubeError | None:
+            error = await super().write_secret_and_status(*args, **kwargs)
+            await self.delete_secret(NS, NAME)  # someone deletes it right after it landed
+            h.engine.secret_deleted((NS, NAME), NAME)  # and the watch says so before the step resumes
+            return error
+
+    racing = DeletedMeanwhile()
+    racing.secrets, racing.tokens = h.api.secrets, h.api.tokens
+    h.engine.api = racing
+    assert (await h.step()).refreshed is True
+    assert (NS, NAME) not in racing.secrets
+
+    h.engine.api = h.api
+    await h.step()  # not due, but the Secret is gone: published again
+    assert h.consumer()["access_token"] == h.provider.issued[-1].access_token

@@ -1,0 +1,95 @@
+"""emailtoken.kube's own requests (Secrets, status, Events) when the API server does not answer as one.
+
+The answers of a real API server are in tests/cluster/test_kube_api.py; here the real client
+meets no server, a silent one, one that does not speak TLS, and a proxy's HTML error page:
+each is a :class:`KubeError` (Unreachable without an HTTP answer), never a urllib3
+exception, and nothing of an error page's body reaches the message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+
+import kubernetes
+import pytest
+
+from emailtoken.kube import KubeError, KubernetesApi, Unreachable
+from tests.support.ports import free_port
+
+pytestmark = pytest.mark.looptime(False)
+
+
+def _at(port: int, scheme: str = "http") -> kubernetes.client.Configuration:
+    configuration = kubernetes.client.Configuration()
+    configuration.host = f"{scheme}://127.0.0.1:{port}"
+    return configuration
+
+
+def _serve_once(listener: socket.socket, answer: bytes) -> threading.Thread:
+    """Answer the first request on ``listener`` with ``answer`` (raw bytes), then close."""
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            conn.recv(65536)
+            conn.sendall(answer)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    return thread
+
+
+async def test_a_refused_connection_is_unreachable() -> None:
+    api = KubernetesApi(threads=1, request_timeout=2, configuration=_at(free_port()))
+    for call in (api.get_secret("ns", "s"), api.patch_token_status("ns", "t", {"phase": "x"})):
+        with pytest.raises(Unreachable) as caught:
+            await call
+        assert caught.value.status == 0 and "refused" in str(caught.value).lower()
+
+
+async def test_a_server_that_never_answers_costs_one_timeout() -> None:
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(16)
+        api = KubernetesApi(threads=1, request_timeout=0.5, configuration=_at(listener.getsockname()[1]))
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        with pytest.raises(Unreachable):
+            await api.patch_secret("ns", "s", {"data": {}})
+        assert loop.time() - started < 1.5
+
+
+async def test_a_tls_failure_is_unreachable() -> None:
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(16)
+        listener.settimeout(10)
+        server = _serve_once(listener, b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+        api = KubernetesApi(threads=1, request_timeout=2, configuration=_at(listener.getsockname()[1], "https"))
+        with pytest.raises(Unreachable) as caught:
+            await api.write_secret_and_status("ns", "s", {"data": {}}, "t", {"phase": "x"}, create=False)
+        assert "ssl" in str(caught.value).lower()
+        server.join(5)
+
+
+async def test_a_proxys_html_error_page_is_a_kube_error_without_its_body() -> None:
+    page = b"<html><body>upstream failed; request was PATCH with token s3cr3t-value</body></html>"
+    answer = (
+        b"HTTP/1.1 502 Bad Gateway\r\nContent-Type: text/html\r\nContent-Length: "
+        + str(len(page)).encode()
+        + b"\r\nConnection: close\r\n\r\n"
+        + page
+    )
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(16)
+        listener.settimeout(10)
+        server = _serve_once(listener, answer)
+        api = KubernetesApi(threads=1, request_timeout=2, configuration=_at(listener.getsockname()[1]))
+        with pytest.raises(KubeError) as caught:
+            await api.patch_token_status("ns", "t", {"phase": "x"})
+        server.join(5)
+    assert (caught.value.status, caught.value.message) == (502, "Bad Gateway")
+    assert "s3cr3t" not in f"{caught.value} {caught.value!r} {caught.value.args}"
