@@ -69,6 +69,12 @@ def test_bench_harness_runs_and_its_numbers_hold_together(tmp_path: Path) -> Non
     marks = run["marks"]
     reads = [r[4] for r in rows if r[1:3] == ["get", "secrets"] and marks["create_start"] <= r[0] <= marks["all_ready"]]
     assert set(reads) <= {"app-secret"}, reads
+    # The restarted operator read each consumer Secret from its one list of the operator's own
+    # Secrets (the metadata watch knew the same versions), not with a GET per token.
+    reads = [
+        r[4] for r in rows if r[1:3] == ["get", "secrets"] and marks["restart_spawn"] <= r[0] <= marks["idle_start"]
+    ]
+    assert set(reads) <= {"app-secret"}, reads
 
 
 def test_bench_baseline_loop_runs(tmp_path: Path) -> None:
