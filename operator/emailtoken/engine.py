@@ -186,6 +186,21 @@ class _Attempt:
         self.kept = f"; the new {what} is kept in memory and the write retried"
 
 
+@dataclass(frozen=True)
+class _Rendered:
+    """A step's status as rendered (:meth:`Engine._render`), for its write and what follows it."""
+
+    token: TokenRef
+    spec: EmailTokenSpec | None
+    st: TokenState
+    report: Report
+    #: the token's body with the status as last known (what the Events are posted about)
+    body: Mapping[str, Any]
+    status: Mapping[str, Any]
+    #: the fields of ``status`` that changed: the status write
+    patch: dict[str, Any]
+
+
 class Engine:
     """Keeps every EmailToken's consumer Secret fresh."""
 
@@ -584,11 +599,11 @@ class Engine:
         (held, announce), st, report = a.deferred, a.st, a.report
         saved, told = st.undo_point(), report.copy()
         self._published(a, held, announce=announce)
-        shown, status, patch = self._render(body, a.token, a.spec, st, report, handled, now)
+        shown = self._render(body, a.token, a.spec, st, report, handled, now)
         try:
             secret = self._consumer_secret(a, held)
             error = await publish_with_status(
-                self.api, a.token.namespace, secret, a.token.name, patch, exists=st.consumer_exists
+                self.api, a.token.namespace, secret, a.token.name, shown.patch, exists=st.consumer_exists
             )
         except (SecretMissing, KubeError) as exc:
             st.undo(saved)
@@ -601,7 +616,7 @@ class Engine:
             vars(report).update(vars(told))
             raise
         st.consumer_exists = True
-        self._reported(shown, a.token, a.spec, st, report, status, patch, error)
+        self._reported(shown, error)
         return True
 
     def _published(self, a: _Attempt, held: Unpublished, *, announce: bool) -> None:
@@ -755,14 +770,14 @@ class Engine:
         now: datetime,
     ) -> None:
         """Render the status, write what changed, update the metrics, post Events."""
-        shown, status, patch = self._render(body, token, spec, st, report, handled, now)
+        shown = self._render(body, token, spec, st, report, handled, now)
         error = None
-        if patch:
+        if shown.patch:
             try:
-                await self.api.patch_token_status(token.namespace, token.name, patch)
+                await self.api.patch_token_status(token.namespace, token.name, shown.patch)
             except KubeError as exc:
                 error = exc
-        self._reported(shown, token, spec, st, report, status, patch, error)
+        self._reported(shown, error)
 
     def _render(
         self,
@@ -773,9 +788,8 @@ class Engine:
         report: Report,
         handled: dict[str, str],
         now: datetime,
-    ) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
-        """The body with the status as last known, the status to show (pure, :mod:`emailtoken.report`)
-        and the patch of what changed."""
+    ) -> _Rendered:
+        """The status to show (pure, :mod:`emailtoken.report`) and the patch of what changed."""
         if handled:
             st.handled = dict(handled)
         found = Findings(st.published, st.attempt_at, st.error, st.failures, st.device, handled)
@@ -783,28 +797,18 @@ class Engine:
         if spec is not None:
             self._advise(token, spec, st, report, shown["status"], now)
         status = render_status(shown, token, spec, found, report, self._links, now)
-        return shown, status, changed(status, shown["status"])
+        return _Rendered(token, spec, st, report, shown, status, changed(status, shown["status"]))
 
-    def _reported(
-        self,
-        shown: Mapping[str, Any],
-        token: TokenRef,
-        spec: EmailTokenSpec | None,
-        st: TokenState,
-        report: Report,
-        status: Mapping[str, Any],
-        patch: dict[str, Any],
-        error: KubeError | None,
-    ) -> None:
+    def _reported(self, r: _Rendered, error: KubeError | None) -> None:
         """After the status write (``error``: it failed): remember what was written, update the metrics, post Events."""
         if error is not None:
-            log.warning("could not write status of %s: %s", token, f"HTTP {error.status}" if error.status else error)
-        elif patch:
-            st.status_written = after_write(shown, st.status_written, patch)
-        provider_name = spec.provider if spec is not None else str((shown.get("spec") or {}).get("provider", ""))
-        self._observe(token, provider_name, st, report, status)
-        for type_, reason, message in report.events:
-            self.events(shown, type=type_, reason=reason, message=message)
+            log.warning("could not write status of %s: %s", r.token, f"HTTP {error.status}" if error.status else error)
+        elif r.patch:
+            r.st.status_written = after_write(r.body, r.st.status_written, r.patch)
+        provider_name = r.spec.provider if r.spec is not None else str((r.body.get("spec") or {}).get("provider", ""))
+        self._observe(r.token, provider_name, r.st, r.report, r.status)
+        for type_, reason, message in r.report.events:
+            self.events(r.body, type=type_, reason=reason, message=message)
 
     def _observe(
         self, token: TokenRef, provider: str, st: TokenState, report: Report, status: Mapping[str, Any]

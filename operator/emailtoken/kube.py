@@ -283,7 +283,7 @@ class KubernetesApi:
     def _send(self, method: str, path: str, body: Any = None, *, answer: bool = True) -> dict[str, Any]:
         """One request through the client's own connection pool, TLS settings and credentials
         (its refresh hook included), without its generated layers: argument validation and
-        serialization cost a third of each call's CPU, and every refresh makes two of these
+        serialization cost about a fifth of each call's CPU, and every refresh makes two of these
         calls (bench/README.md). Blocking: call it in a thread."""
         headers = {**self.client.default_headers, "Accept": "application/json"}
         data = None

@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+import kubernetes
 import requests
 
 from emailtoken_dev.localapi import LocalKubernetesThread
@@ -161,3 +162,10 @@ def free_env() -> dict[str, str]:
     env = dict(os.environ)
     env.pop("REQUESTS_CA_BUNDLE", None)
     return env
+
+
+def client_config(port: int, scheme: str = "http") -> kubernetes.client.Configuration:
+    """The official client's configuration for a local server (or none) on ``port``: no credentials."""
+    configuration = kubernetes.client.Configuration()
+    configuration.host = f"{scheme}://127.0.0.1:{port}"
+    return configuration

@@ -12,19 +12,13 @@ import asyncio
 import socket
 import threading
 
-import kubernetes
 import pytest
 
 from emailtoken.kube import KubeError, KubernetesApi, Unreachable
+from tests.support.kube import client_config
 from tests.support.ports import free_port
 
 pytestmark = pytest.mark.looptime(False)
-
-
-def _at(port: int, scheme: str = "http") -> kubernetes.client.Configuration:
-    configuration = kubernetes.client.Configuration()
-    configuration.host = f"{scheme}://127.0.0.1:{port}"
-    return configuration
 
 
 def _serve_once(listener: socket.socket, answer: bytes) -> threading.Thread:
@@ -42,7 +36,7 @@ def _serve_once(listener: socket.socket, answer: bytes) -> threading.Thread:
 
 
 async def test_a_refused_connection_is_unreachable() -> None:
-    api = KubernetesApi(threads=1, request_timeout=2, configuration=_at(free_port()))
+    api = KubernetesApi(threads=1, request_timeout=2, configuration=client_config(free_port()))
     for call in (api.get_secret("ns", "s"), api.patch_token_status("ns", "t", {"phase": "x"})):
         with pytest.raises(Unreachable) as caught:
             await call
@@ -53,7 +47,7 @@ async def test_a_server_that_never_answers_costs_one_timeout() -> None:
     with socket.socket() as listener:
         listener.bind(("127.0.0.1", 0))
         listener.listen(16)
-        api = KubernetesApi(threads=1, request_timeout=0.5, configuration=_at(listener.getsockname()[1]))
+        api = KubernetesApi(threads=1, request_timeout=0.5, configuration=client_config(listener.getsockname()[1]))
         loop = asyncio.get_running_loop()
         started = loop.time()
         with pytest.raises(Unreachable):
@@ -67,7 +61,9 @@ async def test_a_tls_failure_is_unreachable() -> None:
         listener.listen(16)
         listener.settimeout(10)
         server = _serve_once(listener, b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
-        api = KubernetesApi(threads=1, request_timeout=2, configuration=_at(listener.getsockname()[1], "https"))
+        api = KubernetesApi(
+            threads=1, request_timeout=2, configuration=client_config(listener.getsockname()[1], "https")
+        )
         with pytest.raises(Unreachable) as caught:
             await api.write_secret_and_status("ns", "s", {"data": {}}, "t", {"phase": "x"}, create=False)
         assert "ssl" in str(caught.value).lower()
@@ -87,7 +83,7 @@ async def test_a_proxys_html_error_page_is_a_kube_error_without_its_body() -> No
         listener.listen(16)
         listener.settimeout(10)
         server = _serve_once(listener, answer)
-        api = KubernetesApi(threads=1, request_timeout=2, configuration=_at(listener.getsockname()[1]))
+        api = KubernetesApi(threads=1, request_timeout=2, configuration=client_config(listener.getsockname()[1]))
         with pytest.raises(KubeError) as caught:
             await api.patch_token_status("ns", "t", {"phase": "x"})
         server.join(5)

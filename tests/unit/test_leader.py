@@ -16,7 +16,6 @@ import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import kubernetes
 import pytest
 
 from emailtoken.engine import Engine, EngineConfig
@@ -29,6 +28,7 @@ from emailtoken.scheduler import Scheduler
 from emailtoken.secretdata import Grant, decode_data
 from emailtoken.store import GrantStore
 from tests.support.fakeapi import InMemoryApi
+from tests.support.kube import client_config
 from tests.support.ports import free_port
 
 pytestmark = pytest.mark.looptime
@@ -378,16 +378,10 @@ async def test_only_the_holder_releases() -> None:
 # --------------------------------------------------------------------------- the real client, no server
 
 
-def _at(port: int) -> kubernetes.client.Configuration:
-    configuration = kubernetes.client.Configuration()
-    configuration.host = f"http://127.0.0.1:{port}"
-    return configuration
-
-
 @pytest.mark.looptime(False)
 async def test_a_refused_connection_is_a_kube_error_and_the_elector_rides_it_out() -> None:
     """Issue #16: the client raised urllib3's MaxRetryError, which try_acquire did not catch."""
-    api = KubernetesApi(threads=2, configuration=_at(free_port()))
+    api = KubernetesApi(threads=2, configuration=client_config(free_port()))
     with pytest.raises(Unreachable) as caught:
         await api.get_lease(NS, "emailtoken-operator")
     assert isinstance(caught.value, KubeError) and caught.value.status == 0
@@ -405,7 +399,7 @@ async def test_a_server_that_never_answers_costs_one_timeout_not_a_hang() -> Non
     with socket.socket() as listener:
         listener.bind(("127.0.0.1", 0))
         listener.listen(16)
-        api = KubernetesApi(threads=2, request_timeout=0.5, configuration=_at(listener.getsockname()[1]))
+        api = KubernetesApi(threads=2, request_timeout=0.5, configuration=client_config(listener.getsockname()[1]))
         loop = asyncio.get_running_loop()
         started = loop.time()
         with pytest.raises(Unreachable):
@@ -428,7 +422,7 @@ async def test_a_tls_failure_is_unreachable_too() -> None:
 
         server = threading.Thread(target=answer_in_plain_text, daemon=True)
         server.start()
-        configuration = _at(listener.getsockname()[1])
+        configuration = client_config(listener.getsockname()[1])
         configuration.host = configuration.host.replace("http://", "https://")
         api = KubernetesApi(threads=2, request_timeout=2, configuration=configuration)
         with pytest.raises(Unreachable) as caught:
