@@ -363,7 +363,7 @@ class Engine:
             st.error = failures.of_spec(str(exc))
             st.fingerprint = None
             self._setbacks.shown(report, st, now)
-            await self._finish(body, token, None, st, report, handled, now)
+            await self._finish(self._render(body, token, None, st, report, handled, now))
             return StepResult(delay=None)
         self._track_refs(token, spec, st)
         restored = None
@@ -390,7 +390,7 @@ class Engine:
         if attempt is not None and attempt.deferred is not None:
             refreshed = await self._publish_with_status(body, attempt, handled, now)
         else:
-            await self._finish(body, token, spec, st, report, handled, now)
+            await self._finish(self._render(body, token, spec, st, report, handled, now))
         return StepResult(delay=self._delay(st, now), refreshed=refreshed)
 
     @staticmethod
@@ -428,7 +428,7 @@ class Engine:
         except KubeError as exc:
             doing = f"reading Secret {token.namespace}/{spec.secret_name}"
             self._setbacks.fail(st, _api_failure(exc, doing), report, now)
-        await self._finish(body, token, spec, st, report, handled, now)
+        await self._finish(self._render(body, token, spec, st, report, handled, now))
         return StepResult(delay=self._delay(st, now))
 
     async def _reauthorize_if_asked(
@@ -609,7 +609,7 @@ class Engine:
             st.undo(saved)
             vars(report).update(vars(told))
             self._publish_failed(a, exc)
-            await self._finish(body, a.token, a.spec, st, report, handled, now)
+            await self._finish(self._render(body, a.token, a.spec, st, report, handled, now))
             return False
         except BaseException:  # cancelled (a stop), or a bug: the held token stays held, as before the write
             st.undo(saved)
@@ -759,22 +759,12 @@ class Engine:
     def _steady_report(self, report: Report, st: TokenState, spec: EmailTokenSpec, now: datetime) -> None:
         report.standing(st.error, st.published, spec.provider, token_valid=st.valid_at(now))
 
-    async def _finish(
-        self,
-        body: Mapping[str, Any],
-        token: TokenRef,
-        spec: EmailTokenSpec | None,
-        st: TokenState,
-        report: Report,
-        handled: dict[str, str],
-        now: datetime,
-    ) -> None:
-        """Render the status, write what changed, update the metrics, post Events."""
-        shown = self._render(body, token, spec, st, report, handled, now)
+    async def _finish(self, shown: _Rendered) -> None:
+        """Write what changed of the rendered status (:meth:`_render`), update the metrics, post Events."""
         error = None
         if shown.patch:
             try:
-                await self.api.patch_token_status(token.namespace, token.name, shown.patch)
+                await self.api.patch_token_status(shown.token.namespace, shown.token.name, shown.patch)
             except KubeError as exc:
                 error = exc
         self._reported(shown, error)
