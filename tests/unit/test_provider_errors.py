@@ -4,15 +4,21 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import socket
+import ssl
 import sys
+import threading
+import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import parse_qs
 
 import google.auth.exceptions
 import msal.application
 import pytest
-import requests
-import requests.adapters
+import trustme
 
 from emailtoken.model import parse_spec
 from emailtoken.outcomes import REASONS, ErrorKind, ProviderError, TokenSet
@@ -266,58 +272,102 @@ def test_token_set_repr_hides_tokens() -> None:
 
 
 # --------------------------------------------------------------------------- one attempt per engine attempt
-# Both libraries are driven over a requests adapter that answers like the token endpoint and counts.
+# Both libraries are driven over HTTPS to a local endpoint that answers like the token endpoint and counts.
 
 
-class Endpoint(requests.adapters.BaseAdapter):
-    """Answers every request with the next scripted (status, body, headers), or raises it."""
+class Endpoint(ThreadingHTTPServer):
+    """Answers every POST with the next scripted (status, body, headers), or with silence for ``("silent", s)``;
+    every GET (msal's OpenID discovery) with this endpoint's configuration."""
 
-    def __init__(self, *answers: Any) -> None:
-        super().__init__()
+    def __init__(self, ca: trustme.CA, *answers: Any) -> None:
         self.answers = list(answers)
-        self.requests: list[tuple[str, str, Any]] = []
+        self.requests: list[tuple[str, str]] = []
+        self.bodies: list[str] = []
+        outer = self
 
-    def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
-        self.requests.append((str(request.method), str(request.url), kwargs.get("timeout")))
-        if request.method == "GET":  # msal's OpenID discovery
-            return self._response(request, 200, OPENID, {})
-        answer = self.answers.pop(0) if self.answers else (200, {}, {})
-        if isinstance(answer, Exception):
-            raise answer
-        return self._response(request, *answer)
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
 
-    @staticmethod
-    def _response(request: requests.PreparedRequest, status: int, body: Any, headers: dict[str, str]) -> Any:
-        response = requests.Response()
-        response.status_code = status
-        response._content = json.dumps(body).encode()
-        response.headers.update({"Content-Type": "application/json", **headers})
-        response.request = request
-        response.url = str(request.url)
-        return response
+            def log_message(self, *args: Any) -> None:
+                pass
 
-    def close(self) -> None:
-        pass
+            def _answer(self, status: int, body: Any, headers: dict[str, str]) -> None:
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                for key, value in headers.items():
+                    self.send_header(key, value)
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_GET(self) -> None:
+                outer.requests.append(("GET", self.path))
+                root = outer.url + "/contoso"
+                self._answer(
+                    200,
+                    {
+                        "authorization_endpoint": f"{root}/oauth2/v2.0/authorize",
+                        "token_endpoint": f"{root}/oauth2/v2.0/token",
+                        "issuer": f"{root}/v2.0",
+                    },
+                    {},
+                )
+
+            def do_POST(self) -> None:
+                outer.bodies.append(self.rfile.read(int(self.headers.get("Content-Length") or 0)).decode())
+                outer.requests.append(("POST", self.path))
+                answer = outer.answers.pop(0) if outer.answers else (200, {}, {})
+                if answer[0] == "silent":
+                    time.sleep(answer[1])
+                    return
+                self._answer(*answer)
+
+        super().__init__(("127.0.0.1", 0), Handler)
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ca.issue_cert("127.0.0.1").configure_cert(context)
+        self.socket = context.wrap_socket(self.socket, server_side=True)
+        self.url = f"https://127.0.0.1:{self.server_address[1]}"
 
     @property
     def posts(self) -> int:
-        return sum(1 for method, _, _ in self.requests if method == "POST")
+        return sum(1 for method, _ in self.requests if method == "POST")
 
 
-OPENID = {
-    "authorization_endpoint": "https://login.test/contoso/oauth2/v2.0/authorize",
-    "token_endpoint": "https://login.test/contoso/oauth2/v2.0/token",
-    "issuer": "https://login.test/contoso/v2.0",
-}
+@pytest.fixture(scope="module")
+def ca() -> trustme.CA:
+    return trustme.CA()
 
 
-def session_with(endpoint: Endpoint, timeout: float = 2.0) -> ProviderSession:
-    session = ProviderSession(timeout=timeout)
-    session.mount("https://", endpoint)
-    return session
+@pytest.fixture(scope="module")
+def ca_file(ca: trustme.CA, tmp_path_factory: pytest.TempPathFactory) -> str:
+    path = tmp_path_factory.mktemp("ca") / "ca.pem"
+    ca.cert_pem.write_to_path(str(path))
+    return str(path)
 
 
-def google_spec() -> Any:
+@pytest.fixture
+def serve(ca: trustme.CA) -> Iterator[Any]:
+    """``serve(*answers)`` starts an :class:`Endpoint`; all are shut down after the test."""
+    started: list[Endpoint] = []
+
+    def start(*answers: Any) -> Endpoint:
+        endpoint = Endpoint(ca, *answers)
+        threading.Thread(target=endpoint.serve_forever, daemon=True).start()
+        started.append(endpoint)
+        return endpoint
+
+    yield start
+    for endpoint in started:
+        endpoint.shutdown()
+        endpoint.server_close()
+
+
+def session_for(ca_file: str, timeout: float = 2.0) -> ProviderSession:
+    return ProviderSession(ca_bundle=ca_file, timeout=timeout)
+
+
+def google_spec(endpoint: Endpoint) -> Any:
     return parse_spec(
         {
             "provider": "Google",
@@ -325,13 +375,13 @@ def google_spec() -> Any:
             "clientSecretRef": {"name": "s"},
             "emailAddress": "a@example.com",
             "services": ["Gmail"],
-            "tokenUrl": "https://google.test/token",
+            "tokenUrl": f"{endpoint.url}/token",
         },
         "box",
     )
 
 
-def microsoft_spec() -> Any:
+def microsoft_spec(endpoint: Endpoint, **extra: Any) -> Any:
     return parse_spec(
         {
             "provider": "Microsoft",
@@ -340,53 +390,86 @@ def microsoft_spec() -> Any:
             "clientSecretRef": {"name": "s"},
             "emailAddress": "a@contoso.com",
             "services": ["IMAP"],
-            "tokenUrl": "https://login.test/contoso/oauth2/v2.0/token",
+            "tokenUrl": f"{endpoint.url}/contoso/oauth2/v2.0/token",
+            **extra,
         },
         "box",
     )
 
 
 @pytest.mark.parametrize("status", [500, 503, 429])
-def test_google_5xx_is_one_call_with_retry_after(status: int) -> None:
+def test_google_5xx_is_one_call_with_retry_after(status: int, serve: Any, ca_file: str) -> None:
     """google-auth retried 5xx/429 itself, three times a second apart, ignoring Retry-After."""
-    endpoint = Endpoint((status, {"error": "temporarily_unavailable"}, {"Retry-After": "7"}))
+    endpoint = serve((status, {"error": "temporarily_unavailable"}, {"Retry-After": "7"}))
     with pytest.raises(ProviderError) as info:
-        GoogleProvider(session_with(endpoint)).refresh(google_spec(), ClientCredentials(client_secret=SECRET), REFRESH)
+        GoogleProvider(session_for(ca_file)).refresh(
+            google_spec(endpoint), ClientCredentials(client_secret=SECRET), REFRESH
+        )
     assert endpoint.posts == 1
     assert info.value.kind is ErrorKind.TRANSIENT
     assert info.value.retry_after == 7
     assert REFRESH not in all_text(info.value) and SECRET not in all_text(info.value)
 
 
-def test_google_calls_use_the_operator_timeout() -> None:
+def test_google_calls_use_the_operator_timeout(serve: Any, ca_file: str) -> None:
     """google-auth sent every token request with timeout=120, whatever --provider-timeout said."""
-    endpoint = Endpoint(requests.ReadTimeout("read timed out"))
+    endpoint = serve(("silent", 6.0))
+    started = time.monotonic()
     with pytest.raises(ProviderError) as info:
-        GoogleProvider(session_with(endpoint, timeout=2.0)).refresh(
-            google_spec(), ClientCredentials(client_secret=SECRET), REFRESH
+        GoogleProvider(session_for(ca_file, timeout=1.0)).refresh(
+            google_spec(endpoint), ClientCredentials(client_secret=SECRET), REFRESH
         )
-    assert [timeout for _, _, timeout in endpoint.requests] == [2.0]
+    assert time.monotonic() - started < 4.0
+    assert endpoint.posts == 1
     assert info.value.kind is ErrorKind.TRANSIENT
-    assert info.value.message == "the Google token endpoint timed out (ReadTimeout)"
+    # Whichever ends it first: the socket's read timeout or the request's deadline (both 1 s).
+    assert info.value.message in (
+        "the Google token endpoint timed out (ReadTimeoutError)",
+        "the Google token endpoint's answer was refused: no complete answer within 1 s",
+    )
 
 
-def test_google_dead_grant_is_one_call() -> None:
+def test_google_dead_grant_is_one_call(serve: Any, ca_file: str) -> None:
     revoked = {"error": "invalid_grant", "error_description": "Token has been expired or revoked."}
-    endpoint = Endpoint((400, revoked, {}))
+    endpoint = serve((400, revoked, {}))
     with pytest.raises(ProviderError) as info:
-        GoogleProvider(session_with(endpoint)).refresh(google_spec(), ClientCredentials(client_secret=SECRET), REFRESH)
+        GoogleProvider(session_for(ca_file)).refresh(
+            google_spec(endpoint), ClientCredentials(client_secret=SECRET), REFRESH
+        )
     assert endpoint.posts == 1
     assert info.value.kind is ErrorKind.REAUTHORIZE
 
 
+def test_an_endpoint_nobody_listens_on_is_unreachable(ca_file: str) -> None:
+    """A refused connection is a transient error naming the failure's type, not its words."""
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    spec = parse_spec(
+        {
+            "provider": "Google",
+            "clientId": "g",
+            "clientSecretRef": {"name": "s"},
+            "emailAddress": "a@example.com",
+            "services": ["Gmail"],
+            "tokenUrl": f"https://127.0.0.1:{port}/token",
+        },
+        "box",
+    )
+    with pytest.raises(ProviderError) as info:
+        GoogleProvider(session_for(ca_file)).refresh(spec, ClientCredentials(client_secret=SECRET), REFRESH)
+    assert info.value.kind is ErrorKind.TRANSIENT
+    assert info.value.message == "the Google token endpoint could not be reached (NewConnectionError)"
+
+
 @pytest.mark.parametrize("status", [500, 503])
-def test_microsoft_5xx_is_transient_not_an_exception(status: int) -> None:
+def test_microsoft_5xx_is_transient_not_an_exception(status: int, serve: Any, ca_file: str) -> None:
     """msal raises MsalServiceError("HTTP Error: 5xx") instead of returning an error dict; it escaped
     the provider and failed the whole step (no status, no Event, retried after 30 s)."""
-    endpoint = Endpoint((status, {"error": "server_error"}, {"Retry-After": "9"}))
-    provider = MicrosoftProvider(session_with(endpoint))
+    endpoint = serve((status, {"error": "server_error"}, {"Retry-After": "9"}))
+    provider = MicrosoftProvider(session_for(ca_file))
     with pytest.raises(ProviderError) as info:
-        provider.refresh(microsoft_spec(), ClientCredentials(client_secret=SECRET), REFRESH)
+        provider.refresh(microsoft_spec(endpoint), ClientCredentials(client_secret=SECRET), REFRESH)
     assert endpoint.posts == 1
     assert info.value.kind is ErrorKind.TRANSIENT
     assert info.value.message == f"the Microsoft token endpoint failed (HTTP Error: {status})"
@@ -394,30 +477,55 @@ def test_microsoft_5xx_is_transient_not_an_exception(status: int) -> None:
     assert REFRESH not in all_text(info.value) and SECRET not in all_text(info.value)
 
 
-def test_microsoft_discovery_is_read_once_by_concurrent_first_calls() -> None:
+def test_microsoft_discovery_is_read_once_by_concurrent_first_calls(serve: Any, ca_file: str) -> None:
     """A restart with many due tokens used to open with one OpenID discovery GET per thread."""
     from concurrent.futures import ThreadPoolExecutor
 
-    endpoint = Endpoint(*[(200, {"access_token": f"at-{i}", "expires_in": 3600}, {}) for i in range(10)])
-    provider = MicrosoftProvider(session_with(endpoint))
-    app_spec = parse_spec(
-        {
-            "provider": "Microsoft",
-            "flow": "ClientCredentials",
-            "tenantId": "contoso",
-            "clientId": "m",
-            "clientSecretRef": {"name": "s"},
-            "emailAddress": "a@contoso.com",
-            "services": ["IMAP"],
-            "tokenUrl": "https://login.test/contoso/oauth2/v2.0/token",
-        },
-        "box",
-    )
+    endpoint = serve(*[(200, {"access_token": f"at-{i}", "expires_in": 3600}, {}) for i in range(10)])
+    provider = MicrosoftProvider(session_for(ca_file))
+    app_spec = microsoft_spec(endpoint, flow="ClientCredentials")
     creds = ClientCredentials(client_secret=SECRET)
     with ThreadPoolExecutor(10) as pool:
         list(pool.map(lambda _: provider.acquire_app_token(app_spec, creds), range(10)))
-    assert sum(1 for method, _, _ in endpoint.requests if method == "GET") == 1
+    assert sum(1 for method, _ in endpoint.requests if method == "GET") == 1
     assert endpoint.posts == 10
+
+
+def test_a_kept_microsoft_application_answers_nothing_from_its_cache(serve: Any, ca_file: str) -> None:
+    """Tokens of one registration share an msal application; when to call stays the engine's
+    decision: msal would otherwise answer a second call from its token cache, with no POST."""
+    endpoint = serve(*[(200, {"access_token": f"at-{i}", "expires_in": 3600}, {}) for i in range(3)])
+    provider = MicrosoftProvider(session_for(ca_file))
+    app_spec = microsoft_spec(endpoint, flow="ClientCredentials")
+    creds = ClientCredentials(client_secret=SECRET)
+    tokens = [provider.acquire_app_token(app_spec, creds).access_token for _ in range(3)]
+    assert tokens == ["at-0", "at-1", "at-2"]
+    assert endpoint.posts == 3
+    assert len(provider._apps) == 1
+
+
+def test_a_rotated_client_secret_gets_an_application_of_its_own(serve: Any, ca_file: str) -> None:
+    """The kept application is keyed by the secret's digest: the new secret is the one sent."""
+    endpoint = serve(
+        (200, {"access_token": "at-old", "expires_in": 3600}, {}),
+        (200, {"access_token": "at-new", "expires_in": 3600}, {}),
+    )
+    provider = MicrosoftProvider(session_for(ca_file))
+    app_spec = microsoft_spec(endpoint, flow="ClientCredentials")
+    provider.acquire_app_token(app_spec, ClientCredentials(client_secret=SECRET))
+    provider.acquire_app_token(app_spec, ClientCredentials(client_secret=SECRET + "-rotated"))
+    sent = [parse_qs(body).get("client_secret") for body in endpoint.bodies]
+    assert sent == [[SECRET], [SECRET + "-rotated"]]
+
+
+def test_a_refresh_token_is_not_kept_in_the_shared_application(serve: Any, ca_file: str) -> None:
+    """Nothing a call returned stays in the application other tokens of the registration use."""
+    endpoint = serve((200, {"access_token": "at", "refresh_token": "rt-next", "expires_in": 3600}, {}))
+    provider = MicrosoftProvider(session_for(ca_file))
+    assert provider.refresh(microsoft_spec(endpoint), ClientCredentials(client_secret=SECRET), REFRESH).refresh_token
+    (app,) = provider._apps.values()
+    assert app.token_cache.find(msal.TokenCache.CredentialType.REFRESH_TOKEN) == []
+    assert app.token_cache.find(msal.TokenCache.CredentialType.ACCESS_TOKEN) == []
 
 
 class _Lookups:

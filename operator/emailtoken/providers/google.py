@@ -15,8 +15,6 @@ from typing import Any
 
 import google.auth.exceptions
 import google.auth.transport
-import google.auth.transport.requests
-import requests
 from google.oauth2 import credentials as user_credentials
 from google.oauth2 import service_account
 
@@ -24,7 +22,14 @@ from emailtoken.advisories import stated_expiry
 from emailtoken.model import EmailTokenSpec
 from emailtoken.outcomes import ErrorKind, ProviderError, TokenSet
 from emailtoken.providers.base import MAX_LIFETIME, ClientCredentials, lifetime, text
-from emailtoken.providers.http import EndpointNotAllowed, ProviderSession, UnsafeAnswer
+from emailtoken.providers.http import (
+    Answer,
+    EndpointNotAllowed,
+    ProviderHTTPError,
+    ProviderSession,
+    TimedOut,
+    UnsafeAnswer,
+)
 from emailtoken.redact import redact
 from emailtoken.timefmt import utcnow
 
@@ -48,8 +53,27 @@ class _RetryableAnswer(google.auth.exceptions.TransportError):
         self.data = data
 
 
-class _OneShotRequest(google.auth.transport.requests.Request):
-    """google-auth's requests transport with one attempt per call and the operator's timeout.
+class _GoogleAnswer(google.auth.transport.Response):
+    """An :class:`~emailtoken.providers.http.Answer` in google-auth's response shape."""
+
+    def __init__(self, answer: Answer) -> None:
+        self._answer = answer
+
+    @property
+    def status(self) -> int:
+        return self._answer.status_code
+
+    @property
+    def headers(self) -> Any:
+        return self._answer.headers
+
+    @property
+    def data(self) -> bytes:
+        return self._answer.content
+
+
+class _OneShotRequest(google.auth.transport.Request):
+    """google-auth's transport over the operator's session: one attempt per call, the operator's timeout.
 
     Left alone, google-auth sends every token request with ``timeout=120`` (ignoring
     ``--provider-timeout``) and retries 5xx/429 answers up to three times about a second
@@ -57,8 +81,7 @@ class _OneShotRequest(google.auth.transport.requests.Request):
     """
 
     def __init__(self, session: ProviderSession) -> None:
-        super().__init__(session=session)
-        self._timeout = session.timeout
+        self._session = session
         #: ``refresh_token_expires_in`` of the last successful answer (google-auth drops it)
         self.refresh_token_expires_in: Any = None
 
@@ -71,28 +94,24 @@ class _OneShotRequest(google.auth.transport.requests.Request):
         timeout: float | None = None,
         **kwargs: Any,
     ) -> Any:
-        response = super().__call__(
-            url,
-            method=method,
-            body=body,
-            headers=headers,
-            timeout=min(timeout or self._timeout, self._timeout),
-            **kwargs,
-        )
+        try:
+            answer = self._session.request(method, url, data=body, headers=headers, timeout=timeout)
+        except ProviderHTTPError as exc:
+            raise google.auth.exceptions.TransportError(type(exc).__name__) from exc
         data: dict[str, Any] = {}
         try:
-            parsed = json.loads(response.data)
+            parsed = json.loads(answer.content)
             data = parsed if isinstance(parsed, dict) else {}
         except ValueError:
             data = {}
-        if response.status == 200:
+        if answer.status_code == 200:
             self.refresh_token_expires_in = data.get("refresh_token_expires_in")
-        if response.status in _RETRYABLE_STATUS or (
-            response.status != 200
+        if answer.status_code in _RETRYABLE_STATUS or (
+            answer.status_code != 200
             and (str(data.get("error")) in _RETRYABLE_ERRORS or str(data.get("error_description")) in _RETRYABLE_ERRORS)
         ):
-            raise _RetryableAnswer(response.status, data)
-        return response
+            raise _RetryableAnswer(answer.status_code, data)
+        return _GoogleAnswer(answer)
 
 
 class GoogleProvider:
@@ -188,7 +207,7 @@ class GoogleProvider:
                     "code_verifier": code_verifier,
                 },
             )
-        except requests.RequestException as exc:
+        except ProviderHTTPError as exc:
             raise _network_error(exc) from None
         try:
             body: dict[str, Any] = response.json()
@@ -241,8 +260,9 @@ def _network_error(exc: BaseException) -> ProviderError:
         return ProviderError(ErrorKind.BAD_CONFIG, str(exc), reason="EndpointNotAllowed")
     if isinstance(exc, UnsafeAnswer):
         return ProviderError(ErrorKind.TRANSIENT, f"the Google token endpoint's answer was refused: {exc}")
-    what = "timed out" if isinstance(exc, requests.Timeout) else "could not be reached"
-    return ProviderError(ErrorKind.TRANSIENT, f"the Google token endpoint {what} ({type(exc).__name__})")
+    what = "timed out" if isinstance(exc, TimedOut) else "could not be reached"
+    detail = str(exc) if isinstance(exc, ProviderHTTPError) else type(exc).__name__
+    return ProviderError(ErrorKind.TRANSIENT, f"the Google token endpoint {what} ({detail})")
 
 
 def _aware(expiry: datetime | None) -> datetime:

@@ -1,11 +1,12 @@
-"""The one HTTP session shape the OAuth libraries share, and the limits every provider answer meets.
+"""The one HTTP client the OAuth libraries share, and the limits every provider answer meets.
 
-Why a custom session: ``REQUESTS_CA_BUNDLE`` in the environment silently overrides a
-session's ``verify``, so a private CA (tests, air-gapped proxies) needs ``trust_env``
-off; the last ``Retry-After`` is remembered so the engine can honour it even though
-msal returns plain dicts; and the connection pool is as large as the number of threads
-that call at once (requests' default of 10 discarded a connection, a TLS handshake, per
-extra caller).
+Why our own client: msal takes any object with ``get``/``post`` that answers with
+``status_code``, ``text`` and ``headers`` (its documented ``http_client``), and google-auth
+any ``google.auth.transport.Request``; both are served here straight from urllib3's
+connection pools. ``requests`` in between cost about a third of a provider call's CPU
+(bench/README.md) and brought environment rules of its own (``REQUESTS_CA_BUNDLE`` silently
+overriding a pinned CA). The connection pool is as large as the number of threads that call
+at once, so no extra caller pays a TLS handshake.
 
 Why the limits: the endpoint is named by a tenant's spec, so its answers are hostile
 input. A request never follows a redirect (a grant is only presented to the endpoint it
@@ -20,18 +21,21 @@ from __future__ import annotations
 
 import contextlib
 import heapq
+import http.client
 import itertools
 import json
 import math
+import os
 import socket
 import threading
 import time
+import urllib.parse
 import urllib.request
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
-import requests
-import requests.adapters
+import urllib3
+import urllib3.exceptions
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 from emailtoken import endpoints
@@ -41,8 +45,20 @@ MAX_ANSWER_BYTES = 1 << 20  # OAuth answers are a few KiB; discovery documents u
 MAX_RETRY_AFTER = 3600.0  # a provider may ask for a pause, not for a day
 
 
-class UnsafeAnswer(requests.RequestException):
-    """The endpoint answered as no OAuth endpoint does; the message is ours and carries no body."""
+class ProviderHTTPError(Exception):
+    """A provider request that got no usable answer; the message is ours and carries no body."""
+
+
+class Unreachable(ProviderHTTPError):
+    """No answer: the connection, its TLS handshake or its proxy failed. The message is the cause's type."""
+
+
+class TimedOut(Unreachable):
+    """The connection or an answer's next bytes did not come within the timeout."""
+
+
+class UnsafeAnswer(ProviderHTTPError):
+    """The endpoint answered as no OAuth endpoint does."""
 
 
 class EndpointNotAllowed(UnsafeAnswer):
@@ -131,14 +147,6 @@ class _HTTPSPool(HTTPSConnectionPool):
         return _remember(super()._get_conn(timeout))
 
 
-class _WatchedAdapter(requests.adapters.HTTPAdapter):
-    """An adapter whose pools tell the watchdog which connection a request uses."""
-
-    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
-        super().init_poolmanager(*args, **kwargs)
-        self.poolmanager.pool_classes_by_scheme = {"http": _HTTPPool, "https": _HTTPSPool}
-
-
 def parse_retry_after(value: str | None) -> float | None:
     """Seconds from a Retry-After header, bounded to [0, MAX_RETRY_AFTER]; None if absent or not a number."""
     if value is None:
@@ -152,8 +160,49 @@ def parse_retry_after(value: str | None) -> float | None:
     return min(max(seconds, 0.0), MAX_RETRY_AFTER)
 
 
-class ProviderSession(requests.Session):
-    """A requests session with one deadline per request, bounded answers and Retry-After bookkeeping."""
+class Answer:
+    """A complete, bounded answer: what msal reads (``status_code``, ``text``, ``headers``) and ``json()``."""
+
+    __slots__ = ("content", "headers", "status_code")
+
+    def __init__(self, status_code: int, headers: Mapping[str, str], content: bytes) -> None:
+        self.status_code = status_code
+        self.headers = headers
+        self.content = content
+
+    @property
+    def text(self) -> str:
+        return self.content.decode("utf-8", "replace")
+
+    def json(self) -> Any:
+        return json.loads(self.content)
+
+    def raise_for_status(self) -> None:
+        """msal calls this for a 5xx (and discovery for any error); its caller reports the status."""
+        if self.status_code >= 400:
+            raise ProviderHTTPError(f"HTTP {self.status_code}")
+
+
+def _trusted_cas(ca_bundle: str | None) -> str | None:
+    """The pinned bundle; else the one the environment names, as before; else certifi's, as requests used."""
+    if ca_bundle:
+        return ca_bundle
+    for name in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "SSL_CERT_FILE"):
+        if os.environ.get(name):
+            return os.environ[name]
+    try:
+        import certifi
+    except ImportError:  # the system's store then
+        return None
+    return str(certifi.where())
+
+
+class ProviderSession:
+    """One deadline per request, bounded JSON answers and Retry-After bookkeeping, over urllib3's pools.
+
+    Proxies come from the environment (``HTTPS_PROXY``, ``NO_PROXY``), as every HTTP client
+    there reads them; the CA bundle is ``ca_bundle`` when given.
+    """
 
     def __init__(
         self,
@@ -165,84 +214,151 @@ class ProviderSession(requests.Session):
         allowed_hosts: Iterable[str] | None = None,
     ) -> None:
         """``allowed_hosts`` None means any host (library use); the product always passes its list."""
-        super().__init__()
         self.allowed_hosts = tuple(allowed_hosts) if allowed_hosts is not None else None
-        adapter = _WatchedAdapter(pool_connections=4, pool_maxsize=max(pool, 10))
-        self.mount("https://", adapter)
-        self.mount("http://", adapter)
         self.timeout = timeout
         self.max_answer_bytes = max_answer_bytes
         self._local = threading.local()
-        if ca_bundle:
-            # Proxies still come from the environment; only the CA bundle is pinned.
-            self.trust_env = False
-            self.verify = ca_bundle
-            self.proxies.update(urllib.request.getproxies())
-        self.headers["User-Agent"] = "emailtoken-operator"
+        self._options: dict[str, Any] = {
+            "num_pools": 10,
+            "maxsize": max(pool, 10),
+            "cert_reqs": "CERT_REQUIRED",
+            "ca_certs": _trusted_cas(ca_bundle),
+            "retries": False,
+        }
+        self._direct = self._watched(urllib3.PoolManager(**self._options))
+        self._proxies = {k: v for k, v in urllib.request.getproxies().items() if k in ("http", "https")}
+        self._via: dict[str, urllib3.PoolManager] = {}
+        self._via_lock = threading.Lock()
+        self.headers = {
+            "User-Agent": "emailtoken-operator",
+            "Accept": "application/json",
+            "Accept-Encoding": "identity",
+        }
 
-    def request(self, method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any) -> requests.Response:  # type: ignore[override]
+    @staticmethod
+    def _watched(manager: urllib3.PoolManager) -> urllib3.PoolManager:
+        manager.pool_classes_by_scheme = {"http": _HTTPPool, "https": _HTTPSPool}
+        return manager
+
+    def _manager(self, url: str) -> urllib3.PoolManager:
+        parts = urllib.parse.urlsplit(url)
+        proxy = self._proxies.get(parts.scheme)
+        if not proxy or urllib.request.proxy_bypass(parts.hostname or ""):
+            return self._direct
+        with self._via_lock:
+            if proxy not in self._via:
+                self._via[proxy] = self._watched(urllib3.ProxyManager(proxy, **self._options))
+            return self._via[proxy]
+
+    def get(
+        self, url: str, params: Mapping[str, Any] | None = None, headers: Mapping[str, str] | None = None, **kwargs: Any
+    ) -> Answer:
+        """msal's ``http_client.get``."""
+        return self.request("GET", url, params=params, headers=headers, **kwargs)
+
+    def post(
+        self,
+        url: str,
+        params: Mapping[str, Any] | None = None,
+        data: Mapping[str, Any] | str | bytes | None = None,
+        headers: Mapping[str, str] | None = None,
+        **kwargs: Any,
+    ) -> Answer:
+        """msal's ``http_client.post``: a dict ``data`` is sent form-encoded, a string as it is."""
+        return self.request("POST", url, params=params, data=data, headers=headers, **kwargs)
+
+    def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        data: Mapping[str, Any] | str | bytes | None = None,
+        headers: Mapping[str, str] | None = None,
+        timeout: float | None = None,
+        **_: Any,
+    ) -> Answer:
         """Send once, within ``timeout`` seconds in all, and return a complete, bounded JSON answer."""
         self._local.retry_after = None
-        self.check_allowed(url.decode() if isinstance(url, bytes) else url)
+        self.check_allowed(url)
+        if params:
+            url += ("&" if urllib.parse.urlsplit(url).query else "?") + urllib.parse.urlencode(params)
+        sent = dict(self.headers)
+        if headers:
+            sent.update(headers)
+        body: str | bytes | None = None
+        if data is not None:
+            body = urllib.parse.urlencode(data) if isinstance(data, Mapping) else data
+            if not any(k.lower() == "content-type" for k in sent):
+                sent["Content-Type"] = "application/x-www-form-urlencoded"
+        limit = min(float(timeout), self.timeout) if isinstance(timeout, int | float) else self.timeout
         deadline = time.monotonic() + self.timeout
-        timeout = kwargs.pop("timeout", None)
-        kwargs["timeout"] = min(float(timeout), self.timeout) if isinstance(timeout, int | float) else self.timeout
-        kwargs["allow_redirects"] = False
-        kwargs["stream"] = True
         watch = _WATCHDOG.watch(deadline)
         _current.watch = watch
         try:
             try:
-                response = super().request(method, url, *args, **kwargs)
+                response = self._manager(url).urlopen(
+                    method,
+                    url,
+                    body=body,
+                    headers=sent,
+                    redirect=False,
+                    retries=False,
+                    timeout=urllib3.Timeout(connect=limit, read=limit),
+                    preload_content=False,
+                )
             finally:
                 _current.watch = None
             try:
-                self._read_bounded(response, deadline)
+                content = self._read_bounded(response, deadline)
             finally:
-                response.close()
-        except requests.RequestException:
+                response.release_conn()
+        except urllib3.exceptions.HTTPError as exc:
             if watch.fired:
                 raise UnsafeAnswer(f"no complete answer within {self.timeout:g} s") from None
-            raise
+            raise _failure(exc) from None
+        except (OSError, http.client.HTTPException) as exc:
+            if watch.fired:
+                raise UnsafeAnswer(f"no complete answer within {self.timeout:g} s") from None
+            raise Unreachable(type(exc).__name__) from None
         finally:
             _WATCHDOG.finish(watch)
         if watch.fired:
             raise UnsafeAnswer(f"no complete answer within {self.timeout:g} s")
-        self._check(response)
-        if response.status_code >= 400:
-            self._local.retry_after = parse_retry_after(response.headers.get("Retry-After"))
-        return response
+        answer = Answer(response.status, response.headers, content)
+        self._check(answer)
+        if answer.status_code >= 400:
+            self._local.retry_after = parse_retry_after(answer.headers.get("Retry-After"))
+        return answer
 
-    def _read_bounded(self, response: requests.Response, deadline: float) -> None:
+    def _read_bounded(self, response: urllib3.BaseHTTPResponse, deadline: float) -> bytes:
         declared = response.headers.get("Content-Length", "")
         if declared.isdigit() and int(declared) > self.max_answer_bytes:
+            response.close()
             raise UnsafeAnswer(f"the answer is larger than {self.max_answer_bytes} bytes")
-        if response._content is not False or response.raw is None:  # an adapter that answers in memory
-            if len(response.content or b"") > self.max_answer_bytes:
-                raise UnsafeAnswer(f"the answer is larger than {self.max_answer_bytes} bytes")
-            return
         body = bytearray()
-        for chunk in response.iter_content(chunk_size=16384):
+        for chunk in response.stream(16384):
             body += chunk
             if len(body) > self.max_answer_bytes:
+                response.close()
                 raise UnsafeAnswer(f"the answer is larger than {self.max_answer_bytes} bytes")
             if time.monotonic() > deadline:
+                response.close()
                 raise UnsafeAnswer(f"no complete answer within {self.timeout:g} s")
-        response._content = bytes(body)
-        response._content_consumed = True
+        return bytes(body)
 
     @staticmethod
-    def _check(response: requests.Response) -> None:
+    def _check(answer: Answer) -> None:
         """Refuse what no OAuth endpoint answers; 5xx stay the libraries' to report (without the body)."""
-        status = response.status_code
+        status = answer.status_code
         if 300 <= status < 400:
             raise UnsafeAnswer(f"the endpoint answered with a redirect (HTTP {status}), which is never followed")
         if status >= 500:
             return
         try:
-            json.loads(response.content or b"null")
+            json.loads(answer.content or b"null")
         except ValueError:
-            kind = (response.headers.get("Content-Type") or "no content type").split(";")[0][:64]
+            kind = (answer.headers.get("Content-Type") or "no content type").split(";")[0][:64]
             raise UnsafeAnswer(f"the endpoint answered HTTP {status} with {kind}, not JSON") from None
 
     def check_allowed(self, url: str) -> None:
@@ -254,3 +370,17 @@ class ProviderSession(requests.Session):
     def last_retry_after(self) -> float | None:
         """Retry-After (seconds, bounded) of this thread's last failed response, if any."""
         return getattr(self._local, "retry_after", None)
+
+    def close(self) -> None:
+        """Close every pooled connection (msal's ``http_client.close``)."""
+        self._direct.clear()
+        for manager in self._via.values():
+            manager.clear()
+
+
+def _failure(exc: urllib3.exceptions.HTTPError) -> ProviderHTTPError:
+    """urllib3's error as ours, named by type only: its message may quote a proxy's or server's words."""
+    # NewConnectionError is a ConnectTimeoutError in urllib3 2, though nothing timed out: refused, no route.
+    if isinstance(exc, urllib3.exceptions.TimeoutError) and not isinstance(exc, urllib3.exceptions.NewConnectionError):
+        return TimedOut(type(exc).__name__)
+    return Unreachable(type(exc).__name__)

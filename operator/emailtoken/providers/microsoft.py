@@ -12,12 +12,12 @@ import importlib.util
 import sys
 import threading
 import urllib.parse
+from collections import OrderedDict
 from datetime import timedelta
 from typing import Any
 
 import msal
 import msal.exceptions
-import requests
 
 from emailtoken import scopes as scopes_mod
 from emailtoken.advisories import stated_expiry
@@ -32,7 +32,7 @@ from emailtoken.providers.base import (
     seconds,
     text,
 )
-from emailtoken.providers.http import EndpointNotAllowed, ProviderSession, UnsafeAnswer
+from emailtoken.providers.http import EndpointNotAllowed, ProviderHTTPError, ProviderSession, TimedOut, UnsafeAnswer
 from emailtoken.redact import redact
 from emailtoken.timefmt import utcnow
 
@@ -99,6 +99,18 @@ def _digest(secret: str | None) -> str:
     return hashlib.sha256((secret or "").encode()).hexdigest()
 
 
+class _NoTokenCache(msal.TokenCache):
+    """msal's token cache, keeping nothing: when to call is the engine's decision, and no token
+    or refresh token outlives its call in an application that other tokens share."""
+
+    def add(self, event: dict[str, Any], now: Any = None) -> None:
+        return None
+
+
+#: msal applications kept (each is a client registration with one credential); the least recently used goes
+MAX_APPS = 256
+
+
 class MicrosoftProvider:
     """Entra ID token calls for one operator process."""
 
@@ -106,26 +118,46 @@ class MicrosoftProvider:
         self.session = session or ProviderSession()
         self._discovery: dict[str, _DiscoveryOnlyCache] = {}
         self._discovering: dict[str, threading.Lock] = {}
+        self._apps: OrderedDict[tuple[str, ...], msal.ClientApplication] = OrderedDict()
         self._lock = threading.Lock()
 
     def _app(self, spec: EmailTokenSpec, creds: ClientCredentials) -> msal.ClientApplication:
-        """A fresh msal app (empty token cache) sharing discovery per authority.
+        """The msal app of this registration and credential, built once (its token cache keeps nothing).
+
+        Tokens of one app registration share it, as msal intends for a long-running process:
+        building one per call was about a fifth of a call's CPU (bench/README.md). The key holds
+        the secret's digest, so a rotated secret gets an app of its own. A federated credential's
+        assertion is a new callable per step, so its app is built for the call, as before.
 
         Until an authority's OpenID configuration is cached, one thread reads it and the others
         wait for that answer (up to the provider timeout) instead of each sending the same GET:
         a restart with many due tokens otherwise opens with a herd of discovery requests.
         """
+        key = (spec.authority, spec.client_id or "", _digest(creds.client_secret) if creds.client_secret else "")
+        keep = creds.client_assertion is None  # an assertion is a fresh callable per step: nothing to share
         with self._lock:
+            app = self._apps.get(key) if keep else None
+            if app is not None:
+                self._apps.move_to_end(key)
+                return app
             cache = self._discovery.setdefault(spec.authority, _DiscoveryOnlyCache())
             discovering = self._discovering.setdefault(spec.authority, threading.Lock())
         if cache:
-            return self._build(spec, creds, cache)
-        waited = discovering.acquire(timeout=self.session.timeout)
-        try:
-            return self._build(spec, creds, cache)
-        finally:
-            if waited:
-                discovering.release()
+            app = self._build(spec, creds, cache)
+        else:
+            waited = discovering.acquire(timeout=self.session.timeout)
+            try:
+                app = self._build(spec, creds, cache)
+            finally:
+                if waited:
+                    discovering.release()
+        if not keep:
+            return app
+        with self._lock:
+            self._apps[key] = app
+            while len(self._apps) > MAX_APPS:
+                self._apps.popitem(last=False)
+        return app
 
     def _build(
         self, spec: EmailTokenSpec, creds: ClientCredentials, cache: _DiscoveryOnlyCache
@@ -135,6 +167,7 @@ class MicrosoftProvider:
             "instance_discovery": False,
             "http_client": self.session,
             "http_cache": cache,
+            "token_cache": _NoTokenCache(),
         }
         try:
             if creds.client_assertion is not None:
@@ -153,7 +186,7 @@ class MicrosoftProvider:
                 f"could not read the OpenID configuration of {spec.authority}: "
                 + redact(str(exc)[:_MAX_DETAIL], creds.client_secret),
             ) from None
-        except requests.RequestException as exc:
+        except ProviderHTTPError as exc:
             raise _network_error(exc, spec) from None
         except msal.exceptions.MsalServiceError as exc:
             raise _server_error(exc, self.session.last_retry_after) from None
@@ -228,7 +261,7 @@ class MicrosoftProvider:
         scopes = [*scopes_mod.for_request("Microsoft", spec.scopes), *sorted(scopes_mod.MICROSOFT_RESERVED)]
         try:
             flow = app.client.initiate_device_flow(scope=scopes)
-        except requests.RequestException as exc:
+        except ProviderHTTPError as exc:
             raise _network_error(exc, spec) from None
         except msal.exceptions.MsalServiceError as exc:
             raise _server_error(exc, self.session.last_retry_after) from None
@@ -254,7 +287,7 @@ class MicrosoftProvider:
             result = app.client.obtain_token_by_device_flow(
                 state, exit_condition=lambda _flow: True, data={"code": state.get("device_code", "")}
             )
-        except requests.RequestException as exc:
+        except ProviderHTTPError as exc:
             raise _network_error(exc, spec) from None
         except msal.exceptions.MsalServiceError as exc:
             raise _server_error(exc, self.session.last_retry_after) from None
@@ -284,7 +317,7 @@ class MicrosoftProvider:
     def _call(self, spec: EmailTokenSpec, fn: Any, creds: ClientCredentials, *secrets: str) -> dict[str, Any]:
         try:
             result = fn()
-        except requests.RequestException as exc:
+        except ProviderHTTPError as exc:
             raise _network_error(exc, spec) from None
         except msal.exceptions.MsalServiceError as exc:
             # msal raises (instead of returning a dict) when the token endpoint answers 5xx.
@@ -317,13 +350,13 @@ class MicrosoftProvider:
         )
 
 
-def _network_error(exc: requests.RequestException, spec: EmailTokenSpec) -> ProviderError:
+def _network_error(exc: ProviderHTTPError, spec: EmailTokenSpec) -> ProviderError:
     if isinstance(exc, EndpointNotAllowed):
         return ProviderError(ErrorKind.BAD_CONFIG, str(exc), reason="EndpointNotAllowed")
     if isinstance(exc, UnsafeAnswer):
         return ProviderError(ErrorKind.TRANSIENT, f"the Microsoft endpoint's answer was refused: {exc}")
-    what = "timed out" if isinstance(exc, requests.Timeout) else "could not be reached"
-    return ProviderError(ErrorKind.TRANSIENT, f"the Microsoft token endpoint {what} ({type(exc).__name__})")
+    what = "timed out" if isinstance(exc, TimedOut) else "could not be reached"
+    return ProviderError(ErrorKind.TRANSIENT, f"the Microsoft token endpoint {what} ({exc})")
 
 
 def _server_error(exc: msal.exceptions.MsalServiceError, retry_after: float | None) -> ProviderError:
