@@ -69,7 +69,8 @@ def _die_with_parent() -> None:
 
 
 def child_env(**extra: str) -> dict[str, str]:
-    """Environment for children: no REQUESTS_CA_BUNDLE (it overrides every verify=), the package on the path."""
+    """Environment for children: no REQUESTS_CA_BUNDLE (the baseline's requests would trust it over its
+    ``verify=``; the operator is given ``--ca-bundle``), the package on the path."""
     env = dict(os.environ)
     env.pop("REQUESTS_CA_BUNDLE", None)
     src = str(REPO / "operator")

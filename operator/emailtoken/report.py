@@ -184,13 +184,13 @@ def refresh_event(
     """The Event for a published access token: Authorized for the first (or the first after a
     failure), Refreshed when ``announce`` (someone asked, the spec changed, or every refresh is
     announced), else none: at 5,000 tokens a second Event each was a tenth of the start-up CPU."""
+    if not first and not announce:
+        return None  # the routine refresh: nothing to format
     validity = f"valid until {rfc3339(expires_at)}, next refresh at {rfc3339(attempt_at)}"
     if first:
         who = username or "the application"
         return ("Normal", "Authorized", f"{provider} accepted the credentials for {who}; access token {validity}")
-    if announce:
-        return ("Normal", "Refreshed", f"access token refreshed; {validity}")
-    return None
+    return ("Normal", "Refreshed", f"access token refreshed; {validity}")
 
 
 def known_status(body: Mapping[str, Any], written: tuple[str, Mapping[str, Any]] | None) -> Mapping[str, Any]:

@@ -131,6 +131,15 @@ class Hostile(ThreadingHTTPServer):
                     self.send_header("Content-Length", str(len(page)))
                     self.end_headers()
                     self.wfile.write(page)
+                elif mode in ("bom", "utf16"):
+                    # JSON that Python reads from bytes but not as the UTF-8 text msal parses and logs.
+                    echo = json.dumps({"echo": body.decode()})
+                    page = b"\xef\xbb\xbf" + echo.encode() if mode == "bom" else echo.encode("utf-16")
+                    self.send_response(400)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(page)))
+                    self.end_headers()
+                    self.wfile.write(page)
                 elif mode == "forever":
                     self._json(200, {"access_token": "at", "token_type": "Bearer", "expires_in": 10**12})
                 elif mode == "instant":
@@ -189,6 +198,13 @@ def hostile(ca: trustme.CA, internal: Internal, tmp_path_factory: pytest.TempPat
     _serve(server)
     yield server
     server.shutdown()
+
+
+@pytest.fixture(autouse=True)
+def no_proxy_from_this_machine(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The local endpoints are called directly whatever proxy the machine running the tests names."""
+    for name in ("https_proxy", "HTTPS_PROXY", "http_proxy", "HTTP_PROXY", "all_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(name, raising=False)
 
 
 @pytest.fixture(scope="module")
@@ -286,6 +302,19 @@ def test_an_html_echo_of_the_request_reaches_no_log(
     assert any(REFRESH.encode() in body for body in hostile.bodies), "the endpoint did see the request"
     assert_no_secret(caplog.text, error_text(exc))
     assert "HTTP 400 with text/html, not JSON" in exc.message
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+@pytest.mark.parametrize("mode", ["bom", "utf16"])
+def test_a_json_echo_msal_cannot_read_reaches_no_log(
+    provider: str, mode: str, hostile: Hostile, ca_file: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """msal logs an answer it cannot parse as it is (at ERROR); a byte-order mark or UTF-16 passed a
+    check that parsed bytes, not the text msal parses."""
+    caplog.set_level(logging.DEBUG)
+    exc = refresh(provider, hostile, mode, ProviderSession(ca_bundle=ca_file, timeout=5))
+    assert_no_secret(caplog.text, error_text(exc))
+    assert "HTTP 400 with application/json, not JSON" in exc.message
 
 
 @pytest.mark.parametrize("provider", PROVIDERS)

@@ -49,3 +49,40 @@ def test_a_shorter_deadline_pushed_behind_many_longer_ones_fires_on_time() -> No
     quick.connections.append(conn)
     time.sleep(1.3)
     assert quick.fired and conn.closed()
+
+
+class TlsTransport:
+    """What urllib3 puts in ``conn.sock`` behind an https proxy: a wrapper without ``shutdown``."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.socket = sock
+
+
+def test_a_socket_behind_an_https_proxy_is_shut_and_the_watchdog_lives_on() -> None:
+    dog = _Watchdog()
+    conn = Conn()
+    wrapped = type("Wrapped", (), {})()
+    wrapped.sock = TlsTransport(conn.sock)
+    first = dog.watch(time.monotonic() + 0.1)
+    first.connections.append(wrapped)
+    time.sleep(0.5)
+    assert first.fired and conn.closed()
+    later, after = Conn(), dog.watch(time.monotonic() + 0.1)
+    after.connections.append(later)
+    time.sleep(0.5)
+    assert after.fired and later.closed(), "the watchdog thread still runs"
+
+
+def test_a_connection_still_connecting_at_its_deadline_is_shut_once_it_has_a_socket() -> None:
+    """DNS and one address after another can outlast the deadline; the socket that finally
+    connects must not then serve a slow answer for ever."""
+    dog = _Watchdog()
+    conn = Conn()
+    pending = type("Pending", (), {"sock": None})()
+    watch = dog.watch(time.monotonic() + 0.1)
+    watch.connections.append(pending)
+    time.sleep(0.4)
+    assert watch.fired
+    pending.sock = conn.sock  # connected at last
+    time.sleep(0.4)
+    assert conn.closed()

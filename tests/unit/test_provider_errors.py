@@ -334,6 +334,13 @@ class Endpoint(ThreadingHTTPServer):
         return sum(1 for method, _ in self.requests if method == "POST")
 
 
+@pytest.fixture(autouse=True)
+def no_proxy_from_this_machine(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The local endpoint is called directly whatever proxy the machine running the tests names."""
+    for name in ("https_proxy", "HTTPS_PROXY", "http_proxy", "HTTP_PROXY", "all_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+
+
 @pytest.fixture(scope="module")
 def ca() -> trustme.CA:
     return trustme.CA()
@@ -526,6 +533,29 @@ def test_a_refresh_token_is_not_kept_in_the_shared_application(serve: Any, ca_fi
     (app,) = provider._apps.values()
     assert app.token_cache.find(msal.TokenCache.CredentialType.REFRESH_TOKEN) == []
     assert app.token_cache.find(msal.TokenCache.CredentialType.ACCESS_TOKEN) == []
+
+
+def test_kept_applications_are_bounded(serve: Any, ca_file: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The least recently used registration's application goes; it is built again when needed."""
+    monkeypatch.setattr(microsoft, "MAX_APPS", 2)
+    endpoint = serve(*[(200, {"access_token": f"at-{i}", "expires_in": 3600}, {}) for i in range(4)])
+    provider = MicrosoftProvider(session_for(ca_file))
+    app_spec = microsoft_spec(endpoint, flow="ClientCredentials")
+    for secret in ("s-1", "s-2", "s-3", "s-1"):
+        provider.acquire_app_token(app_spec, ClientCredentials(client_secret=secret))
+    assert len(provider._apps) == 2
+    assert [parse_qs(body)["client_secret"] for body in endpoint.bodies] == [["s-1"], ["s-2"], ["s-3"], ["s-1"]]
+
+
+def test_a_federated_credentials_application_is_not_kept(serve: Any, ca_file: str) -> None:
+    """Its assertion is a new callable per step: a kept application would present a stale one."""
+    endpoint = serve(*[(200, {"access_token": f"at-{i}", "expires_in": 3600}, {}) for i in range(2)])
+    provider = MicrosoftProvider(session_for(ca_file))
+    app_spec = microsoft_spec(endpoint, flow="ClientCredentials")
+    for assertion in ("jwt-one", "jwt-two"):
+        provider.acquire_app_token(app_spec, ClientCredentials(client_assertion=lambda a=assertion: a))
+    assert [parse_qs(body)["client_assertion"] for body in endpoint.bodies] == [["jwt-one"], ["jwt-two"]]
+    assert provider._apps == {}
 
 
 class _Lookups:

@@ -27,22 +27,25 @@ import json
 import math
 import os
 import socket
+import ssl
 import threading
 import time
 import urllib.parse
-import urllib.request
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 import urllib3
 import urllib3.exceptions
+import urllib3.util.ssl_
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 from emailtoken import endpoints
+from emailtoken.providers.proxies import Proxies
 
 DEFAULT_TIMEOUT = 20.0
 MAX_ANSWER_BYTES = 1 << 20  # OAuth answers are a few KiB; discovery documents under 10 KiB
 MAX_RETRY_AFTER = 3600.0  # a provider may ask for a pause, not for a day
+RECHECK = 0.1  # seconds between looks at a request past its deadline whose connection has no socket yet
 
 
 class ProviderHTTPError(Exception):
@@ -119,11 +122,20 @@ class _Watchdog:
                 heapq.heappop(self._heap)
                 watch.fired = True
                 connections = list(watch.connections)
+                if any(getattr(conn, "sock", None) is None for conn in connections):
+                    # Still connecting (DNS, or one address after another): look again shortly, so
+                    # the socket is shut as soon as there is one, and the deadline holds.
+                    heapq.heappush(self._heap, (time.monotonic() + RECHECK, next(self._ids), watch))
             for conn in connections:
-                sock = getattr(conn, "sock", None)
-                if sock is not None:
-                    with contextlib.suppress(OSError):
-                        sock.shutdown(socket.SHUT_RDWR)
+                _shut(getattr(conn, "sock", None))
+
+
+def _shut(sock: Any) -> None:
+    """Shut a connection's socket; behind an https proxy it is urllib3's SSLTransport over the real one."""
+    sock = getattr(sock, "socket", sock)
+    if sock is not None:
+        with contextlib.suppress(Exception):  # the watchdog thread must outlive any one socket
+            sock.shutdown(socket.SHUT_RDWR)
 
 
 _WATCHDOG = _Watchdog()
@@ -172,36 +184,55 @@ class Answer:
 
     @property
     def text(self) -> str:
+        """The body as msal parses it; :meth:`ProviderSession._check` parsed exactly this string."""
         return self.content.decode("utf-8", "replace")
 
     def json(self) -> Any:
-        return json.loads(self.content)
+        return json.loads(self.text)
 
     def raise_for_status(self) -> None:
-        """msal calls this for a 5xx (and discovery for any error); its caller reports the status."""
+        """Part of msal's response shape; msal's own wrapper answers it, with the status only."""
         if self.status_code >= 400:
             raise ProviderHTTPError(f"HTTP {self.status_code}")
 
 
-def _trusted_cas(ca_bundle: str | None) -> str | None:
-    """The pinned bundle; else the one the environment names, as before; else certifi's, as requests used."""
-    if ca_bundle:
-        return ca_bundle
+def _tls_context(ca_bundle: str | None) -> ssl.SSLContext:
+    """One verifying TLS context for every connection (urllib3 would build and load one per connection).
+
+    Trusted: the pinned bundle; else ``REQUESTS_CA_BUNDLE`` or ``CURL_CA_BUNDLE``, as requests
+    read them, or ``SSL_CERT_FILE``; else certifi's bundle, as requests used; a directory of
+    hashed certificates (like /etc/ssl/certs) works as a bundle."""
+    context = urllib3.util.ssl_.create_urllib3_context(cert_reqs=ssl.CERT_REQUIRED)
+    path = ca_bundle
     for name in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "SSL_CERT_FILE"):
-        if os.environ.get(name):
-            return os.environ[name]
+        path = path or os.environ.get(name) or None
+    if path is None:
+        try:
+            import certifi
+        except ImportError:  # the system's store then
+            context.load_default_certs()
+            return context
+        path = str(certifi.where())
     try:
-        import certifi
-    except ImportError:  # the system's store then
-        return None
-    return str(certifi.where())
+        if os.path.isdir(path):
+            context.load_verify_locations(capath=path)
+        else:
+            context.load_verify_locations(cafile=path)
+    except (OSError, ssl.SSLError) as exc:  # at start, not as every call failing its TLS handshake
+        raise ValueError(f"the CA bundle {path} cannot be loaded ({type(exc).__name__}: {exc})") from None
+    return context
+
+
+def _form(values: Mapping[str, Any]) -> str:
+    """Form-encoded as requests did: None values left out, a list as repeated keys."""
+    return urllib.parse.urlencode({k: v for k, v in values.items() if v is not None}, doseq=True)
 
 
 class ProviderSession:
     """One deadline per request, bounded JSON answers and Retry-After bookkeeping, over urllib3's pools.
 
-    Proxies come from the environment (``HTTPS_PROXY``, ``NO_PROXY``), as every HTTP client
-    there reads them; the CA bundle is ``ca_bundle`` when given.
+    Proxies come from the environment (:mod:`emailtoken.providers.proxies`), read once; the CA
+    bundle is ``ca_bundle`` when given (:func:`_tls_context`).
     """
 
     def __init__(
@@ -222,11 +253,11 @@ class ProviderSession:
             "num_pools": 10,
             "maxsize": max(pool, 10),
             "cert_reqs": "CERT_REQUIRED",
-            "ca_certs": _trusted_cas(ca_bundle),
+            "ssl_context": _tls_context(ca_bundle),
             "retries": False,
         }
         self._direct = self._watched(urllib3.PoolManager(**self._options))
-        self._proxies = {k: v for k, v in urllib.request.getproxies().items() if k in ("http", "https")}
+        self._proxies = Proxies.from_environment(os.environ)
         self._via: dict[str, urllib3.PoolManager] = {}
         self._via_lock = threading.Lock()
         self.headers = {
@@ -241,14 +272,15 @@ class ProviderSession:
         return manager
 
     def _manager(self, url: str) -> urllib3.PoolManager:
-        parts = urllib.parse.urlsplit(url)
-        proxy = self._proxies.get(parts.scheme)
-        if not proxy or urllib.request.proxy_bypass(parts.hostname or ""):
+        proxy = self._proxies.for_url(url)
+        if proxy is None:
             return self._direct
         with self._via_lock:
-            if proxy not in self._via:
-                self._via[proxy] = self._watched(urllib3.ProxyManager(proxy, **self._options))
-            return self._via[proxy]
+            if proxy.url not in self._via:
+                self._via[proxy.url] = self._watched(
+                    urllib3.ProxyManager(proxy.url, proxy_headers=dict(proxy.headers), **self._options)
+                )
+            return self._via[proxy.url]
 
     def get(
         self, url: str, params: Mapping[str, Any] | None = None, headers: Mapping[str, str] | None = None, **kwargs: Any
@@ -282,13 +314,13 @@ class ProviderSession:
         self._local.retry_after = None
         self.check_allowed(url)
         if params:
-            url += ("&" if urllib.parse.urlsplit(url).query else "?") + urllib.parse.urlencode(params)
+            url += ("&" if urllib.parse.urlsplit(url).query else "?") + _form(params)
         sent = dict(self.headers)
         if headers:
             sent.update(headers)
         body: str | bytes | None = None
         if data is not None:
-            body = urllib.parse.urlencode(data) if isinstance(data, Mapping) else data
+            body = _form(data) if isinstance(data, Mapping) else data
             if not any(k.lower() == "content-type" for k in sent):
                 sent["Content-Type"] = "application/x-www-form-urlencoded"
         limit = min(float(timeout), self.timeout) if isinstance(timeout, int | float) else self.timeout
@@ -312,6 +344,7 @@ class ProviderSession:
             try:
                 content = self._read_bounded(response, deadline)
             finally:
+                _WATCHDOG.finish(watch)  # first: once back in the pool, the connection is another request's
                 response.release_conn()
         except urllib3.exceptions.HTTPError as exc:
             if watch.fired:
@@ -325,7 +358,8 @@ class ProviderSession:
             _WATCHDOG.finish(watch)
         if watch.fired:
             raise UnsafeAnswer(f"no complete answer within {self.timeout:g} s")
-        answer = Answer(response.status, response.headers, content)
+        # Repeated header lines joined with commas, as msal's response shape asks.
+        answer = Answer(response.status, urllib3.HTTPHeaderDict(dict(response.headers.itermerged())), content)
         self._check(answer)
         if answer.status_code >= 400:
             self._local.retry_after = parse_retry_after(answer.headers.get("Retry-After"))
@@ -356,7 +390,7 @@ class ProviderSession:
         if status >= 500:
             return
         try:
-            json.loads(answer.content or b"null")
+            json.loads(answer.text or "null")  # the string msal parses: a byte-order mark or UTF-16 is refused
         except ValueError:
             kind = (answer.headers.get("Content-Type") or "no content type").split(";")[0][:64]
             raise UnsafeAnswer(f"the endpoint answered HTTP {status} with {kind}, not JSON") from None
@@ -374,8 +408,9 @@ class ProviderSession:
     def close(self) -> None:
         """Close every pooled connection (msal's ``http_client.close``)."""
         self._direct.clear()
-        for manager in self._via.values():
-            manager.clear()
+        with self._via_lock:
+            for manager in self._via.values():
+                manager.clear()
 
 
 def _failure(exc: urllib3.exceptions.HTTPError) -> ProviderHTTPError:

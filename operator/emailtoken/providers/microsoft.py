@@ -71,10 +71,11 @@ _MAX_DETAIL = 512  # provider text quoted in a message (status and Events have l
 
 
 def _settle_optional_extension() -> None:
-    """msal looks for its optional msal-extensions package each time an application is built, and
-    the operator builds one per token call: a failed import searches every ``sys.path`` entry, 8 %
-    of a call's CPU (bench/README.md). When it is not installed, record that once in
-    ``sys.modules``, where Python's import then fails at once (``None`` means "not importable")."""
+    """msal looks for its optional msal-extensions package each time an application is built (once
+    per registration, and per call for a federated credential): a failed import searches every
+    ``sys.path`` entry, 8 % of a call's CPU when every call built one (bench/README.md). When it is
+    not installed, record that once in ``sys.modules``, where Python's import then fails at once
+    (``None`` means "not importable")."""
     if "msal_extensions" not in sys.modules and importlib.util.find_spec("msal_extensions") is None:
         sys.modules["msal_extensions"] = None  # type: ignore[assignment]
 
