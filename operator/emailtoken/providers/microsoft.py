@@ -108,8 +108,9 @@ class _NoTokenCache(msal.TokenCache):
         return None
 
 
-#: msal applications kept (each is a client registration with one credential); the least recently used goes
-MAX_APPS = 256
+#: msal applications kept (each a client registration with one secret, about 8 KiB: 8 MiB at most);
+#: beyond it the least recently used goes and is built again when its tokens next refresh
+MAX_APPS = 1024
 
 
 class MicrosoftProvider:
