@@ -70,7 +70,7 @@ def configure_logging(config: OperatorConfig) -> None:
 
 def run_operator(config: OperatorConfig) -> int:
     """Run until interrupted (blocking); exit code 1 when leadership was lost, kopf failed or the
-    Kubernetes credentials cannot work, 2 for timings that cannot work (each said in one line)."""
+    Kubernetes credentials cannot work, 2 for timings or a CA bundle that cannot work (each said in one line)."""
     from emailtoken.kube import ConfigError, load_config
 
     if config.leader_election:
@@ -80,6 +80,12 @@ def run_operator(config: OperatorConfig) -> int:
         if problem:
             print(f"emailtoken run: {problem}", file=sys.stderr)
             return 2
+    from emailtoken.providers.http import ca_bundle_problem
+
+    problem = ca_bundle_problem(config.ca_bundle)
+    if problem:
+        print(f"emailtoken run: {problem}", file=sys.stderr)
+        return 2
     configure_logging(config)
     try:
         creds = load_config()

@@ -114,6 +114,21 @@ class Hostile(ThreadingHTTPServer):
                         except OSError:
                             return
                         time.sleep(0.25)
+                elif mode == "closedrip":
+                    # Complete headers, then a body of no stated length a byte at a time: http.client
+                    # lets go of the connection at once, the answer keeps its socket.
+                    self.send_response(200)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Connection", "close")
+                    self.end_headers()
+                    for _ in range(60):
+                        try:
+                            self.wfile.write(b" ")
+                            self.wfile.flush()
+                        except OSError:
+                            return
+                        time.sleep(0.25)
+                    self.close_connection = True
                 elif mode == "huge":
                     self.send_response(200)
                     self.send_header("Content-Type", "application/json")
@@ -283,6 +298,17 @@ def test_a_dripping_answer_ends_at_the_deadline(provider: str, hostile: Hostile,
     assert took < 4, f"the step took {took:.1f} s against a 1.5 s deadline"
     assert "within 1.5 s" in exc.message
     assert exc.kind is ErrorKind.TRANSIENT
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_a_body_dripped_after_connection_close_ends_at_the_deadline(
+    provider: str, hostile: Hostile, ca_file: str
+) -> None:
+    started = time.monotonic()
+    exc = refresh(provider, hostile, "closedrip", ProviderSession(ca_bundle=ca_file, timeout=1.5))
+    took = time.monotonic() - started
+    assert took < 4, f"the step took {took:.1f} s against a 1.5 s deadline"
+    assert "within 1.5 s" in exc.message
 
 
 @pytest.mark.parametrize("provider", PROVIDERS)

@@ -29,7 +29,7 @@ def test_each_deadline_fires_in_order_and_finished_watches_never_do() -> None:
     late, done, early = Conn(), Conn(), Conn()
     watches = [dog.watch(now + 1.6), dog.watch(now + 0.2), dog.watch(now + 0.6)]  # a later one first
     for watch, conn in zip(watches, (late, done, early), strict=True):
-        watch.connections.append(conn)
+        watch.sockets.append(conn.sock)
     dog.finish(watches[1])  # answered in time
     time.sleep(1.1)
     assert watches[2].fired and early.closed(), "a deadline behind a later, earlier-pushed one still fires"
@@ -46,7 +46,7 @@ def test_a_shorter_deadline_pushed_behind_many_longer_ones_fires_on_time() -> No
         dog.finish(dog.watch(now + 30 + i))
     quick = dog.watch(time.monotonic() + 0.3)
     conn = Conn()
-    quick.connections.append(conn)
+    quick.sockets.append(conn.sock)
     time.sleep(1.3)
     assert quick.fired and conn.closed()
 
@@ -61,28 +61,30 @@ class TlsTransport:
 def test_a_socket_behind_an_https_proxy_is_shut_and_the_watchdog_lives_on() -> None:
     dog = _Watchdog()
     conn = Conn()
-    wrapped = type("Wrapped", (), {})()
-    wrapped.sock = TlsTransport(conn.sock)
     first = dog.watch(time.monotonic() + 0.1)
-    first.connections.append(wrapped)
+    first.sockets.append(TlsTransport(conn.sock))
     time.sleep(0.5)
     assert first.fired and conn.closed()
+    dog.finish(first)
     later, after = Conn(), dog.watch(time.monotonic() + 0.1)
-    after.connections.append(later)
+    after.sockets.append(later.sock)
     time.sleep(0.5)
     assert after.fired and later.closed(), "the watchdog thread still runs"
 
 
-def test_a_connection_still_connecting_at_its_deadline_is_shut_once_it_has_a_socket() -> None:
+def test_a_socket_made_after_the_deadline_is_shut_until_the_request_ends() -> None:
     """DNS and one address after another can outlast the deadline; the socket that finally
     connects must not then serve a slow answer for ever."""
     dog = _Watchdog()
-    conn = Conn()
-    pending = type("Pending", (), {"sock": None})()
     watch = dog.watch(time.monotonic() + 0.1)
-    watch.connections.append(pending)
     time.sleep(0.4)
     assert watch.fired
-    pending.sock = conn.sock  # connected at last
+    late = Conn()
+    watch.sockets.append(late.sock)  # connected at last
     time.sleep(0.4)
-    assert conn.closed()
+    assert late.closed()
+    dog.finish(watch)
+    after = Conn()
+    watch.sockets.append(after.sock)  # finished: nothing of it is shut any more
+    time.sleep(0.4)
+    assert not after.closed()

@@ -279,6 +279,8 @@ class Endpoint(ThreadingHTTPServer):
     """Answers every POST with the next scripted (status, body, headers), or with silence for ``("silent", s)``;
     every GET (msal's OpenID discovery) with this endpoint's configuration."""
 
+    daemon_threads = True  # a silent answer's handler must not hold the test's teardown
+
     def __init__(self, ca: trustme.CA, *answers: Any) -> None:
         self.answers = list(answers)
         self.requests: list[tuple[str, str]] = []
@@ -523,6 +525,7 @@ def test_a_rotated_client_secret_gets_an_application_of_its_own(serve: Any, ca_f
     provider.acquire_app_token(app_spec, ClientCredentials(client_secret=SECRET + "-rotated"))
     sent = [parse_qs(body).get("client_secret") for body in endpoint.bodies]
     assert sent == [[SECRET], [SECRET + "-rotated"]]
+    assert len(provider._apps) == 1, "the new secret's application replaced the old one"
 
 
 def test_a_refresh_token_is_not_kept_in_the_shared_application(serve: Any, ca_file: str) -> None:
@@ -530,21 +533,24 @@ def test_a_refresh_token_is_not_kept_in_the_shared_application(serve: Any, ca_fi
     endpoint = serve((200, {"access_token": "at", "refresh_token": "rt-next", "expires_in": 3600}, {}))
     provider = MicrosoftProvider(session_for(ca_file))
     assert provider.refresh(microsoft_spec(endpoint), ClientCredentials(client_secret=SECRET), REFRESH).refresh_token
-    (app,) = provider._apps.values()
+    ((_, app),) = provider._apps.values()
     assert app.token_cache.find(msal.TokenCache.CredentialType.REFRESH_TOKEN) == []
     assert app.token_cache.find(msal.TokenCache.CredentialType.ACCESS_TOKEN) == []
 
 
-def test_kept_applications_are_bounded(serve: Any, ca_file: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The least recently used registration's application goes; it is built again when needed."""
+def test_kept_applications_are_bounded_and_never_evicted(
+    serve: Any, ca_file: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Registrations beyond the room build an application per call, as before: evicting one for
+    another would make every application live a little while, which fragmented the heap."""
     monkeypatch.setattr(microsoft, "MAX_APPS", 2)
-    endpoint = serve(*[(200, {"access_token": f"at-{i}", "expires_in": 3600}, {}) for i in range(4)])
+    endpoint = serve(*[(200, {"access_token": f"at-{i}", "expires_in": 3600}, {}) for i in range(5)])
     provider = MicrosoftProvider(session_for(ca_file))
-    app_spec = microsoft_spec(endpoint, flow="ClientCredentials")
-    for secret in ("s-1", "s-2", "s-3", "s-1"):
-        provider.acquire_app_token(app_spec, ClientCredentials(client_secret=secret))
-    assert len(provider._apps) == 2
-    assert [parse_qs(body)["client_secret"] for body in endpoint.bodies] == [["s-1"], ["s-2"], ["s-3"], ["s-1"]]
+    creds = ClientCredentials(client_secret=SECRET)
+    for client in ("m1", "m2", "m3", "m3", "m1"):
+        provider.acquire_app_token(microsoft_spec(endpoint, flow="ClientCredentials", clientId=client), creds)
+    assert sorted(client for _, client in provider._apps) == ["m1", "m2"]
+    assert [parse_qs(body)["client_id"] for body in endpoint.bodies] == [["m1"], ["m2"], ["m3"], ["m3"], ["m1"]]
 
 
 def test_a_federated_credentials_application_is_not_kept(serve: Any, ca_file: str) -> None:

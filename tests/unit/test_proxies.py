@@ -60,3 +60,8 @@ def test_no_proxy_entries(url: str, direct: bool) -> None:
 def test_a_star_bypasses_every_host() -> None:
     proxies = Proxies.from_environment({"HTTPS_PROXY": "http://proxy:3128", "no_proxy": "*"})
     assert proxies.for_url("https://login.microsoftonline.com/t") is None
+
+
+def test_a_url_with_a_port_out_of_range_is_left_to_the_http_client() -> None:
+    proxies = Proxies.from_environment({"HTTPS_PROXY": "http://proxy:3128", "NO_PROXY": "host.x:8443"})
+    assert proxies.for_url("https://host.x:99999/t") is not None

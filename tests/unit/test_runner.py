@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -121,3 +122,31 @@ def test_timings_that_cannot_work_stop_the_start_with_one_line(capsys: pytest.Ca
     err = capsys.readouterr().err
     assert err.count("\n") == 1
     assert err.startswith("emailtoken run: --lease-duration 15 is too short for --provider-timeout 20")
+
+
+@pytest.mark.looptime(False)
+def test_a_ca_bundle_that_cannot_be_loaded_stops_the_start_with_one_line(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """Said once at start, rather than as every provider call failing its TLS handshake."""
+    assert main(["run", "--ca-bundle", str(tmp_path / "missing.pem")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert err.startswith(f"emailtoken run: the CA bundle {tmp_path / 'missing.pem'} cannot be loaded")
+
+
+def test_the_callback_refuses_a_ca_bundle_it_cannot_load(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    (tmp_path / "key").write_bytes(b"k" * 32)
+    code = main(
+        [
+            "callback",
+            "--ca-bundle",
+            str(tmp_path / "missing.pem"),
+            "--state-key-file",
+            str(tmp_path / "key"),
+            "--redirect-base-url",
+            "https://cb.example",
+        ]
+    )
+    assert code == 2
+    assert f"the CA bundle {tmp_path / 'missing.pem'} cannot be loaded" in capsys.readouterr().err

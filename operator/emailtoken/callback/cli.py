@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 from emailtoken import clientauth, cliflags, endpoints, redirecturl
 from emailtoken.callback.app import quiet_libraries, serve_forever
 from emailtoken.callback.context import CallbackConfig, Services
+from emailtoken.providers.http import ca_bundle_problem
 
 if TYPE_CHECKING:
     from emailtoken.kube import Credentials
@@ -169,6 +170,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         config = config_from_args(args)
         key, source = load_key(args.state_key_file)
+        problem = ca_bundle_problem(config.ca_bundle)
+        if problem:
+            raise ValueError(problem)
     except (ValueError, OSError) as exc:
         print(f"emailtoken callback: {exc}", file=sys.stderr)
         return 2

@@ -35,6 +35,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 import urllib3
+import urllib3.connection
 import urllib3.exceptions
 import urllib3.util.ssl_
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
@@ -45,7 +46,7 @@ from emailtoken.providers.proxies import Proxies
 DEFAULT_TIMEOUT = 20.0
 MAX_ANSWER_BYTES = 1 << 20  # OAuth answers are a few KiB; discovery documents under 10 KiB
 MAX_RETRY_AFTER = 3600.0  # a provider may ask for a pause, not for a day
-RECHECK = 0.1  # seconds between looks at a request past its deadline whose connection has no socket yet
+RECHECK = 0.1  # seconds between looks at a request past its deadline (a socket made since is shut)
 
 
 class ProviderHTTPError(Exception):
@@ -69,11 +70,11 @@ class EndpointNotAllowed(UnsafeAnswer):
 
 
 class _Watch:
-    """One request's deadline and the connections it took from the pool."""
+    """One request's deadline and the sockets its connections use."""
 
     def __init__(self, deadline: float) -> None:
         self.deadline = deadline
-        self.connections: list[Any] = []
+        self.sockets: list[Any] = []
         self.fired = False
         self.done = False
 
@@ -104,7 +105,7 @@ class _Watchdog:
     def finish(self, watch: _Watch) -> None:
         with self._cond:
             watch.done = True
-            watch.connections.clear()  # it stays in the heap until the thread next wakes
+            watch.sockets.clear()  # it stays in the heap until the thread next wakes
 
     def _run(self) -> None:
         while True:
@@ -121,42 +122,62 @@ class _Watchdog:
                     continue
                 heapq.heappop(self._heap)
                 watch.fired = True
-                connections = list(watch.connections)
-                if any(getattr(conn, "sock", None) is None for conn in connections):
-                    # Still connecting (DNS, or one address after another): look again shortly, so
-                    # the socket is shut as soon as there is one, and the deadline holds.
-                    heapq.heappush(self._heap, (time.monotonic() + RECHECK, next(self._ids), watch))
-            for conn in connections:
-                _shut(getattr(conn, "sock", None))
+                # Shut under the lock: a finished request's connection may already serve another.
+                for sock in watch.sockets:
+                    _shut(sock)
+                # And look again until the request ends: a socket may be made after the deadline
+                # (DNS, one address after another) and must not then serve a slow answer.
+                heapq.heappush(self._heap, (time.monotonic() + RECHECK, next(self._ids), watch))
 
 
 def _shut(sock: Any) -> None:
-    """Shut a connection's socket; behind an https proxy it is urllib3's SSLTransport over the real one."""
+    """Shut a socket (a blocked read then returns); behind an https proxy it is urllib3's
+    SSLTransport over the real one."""
     sock = getattr(sock, "socket", sock)
-    if sock is not None:
-        with contextlib.suppress(Exception):  # the watchdog thread must outlive any one socket
-            sock.shutdown(socket.SHUT_RDWR)
+    with contextlib.suppress(Exception):  # the watchdog thread must outlive any one socket
+        sock.shutdown(socket.SHUT_RDWR)
 
 
 _WATCHDOG = _Watchdog()
 _current = threading.local()
 
 
-def _remember(conn: Any) -> Any:
+def _remember(sock: Any) -> None:
+    """Record a socket with the calling thread's request: the object itself, since a response read
+    to its end by ``Connection: close`` keeps the socket after the connection forgets it."""
     watch: _Watch | None = getattr(_current, "watch", None)
-    if watch is not None:
-        watch.connections.append(conn)
-    return conn
+    if watch is not None and sock is not None:
+        watch.sockets.append(sock)
+
+
+class _HTTPConnection(urllib3.connection.HTTPConnection):
+    def connect(self) -> None:
+        super().connect()
+        _remember(self.sock)
+
+
+class _HTTPSConnection(urllib3.connection.HTTPSConnection):
+    def connect(self) -> None:
+        super().connect()
+        _remember(self.sock)
 
 
 class _HTTPPool(HTTPConnectionPool):
+    ConnectionCls = _HTTPConnection
+
     def _get_conn(self, timeout: float | None = None) -> Any:
-        return _remember(super()._get_conn(timeout))
+        conn = super()._get_conn(timeout)
+        _remember(conn.sock)  # a kept-alive connection's socket; a new one's is recorded at connect
+        return conn
 
 
 class _HTTPSPool(HTTPSConnectionPool):
+    ConnectionCls = _HTTPSConnection
+
     def _get_conn(self, timeout: float | None = None) -> Any:
-        return _remember(super()._get_conn(timeout))
+        conn = super()._get_conn(timeout)
+        _remember(conn.sock)
+        return conn
 
 
 def parse_retry_after(value: str | None) -> float | None:
@@ -223,6 +244,16 @@ def _tls_context(ca_bundle: str | None) -> ssl.SSLContext:
     return context
 
 
+def ca_bundle_problem(ca_bundle: str | None) -> str | None:
+    """Why the CA bundle (``--ca-bundle``, else the environment's) cannot be used, in one line, or
+    None: checked at start, so that it is said once rather than as every call's failed handshake."""
+    try:
+        _tls_context(ca_bundle)
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
 def _form(values: Mapping[str, Any]) -> str:
     """Form-encoded as requests did: None values left out, a list as repeated keys."""
     return urllib.parse.urlencode({k: v for k, v in values.items() if v is not None}, doseq=True)
@@ -278,7 +309,12 @@ class ProviderSession:
         with self._via_lock:
             if proxy.url not in self._via:
                 self._via[proxy.url] = self._watched(
-                    urllib3.ProxyManager(proxy.url, proxy_headers=dict(proxy.headers), **self._options)
+                    urllib3.ProxyManager(
+                        proxy.url,
+                        proxy_headers=dict(proxy.headers),
+                        proxy_ssl_context=self._options["ssl_context"],  # an https proxy: the same trust
+                        **self._options,
+                    )
                 )
             return self._via[proxy.url]
 

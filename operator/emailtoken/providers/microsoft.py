@@ -12,7 +12,6 @@ import importlib.util
 import sys
 import threading
 import urllib.parse
-from collections import OrderedDict
 from datetime import timedelta
 from typing import Any
 
@@ -108,8 +107,8 @@ class _NoTokenCache(msal.TokenCache):
         return None
 
 
-#: msal applications kept (each a client registration with one secret, about 8 KiB: 8 MiB at most);
-#: beyond it the least recently used goes and is built again when its tokens next refresh
+#: msal applications kept (one per registration, with its current secret; about 8 KiB each, 8 MiB at
+#: most); the registrations beyond build an app per call, as before
 MAX_APPS = 1024
 
 
@@ -120,28 +119,28 @@ class MicrosoftProvider:
         self.session = session or ProviderSession()
         self._discovery: dict[str, _DiscoveryOnlyCache] = {}
         self._discovering: dict[str, threading.Lock] = {}
-        self._apps: OrderedDict[tuple[str, ...], msal.ClientApplication] = OrderedDict()
+        self._apps: dict[tuple[str, str], tuple[str, msal.ClientApplication]] = {}
         self._lock = threading.Lock()
 
     def _app(self, spec: EmailTokenSpec, creds: ClientCredentials) -> msal.ClientApplication:
-        """The msal app of this registration and credential, built once (its token cache keeps nothing).
+        """The msal app of this registration, built once per client secret (its token cache keeps nothing).
 
-        Tokens of one app registration share it, as msal intends for a long-running process:
-        building one per call was about a fifth of a call's CPU (bench/README.md). The key holds
-        the secret's digest, so a rotated secret gets an app of its own. A federated credential's
-        assertion is a new callable per step, so its app is built for the call, as before.
+        Tokens of one app registration share it, as msal intends for a long-running process;
+        building one per call cost about a fifth of a call's CPU (bench/README.md). A new secret
+        replaces its registration's app. A federated credential's assertion is a new callable
+        per step, so its app is built for the call, as before.
 
         Until an authority's OpenID configuration is cached, one thread reads it and the others
         wait for that answer (up to the provider timeout) instead of each sending the same GET:
         a restart with many due tokens otherwise opens with a herd of discovery requests.
         """
-        key = (spec.authority, spec.client_id or "", _digest(creds.client_secret) if creds.client_secret else "")
+        key = (spec.authority, spec.client_id or "")
+        digest = _digest(creds.client_secret) if creds.client_secret else ""
         keep = creds.client_assertion is None  # an assertion is a fresh callable per step: nothing to share
         with self._lock:
-            app = self._apps.get(key) if keep else None
-            if app is not None:
-                self._apps.move_to_end(key)
-                return app
+            kept = self._apps.get(key) if keep else None
+            if kept is not None and kept[0] == digest:
+                return kept[1]
             cache = self._discovery.setdefault(spec.authority, _DiscoveryOnlyCache())
             discovering = self._discovering.setdefault(spec.authority, threading.Lock())
         if cache:
@@ -153,12 +152,12 @@ class MicrosoftProvider:
             finally:
                 if waited:
                     discovering.release()
-        if not keep:
-            return app
         with self._lock:
-            self._apps[key] = app
-            while len(self._apps) > MAX_APPS:
-                self._apps.popitem(last=False)
+            # A new secret replaces its registration's app; a new registration is kept while there
+            # is room. Never an eviction: with more registrations than room, each would make one
+            # app live a little while, which fragmented the heap (bench/README.md: 215 MiB at 5,000).
+            if keep and (key in self._apps or len(self._apps) < MAX_APPS):
+                self._apps[key] = (digest, app)
         return app
 
     def _build(

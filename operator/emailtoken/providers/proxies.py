@@ -57,7 +57,10 @@ class Proxies:
 
     def _bypassed(self, parts: urllib.parse.SplitResult) -> bool:
         host = (parts.hostname or "").lower()
-        port = parts.port or (443 if parts.scheme == "https" else 80)
+        try:
+            port = parts.port or (443 if parts.scheme == "https" else 80)
+        except ValueError:  # not a port: urllib3 refuses the URL itself, with its own error
+            return False
         try:
             address: ipaddress.IPv4Address | ipaddress.IPv6Address | None = ipaddress.ip_address(host)
         except ValueError:
