@@ -140,8 +140,8 @@ class StepResult:
 
 
 def inputs_digest(creds: ClientCredentials, refresh_token: str | None) -> str:
-    """A digest of what a provider call presents (kept in memory only, never the values); no JSON
-    of the whole, which was 2 % of a refresh's CPU (bench/README.md)."""
+    """A digest of what a provider call presents (kept in memory only, never the values), each part
+    length-prefixed; JSON only for a service account key, the rare case (it runs every refresh)."""
     key = json.dumps(creds.service_account_info, sort_keys=True) if creds.service_account_info else ""
     digest = hashlib.sha256()
     for part in (creds.client_secret or "", key, refresh_token or ""):  # each length-prefixed: unambiguous
