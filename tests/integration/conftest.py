@@ -7,12 +7,48 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import trustme
 
 from emailtoken_dev.devprovider import DevProviderThread
 from tests.support.kube import ApiClient, KmockThread
 from tests.support.operator_process import OperatorProcess
 
 REDIRECT_BASE = "https://emailtoken.example.test"
+
+
+#: what HTTP clients read for a proxy (tests calling local endpoints clear them: :func:`no_proxy`)
+PROXY_VARIABLES = (
+    "https_proxy",
+    "HTTPS_PROXY",
+    "http_proxy",
+    "HTTP_PROXY",
+    "no_proxy",
+    "NO_PROXY",
+    "all_proxy",
+    "ALL_PROXY",
+)
+
+
+@pytest.fixture
+def no_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Local endpoints are called directly whatever proxy the machine running the tests names
+    (a module uses it with ``pytestmark = pytest.mark.usefixtures("no_proxy")``)."""
+    for name in PROXY_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture(scope="module")
+def ca() -> trustme.CA:
+    """A CA of this module's own for local HTTPS endpoints."""
+    return trustme.CA()
+
+
+@pytest.fixture(scope="module")
+def ca_file(ca: trustme.CA, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """:func:`ca` as a PEM file, as ``--ca-bundle`` takes it."""
+    path = tmp_path_factory.mktemp("ca") / "ca.pem"
+    ca.cert_pem.write_to_path(str(path))
+    return str(path)
 
 
 @pytest.fixture(scope="module")

@@ -120,11 +120,6 @@ class Dripping(ThreadingHTTPServer):
 
 
 @pytest.fixture(scope="module")
-def ca() -> trustme.CA:
-    return trustme.CA()
-
-
-@pytest.fixture(scope="module")
 def dripping(ca: trustme.CA) -> Iterator[Dripping]:
     server = Dripping(ca)
     threading.Thread(target=server.serve_forever, daemon=True).start()

@@ -34,6 +34,8 @@ from emailtoken.providers.microsoft import MicrosoftProvider
 SECRET = "client-secret-value-7f3a9c"
 REFRESH = "refresh-token-value-0b1d2e"
 
+pytestmark = pytest.mark.usefixtures("no_proxy")
+
 
 class Internal(ThreadingHTTPServer):
     """A plain-HTTP 'internal service' that records every request it receives."""
@@ -194,11 +196,6 @@ def _serve(server: ThreadingHTTPServer) -> threading.Thread:
 
 
 @pytest.fixture(scope="module")
-def ca() -> trustme.CA:
-    return trustme.CA()
-
-
-@pytest.fixture(scope="module")
 def internal() -> Iterator[Internal]:
     server = Internal()
     _serve(server)
@@ -213,20 +210,6 @@ def hostile(ca: trustme.CA, internal: Internal, tmp_path_factory: pytest.TempPat
     _serve(server)
     yield server
     server.shutdown()
-
-
-@pytest.fixture(autouse=True)
-def no_proxy_from_this_machine(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The local endpoints are called directly whatever proxy the machine running the tests names."""
-    for name in ("https_proxy", "HTTPS_PROXY", "http_proxy", "HTTP_PROXY", "all_proxy", "ALL_PROXY"):
-        monkeypatch.delenv(name, raising=False)
-
-
-@pytest.fixture(scope="module")
-def ca_file(ca: trustme.CA, tmp_path_factory: pytest.TempPathFactory) -> str:
-    path = tmp_path_factory.mktemp("ca") / "ca.pem"
-    ca.cert_pem.write_to_path(str(path))
-    return str(path)
 
 
 def microsoft(hostile: Hostile, mode: str) -> Any:

@@ -24,7 +24,7 @@ import trustme
 from emailtoken.providers.http import ProviderHTTPError, ProviderSession, Unreachable
 from tests.support.system import need_binary
 
-PROXY_VARIABLES = ("https_proxy", "HTTPS_PROXY", "http_proxy", "HTTP_PROXY", "no_proxy", "NO_PROXY", "all_proxy")
+pytestmark = pytest.mark.usefixtures("no_proxy")
 
 
 class TokenEndpoint(ThreadingHTTPServer):
@@ -115,31 +115,12 @@ def _serve(server: socketserver.BaseServer) -> None:
 
 
 @pytest.fixture(scope="module")
-def ca() -> trustme.CA:
-    return trustme.CA()
-
-
-@pytest.fixture(scope="module")
-def ca_file(ca: trustme.CA, tmp_path_factory: pytest.TempPathFactory) -> str:
-    path = tmp_path_factory.mktemp("ca") / "ca.pem"
-    ca.cert_pem.write_to_path(str(path))
-    return str(path)
-
-
-@pytest.fixture(scope="module")
 def endpoint(ca: trustme.CA) -> Iterator[TokenEndpoint]:
     server = TokenEndpoint(ca)
     _serve(server)
     yield server
     server.shutdown()
     server.server_close()
-
-
-@pytest.fixture(autouse=True)
-def no_proxy_from_this_machine(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Each test sets the proxy variables it is about; none leak in from the machine running it."""
-    for name in PROXY_VARIABLES:
-        monkeypatch.delenv(name, raising=False)
 
 
 @pytest.fixture
