@@ -12,7 +12,6 @@ from __future__ import annotations
 import base64
 import json
 import logging
-import ssl
 import threading
 import time
 from collections.abc import Iterator
@@ -30,6 +29,7 @@ from emailtoken.providers.base import ClientCredentials
 from emailtoken.providers.google import GoogleProvider
 from emailtoken.providers.http import MAX_RETRY_AFTER, ProviderSession
 from emailtoken.providers.microsoft import MicrosoftProvider
+from tests.support.localhttps import JsonHandler, serve_tls
 
 SECRET = "client-secret-value-7f3a9c"
 REFRESH = "refresh-token-value-0b1d2e"
@@ -68,26 +68,11 @@ class Hostile(ThreadingHTTPServer):
         self.bodies: list[bytes] = []
         outer = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-            def _json(self, status: int, data: Any, headers: dict[str, str] | None = None) -> None:
-                body = json.dumps(data).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                for k, v in (headers or {}).items():
-                    self.send_header(k, v)
-                self.end_headers()
-                self.wfile.write(body)
-
+        class Handler(JsonHandler):
             def do_GET(self) -> None:
                 mode = self.path.split("/")[1]
                 root = f"https://127.0.0.1:{outer.server_address[1]}/{mode}"
-                self._json(
+                self.send_json(
                     200,
                     {
                         "token_endpoint": f"{root}/oauth2/v2.0/token",
@@ -158,15 +143,15 @@ class Hostile(ThreadingHTTPServer):
                     self.end_headers()
                     self.wfile.write(page)
                 elif mode == "forever":
-                    self._json(200, {"access_token": "at", "token_type": "Bearer", "expires_in": 10**12})
+                    self.send_json(200, {"access_token": "at", "token_type": "Bearer", "expires_in": 10**12})
                 elif mode == "instant":
-                    self._json(200, {"access_token": "at", "token_type": "Bearer", "expires_in": -5})
+                    self.send_json(200, {"access_token": "at", "token_type": "Bearer", "expires_in": -5})
                 elif mode == "novel":
-                    self._json(400, {"error": "invalid_grant", "error_description": "x" * 100_000})
+                    self.send_json(400, {"error": "invalid_grant", "error_description": "x" * 100_000})
                 elif mode in ("unverified", "verified"):
                     claims = {"email": "boss@example.com", "email_verified": mode == "verified"}
                     payload = base64.urlsafe_b64encode(json.dumps(claims).encode()).decode().rstrip("=")
-                    self._json(
+                    self.send_json(
                         200,
                         {
                             "access_token": "at",
@@ -176,14 +161,12 @@ class Hostile(ThreadingHTTPServer):
                         },
                     )
                 elif mode == "retryafter":
-                    self._json(429, {"error": "temporarily_unavailable"}, {"Retry-After": "1000000000000"})
+                    self.send_json(429, {"error": "temporarily_unavailable"}, {"Retry-After": "1000000000000"})
                 else:
-                    self._json(500, {"error": "unknown mode"})
+                    self.send_json(500, {"error": "unknown mode"})
 
         super().__init__(("127.0.0.1", 0), Handler)
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        ca.issue_cert("127.0.0.1").configure_cert(context)
-        self.socket = context.wrap_socket(self.socket, server_side=True)
+        serve_tls(self, ca)
 
     def token_url(self, mode: str) -> str:
         return f"https://127.0.0.1:{self.server_address[1]}/{mode}/oauth2/v2.0/token"

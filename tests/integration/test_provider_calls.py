@@ -4,13 +4,11 @@ failures, and how msal applications are kept."""
 
 from __future__ import annotations
 
-import json
 import socket
-import ssl
 import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -25,6 +23,7 @@ from emailtoken.providers.base import ClientCredentials
 from emailtoken.providers.google import GoogleProvider
 from emailtoken.providers.http import ProviderSession
 from emailtoken.providers.microsoft import MicrosoftProvider
+from tests.support.localhttps import JsonHandler, serve_tls
 
 SECRET = "Zq8~client.SECRET-value_9f3b2c"
 REFRESH = "0.AXEAe4Hf-refresh-token-value-abcdef"
@@ -48,26 +47,11 @@ class Endpoint(ThreadingHTTPServer):
         self.bodies: list[str] = []
         outer = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-            def _answer(self, status: int, body: Any, headers: dict[str, str]) -> None:
-                data = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                for key, value in headers.items():
-                    self.send_header(key, value)
-                self.end_headers()
-                self.wfile.write(data)
-
+        class Handler(JsonHandler):
             def do_GET(self) -> None:
                 outer.requests.append(("GET", self.path))
                 root = outer.url + "/contoso"
-                self._answer(
+                self.send_json(
                     200,
                     {
                         "authorization_endpoint": f"{root}/oauth2/v2.0/authorize",
@@ -84,13 +68,10 @@ class Endpoint(ThreadingHTTPServer):
                 if answer[0] == "silent":
                     time.sleep(answer[1])
                     return
-                self._answer(*answer)
+                self.send_json(*answer)
 
         super().__init__(("127.0.0.1", 0), Handler)
-        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        ca.issue_cert("127.0.0.1").configure_cert(context)
-        self.socket = context.wrap_socket(self.socket, server_side=True)
-        self.url = f"https://127.0.0.1:{self.server_address[1]}"
+        self.url = serve_tls(self, ca)
 
     @property
     def posts(self) -> int:

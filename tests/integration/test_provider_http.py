@@ -5,23 +5,21 @@ when requests carried the calls."""
 from __future__ import annotations
 
 import base64
-import json
 import select
 import socket
 import socketserver
-import ssl
 import subprocess
 import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
 
 import pytest
 import trustme
 
 from emailtoken.providers.http import ProviderHTTPError, ProviderSession, Unreachable
+from tests.support.localhttps import JsonHandler, serve_tls
 from tests.support.system import need_binary
 
 pytestmark = pytest.mark.usefixtures("no_proxy")
@@ -36,26 +34,13 @@ class TokenEndpoint(ThreadingHTTPServer):
         self.forms: list[str] = []
         outer = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
+        class Handler(JsonHandler):
             def do_POST(self) -> None:
                 outer.forms.append(self.rfile.read(int(self.headers.get("Content-Length") or 0)).decode())
-                body = json.dumps({"access_token": "at", "path": self.path}).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+                self.send_json(200, {"access_token": "at", "path": self.path})
 
         super().__init__(("127.0.0.1", 0), Handler)
-        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        ca.issue_cert("127.0.0.1").configure_cert(context)
-        self.socket = context.wrap_socket(self.socket, server_side=True)
-        self.url = f"https://127.0.0.1:{self.server_address[1]}/token"
+        self.url = serve_tls(self, ca) + "/token"
 
 
 class ConnectProxy(socketserver.ThreadingTCPServer):
