@@ -29,7 +29,7 @@ from emailtoken.providers.base import ClientCredentials
 from emailtoken.providers.google import GoogleProvider
 from emailtoken.providers.http import MAX_RETRY_AFTER, ProviderSession
 from emailtoken.providers.microsoft import MicrosoftProvider
-from tests.support.localhttps import JsonHandler, serve_tls
+from tests.support.localhttps import JsonHandler, provider_spec, serve_tls
 
 SECRET = "client-secret-value-7f3a9c"
 REFRESH = "refresh-token-value-0b1d2e"
@@ -195,42 +195,13 @@ def hostile(ca: trustme.CA, internal: Internal, tmp_path_factory: pytest.TempPat
     server.shutdown()
 
 
-def microsoft(hostile: Hostile, mode: str) -> Any:
-    return parse_spec(
-        {
-            "provider": "Microsoft",
-            "tenantId": "contoso",
-            "clientId": "app",
-            "clientSecretRef": {"name": "s"},
-            "emailAddress": "box@contoso.com",
-            "services": ["IMAP"],
-            "tokenUrl": hostile.token_url(mode),
-        },
-        "box",
-    )
-
-
-def google(hostile: Hostile, mode: str) -> Any:
-    return parse_spec(
-        {
-            "provider": "Google",
-            "clientId": "g",
-            "clientSecretRef": {"name": "s"},
-            "emailAddress": "a@example.com",
-            "services": ["Gmail"],
-            "tokenUrl": hostile.token_url(mode),
-        },
-        "box",
-    )
-
-
 def refresh(provider: str, hostile: Hostile, mode: str, session: ProviderSession) -> ProviderError:
     creds = ClientCredentials(client_secret=SECRET)
     with pytest.raises(ProviderError) as info:
         if provider == "Microsoft":
-            MicrosoftProvider(session).refresh(microsoft(hostile, mode), creds, REFRESH)
+            MicrosoftProvider(session).refresh(provider_spec(provider, hostile.token_url(mode)), creds, REFRESH)
         else:
-            GoogleProvider(session).refresh(google(hostile, mode), creds, REFRESH)
+            GoogleProvider(session).refresh(provider_spec(provider, hostile.token_url(mode)), creds, REFRESH)
     return info.value
 
 
@@ -321,8 +292,7 @@ def test_a_host_the_installer_did_not_allow_gets_nothing(provider: str, hostile:
     """Only the host is compared: 127.0.0.1 is allowed, `localhost` (the same server) is not."""
     before = len(hostile.bodies)
     session = ProviderSession(ca_bundle=ca_file, timeout=5, allowed_hosts=("127.0.0.1", *DEFAULT_ALLOWED_HOSTS))
-    spec_for = microsoft if provider == "Microsoft" else google
-    spec = spec_for(hostile, "echo")
+    spec = provider_spec(provider, hostile.token_url("echo"))
     other = parse_spec(
         {
             **spec.raw,
@@ -353,7 +323,7 @@ def test_lifetimes_are_bounded(provider: str, hostile: Hostile, ca_file: str) ->
     session = ProviderSession(ca_bundle=ca_file, timeout=5)
     creds = ClientCredentials(client_secret=SECRET)
     for mode, low, high in (("forever", 0, 86400), ("instant", -1, 1)):
-        spec = (microsoft if provider == "Microsoft" else google)(hostile, mode)
+        spec = provider_spec(provider, hostile.token_url(mode))
         impl = MicrosoftProvider(session) if provider == "Microsoft" else GoogleProvider(session)
         started = datetime.now(UTC)
         try:
@@ -377,7 +347,7 @@ def test_provider_text_is_cut_to_fit_status(provider: str, hostile: Hostile, ca_
 def test_google_pins_only_a_verified_email(hostile: Hostile, ca_file: str, mode: str, account: str | None) -> None:
     """An id_token's email without email_verified proves nothing about who signed in."""
     tokens = GoogleProvider(ProviderSession(ca_bundle=ca_file, timeout=5)).exchange_code(
-        google(hostile, mode),
+        provider_spec("Google", hostile.token_url(mode)),
         ClientCredentials(client_secret=SECRET),
         code="c",
         redirect_uri="https://cb",

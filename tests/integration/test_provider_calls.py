@@ -16,14 +16,13 @@ import msal
 import pytest
 import trustme
 
-from emailtoken.model import parse_spec
 from emailtoken.outcomes import ErrorKind, ProviderError
 from emailtoken.providers import microsoft
 from emailtoken.providers.base import ClientCredentials
 from emailtoken.providers.google import GoogleProvider
 from emailtoken.providers.http import ProviderSession
 from emailtoken.providers.microsoft import MicrosoftProvider
-from tests.support.localhttps import JsonHandler, serve_tls
+from tests.support.localhttps import JsonHandler, provider_spec, serve_tls
 
 SECRET = "Zq8~client.SECRET-value_9f3b2c"
 REFRESH = "0.AXEAe4Hf-refresh-token-value-abcdef"
@@ -72,6 +71,8 @@ class Endpoint(ThreadingHTTPServer):
 
         super().__init__(("127.0.0.1", 0), Handler)
         self.url = serve_tls(self, ca)
+        self.microsoft_token_url = f"{self.url}/contoso/oauth2/v2.0/token"
+        self.google_token_url = f"{self.url}/token"
 
     @property
     def posts(self) -> int:
@@ -99,43 +100,13 @@ def session_for(ca_file: str, timeout: float = 2.0) -> ProviderSession:
     return ProviderSession(ca_bundle=ca_file, timeout=timeout)
 
 
-def google_spec(endpoint: Endpoint) -> Any:
-    return parse_spec(
-        {
-            "provider": "Google",
-            "clientId": "g",
-            "clientSecretRef": {"name": "s"},
-            "emailAddress": "a@example.com",
-            "services": ["Gmail"],
-            "tokenUrl": f"{endpoint.url}/token",
-        },
-        "box",
-    )
-
-
-def microsoft_spec(endpoint: Endpoint, **extra: Any) -> Any:
-    return parse_spec(
-        {
-            "provider": "Microsoft",
-            "tenantId": "contoso",
-            "clientId": "m",
-            "clientSecretRef": {"name": "s"},
-            "emailAddress": "a@contoso.com",
-            "services": ["IMAP"],
-            "tokenUrl": f"{endpoint.url}/contoso/oauth2/v2.0/token",
-            **extra,
-        },
-        "box",
-    )
-
-
 @pytest.mark.parametrize("status", [500, 503, 429])
 def test_google_5xx_is_one_call_with_retry_after(status: int, serve: Any, ca_file: str) -> None:
     """google-auth retried 5xx/429 itself, three times a second apart, ignoring Retry-After."""
     endpoint = serve((status, {"error": "temporarily_unavailable"}, {"Retry-After": "7"}))
     with pytest.raises(ProviderError) as info:
         GoogleProvider(session_for(ca_file)).refresh(
-            google_spec(endpoint), ClientCredentials(client_secret=SECRET), REFRESH
+            provider_spec("Google", endpoint.google_token_url), ClientCredentials(client_secret=SECRET), REFRESH
         )
     assert endpoint.posts == 1
     assert info.value.kind is ErrorKind.TRANSIENT
@@ -149,7 +120,7 @@ def test_google_calls_use_the_operator_timeout(serve: Any, ca_file: str) -> None
     started = time.monotonic()
     with pytest.raises(ProviderError) as info:
         GoogleProvider(session_for(ca_file, timeout=1.0)).refresh(
-            google_spec(endpoint), ClientCredentials(client_secret=SECRET), REFRESH
+            provider_spec("Google", endpoint.google_token_url), ClientCredentials(client_secret=SECRET), REFRESH
         )
     assert time.monotonic() - started < 4.0
     assert endpoint.posts == 1
@@ -166,7 +137,7 @@ def test_google_dead_grant_is_one_call(serve: Any, ca_file: str) -> None:
     endpoint = serve((400, revoked, {}))
     with pytest.raises(ProviderError) as info:
         GoogleProvider(session_for(ca_file)).refresh(
-            google_spec(endpoint), ClientCredentials(client_secret=SECRET), REFRESH
+            provider_spec("Google", endpoint.google_token_url), ClientCredentials(client_secret=SECRET), REFRESH
         )
     assert endpoint.posts == 1
     assert info.value.kind is ErrorKind.REAUTHORIZE
@@ -177,17 +148,7 @@ def test_an_endpoint_nobody_listens_on_is_unreachable(ca_file: str) -> None:
     with socket.socket() as closed:
         closed.bind(("127.0.0.1", 0))
         port = closed.getsockname()[1]
-    spec = parse_spec(
-        {
-            "provider": "Google",
-            "clientId": "g",
-            "clientSecretRef": {"name": "s"},
-            "emailAddress": "a@example.com",
-            "services": ["Gmail"],
-            "tokenUrl": f"https://127.0.0.1:{port}/token",
-        },
-        "box",
-    )
+    spec = provider_spec("Google", f"https://127.0.0.1:{port}/token")
     with pytest.raises(ProviderError) as info:
         GoogleProvider(session_for(ca_file)).refresh(spec, ClientCredentials(client_secret=SECRET), REFRESH)
     assert info.value.kind is ErrorKind.TRANSIENT
@@ -201,7 +162,9 @@ def test_microsoft_5xx_is_transient_not_an_exception(status: int, serve: Any, ca
     endpoint = serve((status, {"error": "server_error"}, {"Retry-After": "9"}))
     provider = MicrosoftProvider(session_for(ca_file))
     with pytest.raises(ProviderError) as info:
-        provider.refresh(microsoft_spec(endpoint), ClientCredentials(client_secret=SECRET), REFRESH)
+        provider.refresh(
+            provider_spec("Microsoft", endpoint.microsoft_token_url), ClientCredentials(client_secret=SECRET), REFRESH
+        )
     assert endpoint.posts == 1
     assert info.value.kind is ErrorKind.TRANSIENT
     assert info.value.message == f"the Microsoft token endpoint failed (HTTP Error: {status})"
@@ -215,7 +178,7 @@ def test_microsoft_discovery_is_read_once_by_concurrent_first_calls(serve: Any, 
 
     endpoint = serve(*[(200, {"access_token": f"at-{i}", "expires_in": 3600}, {}) for i in range(10)])
     provider = MicrosoftProvider(session_for(ca_file))
-    app_spec = microsoft_spec(endpoint, flow="ClientCredentials")
+    app_spec = provider_spec("Microsoft", endpoint.microsoft_token_url, flow="ClientCredentials")
     creds = ClientCredentials(client_secret=SECRET)
     with ThreadPoolExecutor(10) as pool:
         list(pool.map(lambda _: provider.acquire_app_token(app_spec, creds), range(10)))
@@ -228,7 +191,7 @@ def test_a_kept_microsoft_application_answers_nothing_from_its_cache(serve: Any,
     decision: msal would otherwise answer a second call from its token cache, with no POST."""
     endpoint = serve(*[(200, {"access_token": f"at-{i}", "expires_in": 3600}, {}) for i in range(3)])
     provider = MicrosoftProvider(session_for(ca_file))
-    app_spec = microsoft_spec(endpoint, flow="ClientCredentials")
+    app_spec = provider_spec("Microsoft", endpoint.microsoft_token_url, flow="ClientCredentials")
     creds = ClientCredentials(client_secret=SECRET)
     tokens = [provider.acquire_app_token(app_spec, creds).access_token for _ in range(3)]
     assert tokens == ["at-0", "at-1", "at-2"]
@@ -243,7 +206,7 @@ def test_a_rotated_client_secret_gets_an_application_of_its_own(serve: Any, ca_f
         (200, {"access_token": "at-new", "expires_in": 3600}, {}),
     )
     provider = MicrosoftProvider(session_for(ca_file))
-    app_spec = microsoft_spec(endpoint, flow="ClientCredentials")
+    app_spec = provider_spec("Microsoft", endpoint.microsoft_token_url, flow="ClientCredentials")
     provider.acquire_app_token(app_spec, ClientCredentials(client_secret=SECRET))
     provider.acquire_app_token(app_spec, ClientCredentials(client_secret=SECRET + "-rotated"))
     sent = [parse_qs(body).get("client_secret") for body in endpoint.bodies]
@@ -255,7 +218,9 @@ def test_a_refresh_token_is_not_kept_in_the_shared_application(serve: Any, ca_fi
     """Nothing a call returned stays in the application other tokens of the registration use."""
     endpoint = serve((200, {"access_token": "at", "refresh_token": "rt-next", "expires_in": 3600}, {}))
     provider = MicrosoftProvider(session_for(ca_file))
-    assert provider.refresh(microsoft_spec(endpoint), ClientCredentials(client_secret=SECRET), REFRESH).refresh_token
+    assert provider.refresh(
+        provider_spec("Microsoft", endpoint.microsoft_token_url), ClientCredentials(client_secret=SECRET), REFRESH
+    ).refresh_token
     ((_, app),) = provider._apps.values()
     assert app.token_cache.find(msal.TokenCache.CredentialType.REFRESH_TOKEN) == []
     assert app.token_cache.find(msal.TokenCache.CredentialType.ACCESS_TOKEN) == []
@@ -271,7 +236,9 @@ def test_kept_applications_are_bounded_and_never_evicted(
     provider = MicrosoftProvider(session_for(ca_file))
     creds = ClientCredentials(client_secret=SECRET)
     for client in ("m1", "m2", "m3", "m3", "m1"):
-        provider.acquire_app_token(microsoft_spec(endpoint, flow="ClientCredentials", clientId=client), creds)
+        provider.acquire_app_token(
+            provider_spec("Microsoft", endpoint.microsoft_token_url, flow="ClientCredentials", clientId=client), creds
+        )
     assert sorted(client for _, client in provider._apps) == ["m1", "m2"]
     assert [parse_qs(body)["client_id"] for body in endpoint.bodies] == [["m1"], ["m2"], ["m3"], ["m3"], ["m1"]]
 
@@ -280,7 +247,7 @@ def test_a_federated_credentials_application_is_not_kept(serve: Any, ca_file: st
     """Its assertion is a new callable per step: a kept application would present a stale one."""
     endpoint = serve(*[(200, {"access_token": f"at-{i}", "expires_in": 3600}, {}) for i in range(2)])
     provider = MicrosoftProvider(session_for(ca_file))
-    app_spec = microsoft_spec(endpoint, flow="ClientCredentials")
+    app_spec = provider_spec("Microsoft", endpoint.microsoft_token_url, flow="ClientCredentials")
     for assertion in ("jwt-one", "jwt-two"):
         provider.acquire_app_token(app_spec, ClientCredentials(client_assertion=lambda a=assertion: a))
     assert [parse_qs(body)["client_assertion"] for body in endpoint.bodies] == [["jwt-one"], ["jwt-two"]]

@@ -10,6 +10,8 @@ from typing import Any
 
 import trustme
 
+from emailtoken.model import EmailTokenSpec, parse_spec
+
 
 class JsonHandler(BaseHTTPRequestHandler):
     """HTTP/1.1 (kept-alive connections, as real token endpoints), quiet, with a JSON answer helper."""
@@ -36,3 +38,15 @@ def serve_tls(server: socketserver.TCPServer, ca: trustme.CA) -> str:
     ca.issue_cert("127.0.0.1").configure_cert(context)
     server.socket = context.wrap_socket(server.socket, server_side=True)
     return f"https://127.0.0.1:{server.server_address[1]}"
+
+
+def provider_spec(provider: str, token_url: str, **extra: Any) -> EmailTokenSpec:
+    """A minimal EmailToken spec of ``provider`` ("Microsoft" or "Google") whose token endpoint is
+    ``token_url`` (a local server); ``extra`` adds or overrides spec fields."""
+    fields: dict[str, Any] = (
+        {"provider": "Google", "clientId": "g", "emailAddress": "a@example.com", "services": ["Gmail"]}
+        if provider == "Google"
+        else {"provider": "Microsoft", "tenantId": "contoso", "clientId": "m", "emailAddress": "a@contoso.com"}
+        | {"services": ["IMAP"]}
+    )
+    return parse_spec({**fields, "clientSecretRef": {"name": "s"}, "tokenUrl": token_url, **extra}, "box")
