@@ -12,10 +12,11 @@ import asyncio
 import copy
 import json
 import os
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import kubernetes
 import urllib3
@@ -25,6 +26,15 @@ from emailtoken.api import GROUP, PLURAL, VERSION
 from emailtoken.apicheck import default_api_timeout
 
 MERGE_PATCH = "application/merge-patch+json"
+#: What a write whose answer nobody reads asks for: the object's metadata, not its data (a
+#: consumer Secret's answer shrinks from ~4.7 KB to ~0.7 KB); plain JSON from a server that cannot.
+_METADATA_ANSWER = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1,application/json"
+#: Seconds the credentials header is reused before the configuration is asked again. Asking runs
+#: its refresh hook (an in-cluster token re-read from its file, a kubeconfig exec plugin's token
+#: renewed when expired), which also re-derives the proxies from the whole environment: ~50 µs
+#: per request with 36 variables, twice that in a Pod of a namespace with many Services. A 401
+#: asks again at once.
+AUTH_REUSE = 10.0
 
 
 class KubeError(Exception):
@@ -252,6 +262,11 @@ class KubernetesApi:
             if isinstance(timeout, tuple)
             else urllib3.Timeout(total=timeout)
         )
+        self._host = str(self.client.configuration.host).rstrip("/")
+        #: a server behind a path (a proxy such as Rancher's): the part every request path starts with
+        self._prefix = urlsplit(self._host).path
+        self._server: urllib3.HTTPConnectionPool | None = None
+        self._auth: tuple[float, dict[str, str]] | None = None
         self.core = kubernetes.client.CoreV1Api(self.client)
         self.custom = kubernetes.client.CustomObjectsApi(self.client)
         self.coordination = kubernetes.client.CoordinationV1Api(self.client)
@@ -282,29 +297,63 @@ class KubernetesApi:
 
     def _send(self, method: str, path: str, body: Any = None, *, answer: bool = True) -> dict[str, Any]:
         """One request through the client's own connection pool, TLS settings and credentials
-        (its refresh hook included), without its generated layers: argument validation and
-        serialization cost about a fifth of each call's CPU, and every refresh makes two of these
-        calls (bench/README.md). Blocking: call it in a thread."""
-        headers = {**self.client.default_headers, "Accept": "application/json"}
+        (its refresh hook included, see :data:`AUTH_REUSE`), without its generated layers:
+        argument validation, serialization and a pool lookup per request cost about a quarter of
+        each call's CPU, and every refresh makes two of these calls (bench/README.md). Blocking:
+        call it in a thread."""
+        headers = {**self._credentials(), "Accept": "application/json" if answer else _METADATA_ANSWER}
         data = None
         if body is not None:
             headers["Content-Type"] = MERGE_PATCH if method == "PATCH" else "application/json"
             data = json.dumps(body, separators=(",", ":")).encode()
-        configuration = self.client.configuration
-        try:
-            # auth_settings() asks the refresh hook (an in-cluster token re-read from its file)
-            for setting in configuration.auth_settings().values():
-                if setting.get("in") == "header" and setting.get("value"):
-                    headers[setting["key"]] = setting["value"]
-            pool = self.client.rest_client.pool_manager
-            response = pool.request(
-                method, configuration.host + path, body=data, headers=headers, timeout=self._http_timeout
-            )
-        except (urllib3.exceptions.HTTPError, OSError) as exc:
-            raise unreachable(exc) from None
+        response = self._request(method, path, data, headers)
+        if response.status == 401:  # the credentials changed since they were read (a rotated token)
+            headers.update(self._credentials(fresh=True))
+            response = self._request(method, path, data, headers)
         if not 200 <= response.status <= 299:
             raise refusal(response.status, response.data, str(response.reason or ""))
         return json.loads(response.data) if answer and response.data else {}
+
+    def _credentials(self, *, fresh: bool = False) -> dict[str, str]:
+        """The client's default headers and its credentials header, asked for at most every
+        :data:`AUTH_REUSE` seconds (or now: ``fresh``). Callers copy it, never change it."""
+        now = time.monotonic()
+        cached = self._auth
+        if cached is not None and not fresh and now < cached[0]:
+            return cached[1]
+        headers = dict(self.client.default_headers)
+        try:
+            # auth_settings() asks the refresh hook (an in-cluster token re-read from its file)
+            for setting in self.client.configuration.auth_settings().values():
+                if setting.get("in") == "header" and setting.get("value"):
+                    headers[setting["key"]] = setting["value"]
+        except (urllib3.exceptions.HTTPError, OSError) as exc:  # an exec plugin or OIDC refresh that found no server
+            raise unreachable(exc) from None
+        self._auth = (now + AUTH_REUSE, headers)
+        return headers
+
+    def _request(self, method: str, path: str, data: bytes | None, headers: dict[str, str]) -> Any:
+        """Send on the API server's connection pool, looked up once (the manager's lookup builds
+        and normalizes a key per request); through the manager itself behind a proxy."""
+        manager = self.client.rest_client.pool_manager
+        pool = self._server
+        try:
+            if pool is None or pool.pool is None:  # first use, or closed by the manager: look it up
+                if isinstance(manager, urllib3.ProxyManager):
+                    url, timeout = self._host + path, self._http_timeout
+                    return manager.urlopen(method, url, body=data, headers=headers, timeout=timeout, redirect=False)
+                pool = self._server = manager.connection_from_url(self._host)
+            return pool.urlopen(
+                method,
+                self._prefix + path,
+                body=data,
+                headers=headers,
+                timeout=self._http_timeout,
+                redirect=False,
+                assert_same_host=False,
+            )
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            raise unreachable(exc) from None
 
     async def _call(self, method: str, path: str, body: Any = None, *, answer: bool = True) -> dict[str, Any]:
         """:meth:`_send` in one of this instance's threads."""

@@ -140,6 +140,33 @@ async def test_credentials_come_from_the_configuration_and_its_refresh_hook(
     assert asked
 
 
+async def test_credentials_are_read_once_in_a_while_and_again_after_a_401(
+    cluster: ControlPlane, namespace: str
+) -> None:
+    """The refresh hook runs once for many requests (it re-derives proxies from the whole
+    environment each time), and at once when the server refuses the credentials it gave: the
+    request refused is sent again with the new ones."""
+    tokens = iter(["rotated-away", cluster.ADMIN_TOKEN])
+    asked: list[str] = []
+
+    def refresh(conf: kubernetes.client.Configuration) -> None:
+        token = next(tokens, cluster.ADMIN_TOKEN)
+        asked.append(token)
+        conf.api_key = {"BearerToken": token}
+
+    config = configuration(cluster)
+    config.api_key_prefix = {"BearerToken": "Bearer"}
+    config.refresh_api_key_hook = refresh
+    api = KubernetesApi(threads=1, configuration=config)
+
+    assert await api.get_secret(namespace, "anything") is None  # 401 with the first token, then the second
+    assert asked == ["rotated-away", cluster.ADMIN_TOKEN]
+    created = await api.create_secret(namespace, secret("s1"))
+    await api.patch_secret(namespace, "s1", {"data": {}}, resource_version=created["metadata"]["resourceVersion"])
+    assert await api.get_secret(namespace, "s1") is not None
+    assert asked == ["rotated-away", cluster.ADMIN_TOKEN], "credentials reused, not asked for per request"
+
+
 async def test_no_answer_is_unreachable_and_says_where(namespace: str) -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

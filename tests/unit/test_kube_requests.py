@@ -21,13 +21,16 @@ from tests.support.ports import free_port
 pytestmark = pytest.mark.looptime(False)
 
 
-def _serve_once(listener: socket.socket, answer: bytes) -> threading.Thread:
-    """Answer the first request on ``listener`` with ``answer`` (raw bytes), then close."""
+def _serve_once(listener: socket.socket, answer: bytes, heard: list[bytes] | None = None) -> threading.Thread:
+    """Answer the first request on ``listener`` with ``answer`` (raw bytes), then close; the
+    request's first bytes go to ``heard``."""
 
     def serve() -> None:
         conn, _ = listener.accept()
         with conn:
-            conn.recv(65536)
+            request = conn.recv(65536)
+            if heard is not None:
+                heard.append(request)
             conn.sendall(answer)
 
     thread = threading.Thread(target=serve, daemon=True)
@@ -89,3 +92,24 @@ async def test_a_proxys_html_error_page_is_a_kube_error_without_its_body() -> No
         server.join(5)
     assert (caught.value.status, caught.value.message) == (502, "Bad Gateway")
     assert "s3cr3t" not in f"{caught.value} {caught.value!r} {caught.value.args}"
+
+
+async def test_a_server_behind_a_path_gets_every_request_under_it() -> None:
+    """A kubeconfig server such as ``https://rancher.example/k8s/clusters/c-1``: the requests
+    that skip the generated client keep its path, and an answer nobody reads asks for metadata."""
+    heard: list[bytes] = []
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(16)
+        listener.settimeout(10)
+        server = _serve_once(listener, b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}", heard)
+        config = client_config(listener.getsockname()[1])
+        config.host += "/k8s/clusters/c-1/"
+        api = KubernetesApi(threads=1, request_timeout=2, configuration=config)
+        await api.patch_token_status("mail", "box", {"phase": "x"})
+        server.join(5)
+    head = heard[0].split(b"\r\n\r\n")[0].decode()
+    assert head.splitlines()[0] == (
+        "PATCH /k8s/clusters/c-1/apis/emailtoken.io/v1alpha1/namespaces/mail/emailtokens/box/status HTTP/1.1"
+    )
+    assert "Accept: application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1,application/json" in head
