@@ -16,7 +16,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
 import kubernetes
 import urllib3
@@ -29,11 +29,11 @@ MERGE_PATCH = "application/merge-patch+json"
 #: What a write whose answer nobody reads asks for: the object's metadata, not its data (a
 #: consumer Secret's answer shrinks from ~4.7 KB to ~0.7 KB); plain JSON from a server that cannot.
 _METADATA_ANSWER = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1,application/json"
-#: Seconds the credentials header is reused before the configuration is asked again. Asking runs
-#: its refresh hook (an in-cluster token re-read from its file, a kubeconfig exec plugin's token
-#: renewed when expired), which also re-derives the proxies from the whole environment: ~50 µs
-#: per request with 36 variables, twice that in a Pod of a namespace with many Services. A 401
-#: asks again at once.
+#: Seconds the credentials header of :meth:`KubernetesApi._send` is reused before the configuration
+#: is asked again. Asking runs its refresh hook (an in-cluster token re-read from its file, a
+#: kubeconfig exec plugin's token renewed near its expiry), which also re-derives the proxies from
+#: the whole environment: ~50 µs per request with 36 variables, twice that in a Pod of a namespace
+#: with many Services. A 401 asks again at once (and resends when the answer differs).
 AUTH_REUSE = 10.0
 
 
@@ -264,7 +264,7 @@ class KubernetesApi:
         )
         self._host = str(self.client.configuration.host).rstrip("/")
         #: a server behind a path (a proxy such as Rancher's): the part every request path starts with
-        self._prefix = urlsplit(self._host).path
+        self._prefix = urllib3.util.parse_url(self._host).path or ""
         self._server: urllib3.HTTPConnectionPool | None = None
         self._auth: tuple[float, dict[str, str]] | None = None
         self.core = kubernetes.client.CoreV1Api(self.client)
@@ -307,9 +307,11 @@ class KubernetesApi:
             headers["Content-Type"] = MERGE_PATCH if method == "PATCH" else "application/json"
             data = json.dumps(body, separators=(",", ":")).encode()
         response = self._request(method, path, data, headers)
-        if response.status == 401:  # the credentials changed since they were read (a rotated token)
-            headers.update(self._credentials(fresh=True))
-            response = self._request(method, path, data, headers)
+        if response.status == 401:  # refused: the client may have renewed its token since we read it
+            fresh = self._credentials(fresh=True)
+            if any(headers.get(k) != v for k, v in fresh.items()):  # the same ones again: no second refusal
+                headers.update(fresh)
+                response = self._request(method, path, data, headers)
         if not 200 <= response.status <= 299:
             raise refusal(response.status, response.data, str(response.reason or ""))
         return json.loads(response.data) if answer and response.data else {}

@@ -4,8 +4,8 @@ These calls skip the generated client's layers and talk to its connection pool d
 so what those layers did is checked here: the server's answers and refusals become the
 same :class:`KubeError` kinds with the server's words, a status patch reaches the status
 subresource only, the credentials come from the configuration (its refresh hook
-included, which is how an in-cluster token is re-read), and no answer at all is
-:class:`Unreachable`.
+included, which is how an in-cluster token is re-read: once in a while, and at once after
+a 401), and no answer at all is :class:`Unreachable`.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from typing import Any
 import kubernetes
 import pytest
 
+from emailtoken import kube
 from emailtoken.kube import Conflict, KubeError, KubernetesApi, NotFound, Unreachable
 from tests.support.cluster import ControlPlane
 from tests.support.kube import ApiClient
@@ -116,7 +117,7 @@ async def test_credentials_come_from_the_configuration_and_its_refresh_hook(
     cluster: ControlPlane, namespace: str
 ) -> None:
     """A rejected token is a 401; a refresh hook (an in-cluster token re-read from its file,
-    an exec plugin's new token) is asked before each request."""
+    an exec plugin's new token) gives the credentials."""
     config = configuration(cluster)
     config.api_key = {"BearerToken": "not-a-token"}
     config.api_key_prefix = {"BearerToken": "Bearer"}
@@ -141,11 +142,12 @@ async def test_credentials_come_from_the_configuration_and_its_refresh_hook(
 
 
 async def test_credentials_are_read_once_in_a_while_and_again_after_a_401(
-    cluster: ControlPlane, namespace: str
+    cluster: ControlPlane, namespace: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The refresh hook runs once for many requests (it re-derives proxies from the whole
     environment each time), and at once when the server refuses the credentials it gave: the
     request refused is sent again with the new ones."""
+    monkeypatch.setattr(kube, "AUTH_REUSE", 3600.0)  # however slow the machine, all within one reuse
     tokens = iter(["rotated-away", cluster.ADMIN_TOKEN])
     asked: list[str] = []
 

@@ -94,22 +94,48 @@ async def test_a_proxys_html_error_page_is_a_kube_error_without_its_body() -> No
     assert "s3cr3t" not in f"{caught.value} {caught.value!r} {caught.value.args}"
 
 
-async def test_a_server_behind_a_path_gets_every_request_under_it() -> None:
+@pytest.mark.parametrize(
+    ("server", "prefix"),
+    [("http://127.0.0.1:{port}/k8s/clusters/c-1/", "/k8s/clusters/c-1"), ("127.0.0.1:{port}", "")],
+    ids=["under-a-path", "without-a-scheme"],
+)
+async def test_a_server_behind_a_path_gets_every_request_under_it(server: str, prefix: str) -> None:
     """A kubeconfig server such as ``https://rancher.example/k8s/clusters/c-1``: the requests
-    that skip the generated client keep its path, and an answer nobody reads asks for metadata."""
+    that skip the generated client keep its path (and a bare ``host:port`` is no path), and an
+    answer nobody reads asks for metadata."""
     heard: list[bytes] = []
     with socket.socket() as listener:
         listener.bind(("127.0.0.1", 0))
         listener.listen(16)
         listener.settimeout(10)
-        server = _serve_once(listener, b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}", heard)
+        answer = _serve_once(listener, b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}", heard)
         config = client_config(listener.getsockname()[1])
-        config.host += "/k8s/clusters/c-1/"
+        config.host = server.format(port=listener.getsockname()[1])
         api = KubernetesApi(threads=1, request_timeout=2, configuration=config)
         await api.patch_token_status("mail", "box", {"phase": "x"})
-        server.join(5)
+        answer.join(5)
     head = heard[0].split(b"\r\n\r\n")[0].decode()
     assert head.splitlines()[0] == (
-        "PATCH /k8s/clusters/c-1/apis/emailtoken.io/v1alpha1/namespaces/mail/emailtokens/box/status HTTP/1.1"
+        f"PATCH {prefix}/apis/emailtoken.io/v1alpha1/namespaces/mail/emailtokens/box/status HTTP/1.1"
     )
     assert "Accept: application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1,application/json" in head
+
+
+async def test_a_401_with_credentials_unchanged_is_not_sent_again() -> None:
+    """A refused request goes out once more only when the client has new credentials: with the
+    same ones (a revoked token, an authentication outage) the 401 is the answer, at once."""
+    refused = b'{"kind":"Status","code":401,"message":"Unauthorized"}'
+    head = b"HTTP/1.1 401 Unauthorized\r\nContent-Type: application/json\r\nContent-Length: "
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(16)
+        listener.settimeout(10)
+        server = _serve_once(listener, head + str(len(refused)).encode() + b"\r\n\r\n" + refused)
+        config = client_config(listener.getsockname()[1])
+        config.api_key = {"BearerToken": "revoked"}
+        config.api_key_prefix = {"BearerToken": "Bearer"}
+        api = KubernetesApi(threads=1, request_timeout=2, configuration=config)
+        with pytest.raises(KubeError) as caught:  # a second request would find no one answering: Unreachable
+            await api.patch_token_status("mail", "box", {"phase": "x"})
+        server.join(5)
+    assert (caught.value.status, caught.value.message) == (401, "Unauthorized")
