@@ -82,6 +82,16 @@ class Hostile(ThreadingHTTPServer):
                     },
                 )
 
+            def drip(self, byte: bytes) -> None:
+                """One byte every 0.25 s for 15 s, until the client hangs up."""
+                for _ in range(60):
+                    try:
+                        self.wfile.write(byte)
+                        self.wfile.flush()
+                    except OSError:
+                        return
+                    time.sleep(0.25)
+
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length)
@@ -94,13 +104,7 @@ class Hostile(ThreadingHTTPServer):
                     self.end_headers()
                 elif mode == "drip":
                     self.wfile.write(b"HTTP/1.1 200 OK\r\n")
-                    for _ in range(60):
-                        try:
-                            self.wfile.write(b"X")
-                            self.wfile.flush()
-                        except OSError:
-                            return
-                        time.sleep(0.25)
+                    self.drip(b"X")
                 elif mode == "closedrip":
                     # Complete headers, then a body of no stated length a byte at a time: http.client
                     # lets go of the connection at once, the answer keeps its socket.
@@ -108,13 +112,7 @@ class Hostile(ThreadingHTTPServer):
                     self.send_header("Content-Type", "application/json")
                     self.send_header("Connection", "close")
                     self.end_headers()
-                    for _ in range(60):
-                        try:
-                            self.wfile.write(b" ")
-                            self.wfile.flush()
-                        except OSError:
-                            return
-                        time.sleep(0.25)
+                    self.drip(b" ")
                     self.close_connection = True
                 elif mode == "huge":
                     self.send_response(200)
